@@ -1,0 +1,380 @@
+//! The database: one diesel codebase over MySQL/MariaDB and SQLite.
+//!
+//! The backend is chosen by the URL scheme (`mysql://` or `sqlite://`), the
+//! connection is the [`DbConn`] enum (diesel's `MultiConnection`), and every
+//! query is written once against it. Migrations are embedded per backend and
+//! run at start. Diesel is blocking: async code goes through [`Db::run`],
+//! which moves the work to tokio's blocking pool.
+
+pub mod accounts;
+pub mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{MysqlConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::secret::redact_url;
+
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/mysql");
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// A connection to either backend. SQLite is last: diesel's derived
+/// `establish` tries variants in order and SQLite accepts any string.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Mysql(MysqlConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Mysql,
+    Sqlite,
+}
+
+impl Backend {
+    /// `mysql://…` or `sqlite://PATH`; anything else is refused so that a typo
+    /// never silently creates an empty SQLite file.
+    pub fn from_url(url: &str) -> Result<Backend, DbError> {
+        if url.starts_with("mysql://") {
+            Ok(Backend::Mysql)
+        } else if url.starts_with("sqlite://") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(DbError::Connect(format!(
+                "unsupported database URL {:?}: expected mysql://USER:PASSWORD@HOST:PORT/DB or sqlite://PATH",
+                redact_url(url)
+            )))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint was hit; the string names what was taken.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("database connection failed: {0}")]
+    Connect(String),
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Query(#[from] DieselError),
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+impl DbError {
+    /// True if the error is a unique-key violation.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// Opens connections for the pool, choosing the variant from the URL scheme
+/// (so the real connection error is reported, not diesel's generic one) and
+/// setting SQLite's per-connection pragmas.
+#[derive(Debug)]
+pub struct Manager {
+    url: String,
+    backend: Backend,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(String);
+
+impl Manager {
+    pub fn new(url: &str) -> Result<Manager, DbError> {
+        Ok(Manager {
+            url: url.to_owned(),
+            backend: Backend::from_url(url)?,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// One new connection, outside any pool.
+    pub fn connect(&self) -> Result<DbConn, DbError> {
+        match self.backend {
+            Backend::Mysql => MysqlConnection::establish(&self.url)
+                .map(DbConn::Mysql)
+                .map_err(|e| DbError::Connect(format!("{} ({})", e, redact_url(&self.url)))),
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent).map_err(|e| {
+                            DbError::Connect(format!("cannot create {}: {e}", parent.display()))
+                        })?;
+                    }
+                }
+                let mut conn = SqliteConnection::establish(path)
+                    .map_err(|e| DbError::Connect(format!("{e} (sqlite file {path})")))?;
+                // WAL lets readers run beside the writer; busy_timeout makes a
+                // second writer wait instead of failing at once.
+                conn.batch_execute(
+                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 15000; \
+                     PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                )
+                .map_err(|e| DbError::Connect(format!("sqlite pragmas: {e}")))?;
+                Ok(DbConn::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<DbConn, ConnectError> {
+        Manager::connect(self).map_err(|e| ConnectError(e.to_string()))
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectError> {
+        conn.batch_execute("SELECT 1")
+            .map_err(|e| ConnectError(e.to_string()))
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+/// Applies every pending embedded migration of the connection's backend.
+/// Returns the versions applied.
+pub fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, DbError> {
+    let applied = match conn {
+        DbConn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS),
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+    }
+    .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+}
+
+/// The shared handle: a pool plus the rule that blocking work runs on
+/// tokio's blocking threads.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<Manager>,
+    backend: Backend,
+    /// SQLite allows one writer; taking this before a write transaction
+    /// turns lock-upgrade failures (`database is locked`) into waiting.
+    sqlite_writer: Arc<std::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+pub type PooledConn = PooledConnection<Manager>;
+
+impl Db {
+    /// Connects (checking the first connection so a bad URL fails now, with
+    /// the real reason) and runs the embedded migrations. Blocking.
+    pub fn open(url: &str, pool_size: u32) -> Result<Db, DbError> {
+        let manager = Manager::new(url)?;
+        let backend = manager.backend();
+        let mut first = manager.connect()?;
+        run_migrations(&mut first)?;
+        drop(first);
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(Duration::from_secs(15))
+            .build(manager)
+            .map_err(|e| DbError::Pool(e.to_string()))?;
+        Ok(Db {
+            pool,
+            backend,
+            sqlite_writer: Arc::new(std::sync::Mutex::new(())),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A pooled connection. Blocking.
+    pub fn conn(&self) -> Result<PooledConn, DbError> {
+        self.pool.get().map_err(|e| DbError::Pool(e.to_string()))
+    }
+
+    /// Runs blocking database work on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_blocking(f))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// [`Db::write`] for callers already on a blocking thread.
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, DbError>,
+    {
+        let mut conn = self.conn()?;
+        let _guard = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writer.lock().unwrap_or_else(|p| p.into_inner())),
+            Backend::Mysql => None,
+        };
+        (*conn).transaction(f)
+    }
+
+    /// True if a connection answers `SELECT 1` (readiness).
+    pub async fn ping(&self) -> bool {
+        self.run(|c| c.batch_execute("SELECT 1").map_err(DbError::from))
+            .await
+            .is_ok()
+    }
+}
+
+/// The current time as stored in `created_at`/`updated_at` columns (UTC, whole seconds,
+/// because MySQL's DATETIME keeps no fraction).
+pub fn now() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    now.with_nanosecond_zero()
+}
+
+trait NanosZero {
+    fn with_nanosecond_zero(self) -> Self;
+}
+
+impl NanosZero for chrono::NaiveDateTime {
+    fn with_nanosecond_zero(self) -> Self {
+        use chrono::Timelike;
+        self.with_nanosecond(0).unwrap_or(self)
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::accounts::{self, NewUser};
+    use super::*;
+    use crate::ids::{Role, UserId, WorkspaceId};
+    use crate::testing::for_each_backend;
+
+    #[test]
+    fn accounts_story_on_both_backends() {
+        for_each_backend(|tdb| {
+            let db = Db::open(tdb.url(), 2).unwrap();
+            let mut c = db.conn().unwrap();
+            // Migrations are idempotent: a second run applies nothing.
+            assert!(run_migrations(&mut c).unwrap().is_empty());
+            let new = |u: &'static str, e: &'static str| NewUser {
+                first_name: "Ann'; DROP TABLE users; --",
+                last_name: "Ünïcødé",
+                username: u,
+                email: e,
+                password_hash: "$2b$04$x",
+            };
+            let alice = accounts::create_user(&mut c, &new("alice", "alice@example.com")).unwrap();
+            assert_eq!(alice.first_name, "Ann'; DROP TABLE users; --");
+            assert!(matches!(
+                accounts::create_user(&mut c, &new("alice2", "alice@example.com")),
+                Err(DbError::Conflict("email"))
+            ));
+            assert!(matches!(
+                accounts::create_user(&mut c, &new("alice", "other@example.com")),
+                Err(DbError::Conflict("username"))
+            ));
+            let bob = accounts::create_user(&mut c, &new("bob", "bob@example.com")).unwrap();
+            let ws = accounts::create_workspace(&mut c, UserId(alice.id), "Café").unwrap();
+            // Binary collation: a name differing only by accent is another workspace.
+            accounts::create_workspace(&mut c, UserId(alice.id), "Cafe").unwrap();
+            assert!(matches!(
+                accounts::create_workspace(&mut c, UserId(alice.id), "Café"),
+                Err(DbError::Conflict("workspace"))
+            ));
+            let wid = WorkspaceId(ws.id);
+            assert_eq!(
+                accounts::role_of(&mut c, wid, UserId(alice.id)).unwrap(),
+                Some(Role::Owner)
+            );
+            assert_eq!(
+                accounts::role_of(&mut c, wid, UserId(bob.id)).unwrap(),
+                None
+            );
+            accounts::add_member(&mut c, wid, UserId(bob.id), Role::Viewer, UserId(alice.id))
+                .unwrap();
+            assert!(matches!(
+                accounts::add_member(&mut c, wid, UserId(bob.id), Role::Editor, UserId(alice.id)),
+                Err(DbError::Conflict("member"))
+            ));
+            let shared = accounts::workspaces_of(&mut c, UserId(bob.id), true).unwrap();
+            assert_eq!(shared.len(), 1);
+            assert_eq!(shared[0].owner_username, "alice");
+            assert_eq!(shared[0].role, Role::Viewer);
+            assert!(accounts::workspaces_of(&mut c, UserId(alice.id), true)
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                accounts::workspaces_of(&mut c, UserId(alice.id), false)
+                    .unwrap()
+                    .len(),
+                2
+            );
+            let members = accounts::members_of(&mut c, wid).unwrap();
+            assert_eq!(
+                members
+                    .iter()
+                    .map(|m| (m.username.as_str(), m.role))
+                    .collect::<Vec<_>>(),
+                vec![("alice", Role::Owner), ("bob", Role::Viewer)]
+            );
+        });
+    }
+
+    #[test]
+    fn unknown_url_scheme_is_refused() {
+        let err = Db::open("postgres://x", 1).unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported database URL"),
+            "{err}"
+        );
+        let err = Db::open("mysql://root:secretpw@127.0.0.1:1/nope", 1).unwrap_err();
+        assert!(!err.to_string().contains("secretpw"), "{err}");
+    }
+}

@@ -1,0 +1,102 @@
+//! The diesel schema, one for both backends (ids are BIGINT on MySQL and
+//! INTEGER on SQLite; both read as `i64`). Mirrors `migrations/*`.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        first_name -> Text,
+        last_name -> Text,
+        username -> Text,
+        email -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workspaces (id) {
+        id -> BigInt,
+        name -> Text,
+        owner_id -> BigInt,
+        head_seq -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workspace_members (workspace_id, user_id) {
+        workspace_id -> BigInt,
+        user_id -> BigInt,
+        role -> Text,
+        added_by -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    file_versions (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        seq -> BigInt,
+        op -> Text,
+        kind -> Text,
+        path -> Text,
+        path_hash -> Binary,
+        from_path -> Nullable<Text>,
+        from_path_hash -> Nullable<Binary>,
+        size -> BigInt,
+        mtime_ms -> BigInt,
+        mode -> Integer,
+        content_hash -> Binary,
+        manifest -> Binary,
+        author_id -> BigInt,
+        device_id -> Text,
+        deleted -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    file_heads (workspace_id, path_hash) {
+        workspace_id -> BigInt,
+        path_hash -> Binary,
+        path -> Text,
+        seq -> BigInt,
+        deleted -> Bool,
+    }
+}
+
+diesel::table! {
+    chunks (hash) {
+        hash -> Binary,
+        size -> Integer,
+        stored_size -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workspace_chunks (workspace_id, hash) {
+        workspace_id -> BigInt,
+        hash -> Binary,
+    }
+}
+
+diesel::joinable!(workspaces -> users (owner_id));
+diesel::joinable!(workspace_members -> workspaces (workspace_id));
+diesel::joinable!(workspace_members -> users (user_id));
+diesel::joinable!(file_versions -> workspaces (workspace_id));
+diesel::joinable!(file_versions -> users (author_id));
+diesel::joinable!(file_heads -> workspaces (workspace_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    workspaces,
+    workspace_members,
+    file_versions,
+    file_heads,
+    chunks,
+    workspace_chunks,
+);

@@ -1,0 +1,73 @@
+//! Events carried on the Redis bus (or the in-process bus of a single node),
+//! as JSON. The journal in the database is the truth; these only wake the
+//! nodes up, so a lost event costs latency, never data.
+//!
+//! | channel | payload |
+//! |---|---|
+//! | `filesync:user:<user_id>` | [`UserEvent`]: something about the user's memberships changed |
+//! | `filesync:ws:<workspace_id>` | [`WorkspaceEvent`]: a change was committed, or membership changed |
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Role, UserId, WorkspaceId};
+
+pub fn user_channel(user: UserId) -> String {
+    format!("filesync:user:{user}")
+}
+
+pub fn workspace_channel(ws: WorkspaceId) -> String {
+    format!("filesync:ws:{ws}")
+}
+
+/// Published on `filesync:user:<user_id>`, delivered to that user's connections as notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UserEvent {
+    /// The user was added to a workspace.
+    WorkspaceShared {
+        workspace_id: WorkspaceId,
+        workspace_name: String,
+        role: Role,
+        by_user_id: UserId,
+        by_username: String,
+    },
+    /// The user was removed from a workspace: its subscriptions end at once.
+    MemberRemoved { workspace_id: WorkspaceId },
+    /// The user's role in a workspace changed.
+    RoleChanged {
+        workspace_id: WorkspaceId,
+        role: Role,
+    },
+}
+
+/// Published on `filesync:ws:<workspace_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkspaceEvent {
+    /// Change `seq` was committed to the journal; nodes read it (and any before it they missed) from the database.
+    Committed { workspace_id: WorkspaceId, seq: i64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_event_json_is_stable() {
+        let ev = UserEvent::WorkspaceShared {
+            workspace_id: WorkspaceId(7),
+            workspace_name: "Docs".into(),
+            role: Role::Editor,
+            by_user_id: UserId(1),
+            by_username: "alice".into(),
+        };
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "workspace_shared", "workspace_id": 7, "workspace_name": "Docs",
+                               "role": "editor", "by_user_id": 1, "by_username": "alice"})
+        );
+        assert_eq!(user_channel(UserId(3)), "filesync:user:3");
+        assert_eq!(workspace_channel(WorkspaceId(9)), "filesync:ws:9");
+    }
+}

@@ -1,0 +1,29 @@
+//! Everything the filesync daemons and the client agree on.
+//!
+//! # Layout
+//! - [`ids`]: domain newtypes (`UserId`, `WorkspaceId`, `Role`).
+//! - [`secret`]: a string that never shows up in `Debug` or logs.
+//! - [`config`]: daemon configuration: defaults → TOML file → `FILESYNC_*` env.
+//! - [`jwt`]: issuing and verifying the HS256 access tokens both daemons accept.
+//! - [`events`]: JSON events published on the Redis bus by either daemon.
+//! - [`db`] (feature `db`): diesel schema, models, the two-backend connection,
+//!   the pool and the embedded migrations; [`password`] (feature `db`): bcrypt.
+//!
+//! **Architecture Invariant:** this crate opens no socket. It describes data
+//! and rules; the daemons and the client do the I/O.
+
+pub mod config;
+pub mod events;
+pub mod ids;
+pub mod jwt;
+pub mod secret;
+
+#[cfg(feature = "db")]
+pub mod db;
+#[cfg(feature = "db")]
+pub mod password;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use ids::{Role, UserId, WorkspaceId};
+pub use secret::Secret;

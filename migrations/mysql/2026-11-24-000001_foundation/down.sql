@@ -1,0 +1,3 @@
+DROP TABLE workspace_members;
+DROP TABLE workspaces;
+DROP TABLE users;

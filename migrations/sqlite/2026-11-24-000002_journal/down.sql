@@ -1,0 +1,4 @@
+DROP TABLE workspace_chunks;
+DROP TABLE chunks;
+DROP TABLE file_heads;
+DROP TABLE file_versions;

@@ -85,10 +85,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
-            .field(
-                "database_url",
-                &self.database_url.as_deref().map(redact_url),
-            )
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
             .field("db_pool_size", &self.db_pool_size)
             .field("http_addr", &self.http_addr)
             .field("tcp_addr", &self.tcp_addr)
@@ -146,10 +143,7 @@ const BOOLEAN: &[&str] = &["dev_mode"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("invalid value for {var}: {message}")]
@@ -159,46 +153,27 @@ pub enum ConfigError {
          (e.g. `openssl rand -hex 32`), or start with --dev to generate one in the data dir"
     )]
     MissingJwtSecret,
-    #[error(
-        "FILESYNC_JWT_SECRET is {0} bytes long; it must be at least {MIN_JWT_SECRET_BYTES} bytes"
-    )]
+    #[error("FILESYNC_JWT_SECRET is {0} bytes long; it must be at least {MIN_JWT_SECRET_BYTES} bytes")]
     ShortJwtSecret(usize),
     #[error("bcrypt_cost must be between 4 and 31, got {0}")]
     BcryptCost(u32),
     #[error("cannot keep the generated JWT secret in {path}: {source}")]
-    DevSecret {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DevSecret { path: PathBuf, source: std::io::Error },
 }
 
 impl Config {
     /// Defaults, then the TOML file at `file` (or at `FILESYNC_CONFIG` as given by `env`), then env vars.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| env("FILESYNC_CONFIG").map(PathBuf::from));
-        let mut table =
-            toml::Table::try_from(Config::default()).expect("config serializes to a table");
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file = file.map(Path::to_path_buf).or_else(|| env("FILESYNC_CONFIG").map(PathBuf::from));
+        let mut table = toml::Table::try_from(Config::default()).expect("config serializes to a table");
         if let Some(path) = file {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let from_file: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let from_file: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
             // Checked on its own so an unknown key is blamed on the file.
-            Config::deserialize(toml::Value::Table(from_file.clone())).map_err(|e| {
-                ConfigError::File {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            Config::deserialize(toml::Value::Table(from_file.clone()))
+                .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
             table.extend(from_file);
         }
         for field in FIELDS {
@@ -220,10 +195,8 @@ impl Config {
             };
             table.insert((*field).to_owned(), value);
         }
-        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
-            var: "FILESYNC_*".into(),
-            message: e.to_string(),
-        })
+        Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Env { var: "FILESYNC_*".into(), message: e.to_string() })
     }
 
     /// [`Config::load`] with the process environment.
@@ -241,9 +214,7 @@ impl Config {
 
     /// The chunk store directory in effect.
     pub fn storage_dir(&self) -> PathBuf {
-        self.storage
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("chunks"))
+        self.storage.clone().unwrap_or_else(|| self.data_dir.join("chunks"))
     }
 
     /// Checks what a daemon needs before serving: a strong JWT secret (in dev mode one is
@@ -276,10 +247,7 @@ fn parse_bool(raw: &str) -> Option<bool> {
 
 fn load_or_create_dev_secret(data_dir: &Path) -> Result<Secret, ConfigError> {
     let path = data_dir.join("jwt_secret");
-    let err = |source| ConfigError::DevSecret {
-        path: path.clone(),
-        source,
-    };
+    let err = |source| ConfigError::DevSecret { path: path.clone(), source };
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim();
         if existing.len() >= MIN_JWT_SECRET_BYTES {
@@ -315,10 +283,7 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -327,11 +292,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "http_addr = \"0.0.0.0:9000\"\nbcrypt_cost = 13\n").unwrap();
-        let cfg = Config::load(
-            Some(&file),
-            env_of(&[("FILESYNC_BCRYPT_COST", "14"), ("FILESYNC_DEV_MODE", "yes")]),
-        )
-        .unwrap();
+        let cfg =
+            Config::load(Some(&file), env_of(&[("FILESYNC_BCRYPT_COST", "14"), ("FILESYNC_DEV_MODE", "yes")])).unwrap();
         assert_eq!(cfg.http_addr, "0.0.0.0:9000");
         assert_eq!(cfg.bcrypt_cost, 14);
         assert!(cfg.dev_mode);
@@ -363,40 +325,23 @@ mod tests {
             ..Config::default()
         };
         let dbg = format!("{cfg:?}");
-        assert!(
-            !dbg.contains("s3cr3t") && !dbg.contains("dbpass") && !dbg.contains("redispass"),
-            "{dbg}"
-        );
+        assert!(!dbg.contains("s3cr3t") && !dbg.contains("dbpass") && !dbg.contains("redispass"), "{dbg}");
     }
 
     #[test]
     fn jwt_secret_required_outside_dev_and_must_be_long() {
         let mut cfg = Config::default();
-        assert!(matches!(
-            cfg.prepare_for_serving(),
-            Err(ConfigError::MissingJwtSecret)
-        ));
+        assert!(matches!(cfg.prepare_for_serving(), Err(ConfigError::MissingJwtSecret)));
         cfg.jwt_secret = Secret::new("short");
-        assert!(matches!(
-            cfg.prepare_for_serving(),
-            Err(ConfigError::ShortJwtSecret(5))
-        ));
+        assert!(matches!(cfg.prepare_for_serving(), Err(ConfigError::ShortJwtSecret(5))));
     }
 
     #[test]
     fn dev_mode_generates_and_keeps_a_secret() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = Config {
-            dev_mode: true,
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
+        let mut a = Config { dev_mode: true, data_dir: dir.path().to_path_buf(), ..Config::default() };
         a.prepare_for_serving().unwrap();
-        let mut b = Config {
-            dev_mode: true,
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
+        let mut b = Config { dev_mode: true, data_dir: dir.path().to_path_buf(), ..Config::default() };
         b.prepare_for_serving().unwrap();
         assert_eq!(a.jwt_secret, b.jwt_secret);
         assert!(a.jwt_secret.expose().len() >= MIN_JWT_SECRET_BYTES);
@@ -424,17 +369,9 @@ mod tests {
         Config::load(Some(&path), |_| None).unwrap();
         let mentioned: BTreeSet<&str> = text
             .lines()
-            .filter_map(|l| {
-                l.trim_start_matches(['#', ' '])
-                    .split_once('=')
-                    .map(|(k, _)| k.trim())
-            })
+            .filter_map(|l| l.trim_start_matches(['#', ' ']).split_once('=').map(|(k, _)| k.trim()))
             .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
             .collect();
-        assert_eq!(
-            mentioned,
-            FIELDS.iter().copied().collect(),
-            "deploy/filesync.example.toml and Config differ"
-        );
+        assert_eq!(mentioned, FIELDS.iter().copied().collect(), "deploy/filesync.example.toml and Config differ");
     }
 }

@@ -34,10 +34,7 @@ pub enum UserEvent {
     /// The user was removed from a workspace: its subscriptions end at once.
     MemberRemoved { workspace_id: WorkspaceId },
     /// The user's role in a workspace changed.
-    RoleChanged {
-        workspace_id: WorkspaceId,
-        role: Role,
-    },
+    RoleChanged { workspace_id: WorkspaceId, role: Role },
 }
 
 /// Published on `filesync:ws:<workspace_id>`.

@@ -3,9 +3,7 @@
 //! else a client says.
 
 use chrono::{DateTime, TimeZone, Utc};
-use jsonwebtoken::{
-    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
-};
+use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
@@ -53,9 +51,7 @@ pub struct JwtKeys {
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKeys")
-            .field("ttl_secs", &self.ttl_secs)
-            .finish_non_exhaustive()
+        f.debug_struct("JwtKeys").field("ttl_secs", &self.ttl_secs).finish_non_exhaustive()
     }
 }
 
@@ -89,12 +85,8 @@ impl JwtKeys {
             exp: iat.saturating_add(ttl_secs),
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|_| JwtError::Issue)?;
-        let expires_at = Utc
-            .timestamp_opt(claims.exp, 0)
-            .single()
-            .ok_or(JwtError::Issue)?;
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| JwtError::Issue)?;
+        let expires_at = Utc.timestamp_opt(claims.exp, 0).single().ok_or(JwtError::Issue)?;
         Ok((token, expires_at))
     }
 
@@ -103,26 +95,14 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data =
-            decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => JwtError::Expired,
-                ErrorKind::InvalidSignature => JwtError::BadSignature,
-                _ => JwtError::Malformed,
-            })?;
-        let user_id = data
-            .claims
-            .sub
-            .parse::<i64>()
-            .map_err(|_| JwtError::Malformed)?;
-        let expires_at = Utc
-            .timestamp_opt(data.claims.exp, 0)
-            .single()
-            .ok_or(JwtError::Malformed)?;
-        Ok(TokenInfo {
-            user_id: UserId(user_id),
-            email: data.claims.email,
-            expires_at,
-        })
+        let data = decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => JwtError::Expired,
+            ErrorKind::InvalidSignature => JwtError::BadSignature,
+            _ => JwtError::Malformed,
+        })?;
+        let user_id = data.claims.sub.parse::<i64>().map_err(|_| JwtError::Malformed)?;
+        let expires_at = Utc.timestamp_opt(data.claims.exp, 0).single().ok_or(JwtError::Malformed)?;
+        Ok(TokenInfo { user_id: UserId(user_id), email: data.claims.email, expires_at })
     }
 }
 
@@ -147,13 +127,9 @@ mod tests {
     #[test]
     fn expired_wrong_key_and_garbage_are_told_apart() {
         let k = keys("0123456789abcdef0123456789abcdef");
-        let (old, _) = k
-            .issue_at(UserId(1), "a@b.c", Utc::now().timestamp() - 100, 10)
-            .unwrap();
+        let (old, _) = k.issue_at(UserId(1), "a@b.c", Utc::now().timestamp() - 100, 10).unwrap();
         assert_eq!(k.verify(&old), Err(JwtError::Expired));
-        let (other, _) = keys("ffffffffffffffffffffffffffffffff")
-            .issue(UserId(1), "a@b.c")
-            .unwrap();
+        let (other, _) = keys("ffffffffffffffffffffffffffffffff").issue(UserId(1), "a@b.c").unwrap();
         assert_eq!(k.verify(&other), Err(JwtError::BadSignature));
         assert_eq!(k.verify("not.a.token"), Err(JwtError::Malformed));
         assert_eq!(k.verify(""), Err(JwtError::Malformed));

@@ -10,9 +10,7 @@ pub struct Passwords {
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Passwords")
-            .field("cost", &self.cost)
-            .finish_non_exhaustive()
+        f.debug_struct("Passwords").field("cost", &self.cost).finish_non_exhaustive()
     }
 }
 

@@ -61,10 +61,7 @@ mod tests {
 
     #[test]
     fn url_password_is_redacted() {
-        assert_eq!(
-            redact_url("mysql://root:pw@127.0.0.1:3306/db"),
-            "mysql://root:***@127.0.0.1:3306/db"
-        );
+        assert_eq!(redact_url("mysql://root:pw@127.0.0.1:3306/db"), "mysql://root:***@127.0.0.1:3306/db");
         assert_eq!(redact_url("mysql://root@h/db"), "mysql://root@h/db");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
     }

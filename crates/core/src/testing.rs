@@ -13,8 +13,7 @@ use crate::db::Backend;
 
 /// The server URL (no database) for MySQL tests.
 pub fn mysql_server_url() -> String {
-    std::env::var("FILESYNC_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+    std::env::var("FILESYNC_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
 }
 
 /// A fresh, empty database. Dropping it removes it.
@@ -39,16 +38,9 @@ impl TestDb {
         let name = format!("filesync_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = MysqlConnection::establish(&format!("{server}/mysql"))
             .unwrap_or_else(|e| panic!("MariaDB not reachable at {server}: {e}"));
-        conn.batch_execute(&format!(
-            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        ))
-        .expect("create test database");
-        TestDb {
-            backend: Backend::Mysql,
-            url: format!("{server}/{name}"),
-            name,
-            _dir: None,
-        }
+        conn.batch_execute(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+            .expect("create test database");
+        TestDb { backend: Backend::Mysql, url: format!("{server}/{name}"), name, _dir: None }
     }
 
     /// A new SQLite file in a temp directory.
@@ -80,9 +72,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if self.backend == Backend::Mysql {
-            if let Ok(mut conn) =
-                MysqlConnection::establish(&format!("{}/mysql", mysql_server_url()))
-            {
+            if let Ok(mut conn) = MysqlConnection::establish(&format!("{}/mysql", mysql_server_url())) {
                 let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
             }
         }

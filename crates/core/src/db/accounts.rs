@@ -60,17 +60,12 @@ pub struct Member {
 }
 
 fn parse_role(s: &str) -> Result<Role, DbError> {
-    s.parse()
-        .map_err(|e: crate::ids::UnknownRole| DbError::Task(e.to_string()))
+    s.parse().map_err(|e: crate::ids::UnknownRole| DbError::Task(e.to_string()))
 }
 
 /// Names which unique key a violation hit, from the backend's message
 /// (MySQL: `... for key 'users_email_key'`; SQLite: `UNIQUE constraint failed: users.email`).
-fn conflict_of(
-    err: DieselError,
-    candidates: &[(&str, &'static str)],
-    fallback: &'static str,
-) -> DbError {
+fn conflict_of(err: DieselError, candidates: &[(&str, &'static str)], fallback: &'static str) -> DbError {
     if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &err {
         let msg = info.message();
         for (needle, what) in candidates {
@@ -100,45 +95,25 @@ pub fn create_user(conn: &mut DbConn, new: &NewUser<'_>) -> Result<User, DbError
             ))
             .execute(conn)
             .map_err(|e| conflict_of(e, &[("email", "email"), ("username", "username")], "user"))?;
-        users::table
-            .filter(users::email.eq(new.email))
-            .select(User::as_select())
-            .first(conn)
-            .map_err(DbError::from)
+        users::table.filter(users::email.eq(new.email)).select(User::as_select()).first(conn).map_err(DbError::from)
     })
 }
 
 pub fn user_by_email(conn: &mut DbConn, email: &str) -> Result<Option<User>, DbError> {
-    Ok(users::table
-        .filter(users::email.eq(email))
-        .select(User::as_select())
-        .first(conn)
-        .optional()?)
+    Ok(users::table.filter(users::email.eq(email)).select(User::as_select()).first(conn).optional()?)
 }
 
 pub fn user_by_id(conn: &mut DbConn, id: UserId) -> Result<Option<User>, DbError> {
-    Ok(users::table
-        .find(id.0)
-        .select(User::as_select())
-        .first(conn)
-        .optional()?)
+    Ok(users::table.find(id.0).select(User::as_select()).first(conn).optional()?)
 }
 
 pub fn workspace_by_id(conn: &mut DbConn, id: WorkspaceId) -> Result<Option<Workspace>, DbError> {
-    Ok(workspaces::table
-        .find(id.0)
-        .select(Workspace::as_select())
-        .first(conn)
-        .optional()?)
+    Ok(workspaces::table.find(id.0).select(Workspace::as_select()).first(conn).optional()?)
 }
 
 /// Creates a workspace and its owner's membership row in one transaction.
 /// The same owner using the same name again is `Conflict("workspace")`.
-pub fn create_workspace(
-    conn: &mut DbConn,
-    owner: UserId,
-    name: &str,
-) -> Result<Workspace, DbError> {
+pub fn create_workspace(conn: &mut DbConn, owner: UserId, name: &str) -> Result<Workspace, DbError> {
     conn.transaction(|conn| {
         let ts = now();
         diesel::insert_into(workspaces::table)
@@ -203,19 +178,11 @@ pub fn add_member(
 
 /// Every workspace the user belongs to, with its owner's username and the user's role,
 /// ordered by name. `shared_only` leaves out the ones the user owns.
-pub fn workspaces_of(
-    conn: &mut DbConn,
-    user: UserId,
-    shared_only: bool,
-) -> Result<Vec<MemberWorkspace>, DbError> {
+pub fn workspaces_of(conn: &mut DbConn, user: UserId, shared_only: bool) -> Result<Vec<MemberWorkspace>, DbError> {
     let mut query = workspace_members::table
         .inner_join(workspaces::table.inner_join(users::table))
         .filter(workspace_members::user_id.eq(user.0))
-        .select((
-            Workspace::as_select(),
-            users::username,
-            workspace_members::role,
-        ))
+        .select((Workspace::as_select(), users::username, workspace_members::role))
         .order((workspaces::name.asc(), workspaces::id.asc()))
         .into_boxed();
     if shared_only {
@@ -224,11 +191,7 @@ pub fn workspaces_of(
     let rows: Vec<(Workspace, String, String)> = query.load(conn)?;
     rows.into_iter()
         .map(|(workspace, owner_username, role)| {
-            Ok(MemberWorkspace {
-                workspace,
-                owner_username,
-                role: parse_role(&role)?,
-            })
+            Ok(MemberWorkspace { workspace, owner_username, role: parse_role(&role)? })
         })
         .collect()
 }
@@ -238,24 +201,12 @@ pub fn members_of(conn: &mut DbConn, ws: WorkspaceId) -> Result<Vec<Member>, DbE
     let rows: Vec<(i64, String, String, String)> = workspace_members::table
         .inner_join(users::table)
         .filter(workspace_members::workspace_id.eq(ws.0))
-        .select((
-            users::id,
-            users::username,
-            users::email,
-            workspace_members::role,
-        ))
+        .select((users::id, users::username, users::email, workspace_members::role))
         .order(users::username.asc())
         .load(conn)?;
     let mut members = rows
         .into_iter()
-        .map(|(user_id, username, email, role)| {
-            Ok(Member {
-                user_id,
-                username,
-                email,
-                role: parse_role(&role)?,
-            })
-        })
+        .map(|(user_id, username, email, role)| Ok(Member { user_id, username, email, role: parse_role(&role)? }))
         .collect::<Result<Vec<_>, DbError>>()?;
     members.sort_by_key(|m| m.role != Role::Owner);
     Ok(members)

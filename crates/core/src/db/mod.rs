@@ -78,13 +78,7 @@ pub enum DbError {
 impl DbError {
     /// True if the error is a unique-key violation.
     pub fn is_unique_violation(&self) -> bool {
-        matches!(
-            self,
-            DbError::Query(DieselError::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _
-            ))
-        )
+        matches!(self, DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
     }
 }
 
@@ -103,10 +97,7 @@ pub struct ConnectError(String);
 
 impl Manager {
     pub fn new(url: &str) -> Result<Manager, DbError> {
-        Ok(Manager {
-            url: url.to_owned(),
-            backend: Backend::from_url(url)?,
-        })
+        Ok(Manager { url: url.to_owned(), backend: Backend::from_url(url)? })
     }
 
     pub fn backend(&self) -> Backend {
@@ -123,9 +114,8 @@ impl Manager {
                 let path = self.url.trim_start_matches("sqlite://");
                 if let Some(parent) = std::path::Path::new(path).parent() {
                     if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(|e| {
-                            DbError::Connect(format!("cannot create {}: {e}", parent.display()))
-                        })?;
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| DbError::Connect(format!("cannot create {}: {e}", parent.display())))?;
                     }
                 }
                 let mut conn = SqliteConnection::establish(path)
@@ -152,8 +142,7 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectError> {
-        conn.batch_execute("SELECT 1")
-            .map_err(|e| ConnectError(e.to_string()))
+        conn.batch_execute("SELECT 1").map_err(|e| ConnectError(e.to_string()))
     }
 
     fn has_broken(&self, _conn: &mut DbConn) -> bool {
@@ -185,9 +174,7 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db")
-            .field("backend", &self.backend)
-            .finish_non_exhaustive()
+        f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
     }
 }
 
@@ -207,11 +194,7 @@ impl Db {
             .connection_timeout(Duration::from_secs(15))
             .build(manager)
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        Ok(Db {
-            pool,
-            backend,
-            sqlite_writer: Arc::new(std::sync::Mutex::new(())),
-        })
+        Ok(Db { pool, backend, sqlite_writer: Arc::new(std::sync::Mutex::new(())) })
     }
 
     pub fn backend(&self) -> Backend {
@@ -245,9 +228,7 @@ impl Db {
         F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write_blocking(f))
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || db.write_blocking(f)).await.map_err(|e| DbError::Task(e.to_string()))?
     }
 
     /// [`Db::write`] for callers already on a blocking thread.
@@ -265,9 +246,7 @@ impl Db {
 
     /// True if a connection answers `SELECT 1` (readiness).
     pub async fn ping(&self) -> bool {
-        self.run(|c| c.batch_execute("SELECT 1").map_err(DbError::from))
-            .await
-            .is_ok()
+        self.run(|c| c.batch_execute("SELECT 1").map_err(DbError::from)).await.is_ok()
     }
 }
 
@@ -329,16 +308,9 @@ mod tests {
                 Err(DbError::Conflict("workspace"))
             ));
             let wid = WorkspaceId(ws.id);
-            assert_eq!(
-                accounts::role_of(&mut c, wid, UserId(alice.id)).unwrap(),
-                Some(Role::Owner)
-            );
-            assert_eq!(
-                accounts::role_of(&mut c, wid, UserId(bob.id)).unwrap(),
-                None
-            );
-            accounts::add_member(&mut c, wid, UserId(bob.id), Role::Viewer, UserId(alice.id))
-                .unwrap();
+            assert_eq!(accounts::role_of(&mut c, wid, UserId(alice.id)).unwrap(), Some(Role::Owner));
+            assert_eq!(accounts::role_of(&mut c, wid, UserId(bob.id)).unwrap(), None);
+            accounts::add_member(&mut c, wid, UserId(bob.id), Role::Viewer, UserId(alice.id)).unwrap();
             assert!(matches!(
                 accounts::add_member(&mut c, wid, UserId(bob.id), Role::Editor, UserId(alice.id)),
                 Err(DbError::Conflict("member"))
@@ -347,21 +319,11 @@ mod tests {
             assert_eq!(shared.len(), 1);
             assert_eq!(shared[0].owner_username, "alice");
             assert_eq!(shared[0].role, Role::Viewer);
-            assert!(accounts::workspaces_of(&mut c, UserId(alice.id), true)
-                .unwrap()
-                .is_empty());
-            assert_eq!(
-                accounts::workspaces_of(&mut c, UserId(alice.id), false)
-                    .unwrap()
-                    .len(),
-                2
-            );
+            assert!(accounts::workspaces_of(&mut c, UserId(alice.id), true).unwrap().is_empty());
+            assert_eq!(accounts::workspaces_of(&mut c, UserId(alice.id), false).unwrap().len(), 2);
             let members = accounts::members_of(&mut c, wid).unwrap();
             assert_eq!(
-                members
-                    .iter()
-                    .map(|m| (m.username.as_str(), m.role))
-                    .collect::<Vec<_>>(),
+                members.iter().map(|m| (m.username.as_str(), m.role)).collect::<Vec<_>>(),
                 vec![("alice", Role::Owner), ("bob", Role::Viewer)]
             );
         });
@@ -370,10 +332,7 @@ mod tests {
     #[test]
     fn unknown_url_scheme_is_refused() {
         let err = Db::open("postgres://x", 1).unwrap_err();
-        assert!(
-            err.to_string().contains("unsupported database URL"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unsupported database URL"), "{err}");
         let err = Db::open("mysql://root:secretpw@127.0.0.1:1/nope", 1).unwrap_err();
         assert!(!err.to_string().contains("secretpw"), "{err}");
     }

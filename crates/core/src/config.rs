@@ -54,6 +54,10 @@ pub struct Config {
     pub log_format: String,
     /// Development mode: generate and keep a JWT secret in the data dir when none is set.
     pub dev_mode: bool,
+    /// PEM certificate chain; with `tls_key`, the daemons serve TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -77,6 +81,8 @@ impl Default for Config {
             login_window_secs: 15 * 60,
             log_format: "text".into(),
             dev_mode: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -102,6 +108,8 @@ impl fmt::Debug for Config {
             .field("login_window_secs", &self.login_window_secs)
             .field("log_format", &self.log_format)
             .field("dev_mode", &self.dev_mode)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -126,6 +134,8 @@ pub const FIELDS: &[&str] = &[
     "login_window_secs",
     "log_format",
     "dev_mode",
+    "tls_cert",
+    "tls_key",
 ];
 
 /// Fields holding numbers; every other field is read from the environment as text.
@@ -157,6 +167,8 @@ pub enum ConfigError {
     ShortJwtSecret(usize),
     #[error("bcrypt_cost must be between 4 and 31, got {0}")]
     BcryptCost(u32),
+    #[error("FILESYNC_TLS_CERT and FILESYNC_TLS_KEY must be set together")]
+    TlsPair,
     #[error("cannot keep the generated JWT secret in {path}: {source}")]
     DevSecret { path: PathBuf, source: std::io::Error },
 }
@@ -232,6 +244,9 @@ impl Config {
         let len = self.jwt_secret.expose().len();
         if len < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::ShortJwtSecret(len));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsPair);
         }
         Ok(())
     }
@@ -354,6 +369,8 @@ mod tests {
             redis_url: Some(String::new()),
             storage: Some(PathBuf::new()),
             node_id: Some(String::new()),
+            tls_cert: Some(PathBuf::new()),
+            tls_key: Some(PathBuf::new()),
             ..Config::default()
         };
         let table = toml::Table::try_from(full).unwrap();

@@ -6,17 +6,26 @@
 //! - [`config`]: daemon configuration: defaults → TOML file → `FILESYNC_*` env.
 //! - [`jwt`]: issuing and verifying the HS256 access tokens both daemons accept.
 //! - [`events`]: JSON events published on the Redis bus by either daemon.
+//! - [`path`]: the rules a workspace path must follow, path hashes, conflict-copy names.
+//! - [`chunking`]: FastCDC content-defined chunks, BLAKE3 hashes, manifests.
+//! - [`proto`]: the sync protocol's messages and frame codec, presence key layout.
+//! - [`storage`] (feature `storage`): the chunk store trait and its local directory backend.
 //! - [`db`] (feature `db`): diesel schema, models, the two-backend connection,
 //!   the pool and the embedded migrations; [`password`] (feature `db`): bcrypt.
 //!
 //! **Architecture Invariant:** this crate opens no socket. It describes data
 //! and rules; the daemons and the client do the I/O.
 
+pub mod chunking;
 pub mod config;
 pub mod events;
 pub mod ids;
 pub mod jwt;
+pub mod path;
+pub mod proto;
 pub mod secret;
+#[cfg(feature = "storage")]
+pub mod storage;
 
 #[cfg(feature = "db")]
 pub mod db;

@@ -1,0 +1,442 @@
+//! The sync protocol spoken between a client and a `filesync-tcp` node.
+//!
+//! One typed enum, [`Message`], travels both ways; [`frame`] puts each one in a
+//! length-delimited frame as postcard. `docs/protocol.md` is the full
+//! reference (byte layout, every message, every error code, the flows); keep
+//! it in step with this file — the variant order below IS the wire format.
+//!
+//! - [`frame`]: the codec (4-byte big-endian length, then a postcard body).
+//! - [`presence`]: where a node records its connections in Redis.
+
+pub mod frame;
+pub mod presence;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunking::{ChunkRef, Hash};
+use crate::events::UserEvent;
+use crate::ids::{Role, UserId, WorkspaceId};
+
+/// Sent in `Hello`; a node refuses any other with `version_mismatch`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Requests are numbered by the client; answers carry the same number.
+/// `0` is reserved for frames about the whole connection.
+pub type RequestId = u64;
+
+/// Every frame body. **Append only**: the position of a variant is its tag on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// 0, client → node, first frame.
+    Hello { protocol_version: u32, token: String, device_id: String, device_name: String },
+    /// 1, node → client: handshake accepted.
+    Welcome {
+        user_id: UserId,
+        node_id: String,
+        session_id: String,
+        /// Largest frame this node accepts.
+        max_frame_bytes: u32,
+        /// Send a `Ping` at least this often; after three intervals of silence the node closes.
+        heartbeat_secs: u32,
+    },
+    /// 2, node → client: `request_id` failed (0: the connection failed and will be closed).
+    Error { request_id: RequestId, code: String, message: String },
+    /// 3, either way; answered by `Pong` with the same nonce.
+    Ping { nonce: u64 },
+    /// 4
+    Pong { nonce: u64 },
+    /// 5, node → client: the node is going away; reconnect (elsewhere) after `retry_after_ms`.
+    Goodbye { reason: String, retry_after_ms: u64 },
+    /// 6, client → node: start an upload. Answered by `NeedChunks`, then `Committed` or `Error`.
+    PutFile(PutFile),
+    /// 7, node → client: send these chunks (each once, any order) as `Chunk` frames.
+    NeedChunks { request_id: RequestId, hashes: Vec<Hash> },
+    /// 8, both ways: one chunk's bytes (upload: client → node; download: node → client).
+    Chunk {
+        request_id: RequestId,
+        hash: Hash,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// 9, client → node: abandon the upload `request_id`. No answer.
+    Cancel { request_id: RequestId },
+    /// 10, node → client: the change is in the journal as `seq`.
+    Committed {
+        request_id: RequestId,
+        workspace_id: WorkspaceId,
+        /// The version of the path now; equal to `seq` (a version is the seq that made it).
+        version: i64,
+        seq: i64,
+        /// Where the content was committed: the requested path, or the conflict copy.
+        path: String,
+        /// Set when `base_version` was stale: the content went to this conflict copy instead.
+        conflict_path: Option<String>,
+    },
+    /// 11, client → node. Answered by `Committed` or `Error`.
+    Delete { request_id: RequestId, workspace_id: WorkspaceId, path: String, base_version: i64 },
+    /// 12, client → node. Answered by `Committed` (path = `to`) or `Error`.
+    Move { request_id: RequestId, workspace_id: WorkspaceId, from: String, to: String, base_version: i64 },
+    /// 13, client → node: an (empty) directory. Answered by `Committed` or `Error`.
+    MakeDir { request_id: RequestId, workspace_id: WorkspaceId, path: String, base_version: i64 },
+    /// 14, client → node: the chunk list of the version made by `seq`. Answered by `Manifest`.
+    GetManifest { request_id: RequestId, workspace_id: WorkspaceId, seq: i64 },
+    /// 15, node → client.
+    Manifest {
+        request_id: RequestId,
+        workspace_id: WorkspaceId,
+        seq: i64,
+        path: String,
+        size: u64,
+        mtime_ms: i64,
+        content_hash: Hash,
+        chunks: Vec<ChunkRef>,
+    },
+    /// 16, client → node: answered by one `Chunk` per hash, in order, or an `Error` that ends the request.
+    GetChunks { request_id: RequestId, workspace_id: WorkspaceId, hashes: Vec<Hash> },
+    /// 17, client → node: send every change after `since_seq`, then live changes.
+    Subscribe { request_id: RequestId, workspace_id: WorkspaceId, since_seq: i64 },
+    /// 18, node → client: every change up to `head_seq` has been sent before this frame.
+    Subscribed { request_id: RequestId, workspace_id: WorkspaceId, head_seq: i64 },
+    /// 19, client → node. Answered by `Ack`.
+    Unsubscribe { request_id: RequestId, workspace_id: WorkspaceId },
+    /// 20, node → client: request done, nothing to report.
+    Ack { request_id: RequestId },
+    /// 21, node → client: one journal entry of a subscribed workspace.
+    Change(Change),
+    /// 22, node → client: something about the user's memberships changed.
+    Notification(Notice),
+}
+
+/// An upload request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutFile {
+    pub request_id: RequestId,
+    pub workspace_id: WorkspaceId,
+    pub path: String,
+    /// The version the client's copy was based on; 0 = "I believe this path does not exist".
+    pub base_version: i64,
+    pub size: u64,
+    pub mtime_ms: i64,
+    /// Unix permission bits (0 if unknown).
+    pub mode: u32,
+    /// BLAKE3 of the whole content.
+    pub content_hash: Hash,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChangeOp {
+    Put,
+    Delete,
+    Move,
+    Restore,
+}
+
+impl ChangeOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Put => "put",
+            ChangeOp::Delete => "delete",
+            ChangeOp::Move => "move",
+            ChangeOp::Restore => "restore",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChangeOp> {
+        Some(match s {
+            "put" => ChangeOp::Put,
+            "delete" => ChangeOp::Delete,
+            "move" => ChangeOp::Move,
+            "restore" => ChangeOp::Restore,
+            _ => return None,
+        })
+    }
+}
+
+/// A file or a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EntryKind> {
+        match s {
+            "file" => Some(EntryKind::File),
+            "dir" => Some(EntryKind::Dir),
+            _ => None,
+        }
+    }
+}
+
+/// One journal entry as a subscriber sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub workspace_id: WorkspaceId,
+    pub seq: i64,
+    pub op: ChangeOp,
+    pub kind: EntryKind,
+    /// The path changed (for a move: the destination).
+    pub path: String,
+    /// For a move: the source, which is deleted by this same seq.
+    pub from_path: Option<String>,
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub mode: u32,
+    pub content_hash: Hash,
+    /// True if `path` no longer exists after this change.
+    pub deleted: bool,
+    pub author_id: UserId,
+    pub device_id: String,
+    /// Commit time, milliseconds since the Unix epoch (whole seconds).
+    pub committed_at_ms: i64,
+}
+
+/// A membership change delivered to the affected user's connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    WorkspaceShared {
+        workspace_id: WorkspaceId,
+        workspace_name: String,
+        role: Role,
+        by_user_id: UserId,
+        by_username: String,
+    },
+    /// The user's subscription to the workspace has already been ended.
+    MemberRemoved {
+        workspace_id: WorkspaceId,
+    },
+    RoleChanged {
+        workspace_id: WorkspaceId,
+        role: Role,
+    },
+}
+
+impl From<UserEvent> for Notice {
+    fn from(ev: UserEvent) -> Notice {
+        match ev {
+            UserEvent::WorkspaceShared { workspace_id, workspace_name, role, by_user_id, by_username } => {
+                Notice::WorkspaceShared { workspace_id, workspace_name, role, by_user_id, by_username }
+            }
+            UserEvent::MemberRemoved { workspace_id } => Notice::MemberRemoved { workspace_id },
+            UserEvent::RoleChanged { workspace_id, role } => Notice::RoleChanged { workspace_id, role },
+        }
+    }
+}
+
+impl Message {
+    /// The request this frame belongs to, if any.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Message::Error { request_id, .. }
+            | Message::NeedChunks { request_id, .. }
+            | Message::Chunk { request_id, .. }
+            | Message::Cancel { request_id }
+            | Message::Committed { request_id, .. }
+            | Message::Delete { request_id, .. }
+            | Message::Move { request_id, .. }
+            | Message::MakeDir { request_id, .. }
+            | Message::GetManifest { request_id, .. }
+            | Message::Manifest { request_id, .. }
+            | Message::GetChunks { request_id, .. }
+            | Message::Subscribe { request_id, .. }
+            | Message::Subscribed { request_id, .. }
+            | Message::Unsubscribe { request_id, .. }
+            | Message::Ack { request_id } => Some(*request_id),
+            Message::PutFile(p) => Some(p.request_id),
+            Message::Hello { .. }
+            | Message::Welcome { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. }
+            | Message::Goodbye { .. }
+            | Message::Change(_)
+            | Message::Notification(_) => None,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Welcome { .. } => "welcome",
+            Message::Error { .. } => "error",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::Goodbye { .. } => "goodbye",
+            Message::PutFile(_) => "put_file",
+            Message::NeedChunks { .. } => "need_chunks",
+            Message::Chunk { .. } => "chunk",
+            Message::Cancel { .. } => "cancel",
+            Message::Committed { .. } => "committed",
+            Message::Delete { .. } => "delete",
+            Message::Move { .. } => "move",
+            Message::MakeDir { .. } => "make_dir",
+            Message::GetManifest { .. } => "get_manifest",
+            Message::Manifest { .. } => "manifest",
+            Message::GetChunks { .. } => "get_chunks",
+            Message::Subscribe { .. } => "subscribe",
+            Message::Subscribed { .. } => "subscribed",
+            Message::Unsubscribe { .. } => "unsubscribe",
+            Message::Ack { .. } => "ack",
+            Message::Change(_) => "change",
+            Message::Notification(_) => "notification",
+        }
+    }
+
+    pub fn error(request_id: RequestId, code: ErrorCode, message: impl Into<String>) -> Message {
+        Message::Error { request_id, code: code.as_str().to_owned(), message: message.into() }
+    }
+}
+
+/// The `code` of an `Error` frame. Sent as its snake_case string so clients in
+/// other languages can match on text; new codes may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The frame could not be decoded. Connection closed.
+    BadFrame,
+    /// The length prefix exceeded the maximum frame size. Connection closed.
+    FrameTooLarge,
+    /// The first frame was not `Hello`, or `Hello` came twice. Connection closed.
+    HelloRequired,
+    /// `Hello` carried another protocol version. Connection closed.
+    VersionMismatch,
+    /// The token is missing, malformed, badly signed or for a user that no longer exists. Connection closed.
+    Unauthorized,
+    /// The token has expired. Connection closed.
+    TokenExpired,
+    /// No `Hello` within the handshake timeout. Connection closed.
+    HandshakeTimeout,
+    /// Nothing received for three heartbeat intervals. Connection closed.
+    IdleTimeout,
+    /// The node is at its connection cap; try another node. Connection closed.
+    Busy,
+    /// A field is out of range or inconsistent (see the message).
+    BadRequest,
+    /// The path breaks a path rule.
+    InvalidPath,
+    /// Not a member of the workspace, or the role does not allow the operation.
+    Forbidden,
+    /// No such path, version or chunk (in this workspace).
+    NotFound,
+    /// `base_version` is not the current head (delete, move), or the destination exists.
+    Conflict,
+    /// An uploaded chunk did not match its hash, length, or was not asked for.
+    ChunkMismatch,
+    /// A frame answered a request id that is unknown or already in use.
+    UnknownRequest,
+    /// The node failed; the request may be retried.
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadFrame,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::HelloRequired,
+        ErrorCode::VersionMismatch,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
+        ErrorCode::HandshakeTimeout,
+        ErrorCode::IdleTimeout,
+        ErrorCode::Busy,
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidPath,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::ChunkMismatch,
+        ErrorCode::UnknownRequest,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::HelloRequired => "hello_required",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::HandshakeTimeout => "handshake_timeout",
+            ErrorCode::IdleTimeout => "idle_timeout",
+            ErrorCode::Busy => "busy",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::ChunkMismatch => "chunk_mismatch",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("nope"), None);
+    }
+
+    /// The tag of a variant is its position; documented in docs/protocol.md. Moving one breaks every client.
+    #[test]
+    fn variant_tags_are_stable() {
+        let tag = |m: &Message| postcard::to_allocvec(m).unwrap()[0];
+        assert_eq!(
+            tag(&Message::Hello {
+                protocol_version: 1,
+                token: String::new(),
+                device_id: String::new(),
+                device_name: String::new()
+            }),
+            0
+        );
+        assert_eq!(tag(&Message::Ping { nonce: 0 }), 3);
+        assert_eq!(tag(&Message::Chunk { request_id: 1, hash: [0; 32], data: vec![] }), 8);
+        assert_eq!(tag(&Message::Ack { request_id: 1 }), 20);
+        assert_eq!(tag(&Message::Notification(Notice::MemberRemoved { workspace_id: WorkspaceId(1) })), 22);
+    }
+
+    #[test]
+    fn byte_layout_matches_the_protocol_doc() {
+        // The worked example in docs/protocol.md.
+        let bytes =
+            postcard::to_allocvec(&Message::Chunk { request_id: 300, hash: [0xab; 32], data: vec![1, 2, 3] }).unwrap();
+        let mut want = vec![8, 0xac, 0x02];
+        want.extend([0xab; 32]);
+        want.extend([3, 1, 2, 3]);
+        assert_eq!(bytes, want);
+        let err = postcard::to_allocvec(&Message::error(0, ErrorCode::Busy, "full")).unwrap();
+        assert_eq!(err, [2, 0, 4, b'b', b'u', b's', b'y', 4, b'f', b'u', b'l', b'l']);
+        // i64 fields are zigzag varints: -1 → 1, 1 → 2.
+        let sub =
+            postcard::to_allocvec(&Message::Subscribe { request_id: 1, workspace_id: WorkspaceId(1), since_seq: -1 })
+                .unwrap();
+        assert_eq!(sub, [17, 1, 2, 1]);
+    }
+}

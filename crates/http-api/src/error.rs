@@ -1,0 +1,224 @@
+//! The one error type every handler and extractor returns, and the mapping
+//! of actix's own extractor errors onto it, so that every failure reaches the
+//! client as `{"error": {"code": "<snake_case>", "message": "<text>"}}`.
+
+use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use filesync_core::db::DbError;
+use serde::Serialize;
+
+/// Largest JSON request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON at all.
+    #[error("{0}")]
+    Malformed(String),
+    /// 422: well-formed but invalid input; `code` names the rule broken.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// 401: no usable credentials.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: &'static str },
+    /// 403: authenticated and allowed to see the thing, not to do this to it.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: &'static str },
+    /// 405.
+    #[error("method {0} is not allowed on this route")]
+    MethodNotAllowed(String),
+    /// 409.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: &'static str },
+    /// 413.
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    /// 415.
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// 429, with `Retry-After`.
+    #[error("too many failed attempts; retry in {retry_after_secs} seconds")]
+    TooManyAttempts { retry_after_secs: u64 },
+    /// 503: the database is not answering.
+    #[error("the service is temporarily unavailable")]
+    Unavailable,
+    /// 500. The cause is logged, never sent.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid { code, message: message.into() }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(cause.to_string())
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "malformed_json",
+            ApiError::Invalid { code, .. }
+            | ApiError::Unauthorized { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Conflict { code, .. } => code,
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::TooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> ApiError {
+        match err {
+            DbError::Connect(_) | DbError::Pool(_) => {
+                tracing::error!(error = %err, "database unavailable");
+                ApiError::Unavailable
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            // Logged once, here, where it turns into a response.
+            tracing::error!(error = %cause, "request failed");
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::TooManyAttempts { retry_after_secs } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            ApiError::Unauthorized { .. } => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        res.json(ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } })
+    }
+}
+
+/// Body handling for every JSON route: 64 KiB limit, `Content-Type:
+/// application/json` required (so a cross-site HTML form cannot post to the
+/// API), and errors mapped onto [`ApiError`].
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error)
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match err {
+        JsonPayloadError::OverflowKnownLength { .. }
+        | JsonPayloadError::Overflow { .. }
+        | JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::TooLarge,
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        // Valid JSON of the wrong shape (missing field, wrong type) is a 422;
+        // text that is not JSON at all is a 400.
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::invalid("invalid_request", e.to_string()),
+        JsonPayloadError::Deserialize(e) => ApiError::Malformed(format!("request body is not valid JSON: {e}")),
+        JsonPayloadError::Payload(e) => ApiError::Malformed(format!("cannot read request body: {e}")),
+        other => ApiError::internal(other),
+    };
+    api.into()
+}
+
+/// Query-string handling: a missing or unparsable parameter is a 422.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let QueryPayloadError::Deserialize(e) = err else {
+            return ApiError::invalid("invalid_request", err.to_string()).into();
+        };
+        ApiError::invalid("invalid_request", format!("invalid query string: {e}")).into()
+    })
+}
+
+/// Any path no route matches.
+pub async fn route_not_found() -> ApiResult<HttpResponse> {
+    Err(ApiError::NotFound { code: "route_not_found", message: "no such route" })
+}
+
+/// A known path asked with a method it does not serve.
+pub async fn method_not_allowed(req: HttpRequest) -> ApiResult<HttpResponse> {
+    Err(ApiError::MethodNotAllowed(req.method().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+
+    use super::*;
+
+    async fn body_of(err: ApiError) -> (StatusCode, serde_json::Value, HttpResponse) {
+        let res = err.error_response();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = to_bytes(res.into_body()).await.unwrap();
+        let mut copy = HttpResponse::build(status).finish();
+        *copy.headers_mut() = headers;
+        (status, serde_json::from_slice(&bytes).unwrap(), copy)
+    }
+
+    #[actix_web::test]
+    async fn internal_errors_hide_their_cause() {
+        let (status, body, _) = body_of(ApiError::internal("secret table name")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("secret table name"));
+    }
+
+    #[actix_web::test]
+    async fn throttled_errors_say_when_to_retry() {
+        let (status, body, res) = body_of(ApiError::TooManyAttempts { retry_after_secs: 42 }).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["error"]["code"], "too_many_attempts");
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "42");
+    }
+
+    #[actix_web::test]
+    async fn database_outage_is_a_503_not_a_500() {
+        let (status, body, _) = body_of(DbError::Pool("timed out".into()).into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
+}

@@ -1,0 +1,61 @@
+//! The `--help` text for configuration. A test checks it names every
+//! setting of [`filesync_core::config::Config`].
+
+/// `FILESYNC_<FIELD>` and what it does, for every config field and `FILESYNC_CONFIG`.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("config", "TOML config file (same keys as below, lower case); env vars override it"),
+    ("data_dir", "directory for the SQLite database and the --dev JWT secret [default: ./data]"),
+    ("database_url", "mysql://USER:PASSWORD@HOST:PORT/DB or sqlite://PATH [default: sqlite://<data_dir>/filesync.db]"),
+    ("db_pool_size", "database connections kept open [default: 10]"),
+    ("http_addr", "address the HTTP API listens on [default: 127.0.0.1:8080]"),
+    ("tcp_addr", "address of a TCP sync node (filesync-tcp) [default: 127.0.0.1:7070]"),
+    ("tcp_admin_addr", "health/metrics address of a TCP sync node (filesync-tcp) [default: 127.0.0.1:7071]"),
+    ("jwt_secret", "HS256 token secret, at least 32 bytes; required unless --dev"),
+    ("jwt_ttl_secs", "access token lifetime in seconds [default: 86400]"),
+    ("redis_url", "redis://HOST:PORT; /add-user announces shares on it [default: unset, no announcements]"),
+    ("bcrypt_cost", "bcrypt cost for new password hashes, 4-31 [default: 12]"),
+    ("storage", "chunk store directory (filesync-tcp) [default: <data_dir>/chunks]"),
+    ("node_id", "name of a TCP sync node (filesync-tcp) [default: random]"),
+    ("max_frame_bytes", "largest sync protocol frame (filesync-tcp) [default: 8388608]"),
+    ("max_connections", "most connections of a TCP sync node (filesync-tcp) [default: 10000]"),
+    ("login_max_failures", "failed logins per email or client IP before /login answers 429 [default: 10]"),
+    ("login_window_secs", "window in which failed logins count, in seconds [default: 900]"),
+    ("log_format", "text or json [default: text]"),
+    ("dev_mode", "true: generate and keep a JWT secret in the data dir (same as --dev) [default: false]"),
+    ("tls_cert", "PEM certificate chain; with FILESYNC_TLS_KEY, serve HTTPS [default: unset, plain HTTP]"),
+    ("tls_key", "PEM private key for FILESYNC_TLS_CERT [default: unset]"),
+];
+
+/// The settings as an "Environment" section for clap's `after_help`.
+pub fn environment_help() -> String {
+    let width = SETTINGS.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + "FILESYNC_".len();
+    let mut out = String::from("Environment (each also a key of the TOML config file):\n");
+    for (key, what) in SETTINGS {
+        let var = format!("FILESYNC_{}", key.to_ascii_uppercase());
+        out.push_str(&format!("  {var:<width$}  {what}\n"));
+    }
+    out.push_str(
+        "  RUST_LOG                        log filter, e.g. info or filesync_http_api=debug [default: info]\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use filesync_core::config::FIELDS;
+
+    use super::*;
+
+    #[test]
+    fn help_names_every_setting() {
+        let documented: BTreeSet<&str> = SETTINGS.iter().map(|(k, _)| *k).filter(|k| *k != "config").collect();
+        assert_eq!(documented, FIELDS.iter().copied().collect(), "help.rs and Config differ");
+        let text = environment_help();
+        for field in FIELDS {
+            assert!(text.contains(&format!("FILESYNC_{}", field.to_ascii_uppercase())), "{field} missing");
+        }
+        assert!(text.contains("FILESYNC_CONFIG"));
+    }
+}

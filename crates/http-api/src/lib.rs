@@ -1,0 +1,83 @@
+//! The filesync HTTP API daemon (`filesync-http`): registration, login,
+//! workspaces and sharing, over actix-web, on MySQL/MariaDB or SQLite.
+//!
+//! # Layout
+//! - [`run`]: the seam. Serves on a listener until a shutdown future resolves;
+//!   `main` (and the tests) call it. Only `main` binds ports and handles signals.
+//! - [`routes`]: the route table and one module per group of handlers.
+//! - [`auth`]: the `AuthUser` extractor, the only reader of `Authorization`.
+//! - [`authz`]: the only place that decides what a member may do.
+//! - [`error`]: `ApiError`, the single error type and JSON error body.
+//! - [`validate`]: input rules; [`wire`]: the JSON shapes of the API.
+//! - [`throttle`]: in-memory login throttling; [`bus`]: Redis announcements;
+//!   [`metrics`]: Prometheus; [`state`]: what requests share.
+//! - [`help`]: the environment variables, for `--help`.
+//!
+//! **Architecture Invariant:** handlers never read headers for credentials
+//! and never compare roles; they take an `AuthUser` and ask `authz`.
+
+pub mod auth;
+pub mod authz;
+pub mod bus;
+pub mod error;
+pub mod help;
+pub mod metrics;
+mod routes;
+pub mod state;
+pub mod throttle;
+pub mod validate;
+pub mod wire;
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+use filesync_core::config::Config;
+
+use crate::state::AppState;
+
+/// How long in-flight requests may finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops
+/// accepting, lets in-flight requests finish and returns.
+///
+/// Opens and migrates the database first; fails if the configuration cannot
+/// serve (no or short JWT secret outside dev mode, bad bcrypt cost, database
+/// unreachable, invalid Redis URL).
+pub async fn run(
+    listener: std::net::TcpListener,
+    mut config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.prepare_for_serving()?;
+    let state = web::Data::new(AppState::open(&config).await?);
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(error::json_config())
+            .app_data(error::query_config())
+            .wrap(middleware::from_fn(metrics::track))
+            .configure(routes::configure)
+            .default_service(web::to(error::route_not_found))
+    })
+    // Signals belong to `main`; the seam stops only through `shutdown`.
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .listen(listener)
+    .context("cannot serve on the listener")?
+    .run();
+    let handle = server.handle();
+    let mut serving = tokio::spawn(server);
+    tracing::info!(http.addr = %addr, "HTTP API listening on http://{addr}");
+    tokio::select! {
+        res = &mut serving => return Ok(res??),
+        () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+    }
+    handle.stop(true).await;
+    serving.await??;
+    tracing::info!("HTTP API stopped");
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! `filesync-http`: parses the command line, loads the configuration, binds
+//! the port and turns SIGINT/SIGTERM into a graceful shutdown. Everything
+//! else lives in the library behind `filesync_http_api::run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use filesync_core::config::Config;
+use filesync_core::db::{run_migrations, Manager};
+use tracing_subscriber::EnvFilter;
+
+/// The filesync HTTP API: accounts, login, workspaces and sharing.
+#[derive(Debug, Parser)]
+#[command(name = "filesync-http", version, after_help = filesync_http_api::help::environment_help())]
+struct Cli {
+    /// TOML config file (overrides FILESYNC_CONFIG).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Development mode: generate and keep a JWT secret in the data dir if none is set.
+    #[arg(long, global = true)]
+    dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Migrate the database, then serve the API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::from_env(cli.config.as_deref())?;
+    config.dev_mode |= cli.dev;
+    init_tracing(&config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => migrate(&config).await,
+        Command::Serve => serve(config).await,
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let applied = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let mut conn = Manager::new(&url)?.connect()?;
+        Ok(run_migrations(&mut conn)?)
+    })
+    .await??;
+    if applied.is_empty() {
+        tracing::info!("database is up to date");
+    }
+    for version in applied {
+        tracing::info!(migration = %version, "migration applied");
+    }
+    Ok(())
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // Checked before binding so a missing secret fails fast with its own message.
+    config.prepare_for_serving()?;
+    let listener = std::net::TcpListener::bind(&config.http_addr)
+        .with_context(|| format!("cannot listen on {} (FILESYNC_HTTP_ADDR)", config.http_addr))?;
+    filesync_http_api::run(listener, config, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

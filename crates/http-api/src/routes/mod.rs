@@ -1,0 +1,28 @@
+//! The route table. Each path serves one method; any other method on it is a
+//! JSON 405, and any unknown path a JSON 404 (see [`crate::app`]).
+
+mod accounts;
+mod health;
+mod workspaces;
+
+use actix_web::{web, Resource};
+
+use crate::error::method_not_allowed;
+
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/register").route(web::post().to(accounts::register)))
+        .service(resource("/login").route(web::post().to(accounts::login)))
+        .service(resource("/check-token").route(web::get().to(accounts::check_token)))
+        .service(resource("/create-workspace").route(web::post().to(workspaces::create_workspace)))
+        .service(resource("/add-user").route(web::post().to(workspaces::add_user)))
+        .service(resource("/view-shared-workspaces").route(web::get().to(workspaces::shared_workspaces)))
+        .service(resource("/view-shared-users").route(web::get().to(workspaces::shared_users)))
+        .service(resource("/workspaces").route(web::get().to(workspaces::all_workspaces)))
+        .service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)));
+}

@@ -1,0 +1,79 @@
+//! What every request shares: the database, the keys, the throttle, the bus
+//! and the metrics. Built once in [`crate::run`], cloned into each worker.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use filesync_core::config::Config;
+use filesync_core::db::{Db, DbConn};
+use filesync_core::jwt::JwtKeys;
+use filesync_core::password::Passwords;
+
+use crate::bus::Bus;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::throttle::LoginThrottle;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub db: Db,
+    pub jwt: JwtKeys,
+    pub passwords: Passwords,
+    pub throttle: LoginThrottle,
+    /// `None` when `redis_url` is unset: a single node needs no announcements.
+    pub bus: Option<Bus>,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Opens (and migrates) the database and prepares the password hasher,
+    /// both on the blocking pool. `config` must already be prepared for serving.
+    pub async fn open(config: &Config) -> anyhow::Result<AppState> {
+        let url = config.database_url();
+        let pool_size = config.db_pool_size;
+        let db = tokio::task::spawn_blocking(move || Db::open(&url, pool_size)).await??;
+        let cost = config.bcrypt_cost;
+        let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost)).await??;
+        let bus = config.redis_url.as_deref().map(Bus::new).transpose().context("invalid FILESYNC_REDIS_URL")?;
+        tracing::info!(db.backend = ?db.backend(), bcrypt.cost = cost, "state ready");
+        Ok(AppState {
+            db,
+            jwt: JwtKeys::new(&config.jwt_secret, config.jwt_ttl_secs),
+            passwords,
+            throttle: LoginThrottle::new(config.login_max_failures, Duration::from_secs(config.login_window_secs)),
+            bus,
+            metrics: Metrics::new()?,
+        })
+    }
+
+    /// Runs read-only database work on the blocking pool. `f` may refuse the
+    /// request with an [`ApiError`]; database failures convert into one.
+    pub async fn read<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
+    {
+        self.db.run(move |conn| Ok(f(conn))).await?
+    }
+
+    /// Hashes a new password on the blocking pool.
+    pub async fn hash_password(&self, password: String) -> ApiResult<String> {
+        let passwords = self.passwords.clone();
+        tokio::task::spawn_blocking(move || passwords.hash(&password))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+
+    /// Checks a password on the blocking pool. Without a stored hash (unknown
+    /// email) it spends the same time on a dummy hash and says no.
+    pub async fn verify_password(&self, password: String, hash: Option<String>) -> ApiResult<bool> {
+        let passwords = self.passwords.clone();
+        tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => passwords.verify(&password, &hash),
+            None => passwords.verify_dummy(&password),
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+}

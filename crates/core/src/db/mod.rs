@@ -7,6 +7,7 @@
 //! which moves the work to tokio's blocking pool.
 
 pub mod accounts;
+pub mod journal;
 pub mod schema;
 
 use std::sync::Arc;

@@ -1,0 +1,670 @@
+//! The sync journal: every committed change to a workspace, in `seq` order.
+//!
+//! **Architecture Invariant:** a change is committed by [`commit`] only, in
+//! one transaction that (1) locks the workspace row, (2) takes
+//! `workspaces.head_seq + 1` as its seq, (3) inserts one `file_versions` row
+//! and (4) moves the `file_heads` of the paths it touches. Seqs of a workspace
+//! are therefore gap-free and totally ordered, and a reader that has seen seq
+//! N has seen every change up to N.
+//!
+//! **Architecture Invariant:** a stale base never overwrites: a put against a
+//! head the client had not seen is committed as a conflict copy beside it, a
+//! delete or move against one is refused. A put against a deleted head wins.
+//!
+//! Chunks: a workspace may reference only chunks it has proven to hold
+//! (`workspace_chunks`), and [`missing_chunks`] answers against that table
+//! only, so a hash known from elsewhere never reveals or grants another
+//! workspace's data.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::schema::{chunks, file_heads, file_versions, users, workspace_chunks, workspaces};
+use super::{now, DbConn, DbError};
+use crate::chunking::{decode_manifest, encode_manifest, ChunkRef, Hash};
+use crate::ids::{UserId, WorkspaceId};
+use crate::path::{ancestors, conflict_copy_name, path_hash};
+use crate::proto::{Change, ChangeOp, EntryKind};
+
+/// Hashes per `IN (...)` list, well under every backend's parameter limit.
+const IN_BATCH: usize = 500;
+/// Conflict copies tried per second before giving up.
+const MAX_CONFLICT_COPIES: u32 = 100;
+
+/// Refusals. They are `DbError::Conflict` / `DbError::NotFound` so that the
+/// transaction rolls back; the text is a full sentence meant for the client.
+pub const STALE_BASE: &str = "the path changed since base_version; fetch the current version first";
+pub const DESTINATION_EXISTS: &str = "the destination path already exists";
+pub const PARENT_IS_FILE: &str = "a parent directory of the path is a file";
+pub const KIND_MISMATCH: &str = "a directory and a file cannot replace each other at one path";
+pub const SAME_PATH: &str = "source and destination are the same path";
+pub const CHUNKS_NOT_HELD: &str = "the manifest names chunks this workspace does not hold; upload them first";
+pub const NO_CONFLICT_NAME: &str = "no conflict-copy name fits the path length rules";
+
+/// Who makes a change.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub user_id: UserId,
+    pub device_id: String,
+    /// Used in conflict-copy names.
+    pub device_name: String,
+}
+
+/// File content being committed.
+#[derive(Debug, Clone)]
+pub struct Content {
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub mode: u32,
+    pub content_hash: Hash,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// A change a client asks for.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    Put {
+        path: String,
+        base_version: i64,
+        content: Content,
+    },
+    Delete {
+        path: String,
+        base_version: i64,
+    },
+    Move {
+        from: String,
+        to: String,
+        base_version: i64,
+    },
+    MakeDir {
+        path: String,
+        base_version: i64,
+    },
+    /// Makes the content of version `seq` of `path` its new head (no base: an explicit user action wins).
+    Restore {
+        path: String,
+        seq: i64,
+    },
+}
+
+/// The outcome of [`commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The seq of the change; for a no-op (same content, existing directory) the path's current version.
+    pub seq: i64,
+    /// Where the change landed (the conflict copy, if any).
+    pub path: String,
+    pub conflict_path: Option<String>,
+    /// False if nothing had to change (no new seq was taken).
+    pub new_seq: bool,
+}
+
+/// A journal row without its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = file_versions)]
+pub struct VersionRow {
+    pub workspace_id: i64,
+    pub seq: i64,
+    pub op: String,
+    pub kind: String,
+    pub path: String,
+    pub from_path: Option<String>,
+    pub size: i64,
+    pub mtime_ms: i64,
+    pub mode: i32,
+    pub content_hash: Vec<u8>,
+    pub author_id: i64,
+    pub device_id: String,
+    pub deleted: bool,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+impl VersionRow {
+    /// As the protocol's `Change`.
+    pub fn to_change(&self) -> Result<Change, DbError> {
+        Ok(Change {
+            workspace_id: WorkspaceId(self.workspace_id),
+            seq: self.seq,
+            op: ChangeOp::parse(&self.op).ok_or_else(|| corrupt("op"))?,
+            kind: EntryKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
+            path: self.path.clone(),
+            from_path: self.from_path.clone(),
+            size: u64::try_from(self.size).map_err(|_| corrupt("size"))?,
+            mtime_ms: self.mtime_ms,
+            mode: self.mode as u32,
+            content_hash: to_hash(&self.content_hash)?,
+            deleted: self.deleted,
+            author_id: UserId(self.author_id),
+            device_id: self.device_id.clone(),
+            committed_at_ms: DateTime::<Utc>::from_naive_utc_and_offset(self.created_at, Utc).timestamp_millis(),
+        })
+    }
+}
+
+fn corrupt(what: &str) -> DbError {
+    DbError::Task(format!("journal row has an invalid {what}"))
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, DbError> {
+    bytes.try_into().map_err(|_| corrupt("hash"))
+}
+
+/// The head of one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub deleted: bool,
+}
+
+pub fn head_of(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<Option<Head>, DbError> {
+    let row: Option<(i64, bool)> = file_heads::table
+        .filter(file_heads::workspace_id.eq(ws.0))
+        .filter(file_heads::path_hash.eq(path_hash(path).to_vec()))
+        .select((file_heads::seq, file_heads::deleted))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(seq, deleted)| Head { seq, deleted }))
+}
+
+/// The workspace's current seq (`None`: no such workspace).
+pub fn head_seq(conn: &mut DbConn, ws: WorkspaceId) -> Result<Option<i64>, DbError> {
+    Ok(workspaces::table.find(ws.0).select(workspaces::head_seq).first(conn).optional()?)
+}
+
+/// The current seq of each listed workspace that exists.
+pub fn head_seqs(conn: &mut DbConn, ids: &[WorkspaceId]) -> Result<Vec<(WorkspaceId, i64)>, DbError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(IN_BATCH) {
+        let raw: Vec<i64> = batch.iter().map(|w| w.0).collect();
+        let rows: Vec<(i64, i64)> = workspaces::table
+            .filter(workspaces::id.eq_any(raw))
+            .select((workspaces::id, workspaces::head_seq))
+            .load(conn)?;
+        out.extend(rows.into_iter().map(|(id, seq)| (WorkspaceId(id), seq)));
+    }
+    Ok(out)
+}
+
+/// Changes with `after < seq <= up_to`, oldest first, at most `limit`.
+pub fn changes_between(
+    conn: &mut DbConn,
+    ws: WorkspaceId,
+    after: i64,
+    up_to: i64,
+    limit: i64,
+) -> Result<Vec<Change>, DbError> {
+    let rows: Vec<VersionRow> = file_versions::table
+        .filter(file_versions::workspace_id.eq(ws.0))
+        .filter(file_versions::seq.gt(after))
+        .filter(file_versions::seq.le(up_to))
+        .order(file_versions::seq.asc())
+        .limit(limit)
+        .select(VersionRow::as_select())
+        .load(conn)?;
+    rows.iter().map(VersionRow::to_change).collect()
+}
+
+/// The version made by `seq`, with its chunk list.
+pub fn version_at(conn: &mut DbConn, ws: WorkspaceId, seq: i64) -> Result<Option<(Change, Vec<ChunkRef>)>, DbError> {
+    let row: Option<(VersionRow, Vec<u8>)> = file_versions::table
+        .filter(file_versions::workspace_id.eq(ws.0))
+        .filter(file_versions::seq.eq(seq))
+        .select((VersionRow::as_select(), file_versions::manifest))
+        .first(conn)
+        .optional()?;
+    row.map(|(r, manifest)| Ok((r.to_change()?, decode_manifest(&manifest).map_err(|_| corrupt("manifest"))?)))
+        .transpose()
+}
+
+/// Every live head of the workspace with its version, ordered by path.
+pub fn live_heads(conn: &mut DbConn, ws: WorkspaceId) -> Result<Vec<Change>, DbError> {
+    let rows: Vec<VersionRow> =
+        file_heads::table
+            .inner_join(file_versions::table.on(
+                file_versions::workspace_id.eq(file_heads::workspace_id).and(file_versions::seq.eq(file_heads::seq)),
+            ))
+            .filter(file_heads::workspace_id.eq(ws.0))
+            .filter(file_heads::deleted.eq(false))
+            .order(file_heads::path.asc())
+            .select(VersionRow::as_select())
+            .load(conn)?;
+    // A move's row is named by its destination; the source head points at the same row but is deleted.
+    rows.iter().map(VersionRow::to_change).collect()
+}
+
+/// Every version that touched `path` (as its path or as a move's source), oldest first.
+pub fn history(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<Vec<Change>, DbError> {
+    let h = path_hash(path).to_vec();
+    let rows: Vec<VersionRow> = file_versions::table
+        .filter(file_versions::workspace_id.eq(ws.0))
+        .filter(file_versions::path_hash.eq(h.clone()).or(file_versions::from_path_hash.eq(h)))
+        .order(file_versions::seq.asc())
+        .select(VersionRow::as_select())
+        .load(conn)?;
+    rows.iter().map(VersionRow::to_change).collect()
+}
+
+/// Which of `hashes` the workspace does not hold yet: unique, in first-seen order.
+pub fn missing_chunks(conn: &mut DbConn, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Hash>, DbError> {
+    let held = held_chunks(conn, ws, hashes)?;
+    let mut seen = HashSet::new();
+    Ok(hashes.iter().filter(|h| !held.contains(*h) && seen.insert(**h)).copied().collect())
+}
+
+/// Which of `hashes` the workspace holds.
+pub fn held_chunks(conn: &mut DbConn, ws: WorkspaceId, hashes: &[Hash]) -> Result<HashSet<Hash>, DbError> {
+    let unique: Vec<Hash> = hashes.iter().copied().collect::<HashSet<_>>().into_iter().collect();
+    let mut held = HashSet::new();
+    for batch in unique.chunks(IN_BATCH) {
+        let raw: Vec<Vec<u8>> = batch.iter().map(|h| h.to_vec()).collect();
+        let rows: Vec<Vec<u8>> = workspace_chunks::table
+            .filter(workspace_chunks::workspace_id.eq(ws.0))
+            .filter(workspace_chunks::hash.eq_any(raw))
+            .select(workspace_chunks::hash)
+            .load(conn)?;
+        for r in rows {
+            held.insert(to_hash(&r)?);
+        }
+    }
+    Ok(held)
+}
+
+/// Records that the chunk is stored (once per node) and that the workspace holds it.
+/// Idempotent: concurrent uploads of one chunk are fine.
+pub fn record_chunk(
+    conn: &mut DbConn,
+    ws: WorkspaceId,
+    hash: &Hash,
+    size: u32,
+    stored_size: u64,
+) -> Result<(), DbError> {
+    let ignore_dup = |r: Result<usize, diesel::result::Error>| match r.map_err(DbError::from) {
+        Err(e) if e.is_unique_violation() => Ok(()),
+        other => other.map(|_| ()),
+    };
+    ignore_dup(
+        diesel::insert_into(chunks::table)
+            .values((
+                chunks::hash.eq(hash.to_vec()),
+                chunks::size.eq(size as i32),
+                chunks::stored_size.eq(i32::try_from(stored_size).unwrap_or(i32::MAX)),
+                chunks::created_at.eq(now()),
+            ))
+            .execute(conn),
+    )?;
+    ignore_dup(
+        diesel::insert_into(workspace_chunks::table)
+            .values((workspace_chunks::workspace_id.eq(ws.0), workspace_chunks::hash.eq(hash.to_vec())))
+            .execute(conn),
+    )
+}
+
+/// Commits `edit` (see the module invariants). Must run inside a transaction
+/// (`Db::write`). Refusals are `DbError::NotFound` (no such workspace, path or
+/// version) or `DbError::Conflict(sentence)`.
+pub fn commit(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Result<Committed, DbError> {
+    // Lock the workspace row first: commits of one workspace queue here, and on
+    // SQLite the transaction becomes a writer at once (no lock upgrade later).
+    diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(workspaces::head_seq)).execute(conn)?;
+    let current = head_seq(conn, ws)?.ok_or(DbError::NotFound)?;
+    let next = current + 1;
+    let plan = match plan(conn, ws, author, edit)? {
+        Plan::Write(row) => row,
+        Plan::Noop { seq, path } => return Ok(Committed { seq, path, conflict_path: None, new_seq: false }),
+    };
+    diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(next)).execute(conn)?;
+    insert_version(conn, ws, author, next, &plan)?;
+    set_head(conn, ws, &plan.path, next, plan.deleted)?;
+    if let Some(from) = &plan.from_path {
+        set_head(conn, ws, from, next, true)?;
+    }
+    Ok(Committed { seq: next, path: plan.path, conflict_path: plan.conflict_path, new_seq: true })
+}
+
+/// A decided change, before it is written.
+#[derive(Debug)]
+struct Row {
+    op: ChangeOp,
+    kind: EntryKind,
+    path: String,
+    from_path: Option<String>,
+    content: Content,
+    deleted: bool,
+    conflict_path: Option<String>,
+}
+
+enum Plan {
+    Write(Row),
+    /// Nothing to do; the path is already as asked at this version.
+    Noop {
+        seq: i64,
+        path: String,
+    },
+}
+
+fn write(op: ChangeOp, kind: EntryKind, path: &str, content: Content, deleted: bool) -> Plan {
+    Plan::Write(Row { op, kind, path: path.to_owned(), from_path: None, content, deleted, conflict_path: None })
+}
+
+fn empty_content() -> Content {
+    Content { size: 0, mtime_ms: 0, mode: 0, content_hash: [0; 32], chunks: Vec::new() }
+}
+
+/// A live head with its kind and content.
+fn live_version(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<Option<(i64, EntryKind, Content)>, DbError> {
+    match head_of(conn, ws, path)? {
+        Some(h) if !h.deleted => {
+            let (change, chunks) = version_at(conn, ws, h.seq)?.ok_or_else(|| corrupt("head"))?;
+            let content = Content {
+                size: change.size,
+                mtime_ms: change.mtime_ms,
+                mode: change.mode,
+                content_hash: change.content_hash,
+                chunks,
+            };
+            Ok(Some((h.seq, change.kind, content)))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Result<Plan, DbError> {
+    match edit {
+        Edit::Put { path, base_version, content } => {
+            check_parents(conn, ws, path)?;
+            ensure_held(conn, ws, &content.chunks)?;
+            match live_version(conn, ws, path)? {
+                None => Ok(write(ChangeOp::Put, EntryKind::File, path, content.clone(), false)),
+                Some((_, EntryKind::Dir, _)) => Err(DbError::Conflict(KIND_MISMATCH)),
+                Some((seq, _, _)) if seq == *base_version => {
+                    Ok(write(ChangeOp::Put, EntryKind::File, path, content.clone(), false))
+                }
+                // Both sides made the same change: nothing to keep twice.
+                Some((seq, _, cur)) if cur.content_hash == content.content_hash && cur.size == content.size => {
+                    Ok(Plan::Noop { seq, path: path.clone() })
+                }
+                Some(_) => {
+                    let copy = free_conflict_name(conn, ws, author, path)?;
+                    Ok(Plan::Write(Row {
+                        op: ChangeOp::Put,
+                        kind: EntryKind::File,
+                        path: copy.clone(),
+                        from_path: None,
+                        content: content.clone(),
+                        deleted: false,
+                        conflict_path: Some(copy),
+                    }))
+                }
+            }
+        }
+        Edit::Delete { path, base_version } => match live_version(conn, ws, path)? {
+            None => Err(DbError::NotFound),
+            Some((seq, _, _)) if seq != *base_version => Err(DbError::Conflict(STALE_BASE)),
+            Some((_, kind, _)) => Ok(write(ChangeOp::Delete, kind, path, empty_content(), true)),
+        },
+        Edit::Move { from, to, base_version } => {
+            if from == to {
+                return Err(DbError::Conflict(SAME_PATH));
+            }
+            let (seq, kind, content) = live_version(conn, ws, from)?.ok_or(DbError::NotFound)?;
+            if seq != *base_version {
+                return Err(DbError::Conflict(STALE_BASE));
+            }
+            if live_version(conn, ws, to)?.is_some() {
+                return Err(DbError::Conflict(DESTINATION_EXISTS));
+            }
+            check_parents(conn, ws, to)?;
+            Ok(Plan::Write(Row {
+                op: ChangeOp::Move,
+                kind,
+                path: to.clone(),
+                from_path: Some(from.clone()),
+                content,
+                deleted: false,
+                conflict_path: None,
+            }))
+        }
+        Edit::MakeDir { path, base_version: _ } => {
+            check_parents(conn, ws, path)?;
+            match live_version(conn, ws, path)? {
+                None => Ok(write(ChangeOp::Put, EntryKind::Dir, path, empty_content(), false)),
+                Some((seq, EntryKind::Dir, _)) => Ok(Plan::Noop { seq, path: path.clone() }),
+                Some(_) => Err(DbError::Conflict(KIND_MISMATCH)),
+            }
+        }
+        Edit::Restore { path, seq } => {
+            let (old, chunks) = version_at(conn, ws, *seq)?.ok_or(DbError::NotFound)?;
+            if old.path != *path || old.deleted || old.kind != EntryKind::File {
+                return Err(DbError::NotFound);
+            }
+            check_parents(conn, ws, path)?;
+            if let Some((_, EntryKind::Dir, _)) = live_version(conn, ws, path)? {
+                return Err(DbError::Conflict(KIND_MISMATCH));
+            }
+            let content = Content {
+                size: old.size,
+                mtime_ms: old.mtime_ms,
+                mode: old.mode,
+                content_hash: old.content_hash,
+                chunks,
+            };
+            Ok(write(ChangeOp::Restore, EntryKind::File, path, content, false))
+        }
+    }
+}
+
+/// No ancestor directory of `path` may be a live file.
+fn check_parents(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<(), DbError> {
+    for dir in ancestors(path) {
+        if let Some((_, EntryKind::File, _)) = live_version(conn, ws, dir)? {
+            return Err(DbError::Conflict(PARENT_IS_FILE));
+        }
+    }
+    Ok(())
+}
+
+fn ensure_held(conn: &mut DbConn, ws: WorkspaceId, refs: &[ChunkRef]) -> Result<(), DbError> {
+    let hashes: Vec<Hash> = refs.iter().map(|c| c.hash).collect();
+    if missing_chunks(conn, ws, &hashes)?.is_empty() {
+        Ok(())
+    } else {
+        Err(DbError::Conflict(CHUNKS_NOT_HELD))
+    }
+}
+
+fn free_conflict_name(conn: &mut DbConn, ws: WorkspaceId, author: &Author, path: &str) -> Result<String, DbError> {
+    let username: String = users::table.find(author.user_id.0).select(users::username).first(conn)?;
+    let at = Utc::now();
+    for n in 1..=MAX_CONFLICT_COPIES {
+        let name = conflict_copy_name(path, &username, &author.device_name, at, n)
+            .ok_or(DbError::Conflict(NO_CONFLICT_NAME))?;
+        if live_version(conn, ws, &name)?.is_none() {
+            return Ok(name);
+        }
+    }
+    Err(DbError::Conflict(NO_CONFLICT_NAME))
+}
+
+fn insert_version(conn: &mut DbConn, ws: WorkspaceId, author: &Author, seq: i64, row: &Row) -> Result<(), DbError> {
+    diesel::insert_into(file_versions::table)
+        .values((
+            file_versions::workspace_id.eq(ws.0),
+            file_versions::seq.eq(seq),
+            file_versions::op.eq(row.op.as_str()),
+            file_versions::kind.eq(row.kind.as_str()),
+            file_versions::path.eq(&row.path),
+            file_versions::path_hash.eq(path_hash(&row.path).to_vec()),
+            file_versions::from_path.eq(row.from_path.as_deref()),
+            file_versions::from_path_hash.eq(row.from_path.as_deref().map(|p| path_hash(p).to_vec())),
+            file_versions::size.eq(i64::try_from(row.content.size).map_err(|_| corrupt("size"))?),
+            file_versions::mtime_ms.eq(row.content.mtime_ms),
+            file_versions::mode.eq(row.content.mode as i32),
+            file_versions::content_hash.eq(row.content.content_hash.to_vec()),
+            file_versions::manifest.eq(encode_manifest(&row.content.chunks)),
+            file_versions::author_id.eq(author.user_id.0),
+            file_versions::device_id.eq(&author.device_id),
+            file_versions::deleted.eq(row.deleted),
+            file_versions::created_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn set_head(conn: &mut DbConn, ws: WorkspaceId, path: &str, seq: i64, deleted: bool) -> Result<(), DbError> {
+    let key = path_hash(path).to_vec();
+    let updated = diesel::update(
+        file_heads::table.filter(file_heads::workspace_id.eq(ws.0)).filter(file_heads::path_hash.eq(key.clone())),
+    )
+    .set((file_heads::seq.eq(seq), file_heads::deleted.eq(deleted), file_heads::path.eq(path)))
+    .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(file_heads::table)
+            .values((
+                file_heads::workspace_id.eq(ws.0),
+                file_heads::path_hash.eq(key),
+                file_heads::path.eq(path),
+                file_heads::seq.eq(seq),
+                file_heads::deleted.eq(deleted),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::chunking::hash;
+    use crate::db::accounts::{self, NewUser};
+    use crate::db::Db;
+    use crate::testing::for_each_backend;
+
+    fn user(c: &mut DbConn, name: &'static str) -> UserId {
+        let email = format!("{name}@example.com");
+        let u = accounts::create_user(
+            c,
+            &NewUser { first_name: name, last_name: "X", username: name, email: &email, password_hash: "h" },
+        )
+        .unwrap();
+        UserId(u.id)
+    }
+
+    /// Content of one chunk whose bytes are `text`, recorded as held by `ws`.
+    fn content(c: &mut DbConn, ws: WorkspaceId, text: &str) -> Content {
+        let h = hash(text.as_bytes());
+        record_chunk(c, ws, &h, text.len() as u32, text.len() as u64).unwrap();
+        Content {
+            size: text.len() as u64,
+            mtime_ms: 1,
+            mode: 0o644,
+            content_hash: h,
+            chunks: vec![ChunkRef { hash: h, len: text.len() as u32 }],
+        }
+    }
+
+    fn put(path: &str, base: i64, content: Content) -> Edit {
+        Edit::Put { path: path.into(), base_version: base, content }
+    }
+
+    #[test]
+    fn journal_story_on_both_backends() {
+        for_each_backend(|tdb| {
+            let db = Db::open(tdb.url(), 2).unwrap();
+            let c = &mut *db.conn().unwrap();
+            let alice = user(c, "alice");
+            let bob = user(c, "bob");
+            let ws = WorkspaceId(accounts::create_workspace(c, alice, "Docs").unwrap().id);
+            let other = WorkspaceId(accounts::create_workspace(c, bob, "Other").unwrap().id);
+            let a = Author { user_id: alice, device_id: "dev-a".into(), device_name: "laptop".into() };
+            let b = Author { user_id: bob, device_id: "dev-b".into(), device_name: "desk".into() };
+            let commit_in =
+                |ws: WorkspaceId, author: &Author, edit: Edit| db.write_blocking(|c| commit(c, ws, author, &edit));
+            let commit = |author: &Author, edit: Edit| commit_in(ws, author, edit);
+
+            // Chunks held by one workspace are still "missing" for another.
+            let v1 = content(c, ws, "one");
+            assert_eq!(missing_chunks(c, other, &[v1.content_hash, v1.content_hash]).unwrap(), vec![v1.content_hash]);
+            assert!(missing_chunks(c, ws, &[v1.content_hash]).unwrap().is_empty());
+            // ... and cannot be referenced there.
+            let err = commit_in(other, &b, put("x", 0, v1.clone())).unwrap_err();
+            assert!(matches!(err, DbError::Conflict(CHUNKS_NOT_HELD)), "{err}");
+            assert_eq!(head_seq(c, other).unwrap(), Some(0));
+
+            let first = commit(&a, put("docs/a.txt", 0, v1.clone())).unwrap();
+            assert_eq!((first.seq, first.path.as_str(), first.new_seq), (1, "docs/a.txt", true));
+            let v2 = content(c, ws, "two");
+            assert_eq!(commit(&a, put("docs/a.txt", 1, v2.clone())).unwrap().seq, 2);
+
+            // Bob edits from the stale base 1: his content becomes a conflict copy, the head stays.
+            let v3 = content(c, ws, "three");
+            let conflict = commit(&b, put("docs/a.txt", 1, v3)).unwrap();
+            assert_eq!(conflict.seq, 3);
+            let copy = conflict.conflict_path.clone().unwrap();
+            assert!(copy.starts_with("docs/a (conflict bob desk ") && copy.ends_with(").txt"), "{copy}");
+            assert_eq!(head_of(c, ws, "docs/a.txt").unwrap(), Some(Head { seq: 2, deleted: false }));
+            // The same stale edit with the head's own content is no conflict and no new seq.
+            let same = commit(&b, put("docs/a.txt", 1, v2.clone())).unwrap();
+            assert_eq!((same.seq, same.new_seq, same.conflict_path), (2, false, None));
+
+            // Delete needs the current base; an edit against a delete wins.
+            assert!(matches!(
+                commit(&b, Edit::Delete { path: "docs/a.txt".into(), base_version: 1 }),
+                Err(DbError::Conflict(STALE_BASE))
+            ));
+            assert_eq!(commit(&b, Edit::Delete { path: "docs/a.txt".into(), base_version: 2 }).unwrap().seq, 4);
+            assert!(matches!(
+                commit(&b, Edit::Delete { path: "docs/a.txt".into(), base_version: 4 }),
+                Err(DbError::NotFound)
+            ));
+            let revived = commit(&a, put("docs/a.txt", 2, v1.clone())).unwrap();
+            assert_eq!((revived.seq, revived.conflict_path), (5, None));
+
+            // A move is one seq: source deleted, destination live, history of both shows it.
+            assert!(matches!(
+                commit(&a, Edit::Move { from: "docs/a.txt".into(), to: copy.clone(), base_version: 5 }),
+                Err(DbError::Conflict(DESTINATION_EXISTS))
+            ));
+            let moved =
+                commit(&a, Edit::Move { from: "docs/a.txt".into(), to: "b.txt".into(), base_version: 5 }).unwrap();
+            assert_eq!(moved.seq, 6);
+            assert_eq!(head_of(c, ws, "docs/a.txt").unwrap(), Some(Head { seq: 6, deleted: true }));
+            let (mv, chunks) = version_at(c, ws, 6).unwrap().unwrap();
+            assert_eq!(
+                (mv.op, mv.from_path.as_deref(), mv.content_hash),
+                (ChangeOp::Move, Some("docs/a.txt"), v1.content_hash)
+            );
+            assert_eq!(chunks, v1.chunks);
+            let hist: Vec<i64> = history(c, ws, "docs/a.txt").unwrap().iter().map(|h| h.seq).collect();
+            assert_eq!(hist, vec![1, 2, 4, 5, 6]);
+
+            // A file cannot be a directory, and the other way round.
+            assert!(matches!(commit(&a, put("b.txt/inner", 0, v1.clone())), Err(DbError::Conflict(PARENT_IS_FILE))));
+            assert_eq!(commit(&a, Edit::MakeDir { path: "empty/dir".into(), base_version: 0 }).unwrap().seq, 7);
+            assert!(!commit(&a, Edit::MakeDir { path: "empty/dir".into(), base_version: 0 }).unwrap().new_seq);
+            assert!(matches!(commit(&a, put("empty/dir", 7, v1.clone())), Err(DbError::Conflict(KIND_MISMATCH))));
+
+            // Restore makes an old version the head again.
+            let restored = commit(&a, Edit::Restore { path: "docs/a.txt".into(), seq: 2 }).unwrap();
+            assert_eq!(restored.seq, 8);
+            assert_eq!(version_at(c, ws, 8).unwrap().unwrap().0.content_hash, v2.content_hash);
+
+            // The journal reads back in order, by ranges.
+            let all = changes_between(c, ws, 0, i64::MAX, 100).unwrap();
+            assert_eq!(all.iter().map(|ch| ch.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+            let page = changes_between(c, ws, 2, 5, 2).unwrap();
+            assert_eq!(page.iter().map(|ch| ch.seq).collect::<Vec<_>>(), vec![3, 4]);
+            assert_eq!(all[3].op, ChangeOp::Delete);
+            assert!(all[3].deleted);
+            let live: Vec<String> = live_heads(c, ws).unwrap().into_iter().map(|h| h.path).collect();
+            assert_eq!(live, vec!["b.txt".to_owned(), copy, "docs/a.txt".into(), "empty/dir".into()]);
+            assert_eq!(head_seqs(c, &[ws, other, WorkspaceId(9999)]).unwrap().len(), 2);
+
+            // Unknown workspace.
+            let nowhere = commit_in(WorkspaceId(9999), &a, Edit::MakeDir { path: "x".into(), base_version: 0 });
+            assert!(matches!(nowhere, Err(DbError::NotFound)));
+        });
+    }
+}

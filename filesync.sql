@@ -1,0 +1,138 @@
+-- filesync: the MySQL/MariaDB schema, fully migrated.
+--
+-- Install into an empty database:
+--   mysql -u USER -p -e "CREATE DATABASE filesync CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+--   mysql -u USER -p filesync < filesync.sql
+--
+-- This is the DDL of every migration in migrations/mysql, in order, plus
+-- diesel's bookkeeping table with their versions, so `filesync-http` starts on
+-- a database installed from this file without re-running them. A new
+-- migration must be added here too: a test (crates/http-api/tests/schema.rs)
+-- loads this file into one fresh database, migrates another, and fails if any
+-- table or recorded version differs.
+-- Starting the server on an empty database instead runs the same migrations.
+
+SET NAMES utf8mb4;
+
+-- migration 2026-11-24-000001_foundation
+-- Accounts, workspaces and membership. Binary collation everywhere: names and
+-- paths are compared byte for byte, exactly as on SQLite; emails are stored
+-- lower-cased by the application.
+CREATE TABLE users (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  first_name VARCHAR(255) NOT NULL,
+  last_name VARCHAR(255) NOT NULL,
+  username VARCHAR(32) NOT NULL,
+  email VARCHAR(254) NOT NULL,
+  password_hash VARCHAR(255) NOT NULL,
+  created_at DATETIME NOT NULL,
+  updated_at DATETIME NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY users_username_key (username),
+  UNIQUE KEY users_email_key (email)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE workspaces (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  name VARCHAR(255) NOT NULL,
+  owner_id BIGINT NOT NULL,
+  head_seq BIGINT NOT NULL DEFAULT 0,
+  created_at DATETIME NOT NULL,
+  updated_at DATETIME NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY workspaces_owner_name_key (owner_id, name),
+  CONSTRAINT workspaces_owner_fk FOREIGN KEY (owner_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE workspace_members (
+  workspace_id BIGINT NOT NULL,
+  user_id BIGINT NOT NULL,
+  role VARCHAR(16) NOT NULL,
+  added_by BIGINT NOT NULL,
+  created_at DATETIME NOT NULL,
+  PRIMARY KEY (workspace_id, user_id),
+  KEY workspace_members_user_idx (user_id),
+  KEY workspace_members_added_by_idx (added_by),
+  CONSTRAINT workspace_members_workspace_fk FOREIGN KEY (workspace_id) REFERENCES workspaces (id) ON DELETE CASCADE,
+  CONSTRAINT workspace_members_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE,
+  CONSTRAINT workspace_members_added_by_fk FOREIGN KEY (added_by) REFERENCES users (id) ON DELETE CASCADE,
+  CONSTRAINT workspace_members_role_check CHECK (role IN ('owner', 'editor', 'viewer'))
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- migration 2026-11-24-000002_journal
+-- The per-workspace change journal. Every committed change takes the next
+-- `workspaces.head_seq` inside its transaction; `file_heads` is the current
+-- head per path. Paths are indexed through their BLAKE3 hash because a 4096
+-- byte path does not fit an InnoDB index.
+CREATE TABLE file_versions (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  workspace_id BIGINT NOT NULL,
+  seq BIGINT NOT NULL,
+  op VARCHAR(16) NOT NULL,
+  kind VARCHAR(8) NOT NULL,
+  path TEXT NOT NULL,
+  path_hash BINARY(32) NOT NULL,
+  from_path TEXT NULL,
+  from_path_hash BINARY(32) NULL,
+  size BIGINT NOT NULL,
+  mtime_ms BIGINT NOT NULL,
+  mode INT NOT NULL,
+  content_hash BINARY(32) NOT NULL,
+  manifest LONGBLOB NOT NULL,
+  author_id BIGINT NOT NULL,
+  device_id VARCHAR(64) NOT NULL,
+  deleted BOOLEAN NOT NULL,
+  created_at DATETIME NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY file_versions_workspace_seq_key (workspace_id, seq),
+  KEY file_versions_path_idx (workspace_id, path_hash, seq),
+  KEY file_versions_from_path_idx (workspace_id, from_path_hash),
+  KEY file_versions_author_idx (author_id),
+  CONSTRAINT file_versions_workspace_fk FOREIGN KEY (workspace_id) REFERENCES workspaces (id) ON DELETE CASCADE,
+  CONSTRAINT file_versions_author_fk FOREIGN KEY (author_id) REFERENCES users (id) ON DELETE CASCADE,
+  CONSTRAINT file_versions_op_check CHECK (op IN ('put', 'delete', 'move', 'restore')),
+  CONSTRAINT file_versions_kind_check CHECK (kind IN ('file', 'dir'))
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE file_heads (
+  workspace_id BIGINT NOT NULL,
+  path_hash BINARY(32) NOT NULL,
+  path TEXT NOT NULL,
+  seq BIGINT NOT NULL,
+  deleted BOOLEAN NOT NULL,
+  PRIMARY KEY (workspace_id, path_hash),
+  CONSTRAINT file_heads_workspace_fk FOREIGN KEY (workspace_id) REFERENCES workspaces (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Content-addressed chunks, stored once on disk for the whole node.
+CREATE TABLE chunks (
+  hash BINARY(32) NOT NULL,
+  size INT NOT NULL,
+  stored_size INT NOT NULL,
+  created_at DATETIME NOT NULL,
+  PRIMARY KEY (hash)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Which chunks a workspace has proven to hold (uploaded or referenced by one
+-- of its versions). A client must upload a chunk's bytes to use it in a
+-- workspace, so knowing a hash never grants access to another workspace's data.
+CREATE TABLE workspace_chunks (
+  workspace_id BIGINT NOT NULL,
+  hash BINARY(32) NOT NULL,
+  PRIMARY KEY (workspace_id, hash),
+  KEY workspace_chunks_hash_idx (hash),
+  CONSTRAINT workspace_chunks_workspace_fk FOREIGN KEY (workspace_id) REFERENCES workspaces (id) ON DELETE CASCADE,
+  CONSTRAINT workspace_chunks_chunk_fk FOREIGN KEY (hash) REFERENCES chunks (hash)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- diesel's record of the migrations above (their directory names without
+-- dashes up to the underscore).
+CREATE TABLE __diesel_schema_migrations (
+  version VARCHAR(50) NOT NULL,
+  run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (version)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+INSERT INTO __diesel_schema_migrations (version) VALUES
+  ('20261124000001'),
+  ('20261124000002');

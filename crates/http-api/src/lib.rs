@@ -10,7 +10,7 @@
 //! - [`error`]: `ApiError`, the single error type and JSON error body.
 //! - [`validate`]: input rules; [`wire`]: the JSON shapes of the API.
 //! - [`throttle`]: in-memory login throttling; [`bus`]: Redis announcements;
-//!   [`metrics`]: Prometheus; [`state`]: what requests share.
+//!   [`metrics`]: Prometheus; [`state`]: what requests share; [`tls`]: HTTPS.
 //! - [`help`]: the environment variables, for `--help`.
 //!
 //! **Architecture Invariant:** handlers never read headers for credentials
@@ -25,6 +25,7 @@ pub mod metrics;
 mod routes;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 
@@ -52,8 +53,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.prepare_for_serving()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let state = web::Data::new(AppState::open(&config).await?);
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -65,13 +71,16 @@ pub async fn run(
     })
     // Signals belong to `main`; the seam stops only through `shutdown`.
     .disable_signals()
-    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-    .listen(listener)
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls),
+        None => server.listen(listener),
+    }
     .context("cannot serve on the listener")?
     .run();
     let handle = server.handle();
     let mut serving = tokio::spawn(server);
-    tracing::info!(http.addr = %addr, "HTTP API listening on http://{addr}");
+    tracing::info!(http.addr = %addr, "HTTP API listening on {scheme}://{addr}");
     tokio::select! {
         res = &mut serving => return Ok(res??),
         () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),

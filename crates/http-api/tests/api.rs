@@ -409,3 +409,45 @@ async fn refuses_to_start_without_a_strong_secret_and_stops_on_request() {
     let after = client_from(None).get(format!("{base}/check-token")).bearer_auth(token).send().await;
     assert!(after.is_err(), "the listener is closed after shutdown");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_when_given_a_certificate() {
+    on_both_backends(|backend| async move {
+        let srv = Server::start(backend, |c| {
+            c.tls_cert = Some(fixture("tls-cert.pem"));
+            c.tls_key = Some(fixture("tls-key.pem"));
+        })
+        .await;
+        assert!(srv.base.starts_with("https://"), "{}", srv.base);
+        let (_, token) = srv.user("secure").await;
+        let (status, body) = srv.get("/check-token", Some(&token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // No plaintext fallback on the TLS port.
+        let plain = client_from(None).get(srv.base.replace("https://", "http://") + "/healthz").send().await;
+        assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()));
+        srv.stop().await.expect("clean shutdown");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_with_an_unreadable_certificate() {
+    let db = tokio::task::spawn_blocking(|| filesync_core::testing::TestDb::new(Backend::Sqlite)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(&db, dir.path());
+    config.tls_cert = Some(dir.path().join("missing.pem"));
+    config.tls_key = Some(fixture("tls-key.pem"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = filesync_http_api::run(listener, config, std::future::pending()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("FILESYNC_TLS_CERT"), "{err:#}");
+    // A key without a certificate is a configuration error too.
+    let mut config = common::test_config(&db, dir.path());
+    config.tls_key = Some(fixture("tls-key.pem"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = filesync_http_api::run(listener, config, std::future::pending()).await.unwrap_err();
+    assert!(err.to_string().contains("FILESYNC_TLS_CERT and FILESYNC_TLS_KEY"), "{err}");
+}

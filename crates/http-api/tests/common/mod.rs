@@ -61,21 +61,27 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(&db, dir.path());
         tweak(&mut config);
+        // With a certificate configured, talk HTTPS and trust exactly that certificate.
+        let (scheme, client) = match &config.tls_cert {
+            Some(cert) => {
+                let pem = std::fs::read(cert).expect("read test certificate");
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+                    .build()
+                    .expect("https client");
+                ("https", client)
+            }
+            None => ("http", client_from(None)),
+        };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(filesync_http_api::run(listener, config, async {
             let _ = rx.await;
         }));
-        let server = Server {
-            base,
-            backend: db.backend(),
-            db,
-            client: client_from(None),
-            shutdown: Some(tx),
-            task: Some(task),
-            _dir: dir,
-        };
+        let server =
+            Server { base, backend: db.backend(), db, client, shutdown: Some(tx), task: Some(task), _dir: dir };
         server.wait_ready().await;
         server
     }

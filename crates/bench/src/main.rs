@@ -1,0 +1,246 @@
+//! `filesync-bench`: measures filesync against rsync and Syncthing on the same
+//! data, in the same run, on this machine, and writes `docs/BENCHMARKS.md`.
+//!
+//! **Architecture Invariant:** every process and socket of a run is on
+//! 127.0.0.1, every process is stopped and every temp file removed when the
+//! run ends, on error too. A figure that could not be measured is reported as
+//! "not available" or "failed", never estimated.
+
+mod data;
+mod filesync;
+mod lab;
+mod machine;
+mod mirror;
+mod plan;
+mod procs;
+mod report;
+mod rsync;
+mod scenarios;
+mod sizes;
+mod stats;
+mod syncthing;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::sizes::parse_size;
+
+#[derive(Parser, Debug)]
+#[command(name = "filesync-bench", about = "Benchmarks filesync against rsync and Syncthing on this machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Every scenario; writes docs/BENCHMARKS.md unless --out says otherwise.
+    All,
+    /// 1. Propagation latency of a 4 KiB create, edit and delete.
+    Latency,
+    /// 2. A large new file: wall time, throughput, peak RSS.
+    LargeFile,
+    /// 3. 4 KiB overwritten in the middle of a large synced file: bytes and time.
+    SmallEdit,
+    /// 4. Many small files, initial sync: files per second.
+    ManyFiles,
+    /// 5. Idle authenticated connections to one node: RSS per connection.
+    Connections,
+    /// 6. One change fanned out to many subscribed connections on two nodes.
+    Fanout,
+    /// 7. HTTP API: /check-token and /login with wrk.
+    Http,
+}
+
+impl Command {
+    fn scenarios(self) -> Vec<u8> {
+        match self {
+            Command::All => (1..=7).collect(),
+            Command::Latency => vec![1],
+            Command::LargeFile => vec![2],
+            Command::SmallEdit => vec![3],
+            Command::ManyFiles => vec![4],
+            Command::Connections => vec![5],
+            Command::Fanout => vec![6],
+            Command::Http => vec![7],
+        }
+    }
+}
+
+/// Sizes and counts. Every default is the issue's; `--smoke` shrinks them all.
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// Tiny sizes: checks that the harness works, not speed. Fails if any figure fails.
+    #[arg(long, global = true)]
+    pub smoke: bool,
+    /// Markdown report path (default: docs/BENCHMARKS.md for `all`, standard output otherwise).
+    #[arg(long, global = true)]
+    pub out: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Systems to measure, comma separated: filesync, rsync, syncthing.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "filesync,rsync,syncthing")]
+    pub systems: Vec<String>,
+    /// Directory holding filesync-http, filesync-tcp and filesync (default: next to this program).
+    #[arg(long, global = true)]
+    pub bin_dir: Option<PathBuf>,
+    /// Where the run's temporary files go (default: $TMPDIR or /tmp).
+    #[arg(long, global = true)]
+    pub tmp: Option<PathBuf>,
+    /// Samples per figure for scenarios 2–4.
+    #[arg(long, global = true)]
+    pub runs: Option<usize>,
+    /// Seed for all random data and pauses.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub seed: u64,
+    /// 1: writes per series for filesync.
+    #[arg(long, global = true)]
+    pub writes: Option<usize>,
+    /// 1: longest pause before a filesync write, in ms.
+    #[arg(long, global = true, default_value_t = 100)]
+    pub gap_ms: u64,
+    /// 1: Syncthing watcher delays to measure, in seconds (10 is Syncthing's default).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub syncthing_delays: Option<Vec<u32>>,
+    /// 1: writes per series for Syncthing at each delay (each write waits out the watcher delay).
+    #[arg(long, global = true)]
+    pub syncthing_writes: Option<usize>,
+    /// 2–4: Syncthing's watcher delay for the throughput scenarios, in seconds.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub syncthing_bulk_delay: u32,
+    /// 2: size of the new file.
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub large_size: Option<u64>,
+    /// 3: size of the file edited in the middle.
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub edit_size: Option<u64>,
+    /// 4: number of small files.
+    #[arg(long, global = true)]
+    pub files: Option<usize>,
+    /// 4: directories they are spread over.
+    #[arg(long, global = true)]
+    pub dirs: Option<usize>,
+    /// 4: size of each small file.
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub file_size: Option<u64>,
+    /// 5: numbers of idle connections to measure, comma separated.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub connections: Option<Vec<usize>>,
+    /// 6: subscribed connections, spread over two nodes.
+    #[arg(long, global = true)]
+    pub subscribers: Option<usize>,
+    /// 7: seconds per wrk run.
+    #[arg(long, global = true)]
+    pub http_secs: Option<u64>,
+    /// 7: bcrypt cost of the HTTP API (default: 12, the production default; 4 in smoke runs).
+    #[arg(long, global = true)]
+    pub bcrypt_cost: Option<u32>,
+    /// 7: open HTTP connections per wrk run.
+    #[arg(long, global = true, default_value_t = 64)]
+    pub http_connections: usize,
+}
+
+impl Settings {
+    pub fn wants(&self, system: &str) -> bool {
+        self.systems.iter().any(|s| s.eq_ignore_ascii_case(system))
+    }
+
+    fn pick<T>(&self, given: Option<T>, full: T, smoke: T) -> T {
+        given.unwrap_or(if self.smoke { smoke } else { full })
+    }
+
+    pub fn runs(&self) -> usize {
+        self.pick(self.runs, 3, 1)
+    }
+    pub fn writes(&self) -> usize {
+        self.pick(self.writes, 200, 5)
+    }
+    pub fn syncthing_delays(&self) -> Vec<u32> {
+        self.pick(self.syncthing_delays.clone(), vec![10, 1], vec![1])
+    }
+    pub fn syncthing_writes(&self) -> usize {
+        self.pick(self.syncthing_writes, 20, 3)
+    }
+    pub fn large_size(&self) -> u64 {
+        self.pick(self.large_size, 1 << 30, 8 << 20)
+    }
+    pub fn edit_size(&self) -> u64 {
+        self.pick(self.edit_size, 1 << 30, 8 << 20)
+    }
+    pub fn files(&self) -> usize {
+        self.pick(self.files, 10_000, 200)
+    }
+    pub fn dirs(&self) -> usize {
+        self.pick(self.dirs, 100, 4)
+    }
+    pub fn file_size(&self) -> usize {
+        self.pick(self.file_size, 4096, 4096) as usize
+    }
+    pub fn connections(&self) -> Vec<usize> {
+        self.pick(self.connections.clone(), vec![1_000, 10_000], vec![20])
+    }
+    pub fn subscribers(&self) -> usize {
+        self.pick(self.subscribers, 1_000, 20)
+    }
+    pub fn bcrypt_cost(&self) -> u32 {
+        self.pick(self.bcrypt_cost, 12, 4)
+    }
+    pub fn http_duration(&self) -> Duration {
+        Duration::from_secs(self.pick(self.http_secs, 10, 1))
+    }
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    for s in &cli.settings.systems {
+        if !["filesync", "rsync", "syncthing"].contains(&s.to_ascii_lowercase().as_str()) {
+            bail!("unknown system {s:?}: use filesync, rsync or syncthing");
+        }
+    }
+    procs::install_signal_handling()?;
+    let fds = procs::raise_fd_limit();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = plan::run(&cli.settings, &cli.command.scenarios(), &command, fds)?;
+    let md = report.to_markdown(&plan::targets());
+    let out =
+        cli.settings.out.clone().or_else(|| {
+            (cli.command == Command::All && !cli.settings.smoke).then(|| PathBuf::from("docs/BENCHMARKS.md"))
+        });
+    match &out {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => println!("{md}"),
+    }
+    if let Some(path) = &cli.settings.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    for line in report.unavailable() {
+        eprintln!("not available: {line}");
+    }
+    let failures = report.failures();
+    for line in &failures {
+        eprintln!("FAILED: {line}");
+    }
+    if !failures.is_empty() {
+        bail!("{} figure(s) failed", failures.len());
+    }
+    Ok(())
+}

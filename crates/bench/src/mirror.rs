@@ -1,0 +1,88 @@
+//! What every system under test offers the scenarios: a folder A where files
+//! are written and a folder B where they must show up. Scenarios are written
+//! once against this trait and run unchanged on filesync and on the peers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::data;
+use crate::procs::wait_for;
+
+/// Bytes a transfer put on the wire, as the system (or the kernel) counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// Bytes A sent.
+    pub sent_by_a: u64,
+    /// Bytes B received.
+    pub received_by_b: u64,
+    /// Every byte either side sent, in both directions.
+    pub total: u64,
+}
+
+impl Wire {
+    pub fn since(self, before: Wire) -> Wire {
+        Wire {
+            sent_by_a: self.sent_by_a.saturating_sub(before.sent_by_a),
+            received_by_b: self.received_by_b.saturating_sub(before.received_by_b),
+            total: self.total.saturating_sub(before.total),
+        }
+    }
+}
+
+pub trait Mirror {
+    /// The name in the report.
+    fn name(&self) -> String;
+
+    /// A's folder: scenarios write here.
+    fn source(&self) -> &Path;
+
+    /// B's folder: scenarios wait for the result here.
+    fn target(&self) -> &Path;
+
+    /// Called right after a change in A. Tools run on demand (rsync) transfer here and return the bytes they
+    /// report; systems that watch their folder do nothing.
+    fn push(&mut self) -> Result<Option<Wire>> {
+        Ok(None)
+    }
+
+    /// Bytes on the wire so far, for systems that count them continuously.
+    fn wire(&mut self) -> Result<Option<Wire>> {
+        Ok(None)
+    }
+
+    /// Where the byte counts come from, for the report.
+    fn wire_source(&self) -> &'static str {
+        ""
+    }
+
+    /// The processes whose memory the report shows: (role, pid).
+    fn processes(&self) -> Vec<(String, u32)>;
+
+    /// Fails if a process of the system has died.
+    fn ensure_running(&mut self) -> Result<()>;
+
+    /// Waits until the system has nothing left to do, so the next sample starts clean.
+    fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Removes `rel` from A and waits until it is gone from B too.
+    fn clear(&mut self, rel: &Path) -> Result<()> {
+        data::remove(&self.source().join(rel))?;
+        self.push()?;
+        let gone = self.target().join(rel);
+        wait_for(&format!("{} to be removed by {}", gone.display(), self.name()), TRANSFER_TIMEOUT, POLL_SLOW, || {
+            Ok(data::is_gone(&gone).then_some(()))
+        })?;
+        self.settle()
+    }
+}
+
+/// How long any single transfer may take before the sample counts as failed.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often B is polled when latency matters.
+pub const POLL_FAST: Duration = Duration::from_millis(1);
+/// How often B is polled for bulk transfers (each poll stats many files or hashes).
+pub const POLL_SLOW: Duration = Duration::from_millis(50);

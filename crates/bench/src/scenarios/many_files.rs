@@ -1,0 +1,55 @@
+//! Scenario 4: many small files in many directories, initial sync A → B.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::data;
+use crate::mirror::{Mirror, POLL_SLOW, TRANSFER_TIMEOUT};
+use crate::procs::wait_for;
+use crate::report::{Row, Unit};
+use crate::stats::Summary;
+
+pub const RATE: &str = "small files: initial sync rate";
+pub const WALL: &str = "small files: wall time";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub files: usize,
+    pub dirs: usize,
+    pub size: usize,
+    pub runs: usize,
+    pub seed: u64,
+}
+
+pub fn run(m: &mut dyn Mirror, stage: &Path, o: Options) -> Result<Vec<Row>> {
+    let name = PathBuf::from("tree");
+    let per_dir = o.files.div_ceil(o.dirs.max(1));
+    let files = per_dir * o.dirs;
+    let mut secs = Vec::new();
+    for run in 0..o.runs {
+        let staged = stage.join(format!("tree-{run}"));
+        data::write_tree(&staged, o.dirs, per_dir, o.size, &mut data::rng(o.seed + run as u64))?;
+        // One rename: the whole tree appears at once, as when a folder is moved in.
+        let t0 = Instant::now();
+        std::fs::rename(&staged, m.source().join(&name)).context("moving the staged tree into A")?;
+        m.push()?;
+        let on_b = m.target().join(&name);
+        let took = wait_for("every file to reach B", TRANSFER_TIMEOUT, POLL_SLOW, || {
+            Ok((data::count_arrived(&on_b, o.dirs, per_dir, o.size as u64) == files).then(|| t0.elapsed()))
+        })?;
+        secs.push(took.as_secs_f64());
+        data::same_tree(&m.source().join(&name), &on_b)?;
+        m.ensure_running()?;
+        m.settle()?;
+        m.clear(&name)?;
+    }
+    let system = m.name();
+    let Some(t) = Summary::of(&secs) else { return Ok(Vec::new()) };
+    let detail = format!("{files} files of {} B in {} directories", o.size, o.dirs);
+    Ok(vec![
+        Row::measured(RATE, &system, t.map(|s| files as f64 / s), Unit::FilesPerSec, detail.clone()),
+        Row::measured(WALL, &system, t, Unit::Seconds, detail),
+    ])
+}

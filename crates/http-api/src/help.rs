@@ -28,15 +28,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
 
 /// The settings as an "Environment" section for clap's `after_help`.
 pub fn environment_help() -> String {
-    let width = SETTINGS.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + "FILESYNC_".len();
-    let mut out = String::from("Environment (each also a key of the TOML config file):\n");
-    for (key, what) in SETTINGS {
-        let var = format!("FILESYNC_{}", key.to_ascii_uppercase());
+    let mut rows: Vec<(String, &str)> =
+        SETTINGS.iter().map(|(key, what)| (format!("FILESYNC_{}", key.to_ascii_uppercase()), *what)).collect();
+    rows.push(("RUST_LOG".into(), "log filter, e.g. info or filesync_http_api=debug [default: info]"));
+    let width = rows.iter().map(|(var, _)| var.len()).max().unwrap_or(0);
+    let mut out = String::from("Environment (each FILESYNC_ variable is also a key of the TOML config file):\n");
+    for (var, what) in rows {
         out.push_str(&format!("  {var:<width$}  {what}\n"));
     }
-    out.push_str(
-        "  RUST_LOG                        log filter, e.g. info or filesync_http_api=debug [default: info]\n",
-    );
     out
 }
 

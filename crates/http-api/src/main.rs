@@ -3,6 +3,7 @@
 //! else lives in the library behind `filesync_http_api::run`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -42,9 +43,26 @@ fn init_tracing(format: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("filesync-http: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line with the causes, not a backtrace.
+            eprintln!("filesync-http: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::from_env(cli.config.as_deref())?;
     config.dev_mode |= cli.dev;
     init_tracing(&config.log_format);

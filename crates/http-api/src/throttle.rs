@@ -7,6 +7,7 @@
 //! make online guessing against bcrypt hopeless without a shared store.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,14 +15,18 @@ use std::time::{Duration, Instant};
 /// Entries are swept for expiry once the map grows past this many keys.
 const SWEEP_AT: usize = 4096;
 
+/// Emails are kept as keyed hashes: a fixed size per key however long the
+/// email a client sends, and the key is random per process so nobody can
+/// aim collisions at another account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Email(String),
+    Email(u64),
     Ip(IpAddr),
 }
 
 #[derive(Debug)]
 pub struct LoginThrottle {
+    email_hasher: RandomState,
     max_failures: usize,
     window: Duration,
     inner: Mutex<Inner>,
@@ -37,6 +42,7 @@ struct Inner {
 impl LoginThrottle {
     pub fn new(max_failures: u32, window: Duration) -> LoginThrottle {
         LoginThrottle {
+            email_hasher: RandomState::new(),
             max_failures: usize::try_from(max_failures).unwrap_or(usize::MAX).max(1),
             window,
             inner: Mutex::new(Inner { failures: HashMap::new(), next_sweep: SWEEP_AT }),
@@ -46,7 +52,7 @@ impl LoginThrottle {
     /// `Err(wait)` if the email or the IP is locked out right now.
     pub fn check(&self, email: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let inner = self.lock();
-        let wait = [Key::Email(email.to_owned()), Key::Ip(ip)]
+        let wait = [self.email_key(email), Key::Ip(ip)]
             .iter()
             .filter_map(|key| inner.failures.get(key))
             .filter(|times| times.len() >= self.max_failures)
@@ -62,7 +68,7 @@ impl LoginThrottle {
 
     pub fn record_failure(&self, email: &str, ip: IpAddr, now: Instant) {
         let mut inner = self.lock();
-        for key in [Key::Email(email.to_owned()), Key::Ip(ip)] {
+        for key in [self.email_key(email), Key::Ip(ip)] {
             let times = inner.failures.entry(key).or_default();
             times.push_back(now);
             while times.len() > self.max_failures {
@@ -79,7 +85,12 @@ impl LoginThrottle {
 
     /// A correct password clears the email's failures (not the IP's).
     pub fn record_success(&self, email: &str) {
-        self.lock().failures.remove(&Key::Email(email.to_owned()));
+        let key = self.email_key(email);
+        self.lock().failures.remove(&key);
+    }
+
+    fn email_key(&self, email: &str) -> Key {
+        Key::Email(self.email_hasher.hash_one(email))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

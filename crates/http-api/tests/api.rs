@@ -29,7 +29,7 @@ async fn register_then_login() {
             .post(
                 "/register",
                 None,
-                json!({"first_name": nasty, "last_name": "Ünïcødé 李 🚀", "username": "bobby.tables",
+                json!({"first_name": nasty, "last_name": "Ünïcødé 李 🚀' OR '1'='1", "username": "bobby.tables",
                        "email": "  O'Brien+x@Example.COM ", "password": "pa'ss; --\"word"}),
             )
             .await;
@@ -39,7 +39,7 @@ async fn register_then_login() {
         assert_eq!(user["username"], "bobby.tables");
         assert_eq!(user["email"], "o'brien+x@example.com", "emails are stored trimmed and lower-cased");
         assert_eq!(user["first_name"], nasty, "stored verbatim");
-        assert_eq!(user["last_name"], "Ünïcødé 李 🚀");
+        assert_eq!(user["last_name"], "Ünïcødé 李 🚀' OR '1'='1");
         assert!(user.get("password_hash").is_none() && user.get("password").is_none());
 
         // Taken email (in any case) and taken username.
@@ -188,6 +188,8 @@ async fn workspaces_sharing_and_membership() {
         };
         assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "owner"})).await, 422, "invalid_role");
         assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "admin"})).await, 422, "invalid_role");
+        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "viewer' OR '1'='1"})).await, 422, "invalid_role");
+        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "x' OR '1'='1@example.com"})).await, 404, "user_not_found");
         assert_error(&add(alice.clone(), json!({"workspace_id": "abc", "email": "bob@example.com"})).await, 422, "invalid_request");
         assert_error(&add(alice.clone(), json!({"email": "bob@example.com"})).await, 422, "invalid_request");
         assert_error(&add(carol.clone(), json!({"workspace_id": ws, "email": "bob@example.com"})).await, 404, "workspace_not_found");

@@ -1,0 +1,245 @@
+//! Uploads and downloads: streamed, chunk by chunk, verified.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use filesync_core::chunking::{self, Hash};
+use filesync_core::proto::{Message, PutFile};
+use filesync_core::WorkspaceId;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::{committed, unexpected, Client, ClientError, Committed, Manifest};
+
+/// Bytes of chunks requested per `GetChunks` (and held in memory while a window is written).
+const WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Where each chunk of a local file starts.
+type ChunkIndex = HashMap<Hash, (u64, u32)>;
+
+fn index_of(scan: &chunking::FileScan) -> ChunkIndex {
+    let mut index = HashMap::new();
+    for c in &scan.chunks {
+        index.entry(c.chunk.hash).or_insert((c.offset, c.chunk.len));
+    }
+    index
+}
+
+/// Reads one chunk of a local file and checks it still has the hash it was indexed with.
+async fn read_chunk(
+    file: &mut tokio::fs::File,
+    (offset, len): (u64, u32),
+    hash: &Hash,
+) -> Result<Option<Vec<u8>>, ClientError> {
+    file.seek(SeekFrom::Start(offset)).await?;
+    let mut data = vec![0u8; len as usize];
+    if file.read_exact(&mut data).await.is_err() {
+        return Ok(None);
+    }
+    Ok((&chunking::hash(&data) == hash).then_some(data))
+}
+
+fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(_meta: &std::fs::Metadata) -> u32 {
+    0
+}
+
+impl Client {
+    /// Uploads `local` as `path`. `base_version` is the version the local copy
+    /// was based on (0: new file). Only the chunks the node does not hold are
+    /// sent. A stale base is not an error: the answer's `conflict_path` says
+    /// where the content was kept instead.
+    pub async fn put_file(
+        &self,
+        ws: WorkspaceId,
+        path: &str,
+        local: &Path,
+        base_version: i64,
+    ) -> Result<Committed, ClientError> {
+        let source = local.to_path_buf();
+        let (scan, mtime, mode) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let file = std::fs::File::open(&source)?;
+            let meta = file.metadata()?;
+            let scan = chunking::scan(std::io::BufReader::new(file))?;
+            Ok((scan, mtime_ms(&meta), mode_of(&meta)))
+        })
+        .await
+        .map_err(|e| ClientError::Io(std::io::Error::other(e)))??;
+        let index = index_of(&scan);
+        let put = |request_id| {
+            Message::PutFile(PutFile {
+                request_id,
+                workspace_id: ws,
+                path: path.to_owned(),
+                base_version,
+                size: scan.size,
+                mtime_ms: mtime,
+                mode,
+                content_hash: scan.content_hash,
+                chunks: scan.refs(),
+            })
+        };
+        let mut pending = self.request(put).await?;
+        let needed = match pending.recv().await? {
+            Message::NeedChunks { hashes, .. } => hashes,
+            other => return Err(unexpected("NeedChunks", &other)),
+        };
+        let mut file = tokio::fs::File::open(local).await?;
+        for hash in needed {
+            // The node gave up on this upload (it answered Error): stop sending.
+            if let Ok(msg) = pending.rx.try_recv() {
+                return match msg {
+                    Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+                    other => Err(unexpected("no answer before the chunks", &other)),
+                };
+            }
+            let at = *index
+                .get(&hash)
+                .ok_or_else(|| ClientError::Protocol("the node asked for a chunk not in the manifest".into()))?;
+            let Some(data) = read_chunk(&mut file, at, &hash).await? else {
+                self.send(Message::Cancel { request_id: pending.id }).await?;
+                return Err(ClientError::FileChanged);
+            };
+            self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
+        }
+        committed(pending.recv().await?)
+    }
+
+    /// Downloads the version made by `seq` to `dest` (temporary file, verified, renamed).
+    pub async fn download(&self, ws: WorkspaceId, seq: i64, dest: &Path) -> Result<Manifest, ClientError> {
+        self.download_reusing(ws, seq, dest, None).await
+    }
+
+    /// Like [`Client::download`], taking every chunk that `base` (e.g. the
+    /// previous local copy, possibly `dest` itself) already has from it instead
+    /// of the network.
+    pub async fn download_reusing(
+        &self,
+        ws: WorkspaceId,
+        seq: i64,
+        dest: &Path,
+        base: Option<&Path>,
+    ) -> Result<Manifest, ClientError> {
+        let manifest = self.manifest(ws, seq).await?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        tokio::fs::create_dir_all(&dir).await?;
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.filesync-{}.tmp", uuid::Uuid::new_v4().simple()));
+        let result = self.fetch_into(&manifest, &tmp, base).await;
+        match result {
+            Ok(()) => {
+                tokio::fs::rename(&tmp, dest).await?;
+                if let Ok(d) = std::fs::File::open(&dir) {
+                    let _ = d.sync_all();
+                }
+                Ok(manifest)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_into(&self, m: &Manifest, tmp: &Path, base: Option<&Path>) -> Result<(), ClientError> {
+        let (local_index, mut local) = match base {
+            Some(b) if b.is_file() => {
+                let path = b.to_path_buf();
+                let scan = tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&path).and_then(|f| chunking::scan(std::io::BufReader::new(f)))
+                })
+                .await
+                .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+                match scan {
+                    Ok(s) => (index_of(&s), Some(tokio::fs::File::open(b).await?)),
+                    Err(_) => (ChunkIndex::new(), None),
+                }
+            }
+            _ => (ChunkIndex::new(), None),
+        };
+        let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(tmp).await?);
+        let mut whole = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut start = 0;
+        while start < m.chunks.len() {
+            // A window of consecutive chunks, up to WINDOW_BYTES.
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < m.chunks.len() && (end == start || bytes + u64::from(m.chunks[end].len) <= WINDOW_BYTES) {
+                bytes += u64::from(m.chunks[end].len);
+                end += 1;
+            }
+            let window = &m.chunks[start..end];
+            let mut have: Vec<Option<Vec<u8>>> = Vec::with_capacity(window.len());
+            for c in window {
+                let reused = match (local_index.get(&c.hash), local.as_mut()) {
+                    (Some(at), Some(f)) => read_chunk(f, *at, &c.hash).await?,
+                    _ => None,
+                };
+                have.push(reused);
+            }
+            let remote: Vec<Hash> =
+                window.iter().zip(&have).filter(|(_, h)| h.is_none()).map(|(c, _)| c.hash).collect();
+            if !remote.is_empty() {
+                let mut p = self
+                    .request(|request_id| Message::GetChunks {
+                        request_id,
+                        workspace_id: m.workspace_id,
+                        hashes: remote.clone(),
+                    })
+                    .await?;
+                let mut slots = have.iter_mut().filter(|h| h.is_none());
+                for want in &remote {
+                    let (hash, data) = match p.recv().await? {
+                        Message::Chunk { hash, data, .. } => (hash, data),
+                        other => return Err(unexpected("Chunk", &other)),
+                    };
+                    if hash != *want || chunking::hash(&data) != hash {
+                        return Err(ClientError::Verify(format!("chunk {} does not match", chunking::hex(want))));
+                    }
+                    if let Some(slot) = slots.next() {
+                        *slot = Some(data);
+                    }
+                }
+            }
+            for (c, data) in window.iter().zip(have) {
+                let data = data.ok_or_else(|| ClientError::Protocol("a chunk went missing".into()))?;
+                if data.len() != c.len as usize {
+                    return Err(ClientError::Verify("a chunk has the wrong length".into()));
+                }
+                whole.update(&data);
+                size += data.len() as u64;
+                out.write_all(&data).await?;
+            }
+            start = end;
+        }
+        if size != m.size || *whole.finalize().as_bytes() != m.content_hash {
+            return Err(ClientError::Verify("the assembled file does not match the version's content hash".into()));
+        }
+        out.flush().await?;
+        let file = out.into_inner().into_std().await;
+        if m.mtime_ms > 0 {
+            let _ = file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_millis(m.mtime_ms as u64));
+        }
+        file.sync_all()?;
+        Ok(())
+    }
+}

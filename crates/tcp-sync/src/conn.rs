@@ -1,0 +1,247 @@
+//! One connection: handshake, then a reader loop that handles requests in
+//! order, and a writer task that sends answers and events.
+//!
+//! Two bounded queues feed the writer: answers (the request handler waits for
+//! room, so a client that does not read its downloads slows only itself) and
+//! events (live fan-out never waits: a full queue closes the connection).
+//!
+//! **Architecture Invariant:** a connection task touches only its own state;
+//! whatever it does wrong (an error, a panic) ends that connection alone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use filesync_core::proto::frame::{FrameCodec, FrameError};
+use filesync_core::proto::presence::PresenceEntry;
+use filesync_core::proto::{ErrorCode, Message};
+use futures::SinkExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::ReqError;
+use crate::handshake::{frame_error, handshake, Identity};
+use crate::hub::ConnHandle;
+use crate::node::Shared;
+use crate::session::Session;
+
+/// How long the last frames (an error, `Goodbye`) may take to leave.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// Serves one accepted socket until it ends.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!("conn", peer.addr = %peer, user.id = tracing::field::Empty, conn.id = tracing::field::Empty);
+    serve_inner(shared, stream, peer, permit).instrument(span).await
+}
+
+async fn serve_inner(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    shared.metrics.connections_total.inc();
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let max = shared.config.max_frame_bytes;
+    let mut reader = FramedRead::new(rd, FrameCodec::new(max));
+    let mut writer = FramedWrite::new(wr, FrameCodec::new(max));
+
+    let identity = match handshake(&shared, &mut reader, shared.tuning.handshake_timeout).await {
+        Ok(id) => id,
+        Err(refusal) => {
+            if let Some(err) = refusal {
+                shared.metrics.handshake_failures.with_label_values(&[err.code.as_str()]).inc();
+                tracing::info!(code = %err.code, "handshake refused");
+                send_last(&mut writer, err.into_message(0)).await;
+            }
+            return;
+        }
+    };
+    let conn_id = shared.next_conn_id();
+    tracing::Span::current().record("user.id", identity.user.0).record("conn.id", conn_id);
+    let session_id = uuid::Uuid::new_v4().simple().to_string();
+    let welcome = Message::Welcome {
+        user_id: identity.user,
+        node_id: shared.node_id.clone(),
+        session_id: session_id.clone(),
+        max_frame_bytes: u32::try_from(max).unwrap_or(u32::MAX),
+        heartbeat_secs: u32::try_from(shared.tuning.heartbeat.as_secs()).unwrap_or(u32::MAX).max(1),
+    };
+    if !matches!(tokio::time::timeout(FINAL_FLUSH, writer.send(welcome)).await, Ok(Ok(()))) {
+        return;
+    }
+    tracing::info!(device.id = %identity.device_id, "connected");
+
+    let (resp_tx, resp_rx) = mpsc::channel(shared.tuning.response_queue);
+    let (event_tx, event_rx) = mpsc::channel(shared.tuning.event_queue);
+    let kill = CancellationToken::new();
+    let done = CancellationToken::new();
+    let handle = ConnHandle { conn_id, user: identity.user, events: event_tx, kill: kill.clone() };
+    let entry = PresenceEntry {
+        node_id: shared.node_id.clone(),
+        session_id,
+        user_id: identity.user,
+        device_id: identity.device_id.clone(),
+        device_name: identity.device_name.clone(),
+        peer_addr: peer.to_string(),
+        connected_at: chrono::Utc::now(),
+    };
+    // Undoes the registration below however this task ends, a panic included.
+    let cleanup = Cleanup { shared: shared.clone(), conn_id, identity: identity.clone(), entry: Some(entry.clone()) };
+    shared.hub.add_conn(handle.clone());
+    shared.presence.add(&entry).await;
+    shared.metrics.connections_active.inc();
+
+    let writer_task = tokio::spawn(
+        write_loop(writer, resp_rx, event_rx, done.clone(), kill.clone(), shared.clone()).in_current_span(),
+    );
+    let mut session = Session::new(shared.clone(), identity, handle, resp_tx, entry);
+    session.run(&mut reader).await;
+    session.finish();
+    drop(session);
+    done.cancel();
+    if kill.is_cancelled() {
+        writer_task.abort();
+    } else if tokio::time::timeout(FINAL_FLUSH, writer_task).await.is_err() {
+        tracing::debug!("peer did not take the last frames");
+    }
+    cleanup.run().await;
+    tracing::info!("disconnected");
+}
+
+/// Sends one last frame and closes, without waiting long for a peer that does not read.
+async fn send_last(writer: &mut FramedWrite<OwnedWriteHalf, FrameCodec>, msg: Message) {
+    let _ = tokio::time::timeout(FINAL_FLUSH, async {
+        let _ = writer.send(msg).await;
+        let _ = writer.close().await;
+    })
+    .await;
+}
+
+async fn write_loop(
+    mut writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    mut resp: mpsc::Receiver<Message>,
+    mut events: mpsc::Receiver<Message>,
+    done: CancellationToken,
+    kill: CancellationToken,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            () = kill.cancelled() => return,
+            Some(m) = resp.recv() => m,
+            Some(m) = events.recv() => m,
+            () = done.cancelled() => break,
+        };
+        if !write_one(&mut writer, msg, &shared).await {
+            kill.cancel();
+            return;
+        }
+    }
+    // The reader is done: flush the answers it queued last (an error, Goodbye), then close.
+    while let Ok(m) = resp.try_recv() {
+        if !write_one(&mut writer, m, &shared).await {
+            return;
+        }
+    }
+    let _ = writer.close().await;
+}
+
+async fn write_one(writer: &mut FramedWrite<OwnedWriteHalf, FrameCodec>, msg: Message, shared: &Shared) -> bool {
+    if let Message::Chunk { data, .. } = &msg {
+        shared.metrics.chunks_sent.inc();
+        shared.metrics.chunk_bytes_sent.inc_by(data.len() as u64);
+    }
+    match writer.send(msg).await {
+        Ok(()) => {
+            shared.metrics.frames_out.inc();
+            true
+        }
+        Err(FrameError::TooLarge { len, max }) => {
+            tracing::error!(len, max, "an answer does not fit in a frame");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "write failed");
+            false
+        }
+    }
+}
+
+/// Removes the connection from the hub and presence; also on panic (then from a spawned task).
+struct Cleanup {
+    shared: Arc<Shared>,
+    conn_id: u64,
+    identity: Identity,
+    entry: Option<PresenceEntry>,
+}
+
+impl Cleanup {
+    async fn run(mut self) {
+        if let Some(entry) = self.entry.take() {
+            undo(&self.shared, self.conn_id, &self.identity, &entry).await;
+        }
+    }
+}
+
+async fn undo(shared: &Shared, conn_id: u64, identity: &Identity, entry: &PresenceEntry) {
+    shared.hub.remove_conn(conn_id, identity.user).await;
+    shared.presence.remove(entry).await;
+    shared.metrics.connections_active.dec();
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            let (shared, conn_id, identity) = (self.shared.clone(), self.conn_id, self.identity.clone());
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { undo(&shared, conn_id, &identity, &entry).await });
+            }
+        }
+    }
+}
+
+/// What ends the reader loop, and the frame (if any) that tells the peer why.
+pub enum End {
+    PeerClosed,
+    Killed,
+    Say(Message),
+}
+
+impl End {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> End {
+        End::Say(Message::error(0, code, message))
+    }
+
+    pub fn from_frame(e: &FrameError) -> End {
+        match frame_error(e) {
+            Some(err) => End::Say(ReqError::into_message(err, 0)),
+            None => End::PeerClosed,
+        }
+    }
+}
+
+/// Tracks when presence was last refreshed, so a chatty client does not hammer Redis.
+#[derive(Debug)]
+pub struct Refresh {
+    last: Instant,
+    every: Duration,
+}
+
+impl Refresh {
+    pub fn new(every: Duration) -> Refresh {
+        Refresh { last: Instant::now(), every }
+    }
+
+    pub fn due(&mut self) -> bool {
+        if self.last.elapsed() >= self.every {
+            self.last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub type Reader = FramedRead<OwnedReadHalf, FrameCodec>;

@@ -1,0 +1,65 @@
+//! What a failed request answers: an `Error` frame with a code from
+//! [`ErrorCode`] and a sentence. Internal details are logged, never sent.
+
+use filesync_core::db::DbError;
+use filesync_core::proto::{ErrorCode, Message, RequestId};
+use filesync_core::storage::StorageError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ReqError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ReqError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ReqError {
+        ReqError { code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ReqError {
+        ReqError::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn internal() -> ReqError {
+        ReqError::new(ErrorCode::Internal, "the node failed; try again")
+    }
+
+    pub fn into_message(self, request_id: RequestId) -> Message {
+        Message::error(request_id, self.code, self.message)
+    }
+}
+
+impl From<DbError> for ReqError {
+    fn from(e: DbError) -> ReqError {
+        match e {
+            DbError::NotFound => ReqError::new(ErrorCode::NotFound, "no such workspace, path or version"),
+            // The journal's refusals are full sentences meant for the client.
+            DbError::Conflict(sentence) => ReqError::new(ErrorCode::Conflict, sentence),
+            other => {
+                tracing::error!(error = %other, "database error");
+                ReqError::internal()
+            }
+        }
+    }
+}
+
+impl From<StorageError> for ReqError {
+    fn from(e: StorageError) -> ReqError {
+        match e {
+            StorageError::HashMismatch { .. } => ReqError::new(ErrorCode::ChunkMismatch, e.to_string()),
+            StorageError::NotFound(_) => ReqError::new(ErrorCode::NotFound, e.to_string()),
+            other => {
+                tracing::error!(error = %other, "chunk store error");
+                ReqError::internal()
+            }
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ReqError {
+    fn from(e: tokio::task::JoinError) -> ReqError {
+        tracing::error!(error = %e, "blocking task failed");
+        ReqError::internal()
+    }
+}

@@ -1,0 +1,93 @@
+//! The first frame: `Hello` → who is this? The user comes from the JWT only.
+
+use std::time::Duration;
+
+use filesync_core::db::accounts;
+use filesync_core::jwt::JwtError;
+use filesync_core::proto::frame::{FrameCodec, FrameError};
+use filesync_core::proto::{ErrorCode, Message, PROTOCOL_VERSION};
+use filesync_core::UserId;
+use futures::StreamExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::codec::FramedRead;
+
+use crate::error::ReqError;
+use crate::node::Shared;
+
+/// Longest device id (it is stored in `file_versions.device_id`).
+pub const MAX_DEVICE_ID_BYTES: usize = 64;
+/// Longest device name.
+pub const MAX_DEVICE_NAME_BYTES: usize = 64;
+
+/// Who is on the other end.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: UserId,
+    pub username: String,
+    pub device_id: String,
+    pub device_name: String,
+}
+
+/// Maps a frame-level failure to the error frame that answers it.
+pub fn frame_error(e: &FrameError) -> Option<ReqError> {
+    match e {
+        FrameError::TooLarge { len, max } => Some(ReqError::new(
+            ErrorCode::FrameTooLarge,
+            format!("frame of {len} bytes exceeds the maximum of {max} bytes"),
+        )),
+        FrameError::Malformed(m) => Some(ReqError::new(ErrorCode::BadFrame, format!("malformed frame: {m}"))),
+        FrameError::Incomplete | FrameError::Io(_) => None,
+    }
+}
+
+/// Reads and checks `Hello`. `Err(None)`: the peer left without a word.
+pub async fn handshake(
+    shared: &Shared,
+    reader: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    timeout: Duration,
+) -> Result<Identity, Option<ReqError>> {
+    let first = match tokio::time::timeout(timeout, reader.next()).await {
+        Err(_) => {
+            return Err(Some(ReqError::new(
+                ErrorCode::HandshakeTimeout,
+                format!("no Hello within {} seconds", timeout.as_secs()),
+            )))
+        }
+        Ok(None) => return Err(None),
+        Ok(Some(Err(e))) => return Err(frame_error(&e)),
+        Ok(Some(Ok(m))) => m,
+    };
+    let Message::Hello { protocol_version, token, device_id, device_name } = first else {
+        return Err(Some(ReqError::new(
+            ErrorCode::HelloRequired,
+            format!("the first frame must be Hello, not {}", first.kind()),
+        )));
+    };
+    if protocol_version != PROTOCOL_VERSION {
+        return Err(Some(ReqError::new(
+            ErrorCode::VersionMismatch,
+            format!("this node speaks protocol version {PROTOCOL_VERSION}, not {protocol_version}"),
+        )));
+    }
+    check_device_field("device_id", &device_id, MAX_DEVICE_ID_BYTES)?;
+    check_device_field("device_name", &device_name, MAX_DEVICE_NAME_BYTES)?;
+    let info = shared.jwt.verify(&token).map_err(|e| {
+        Some(match e {
+            JwtError::Expired => ReqError::new(ErrorCode::TokenExpired, "the token has expired; log in again"),
+            _ => ReqError::new(ErrorCode::Unauthorized, "the token is not valid"),
+        })
+    })?;
+    let user = info.user_id;
+    let account = shared.db.run(move |c| accounts::user_by_id(c, user)).await.map_err(|e| Some(e.into()))?;
+    let Some(account) = account else {
+        return Err(Some(ReqError::new(ErrorCode::Unauthorized, "the token's account no longer exists")));
+    };
+    Ok(Identity { user, username: account.username, device_id, device_name })
+}
+
+fn check_device_field(name: &str, value: &str, max: usize) -> Result<(), Option<ReqError>> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(Some(ReqError::bad_request(format!("{name} must be 1 to {max} bytes of printable text"))));
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! `filesync-tcp`: the sync node. Clients keep one TCP connection to any
+//! node; the nodes share one database, one chunk store and (optionally) one
+//! Redis for presence and the bus.
+//!
+//! # Layout
+//! - [`node`]: what connections share, start-up, the accept loop and shutdown.
+//! - [`conn`]: one connection's life (handshake, reader, writer, cleanup);
+//!   [`handshake`]: `Hello` checks; [`session`]: the requests.
+//! - [`auth`]: the one place where membership and roles are checked.
+//! - [`hub`]: per-node fan-out of journal entries to subscribers.
+//! - [`bus`]: Redis pub/sub or the in-process stand-in; [`presence`]: who is connected.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the counters.
+//!
+//! The protocol itself (messages, frames) lives in `filesync_core::proto` and
+//! is specified in `docs/protocol.md`.
+
+pub mod admin;
+pub mod auth;
+pub mod bus;
+pub mod conn;
+pub mod error;
+pub mod handshake;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod presence;
+pub mod session;
+
+use std::future::Future;
+
+pub use admin::run_admin;
+use filesync_core::config::Config;
+pub use node::{Node, Tuning};
+use tokio::net::TcpListener;
+
+/// Runs a node on `listener` until `shutdown` resolves (then: Goodbye to
+/// every client, in-flight commits finish, return).
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    Node::start(config).await?.serve(listener, shutdown).await
+}

@@ -1,0 +1,263 @@
+//! A node: what its connections share, and the accept loop.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use filesync_core::config::Config;
+use filesync_core::db::Db;
+use filesync_core::events::{user_channel, workspace_channel, UserEvent, WorkspaceEvent};
+use filesync_core::jwt::JwtKeys;
+use filesync_core::proto::frame::encode_frame;
+use filesync_core::proto::presence::PresenceEntry;
+use filesync_core::proto::{ErrorCode, Message};
+use filesync_core::storage::{ChunkStore, LocalDirStore};
+use filesync_core::{UserId, WorkspaceId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, LocalBus, RedisBus};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+
+/// Timings and queue sizes. The defaults are for production; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// A connection must send `Hello` within this.
+    pub handshake_timeout: Duration,
+    /// Announced in `Welcome`: clients ping at least this often.
+    pub heartbeat: Duration,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Bounded live-event queue per connection; overflowing it closes the connection.
+    pub event_queue: usize,
+    /// Bounded answer queue per connection (downloads wait for room).
+    pub response_queue: usize,
+    /// How often the node checks the heads of watched workspaces, in case the bus lost a message.
+    pub head_check_interval: Duration,
+    /// Sent in `Goodbye`.
+    pub goodbye_retry_after: Duration,
+    /// How long shutdown waits for connections to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            event_queue: 1024,
+            response_queue: 32,
+            head_check_interval: Duration::from_secs(5),
+            goodbye_retry_after: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every connection of a node shares.
+pub struct Shared {
+    pub config: Config,
+    pub tuning: Tuning,
+    pub node_id: String,
+    pub db: Db,
+    pub store: Arc<dyn ChunkStore>,
+    pub jwt: JwtKeys,
+    pub bus: Arc<dyn Bus>,
+    pub hub: Arc<Hub>,
+    pub presence: Presence,
+    pub metrics: Metrics,
+    /// Cancelled when the node stops accepting: connections say Goodbye.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the node is gone: background tasks stop.
+    stop: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A change was committed: forward it to local subscribers now and wake the other nodes.
+    pub async fn announce(&self, ws: WorkspaceId, seq: i64) {
+        self.hub.poke(ws, seq).await;
+        let Ok(payload) = serde_json::to_string(&WorkspaceEvent::Committed { workspace_id: ws, seq }) else { return };
+        tokio::spawn(self.bus.publish(workspace_channel(ws), payload));
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("node_id", &self.shared.node_id).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the database (running migrations) and the chunk store, and starts the bus.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        Node::start_with(config, Tuning::default()).await
+    }
+
+    pub async fn start_with(mut config: Config, tuning: Tuning) -> anyhow::Result<Node> {
+        config.prepare_for_serving()?;
+        if config.tls_cert.is_some() || config.tls_key.is_some() {
+            tracing::warn!(
+                "filesync-tcp does not serve TLS itself (tls_cert/tls_key ignored); terminate TLS in front of it"
+            );
+        }
+        let url = config.database_url();
+        let pool = config.db_pool_size;
+        let db = tokio::task::spawn_blocking(move || Db::open(&url, pool)).await?.context("opening the database")?;
+        let storage = config.storage_dir();
+        let store: Arc<dyn ChunkStore> = Arc::new(
+            LocalDirStore::open(&storage).with_context(|| format!("opening the chunk store {}", storage.display()))?,
+        );
+        let jwt = JwtKeys::new(&config.jwt_secret, config.jwt_ttl_secs);
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let metrics = Metrics::new();
+        let stop = CancellationToken::new();
+        let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
+        let (bus, presence): (Arc<dyn Bus>, Presence) = match &config.redis_url {
+            Some(url) => {
+                let redis =
+                    RedisBus::start(url, bus_tx, metrics.clone(), stop.clone()).context("FILESYNC_REDIS_URL")?;
+                let conn = redis.connection();
+                (redis, Presence::Redis(conn))
+            }
+            None => (Arc::new(LocalBus::new(bus_tx)), Presence::Local(Default::default())),
+        };
+        let hub = Arc::new(Hub::new(db.clone(), bus.clone(), metrics.clone()));
+        let (hub_bg, stop_bg, every) = (hub.clone(), stop.clone(), tuning.head_check_interval);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop_bg.cancelled() => return,
+                    input = bus_rx.recv() => match input {
+                        Some(input) => hub_bg.on_bus(input).await,
+                        None => return,
+                    },
+                    _ = tick.tick() => hub_bg.check_heads().await,
+                }
+            }
+        });
+        tracing::info!(node.id = %node_id, redis = config.redis_url.is_some(), "node started");
+        let shared = Arc::new(Shared {
+            config,
+            tuning,
+            node_id,
+            db,
+            store,
+            jwt,
+            bus,
+            hub,
+            presence,
+            metrics,
+            shutdown: CancellationToken::new(),
+            stop,
+            next_conn: AtomicU64::new(0),
+        });
+        Ok(Node { shared })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// True while the node accepts work: not shutting down, the database answers, and the bus (if any) answers.
+    pub async fn ready(&self) -> bool {
+        !self.shared.shutdown.is_cancelled() && self.shared.db.ping().await && self.shared.bus.healthy().await
+    }
+
+    /// This node's connections, in single-node mode (with Redis, presence lives in Redis).
+    pub fn local_presence(&self) -> Vec<PresenceEntry> {
+        self.shared.presence.local_entries()
+    }
+
+    /// Publishes a membership event as the HTTP API does (on this node's bus).
+    pub async fn publish_user_event(&self, user: UserId, event: &UserEvent) -> bool {
+        let Ok(payload) = serde_json::to_string(event) else { return false };
+        self.shared.bus.publish(user_channel(user), payload).await
+    }
+
+    /// Accepts connections until `shutdown` resolves, then says Goodbye to
+    /// every connection, lets in-flight commits finish and returns.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let shared = &self.shared;
+        let slots = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+        let tracker = TaskTracker::new();
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(addr = %addr, node.id = %shared.node_id, "accepting sync connections");
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            tracker.spawn(crate::conn::serve(shared.clone(), stream, peer, permit));
+                        }
+                        Err(_) => {
+                            shared.metrics.connections_refused_busy.inc();
+                            tracker.spawn(refuse_busy(stream, shared.config.max_frame_bytes));
+                        }
+                    },
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: saying goodbye to every connection");
+        shared.shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(shared.tuning.drain_timeout, tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not finish in time");
+        }
+        shared.stop.cancel();
+        Ok(())
+    }
+}
+
+async fn refuse_busy(mut stream: tokio::net::TcpStream, max_frame: usize) {
+    let msg = Message::error(0, ErrorCode::Busy, "this node is at its connection limit; try another node");
+    if let Ok(frame) = encode_frame(&msg, max_frame) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = stream.write_all(&frame).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    }
+}

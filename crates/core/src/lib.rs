@@ -31,6 +31,8 @@ pub mod storage;
 pub mod db;
 #[cfg(feature = "db")]
 pub mod password;
+#[cfg(feature = "signal")]
+pub mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -103,10 +103,18 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd`; stdout and stderr go to `<log_dir>/<name>.log`.
-    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Proc> {
+    pub fn spawn(name: &str, cmd: Command, log_dir: &Path) -> Result<Proc> {
+        Proc::spawn_with_stdin(name, cmd, log_dir, false)
+    }
+
+    /// [`Proc::spawn`]; with `keep_stdin` the command's own stdin setting is kept instead of /dev/null.
+    fn spawn_with_stdin(name: &str, mut cmd: Command, log_dir: &Path, keep_stdin: bool) -> Result<Proc> {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
+        if !keep_stdin {
+            cmd.stdin(Stdio::null());
+        }
+        cmd.stdout(out.try_clone()?).stderr(out).process_group(0);
         let child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
         if let Ok(mut g) = GROUPS.lock() {
             g.insert(child.id() as i32);
@@ -175,11 +183,21 @@ pub fn log_tail(path: &Path, max: u64) -> String {
 }
 
 /// Runs a one-shot command to completion with a timeout; its output is returned, and is part of the error on failure.
-pub fn run_capture(mut cmd: Command, timeout: Duration) -> Result<String> {
+pub fn run_capture(cmd: Command, timeout: Duration) -> Result<String> {
+    run_with_input(cmd, None, timeout)
+}
+
+/// [`run_capture`], with `input` on the command's standard input (e.g. a password it reads from stdin).
+pub fn run_with_input(mut cmd: Command, input: Option<&str>, timeout: Duration) -> Result<String> {
     let dir = tempfile::tempdir()?;
     let shown = format!("{cmd:?}");
     cmd.current_dir(std::env::current_dir()?);
-    let mut p = Proc::spawn("cmd", cmd, dir.path())?;
+    if let Some(text) = input {
+        let path = dir.path().join("stdin");
+        std::fs::write(&path, text)?;
+        cmd.stdin(File::open(&path)?);
+    }
+    let mut p = Proc::spawn_with_stdin("cmd", cmd, dir.path(), input.is_some())?;
     let status = p.wait(timeout)?;
     let out = std::fs::read_to_string(&p.log).unwrap_or_default();
     if !status.success() {
@@ -230,6 +248,34 @@ pub fn raise_fd_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
+/// Bytes `pid`'s established TCP sockets have sent (and had acknowledged) and received, as the kernel counts
+/// them (`ss -tinp`). Sockets closed in the meantime are not counted.
+pub fn socket_bytes(pid: u32) -> Result<(u64, u64)> {
+    let mut cmd = Command::new("ss");
+    cmd.args(["-tinpH", "state", "established"]);
+    let out = run_capture(cmd, Duration::from_secs(30))?;
+    Ok(parse_socket_bytes(&out, pid))
+}
+
+fn parse_socket_bytes(ss: &str, pid: u32) -> (u64, u64) {
+    let owner = format!("pid={pid},");
+    let (mut sent, mut received, mut mine) = (0, 0, false);
+    for line in ss.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            mine = line.contains(&owner);
+            continue;
+        }
+        if mine {
+            let field = |name: &str| {
+                line.split_whitespace().find_map(|w| w.strip_prefix(name)?.parse::<u64>().ok()).unwrap_or(0)
+            };
+            sent += field("bytes_acked:");
+            received += field("bytes_received:");
+        }
+    }
+    (sent, received)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +309,27 @@ mod tests {
             Ok((state.is_empty() || state.contains(") Z")).then_some(()))
         })
         .unwrap();
+    }
+
+    #[test]
+    fn socket_bytes_are_summed_per_process() {
+        let ss = "0      0   127.0.0.1:1  127.0.0.1:2 users:((\"x\",pid=42,fd=5))
+\t cubic bytes_sent:10 bytes_acked:10 bytes_received:300 segs_out:2
+0      0   127.0.0.1:3  127.0.0.1:4 users:((\"y\",pid=420,fd=5))
+\t cubic bytes_acked:7 bytes_received:9
+0      0   127.0.0.1:5  127.0.0.1:6 users:((\"x\",pid=42,fd=6))
+\t cubic bytes_acked:5
+";
+        assert_eq!(parse_socket_bytes(ss, 42), (15, 300));
+        assert_eq!(parse_socket_bytes(ss, 420), (7, 9));
+        assert_eq!(parse_socket_bytes(ss, 1), (0, 0));
+    }
+
+    #[test]
+    fn input_reaches_the_command() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "read line; echo got $line"]);
+        assert_eq!(run_with_input(cmd, Some("secret\n"), Duration::from_secs(10)).unwrap().trim(), "got secret");
     }
 
     #[test]

@@ -57,4 +57,20 @@ impl Api {
         let v = self.post("/login", None, json!({ "email": email, "password": password }))?;
         Ok(v["token"].as_str().context("no token in /login answer")?.to_owned())
     }
+
+    /// Creates a workspace owned by `owner`; returns its id.
+    pub fn workspace(&self, owner: &User, name: &str) -> Result<i64> {
+        let v = self.post("/create-workspace", Some(&owner.token), json!({ "name": name }))?;
+        v["workspace"]["id"].as_i64().context("no workspace id in /create-workspace answer")
+    }
+
+    /// Makes `member` an editor of `workspace`.
+    pub fn share(&self, owner: &User, workspace: i64, member: &User) -> Result<()> {
+        self.post(
+            "/add-user",
+            Some(&owner.token),
+            json!({ "workspace_id": workspace, "email": member.email, "role": "editor" }),
+        )?;
+        Ok(())
+    }
 }

@@ -5,24 +5,31 @@
 pub mod agents;
 pub mod api;
 pub mod http_bench;
+pub mod load;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use crate::lab::{measure, Slot, Unavailable};
+use crate::data;
+use crate::lab::{fresh_dir, measure, Slot, Unavailable};
+use crate::mirror::{Mirror, Wire, POLL_SLOW, TRANSFER_TIMEOUT};
+use crate::procs::{socket_bytes, wait_for};
 use crate::report::{Scenario, FILESYNC};
 use crate::Settings;
 use agents::Agents;
 use stack::{Stack, Tuning};
 
 pub const RSS_PER_CONN_10K: &str = "idle connections: node RSS per connection at 10,000";
-pub const FANOUT_P99: &str = "fan-out: p99";
 pub use http_bench::CHECK_RATE as CHECK_TOKEN_RATE;
+pub use load::FANOUT_P99;
 
 pub struct Filesync {
     root: PathBuf,
+    a_dir: PathBuf,
+    b_dir: PathBuf,
     // Agents stop before the servers they talk to.
     agents: Result<Agents, String>,
     pub stack: Stack,
@@ -55,22 +62,115 @@ impl Filesync {
         let max_conns = s.connections().into_iter().max().unwrap_or(0).max(s.subscribers());
         let tuning = Tuning { bcrypt_cost: s.bcrypt_cost(), max_connections: max_conns + 1000 };
         let stack = Stack::start(root, &bins, &tuning)?;
-        let agents = match Agents::start(root, &bins, &stack) {
+        let (a_dir, b_dir) = (fresh_dir(root, "A")?, fresh_dir(root, "B")?);
+        let agents = match Agents::start(root, &bins, &stack, &a_dir, &b_dir) {
             Ok(a) => Ok(a),
             Err(e) => match e.downcast_ref::<Unavailable>() {
                 Some(u) => Err(u.0.clone()),
                 None => return Err(e),
             },
         };
-        Ok(Filesync { root: root.to_path_buf(), agents, stack })
+        let mut f = Filesync { root: root.to_path_buf(), a_dir, b_dir, agents, stack };
+        if f.agents.is_ok() {
+            f.first_round_trip().context("the agents did not pass a first file from A to B")?;
+        }
+        Ok(f)
     }
 
-    /// A's and B's agents as a [`crate::mirror::Mirror`].
-    pub fn mirror(&mut self) -> Result<&mut Agents> {
+    /// The agents, or why they are not there.
+    fn agents(&mut self) -> Result<&mut Agents> {
         match &mut self.agents {
             Ok(a) => Ok(a),
             Err(why) => Err(Unavailable(why.clone()).into()),
         }
+    }
+
+    /// filesync as a [`Mirror`]: files written in A's folder, expected in B's.
+    pub fn mirror(&mut self) -> Result<&mut Filesync> {
+        self.agents()?;
+        Ok(self)
+    }
+
+    /// One file through A → node 1 → node 2 → B and its delete, so the first sample pays no start-up cost.
+    fn first_round_trip(&mut self) -> Result<()> {
+        let name = Path::new("bench-ready.txt");
+        std::fs::write(self.a_dir.join(name), b"ready")?;
+        let on_b = self.b_dir.join(name);
+        wait_for("the first file on B", TRANSFER_TIMEOUT, POLL_SLOW, || {
+            self.ensure_running()?;
+            Ok(data::has_contents(&on_b, b"ready").then_some(()))
+        })?;
+        self.clear(name)
+    }
+
+    /// Sum of the node counters that move while work is in flight.
+    fn activity(&self) -> Result<f64> {
+        let mut sum = 0.0;
+        for node in self.stack.nodes()? {
+            sum += node
+                .metrics()?
+                .iter()
+                .filter(|(name, _)| ["commits", "chunks_received", "chunks_sent"].iter().any(|k| name.contains(k)))
+                .map(|(_, v)| v)
+                .sum::<f64>();
+        }
+        Ok(sum)
+    }
+}
+
+impl Mirror for Filesync {
+    fn name(&self) -> String {
+        FILESYNC.into()
+    }
+
+    fn source(&self) -> &Path {
+        &self.a_dir
+    }
+
+    fn target(&self) -> &Path {
+        &self.b_dir
+    }
+
+    fn wire(&mut self) -> Result<Option<Wire>> {
+        let agents = self.agents()?;
+        let (a_sent, a_received) = socket_bytes(agents.a.proc.pid())?;
+        let (b_sent, b_received) = socket_bytes(agents.b.proc.pid())?;
+        Ok(Some(Wire {
+            sent_by_a: a_sent,
+            received_by_b: b_received,
+            total: a_sent + a_received + b_sent + b_received,
+        }))
+    }
+
+    fn wire_source(&self) -> &'static str {
+        "kernel TCP counters of the agents' sockets (ss); total counts both hops, A ↔ node 1 and node 2 ↔ B"
+    }
+
+    fn processes(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> =
+            self.stack.nodes.iter().enumerate().map(|(i, n)| (format!("node {}", i + 1), n.proc.pid())).collect();
+        if let Ok(a) = &self.agents {
+            out.push(("agent A".into(), a.a.proc.pid()));
+            out.push(("agent B".into(), a.b.proc.pid()));
+        }
+        out
+    }
+
+    fn ensure_running(&mut self) -> Result<()> {
+        self.stack.ensure_running()?;
+        self.agents()?.ensure_running()
+    }
+
+    /// Idle: the nodes' commit and chunk counters have not moved for three polls in a row.
+    fn settle(&mut self) -> Result<()> {
+        let (mut last, mut calm) = (-1.0, 0);
+        wait_for("filesync to become idle", TRANSFER_TIMEOUT, Duration::from_millis(100), || {
+            self.ensure_running()?;
+            let now = self.activity()?;
+            calm = if now == last { calm + 1 } else { 0 };
+            last = now;
+            Ok((calm >= 3).then_some(()))
+        })
     }
 }
 
@@ -95,18 +195,38 @@ pub fn http_scenario(slot: &mut Slot<Filesync>, s: &Settings) -> Scenario {
     sc
 }
 
-pub fn connections_scenario(slot: &mut Slot<Filesync>, _s: &Settings) -> Scenario {
-    let mut sc = Scenario::new(5, "Idle connections", "");
-    measure(&mut sc, &[RSS_PER_CONN_10K], FILESYNC, slot, |_| {
-        Err(Unavailable("load generator not written yet".into()).into())
-    });
+pub fn connections_scenario(slot: &mut Slot<Filesync>, s: &Settings) -> Scenario {
+    let counts = s.connections();
+    let mut sc = Scenario::new(
+        5,
+        "Idle connections",
+        "The harness opens N connections to node 1 with the protocol client library (TCP, `Hello` with a JWT, \
+         `Welcome`), 256 handshakes at a time, waits 2 s, and reads the node's VmRSS from /proc. Per connection = \
+         (RSS with N open − RSS before) ÷ N. The connections then close before the next sample.",
+    );
+    let tests: Vec<String> = counts.iter().map(|&n| load::rss_per_connection_test(n)).collect();
+    let tests: Vec<&str> = tests.iter().map(String::as_str).collect();
+    let runs = s.runs();
+    measure(&mut sc, &tests, FILESYNC, slot, |f| load::connections(f, &counts, runs));
     sc
 }
 
-pub fn fanout_scenario(slot: &mut Slot<Filesync>, _s: &Settings) -> Scenario {
-    let mut sc = Scenario::new(6, "Fan-out", "");
-    measure(&mut sc, &[FANOUT_P99], FILESYNC, slot, |_| {
-        Err(Unavailable("fan-out client not written yet".into()).into())
+pub fn fanout_scenario(slot: &mut Slot<Filesync>, s: &Settings) -> Scenario {
+    let n = s.subscribers();
+    let mut sc = Scenario::new(
+        6,
+        "Fan-out",
+        &format!(
+            "{n} connections of a workspace member, spread evenly over both nodes, subscribe to the workspace. The \
+             owner, connected to node 1, uploads a new 4 KiB file; the clock starts just before the upload and stops \
+             for each connection when its `Change` event arrives. Percentiles are over every connection of every \
+             change; max is the slowest connection of each change."
+        ),
+    );
+    let runs = s.runs();
+    measure(&mut sc, &[load::FANOUT_P50, load::FANOUT_P99, load::FANOUT_MAX], FILESYNC, slot, |f| {
+        let root = f.root.clone();
+        load::fanout(f, &root, n, runs)
     });
     sc
 }

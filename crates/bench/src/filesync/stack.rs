@@ -25,6 +25,32 @@ pub struct Tuning {
 
 pub struct Node {
     pub proc: Proc,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+impl Node {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn metrics(&self) -> Result<Vec<(String, f64)>> {
+        metrics_at(self.admin_port)
+    }
+}
+
+/// A node's Prometheus metrics from its admin port, as name (with labels) → value.
+pub fn metrics_at(admin_port: u16) -> Result<Vec<(String, f64)>> {
+    let url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let text = reqwest::blocking::Client::builder().no_proxy().build()?.get(&url).send()?.text()?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect())
 }
 
 pub struct Stack {
@@ -101,7 +127,7 @@ impl Stack {
                         .env("FILESYNC_TCP_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"));
                     let mut proc = Proc::spawn(&format!("filesync-tcp-{i}"), cmd, root)?;
                     wait_ready(&mut proc, &format!("http://127.0.0.1:{admin_port}/readyz"))?;
-                    nodes.push(Node { proc });
+                    nodes.push(Node { proc, port, admin_port });
                 }
             }
         }

@@ -98,7 +98,9 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     };
     stop.cancel();
     let mut result: anyhow::Result<()> = match early {
-        Some(done) => done.context("a server task panicked")?.and(Err(anyhow::anyhow!("a server stopped unexpectedly"))),
+        Some(done) => {
+            done.context("a server task panicked")?.and(Err(anyhow::anyhow!("a server stopped unexpectedly")))
+        }
         None => Ok(()),
     };
     while let Some(done) = servers.join_next().await {

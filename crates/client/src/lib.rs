@@ -28,6 +28,10 @@
 
 mod counted;
 mod transfer;
+pub mod agent;
+pub mod cli;
+pub mod home;
+pub mod http;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,800 @@
+//! Two-way sync of one linked folder over one connection.
+//!
+//! Every decision is made per path by comparing three things: the file on
+//! disk, the state entry (what both sides last agreed on) and the server's
+//! newest change. The rules, in one place ([`FolderSync::apply_put`],
+//! [`FolderSync::apply_delete`], [`FolderSync::push_local`]):
+//!
+//! | local \ server | unchanged | changed | deleted |
+//! |---|---|---|---|
+//! | unchanged | — | download | delete locally |
+//! | changed | upload | same content: record; else conflict copy of ours, download theirs | upload ours as new |
+//! | deleted | delete on server | download (a change beats a delete) | forget |
+//!
+//! **Invariant:** no branch overwrites or deletes a local file whose content
+//! the server has not got (or that is not kept as a conflict copy).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use filesync_core::chunking::{self, ChunkRef, FileScan, Hash};
+use filesync_core::proto::{Change, ChangeOp, EntryKind, Notice};
+use filesync_core::{Role, WorkspaceId};
+
+use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
+use super::local::{self, LocalFile, TempFile};
+use super::remote::{Committed, Remote, RemoteError, RemoteEvent};
+use super::state::{Entry, StateStore};
+use super::ui::Ui;
+use super::watch::WatchEvent;
+
+/// Chunks fetched per `GetChunks` request (bounded memory: 64 × 256 KiB).
+const CHUNK_BATCH: usize = 64;
+
+/// Who we are, for conflict copy names.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub device_id: String,
+    pub device_name: String,
+    pub username: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The connection is gone: reconnect and catch up.
+    #[error("connection lost: {0}")]
+    Connection(String),
+    /// The node went away politely: move to the next one at once.
+    #[error("node said goodbye: {0}")]
+    Goodbye(String),
+    /// Retrying cannot help (bad token, no longer a member).
+    #[error("{0}")]
+    Fatal(String),
+    #[error(transparent)]
+    State(#[from] crate::home::HomeError),
+    /// Shutdown was requested between two files.
+    #[error("stopped")]
+    Stopped,
+}
+
+impl From<RemoteError> for SyncError {
+    fn from(e: RemoteError) -> SyncError {
+        match e {
+            e if e.is_auth() => SyncError::Fatal(format!("the sync node refused the login: {e}; run `filesync login`")),
+            RemoteError::Connection(m) => SyncError::Connection(m),
+            RemoteError::Refused { code, message } => SyncError::Connection(format!("{message} ({code})")),
+        }
+    }
+}
+
+/// What the local copy of a path looks like compared with the state.
+#[derive(Debug, Clone)]
+enum Local {
+    /// Neither a file nor a state entry.
+    Absent,
+    /// The state has an entry, the file is gone.
+    Gone,
+    /// The file matches the state entry.
+    Same,
+    /// The file is new or differs from the entry.
+    Changed(LocalFile, FileScan),
+}
+
+/// Outcome of a request about one path that did not break the connection.
+type PathResult = Result<(), SyncError>;
+
+/// The sync of one folder.
+pub struct FolderSync {
+    pub ws: WorkspaceId,
+    pub name: String,
+    root: PathBuf,
+    pub store: StateStore,
+    rules: IgnoreRules,
+    pub role: Role,
+    ident: Identity,
+    ui: Ui,
+    /// Where each chunk we have locally can be read: path and offset. Entries may be stale;
+    /// every read is checked against the hash.
+    chunk_index: HashMap<Hash, (String, u64)>,
+    /// The newest change seen per path, to fetch the head after our upload lost a race.
+    remote_heads: HashMap<String, Change>,
+    /// Download only: never upload, delete or move on the server (`workspace download`).
+    pub read_only: bool,
+    /// Set to `true` when the agent is asked to stop; long loops check it between files.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl std::fmt::Debug for FolderSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderSync").field("ws", &self.ws).field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+/// What ended a connected session.
+#[derive(Debug)]
+pub enum Ended {
+    /// Shutdown requested; state saved.
+    Stopped,
+    /// `--once`: everything reconciled.
+    Reconciled,
+}
+
+impl FolderSync {
+    pub fn new(
+        ws: WorkspaceId,
+        name: String,
+        root: PathBuf,
+        store: StateStore,
+        role: Role,
+        ident: Identity,
+        ui: Ui,
+    ) -> FolderSync {
+        let rules = IgnoreRules::load(&root);
+        if let Some(w) = &rules.warning {
+            tracing::warn!(workspace.id = %ws, "ignore rules: {w}");
+        }
+        let mut chunk_index = HashMap::new();
+        for (path, entry) in &store.state.files {
+            index_chunks(&mut chunk_index, path, &entry.chunks);
+        }
+        FolderSync {
+            ws,
+            name,
+            root,
+            store,
+            rules,
+            role,
+            ident,
+            ui,
+            chunk_index,
+            remote_heads: HashMap::new(),
+            read_only: false,
+            stop: None,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Catch up from the last seq, then push local changes made meanwhile. Returns with the folder reconciled.
+    pub async fn catch_up<R: Remote>(&mut self, remote: &mut R) -> Result<(), SyncError> {
+        let removed = local::remove_stale_temps(&self.root);
+        if removed > 0 {
+            tracing::info!(workspace.id = %self.ws, count = removed, "removed partial downloads left by an earlier run");
+        }
+        let since = self.store.state.last_seq;
+        let head = remote.subscribe(self.ws, since).await?;
+        let mut changes = Vec::new();
+        // The journal is gap-free: catch-up is done when the change numbered `head` is in.
+        let mut seen = since;
+        while seen < head {
+            match remote.next_event().await {
+                RemoteEvent::Change(c) if c.workspace_id == self.ws => {
+                    seen = seen.max(c.seq);
+                    changes.push(c);
+                }
+                RemoteEvent::Change(_) => {}
+                RemoteEvent::Notice(n) => self.on_notice(n)?,
+                RemoteEvent::Goodbye { reason } => return Err(SyncError::Goodbye(reason)),
+                RemoteEvent::Closed { reason } => return Err(SyncError::Connection(reason)),
+            }
+        }
+        tracing::info!(workspace.id = %self.ws, since, head, changes = changes.len(), "catching up");
+        // A put that a later change in the same batch overwrites or deletes need not be downloaded.
+        let mut last_touch: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            last_touch.insert(c.path.as_str(), i);
+        }
+        let superseded: BTreeSet<usize> = changes
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                matches!(c.op, ChangeOp::Put | ChangeOp::Restore) && last_touch.get(c.path.as_str()) != Some(i)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let bar = self.ui.steps(changes.len() as u64, &format!("{}: catching up", self.name));
+        for (i, c) in changes.into_iter().enumerate() {
+            if self.stopping() {
+                self.store.save()?;
+                return Err(SyncError::Stopped);
+            }
+            if superseded.contains(&i) {
+                self.remote_heads.insert(c.path.clone(), c);
+            } else {
+                self.apply_change(remote, c).await?;
+            }
+            bar.inc(1);
+        }
+        bar.finish();
+        self.store.advance(head);
+        self.store.save()?;
+        if !self.read_only {
+            let mut paths: BTreeSet<String> = self.store.state.files.keys().cloned().collect();
+            paths.extend(local::scan_tree(&self.root, &self.rules).into_keys());
+            self.push_local(remote, paths).await?;
+        }
+        self.store.save()?;
+        Ok(())
+    }
+
+    /// Live sync until shutdown or a connection problem.
+    pub async fn live<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        watch: &mut tokio::sync::mpsc::Receiver<WatchEvent>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Ended, SyncError> {
+        let mut save_tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.store.save()?;
+                    return Ok(Ended::Stopped);
+                }
+                ev = remote.next_event() => match ev {
+                    RemoteEvent::Change(c) if c.workspace_id == self.ws => {
+                        let seq = c.seq;
+                        self.apply_change(remote, c).await?;
+                        self.store.advance(seq);
+                    }
+                    RemoteEvent::Change(_) => {}
+                    RemoteEvent::Notice(n) => self.on_notice(n)?,
+                    RemoteEvent::Goodbye { reason } => {
+                        self.store.save()?;
+                        return Err(SyncError::Goodbye(reason));
+                    }
+                    RemoteEvent::Closed { reason } => {
+                        self.store.save()?;
+                        return Err(SyncError::Connection(reason));
+                    }
+                },
+                w = watch.recv() => match w {
+                    Some(WatchEvent::Paths(paths)) => {
+                        let rels = self.expand_watched(&paths);
+                        self.push_local(remote, rels).await?;
+                    }
+                    Some(WatchEvent::Rescan) | None => {
+                        let mut paths: BTreeSet<String> = self.store.state.files.keys().cloned().collect();
+                        paths.extend(local::scan_tree(&self.root, &self.rules).into_keys());
+                        self.push_local(remote, paths).await?;
+                        if w.is_none() {
+                            return Err(SyncError::Fatal("the folder watcher stopped".into()));
+                        }
+                    }
+                },
+                _ = save_tick.tick() => self.store.save()?,
+            }
+        }
+    }
+
+    /// The workspace paths a batch of watcher events may have changed: the paths themselves,
+    /// everything under a directory that appeared, and every known path under one that vanished.
+    fn expand_watched(&mut self, paths: &[PathBuf]) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for abs in paths {
+            let Some(rel) = local::rel_of(&self.root, abs) else { continue };
+            if rel == IGNORE_FILE {
+                self.rules = IgnoreRules::load(&self.root);
+                if let Some(w) = &self.rules.warning {
+                    tracing::warn!(workspace.id = %self.ws, "ignore rules: {w}");
+                }
+            }
+            match std::fs::symlink_metadata(abs) {
+                Ok(m) if m.is_dir() => {
+                    if !self.rules.is_ignored(&rel, true) {
+                        out.extend(local::scan_under(&self.root, abs, &self.rules).into_keys());
+                    }
+                }
+                _ => {
+                    out.insert(rel.clone());
+                }
+            }
+            out.extend(self.store.under(&rel));
+        }
+        out
+    }
+
+    fn on_notice(&mut self, n: Notice) -> Result<(), SyncError> {
+        match n {
+            Notice::WorkspaceShared { workspace_name, role, by_username, .. } => {
+                self.ui.shared(&workspace_name, role, &by_username);
+            }
+            Notice::RoleChanged { workspace_id, role } if workspace_id == self.ws => {
+                tracing::info!(workspace.id = %self.ws, role = %role, "your role changed");
+                self.role = role;
+            }
+            Notice::MemberRemoved { workspace_id } if workspace_id == self.ws => {
+                return Err(SyncError::Fatal(format!(
+                    "you were removed from workspace {}; its folder {} is no longer synced",
+                    self.name,
+                    self.root.display()
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Compares a path on disk with its state entry. Reads (hashes) the file only if size or mtime moved.
+    async fn local_status(&mut self, rel: &str) -> Local {
+        let entry = self.store.get(rel).cloned();
+        let Some(meta) = local::stat(&self.root, rel) else {
+            return if entry.is_some() { Local::Gone } else { Local::Absent };
+        };
+        if let Some(e) = &entry {
+            if e.size == meta.size && e.mtime_ms == meta.mtime_ms {
+                return Local::Same;
+            }
+        }
+        let abs = local::abs_of(&self.root, rel);
+        let scanned = tokio::task::spawn_blocking(move || local::scan_file(&abs)).await;
+        let scan = match scanned {
+            Ok(Ok(scan)) => scan,
+            // Vanished or unreadable between stat and read: the next event will tell.
+            _ => return if entry.is_some() { Local::Gone } else { Local::Absent },
+        };
+        match entry {
+            Some(mut e) if e.hash == scan.content_hash && e.size == scan.size => {
+                // Touched, not changed: remember the new mtime so we do not read it again.
+                e.mtime_ms = meta.mtime_ms;
+                e.mode = meta.mode;
+                self.store.set(rel, e);
+                Local::Same
+            }
+            _ => Local::Changed(meta, scan),
+        }
+    }
+
+    /// Applies one journal change from the server.
+    async fn apply_change<R: Remote>(&mut self, remote: &mut R, c: Change) -> Result<(), SyncError> {
+        let result = self.apply_change_inner(remote, &c).await;
+        if let Some(from) = &c.from_path {
+            self.remote_heads.remove(from);
+        }
+        self.remote_heads.insert(c.path.clone(), c);
+        result
+    }
+
+    async fn apply_change_inner<R: Remote>(&mut self, remote: &mut R, c: &Change) -> PathResult {
+        if filesync_core::path::validate(&c.path).is_err() {
+            tracing::warn!(workspace.id = %self.ws, path = %c.path, "skipping a change with an invalid path");
+            return Ok(());
+        }
+        if self.rules.is_ignored(&c.path, c.kind == EntryKind::Dir) {
+            // Someone else does not ignore it; here it stays out of the folder.
+            return Ok(());
+        }
+        if c.kind == EntryKind::Dir {
+            return self.apply_dir(c);
+        }
+        match c.op {
+            ChangeOp::Put | ChangeOp::Restore => self.apply_put(remote, &c.path, c).await,
+            ChangeOp::Delete => self.apply_delete(remote, &c.path, c.seq).await,
+            ChangeOp::Move => {
+                let Some(from) = c.from_path.clone() else { return self.apply_put(remote, &c.path, c).await };
+                if filesync_core::path::validate(&from).is_err() {
+                    return self.apply_put(remote, &c.path, c).await;
+                }
+                if self.store.get(&c.path).is_some_and(|e| e.version >= c.seq) {
+                    return Ok(()); // our own move, already recorded
+                }
+                let from_entry = self.store.get(&from).cloned();
+                let can_rename = from_entry.as_ref().is_some_and(|e| e.hash == c.content_hash)
+                    && local::stat(&self.root, &c.path).is_none()
+                    && matches!(self.local_status(&from).await, Local::Same);
+                if let (true, Some(mut e)) = (can_rename, from_entry) {
+                    if local::rename(&self.root, &from, &c.path).is_ok() {
+                        let facts = local::stat(&self.root, &c.path);
+                        self.store.remove(&from);
+                        e.version = c.seq;
+                        if let Some(f) = facts {
+                            e.mtime_ms = f.mtime_ms;
+                        }
+                        index_chunks(&mut self.chunk_index, &c.path, &e.chunks);
+                        self.store.set(&c.path, e);
+                        self.ui.changed_by_other(&self.name, &c.path);
+                        return Ok(());
+                    }
+                }
+                // Not a plain rename here (edited locally, or the content differs): a delete and a put.
+                self.apply_delete(remote, &from, c.seq).await?;
+                self.apply_put(remote, &c.path, c).await
+            }
+        }
+    }
+
+    /// Directory entries (the journal's explicit, possibly empty, directories): created, and
+    /// removed when empty. A directory move moves only the entry; its files arrive as their own moves.
+    fn apply_dir(&mut self, c: &Change) -> PathResult {
+        let abs = local::abs_of(&self.root, &c.path);
+        if !c.deleted {
+            let _ = std::fs::create_dir_all(&abs);
+        }
+        let gone = if c.op == ChangeOp::Move { c.from_path.as_deref() } else { c.deleted.then_some(c.path.as_str()) };
+        if let Some(gone) = gone.filter(|g| filesync_core::path::validate(g).is_ok()) {
+            // Only an empty directory goes; files inside were (or will be) changed one by one.
+            let _ = std::fs::remove_dir(local::abs_of(&self.root, gone));
+        }
+        Ok(())
+    }
+
+    /// The server has new content for `rel`.
+    async fn apply_put<R: Remote>(&mut self, remote: &mut R, rel: &str, c: &Change) -> PathResult {
+        if self.store.get(rel).is_some_and(|e| e.version >= c.seq) {
+            return Ok(()); // already applied (our own upload, or a replay after reconnect)
+        }
+        match self.local_status(rel).await {
+            Local::Same | Local::Gone | Local::Absent => self.download(remote, rel, c).await,
+            Local::Changed(meta, scan) => {
+                if scan.content_hash == c.content_hash {
+                    self.record(rel, c.seq, &meta, &scan);
+                    return Ok(());
+                }
+                // Both sides changed it: ours becomes a conflict copy, theirs takes the name.
+                let Some(copy) = self.conflict_name(rel) else {
+                    tracing::warn!(workspace.id = %self.ws, path = rel, "no room for a conflict copy name; keeping the local file");
+                    return Ok(());
+                };
+                if let Err(e) = local::rename(&self.root, rel, &copy) {
+                    // Without the copy, downloading would overwrite our edit: leave both as they are.
+                    self.local_error(rel, e);
+                    return Ok(());
+                }
+                self.store.remove(rel);
+                self.store.add_conflict(&copy);
+                self.ui.conflict(&self.name, &copy);
+                tracing::warn!(workspace.id = %self.ws, path = rel, conflict.copy = %copy, "conflicting edits: kept ours as a copy");
+                if let Some(meta) = local::stat(&self.root, &copy) {
+                    self.upload(remote, &copy, 0, meta, scan).await?;
+                }
+                self.download(remote, rel, c).await
+            }
+        }
+    }
+
+    /// The server deleted `rel` at `seq`.
+    async fn apply_delete<R: Remote>(&mut self, remote: &mut R, rel: &str, seq: i64) -> PathResult {
+        if self.store.get(rel).is_some_and(|e| e.version >= seq) {
+            return Ok(());
+        }
+        match self.local_status(rel).await {
+            Local::Same => {
+                if let Err(e) = local::remove_file(&self.root, rel) {
+                    self.local_error(rel, e);
+                    return Ok(());
+                }
+                self.store.remove(rel);
+                self.ui.changed_by_other(&self.name, rel);
+            }
+            Local::Gone | Local::Absent => {
+                self.store.remove(rel);
+            }
+            Local::Changed(meta, scan) => {
+                // Edited here, deleted there: the edit wins and comes back as a new file.
+                self.store.remove(rel);
+                self.upload(remote, rel, 0, meta, scan).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends local changes among `paths` to the server: moves (a vanished file whose content
+    /// appeared elsewhere), then uploads, then deletes.
+    async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
+        let mut gone: Vec<(String, Entry)> = Vec::new();
+        let mut changed: BTreeMap<String, (LocalFile, FileScan)> = BTreeMap::new();
+        for rel in paths {
+            if self.rules.is_ignored(&rel, false) {
+                continue;
+            }
+            match self.local_status(&rel).await {
+                Local::Gone => {
+                    if let Some(e) = self.store.get(&rel).cloned() {
+                        gone.push((rel, e));
+                    }
+                }
+                Local::Changed(meta, scan) => {
+                    changed.insert(rel, (meta, scan));
+                }
+                Local::Same | Local::Absent => {}
+            }
+        }
+        if changed.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        if !self.role.can_write() || self.read_only {
+            for rel in gone.iter().map(|(r, _)| r).chain(changed.keys()) {
+                if self.store.keep_local(rel) {
+                    self.ui.kept_local(&self.name, rel);
+                }
+            }
+            return Ok(());
+        }
+        for (from, entry) in gone {
+            let target = changed
+                .iter()
+                .find(|(to, (_, scan))| {
+                    scan.content_hash == entry.hash && scan.size == entry.size && self.store.get(to).is_none()
+                })
+                .map(|(to, _)| to.clone());
+            match target {
+                Some(to) => {
+                    let Some((meta, scan)) = changed.remove(&to) else { continue };
+                    match remote.move_path(self.ws, &from, &to, entry.version).await {
+                        Ok(done) => {
+                            tracing::info!(workspace.id = %self.ws, from = %from, to = %to, seq = done.seq, "moved");
+                            self.store.remove(&from);
+                            self.record(&to, done.version, &meta, &scan);
+                        }
+                        Err(RemoteError::Refused { code, message }) => {
+                            // Changed meanwhile on the server: send it as a new file; the delete follows the table.
+                            tracing::info!(workspace.id = %self.ws, from = %from, to = %to, %code, %message, "move refused; uploading instead");
+                            self.upload(remote, &to, 0, meta, scan).await?;
+                            self.delete_remote(remote, &from, entry.version).await?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => self.delete_remote(remote, &from, entry.version).await?,
+            }
+        }
+        for (rel, (meta, scan)) in changed {
+            let base = self.store.get(&rel).map(|e| e.version).unwrap_or(0);
+            self.upload(remote, &rel, base, meta, scan).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_remote<R: Remote>(&mut self, remote: &mut R, rel: &str, base: i64) -> PathResult {
+        match remote.delete(self.ws, rel, base).await {
+            Ok(done) => {
+                tracing::info!(workspace.id = %self.ws, path = rel, seq = done.seq, "deleted");
+                self.store.remove(rel);
+                Ok(())
+            }
+            Err(RemoteError::Refused { code, message }) if code == "not_found" => {
+                tracing::debug!(workspace.id = %self.ws, path = rel, %message, "already gone on the server");
+                self.store.remove(rel);
+                Ok(())
+            }
+            Err(RemoteError::Refused { code, message }) => {
+                // Changed on the server since: its change arrives by subscription and is downloaded
+                // (a change beats a delete). Keep the entry so that happens.
+                tracing::info!(workspace.id = %self.ws, path = rel, %code, %message, "delete refused");
+                if code == "forbidden" {
+                    self.forbidden(rel);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Uploads `rel`. On a stale base the node keeps our content as a conflict copy; we rename
+    /// ours to match and fetch the head of `rel`.
+    async fn upload<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        rel: &str,
+        base: i64,
+        meta: LocalFile,
+        scan: FileScan,
+    ) -> PathResult {
+        if !self.role.can_write() || self.read_only {
+            if self.store.keep_local(rel) {
+                self.ui.kept_local(&self.name, rel);
+            }
+            return Ok(());
+        }
+        self.store.mark_pending(rel, true);
+        let abs = local::abs_of(&self.root, rel);
+        let result = remote.put_file(self.ws, rel, base, &abs, &meta, &scan).await;
+        match result {
+            Ok(Committed { version, seq, conflict_path: None, .. }) => {
+                tracing::info!(workspace.id = %self.ws, path = rel, seq, size = scan.size, "uploaded");
+                self.record(rel, version, &meta, &scan);
+                Ok(())
+            }
+            Ok(Committed { version, conflict_path: Some(copy), .. }) => {
+                tracing::warn!(workspace.id = %self.ws, path = rel, conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
+                let renamed = local::rename(&self.root, rel, &copy);
+                self.store.mark_pending(rel, false);
+                self.store.add_conflict(&copy);
+                self.ui.conflict(&self.name, &copy);
+                if renamed.is_ok() {
+                    if let Some(m) = local::stat(&self.root, &copy) {
+                        self.record(&copy, version, &m, &scan);
+                    }
+                }
+                self.store.remove(rel);
+                if let Some(head) = self.remote_heads.get(rel).cloned() {
+                    if !head.deleted && matches!(head.op, ChangeOp::Put | ChangeOp::Restore | ChangeOp::Move) {
+                        self.download(remote, rel, &head).await?;
+                    }
+                }
+                Ok(())
+            }
+            Err(RemoteError::Refused { code, message }) if code == "forbidden" => {
+                tracing::info!(workspace.id = %self.ws, path = rel, %message, "upload refused");
+                self.forbidden(rel);
+                Ok(())
+            }
+            Err(RemoteError::Refused { code, message }) => {
+                // Usually the file changed while it was read; the watcher brings it back.
+                tracing::warn!(workspace.id = %self.ws, path = rel, %code, %message, "upload refused");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn forbidden(&mut self, rel: &str) {
+        self.role = Role::Viewer;
+        if self.store.keep_local(rel) {
+            self.ui.kept_local(&self.name, rel);
+        }
+    }
+
+    /// Records that `rel` on disk (as `meta`/`scan`) is the server's `version`.
+    fn record(&mut self, rel: &str, version: i64, meta: &LocalFile, scan: &FileScan) {
+        let chunks = scan.refs();
+        index_chunks(&mut self.chunk_index, rel, &chunks);
+        self.store.set(
+            rel,
+            Entry {
+                version,
+                hash: scan.content_hash,
+                size: scan.size,
+                mtime_ms: meta.mtime_ms,
+                mode: meta.mode,
+                chunks,
+            },
+        );
+    }
+
+    fn conflict_name(&self, rel: &str) -> Option<String> {
+        (1..100).find_map(|n| {
+            let name = filesync_core::path::conflict_copy_name(
+                rel,
+                &self.ident.username,
+                &self.ident.device_name,
+                Utc::now(),
+                n,
+            )?;
+            local::stat(&self.root, &name).is_none().then_some(name)
+        })
+    }
+
+    fn local_error(&self, rel: &str, e: std::io::Error) {
+        tracing::warn!(workspace.id = %self.ws, path = rel, error = %e, "cannot change the local file");
+    }
+
+    /// Fetches version `c.seq` of `rel` into place: chunks we already have locally are copied,
+    /// only the others are asked for. The file appears whole or not at all.
+    async fn download<R: Remote>(&mut self, remote: &mut R, rel: &str, c: &Change) -> PathResult {
+        let manifest = match remote.manifest(self.ws, c.seq).await {
+            Ok(m) => m,
+            Err(RemoteError::Refused { code, message }) => {
+                tracing::warn!(workspace.id = %self.ws, path = rel, seq = c.seq, %code, %message, "cannot fetch this version");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let before = local::stat(&self.root, rel);
+        let abs = local::abs_of(&self.root, rel);
+        let mut tmp = match TempFile::beside(&abs) {
+            Ok(t) => t,
+            Err(e) => {
+                self.local_error(rel, e);
+                return Ok(());
+            }
+        };
+        let bar = self.ui.bytes(manifest.size, rel);
+        let mut whole = blake3::Hasher::new();
+        let mut reused = 0u64;
+        for window in manifest.chunks.chunks(CHUNK_BATCH) {
+            let mut have: HashMap<Hash, Vec<u8>> = HashMap::new();
+            for c in window {
+                if have.contains_key(&c.hash) {
+                    continue;
+                }
+                if let Some(data) = self.local_chunk(c) {
+                    reused += u64::from(c.len);
+                    have.insert(c.hash, data);
+                }
+            }
+            let mut missing: Vec<Hash> = Vec::new();
+            for c in window {
+                if !have.contains_key(&c.hash) && !missing.contains(&c.hash) {
+                    missing.push(c.hash);
+                }
+            }
+            if !missing.is_empty() {
+                let fetched = remote.chunks(self.ws, &missing).await?;
+                for (hash, data) in missing.iter().zip(fetched) {
+                    if chunking::hash(&data) != *hash {
+                        return Err(SyncError::Connection("a chunk arrived damaged".into()));
+                    }
+                    have.insert(*hash, data);
+                }
+            }
+            for c in window {
+                let Some(data) = have.get(&c.hash) else {
+                    return Err(SyncError::Connection("the node did not send a chunk it listed".into()));
+                };
+                whole.update(data);
+                if let Err(e) = tmp.write(data) {
+                    self.local_error(rel, e);
+                    return Ok(());
+                }
+                bar.inc(u64::from(c.len));
+            }
+        }
+        bar.finish();
+        if *whole.finalize().as_bytes() != manifest.content_hash {
+            tracing::warn!(workspace.id = %self.ws, path = rel, "downloaded content does not match its hash; not applied");
+            return Ok(());
+        }
+        if local::stat(&self.root, rel) != before {
+            // Edited while we downloaded: leave theirs for the conflict path (our next upload's base is stale).
+            tracing::info!(workspace.id = %self.ws, path = rel, "changed locally during download; not replaced");
+            return Ok(());
+        }
+        let (mode, mtime_ms) = (c.mode, manifest.mtime_ms);
+        let finished = tokio::task::spawn_blocking(move || tmp.finish(mode, mtime_ms)).await;
+        let facts = match finished.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+            Ok(f) => f,
+            Err(e) => {
+                self.local_error(rel, e);
+                return Ok(());
+            }
+        };
+        let scan =
+            FileScan { size: manifest.size, content_hash: manifest.content_hash, chunks: offsets(&manifest.chunks) };
+        self.record(rel, c.seq, &facts, &scan);
+        tracing::info!(workspace.id = %self.ws, path = rel, seq = c.seq, size = manifest.size, reused_bytes = reused, "downloaded");
+        if c.device_id != self.ident.device_id {
+            self.ui.changed_by_other(&self.name, rel);
+        }
+        if rel.starts_with(".filesyncignore") {
+            self.rules = IgnoreRules::load(&self.root);
+        }
+        Ok(())
+    }
+
+    /// A chunk from any local file that had it, if it is still there unchanged.
+    fn local_chunk(&self, c: &ChunkRef) -> Option<Vec<u8>> {
+        let (path, offset) = self.chunk_index.get(&c.hash)?;
+        local::read_chunk_at(&local::abs_of(&self.root, path), *offset, c)
+    }
+}
+
+fn index_chunks(index: &mut HashMap<Hash, (String, u64)>, path: &str, chunks: &[ChunkRef]) {
+    let mut offset = 0u64;
+    for c in chunks {
+        index.insert(c.hash, (path.to_owned(), offset));
+        offset += u64::from(c.len);
+    }
+}
+
+fn offsets(chunks: &[ChunkRef]) -> Vec<chunking::ScannedChunk> {
+    let mut offset = 0u64;
+    chunks
+        .iter()
+        .map(|c| {
+            let s = chunking::ScannedChunk { chunk: *c, offset };
+            offset += u64::from(c.len);
+            s
+        })
+        .collect()
+}

@@ -1,0 +1,311 @@
+//! The local side of a folder: listing it, reading file facts, and changing it
+//! safely. A downloaded file is written to a temp file in the same directory
+//! and renamed into place, so no other program ever sees half a file; a crash
+//! leaves at most a temp file, which the next start removes.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use filesync_core::chunking::{self, ChunkRef, FileScan};
+
+use super::ignore_rules::{IgnoreRules, TEMP_PREFIX};
+
+/// What the file system says about a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalFile {
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub mode: u32,
+}
+
+impl LocalFile {
+    pub fn from_metadata(meta: &std::fs::Metadata) -> LocalFile {
+        let mtime_ms = meta.modified().ok().map(system_time_ms).unwrap_or(0);
+        LocalFile { size: meta.len(), mtime_ms, mode: mode_of(meta) }
+    }
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(_meta: &std::fs::Metadata) -> u32 {
+    0
+}
+
+pub fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn ms_to_system_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// The workspace path of `abs` under `root`, if it is a valid one (UTF-8, inside, not the root).
+pub fn rel_of(root: &Path, abs: &Path) -> Option<String> {
+    let rel = abs.strip_prefix(root).ok()?;
+    let mut parts = Vec::new();
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(s) => parts.push(s.to_str()?),
+            _ => return None,
+        }
+    }
+    let rel = parts.join("/");
+    filesync_core::path::validate(&rel).ok()?;
+    Some(rel)
+}
+
+/// `root` joined with a validated workspace path.
+pub fn abs_of(root: &Path, rel: &str) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for part in rel.split('/') {
+        p.push(part);
+    }
+    p
+}
+
+/// Facts about a regular file at `rel`; `None` if it is missing or not a regular file.
+pub fn stat(root: &Path, rel: &str) -> Option<LocalFile> {
+    let meta = std::fs::symlink_metadata(abs_of(root, rel)).ok()?;
+    meta.is_file().then(|| LocalFile::from_metadata(&meta))
+}
+
+/// Every regular file under `root` that is not ignored. Symlinks are not followed nor synced.
+pub fn scan_tree(root: &Path, rules: &IgnoreRules) -> BTreeMap<String, LocalFile> {
+    scan_under(root, root, rules)
+}
+
+/// Like [`scan_tree`], limited to the directory `dir` (absolute, under `root`).
+pub fn scan_under(root: &Path, dir: &Path, rules: &IgnoreRules) -> BTreeMap<String, LocalFile> {
+    let mut out = BTreeMap::new();
+    let walker = ignore::WalkBuilder::new(dir)
+        .standard_filters(false)
+        .hidden(false)
+        .follow_links(false)
+        .filter_entry({
+            let root = root.to_path_buf();
+            let rules = rules.clone();
+            move |entry| {
+                if entry.depth() == 0 {
+                    return true;
+                }
+                let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+                // Ignored directories are not even entered (think node_modules).
+                rel_of(&root, entry.path()).is_some_and(|rel| !rules.is_ignored(&rel, is_dir))
+            }
+        })
+        .build();
+    for entry in walker.flatten() {
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let Some(rel) = rel_of(root, entry.path()) else { continue };
+        if let Ok(meta) = entry.path().symlink_metadata() {
+            out.insert(rel, LocalFile::from_metadata(&meta));
+        }
+    }
+    out
+}
+
+/// Chunks and hashes a file, streaming (never the whole file in memory). Blocking: call from a blocking task.
+pub fn scan_file(path: &Path) -> std::io::Result<FileScan> {
+    let file = std::fs::File::open(path)?;
+    chunking::scan(std::io::BufReader::with_capacity(1 << 20, file))
+}
+
+/// Reads the chunk `want` at `offset` of `path` and returns it if its hash still matches.
+pub fn read_chunk_at(path: &Path, offset: u64, want: &ChunkRef) -> Option<Vec<u8>> {
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut buf = vec![0u8; want.len as usize];
+    f.read_exact(&mut buf).ok()?;
+    (chunking::hash(&buf) == want.hash).then_some(buf)
+}
+
+/// A download in progress: a temp file beside its destination.
+#[derive(Debug)]
+pub struct TempFile {
+    file: std::fs::File,
+    path: PathBuf,
+    dest: PathBuf,
+}
+
+impl TempFile {
+    /// Creates `.filesync-tmp-<random>` in the destination's directory (made if missing).
+    pub fn beside(dest: &Path) -> std::io::Result<TempFile> {
+        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent"))?;
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        Ok(TempFile { file, path, dest: dest.to_path_buf() })
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(data)
+    }
+
+    /// Flushes to disk, applies mode and mtime, and renames over the destination.
+    /// Returns the facts of the file now in place.
+    pub fn finish(self, mode: u32, mtime_ms: i64) -> std::io::Result<LocalFile> {
+        #[cfg(unix)]
+        if mode != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            self.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        self.file.set_modified(ms_to_system_time(mtime_ms))?;
+        self.file.sync_all()?;
+        let meta = self.file.metadata()?;
+        std::fs::rename(&self.path, &self.dest)?;
+        let facts = LocalFile::from_metadata(&meta);
+        // Disarm the drop guard: the temp path is now the destination.
+        let mut this = std::mem::ManuallyDrop::new(self);
+        std::mem::take(&mut this.path);
+        std::mem::take(&mut this.dest);
+        Ok(facts)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // An abandoned download leaves nothing behind.
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes temp files left by a crashed run. Returns how many.
+pub fn remove_stale_temps(root: &Path) -> usize {
+    let mut removed = 0;
+    let walker = ignore::WalkBuilder::new(root).standard_filters(false).hidden(false).follow_links(false).build();
+    for entry in walker.flatten() {
+        let is_temp = entry.file_name().to_str().is_some_and(IgnoreRules::is_temp);
+        if is_temp && entry.file_type().is_some_and(|t| t.is_file()) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Deletes a file, then every directory above it (up to, not including, `root`) left empty.
+pub fn remove_file(root: &Path, rel: &str) -> std::io::Result<()> {
+    let abs = abs_of(root, rel);
+    match std::fs::remove_file(&abs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    prune_empty_parents(root, &abs);
+    Ok(())
+}
+
+/// Removes now-empty directories from `abs`'s parent upwards, stopping at `root` or the first non-empty one.
+pub fn prune_empty_parents(root: &Path, abs: &Path) {
+    let mut dir = abs.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Renames `from` to `to` (both workspace paths), creating `to`'s directory. Fails if `to` exists.
+pub fn rename(root: &Path, from: &str, to: &str) -> std::io::Result<()> {
+    let src = abs_of(root, from);
+    let dst = abs_of(root, to);
+    if dst.symlink_metadata().is_ok() {
+        return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{to} already exists")));
+    }
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&src, &dst)?;
+    prune_empty_parents(root, &src);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("sub/f.txt");
+        let mut t = TempFile::beside(&dest).unwrap();
+        t.write(b"hello").unwrap();
+        assert!(!dest.exists(), "nothing at the destination before the rename");
+        let facts = t.finish(0o640, 1_600_000_000_123).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert_eq!(facts.mtime_ms, 1_600_000_000_123);
+        assert_eq!(stat(dir.path(), "sub/f.txt").unwrap(), facts);
+        #[cfg(unix)]
+        assert_eq!(facts.mode, 0o640);
+        // An abandoned one leaves no trace.
+        let mut t = TempFile::beside(&dest).unwrap();
+        t.write(b"partial").unwrap();
+        drop(t);
+        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn scan_skips_ignored_and_temp_files_and_stale_temps_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/c.txt"), b"c").unwrap();
+        std::fs::write(root.join("a/.filesync-tmp-x"), b"partial").unwrap();
+        std::fs::write(root.join("x.swp"), b"swap").unwrap();
+        std::fs::write(root.join(".filesyncignore"), b"secret/\n").unwrap();
+        std::fs::create_dir_all(root.join("secret")).unwrap();
+        std::fs::write(root.join("secret/key"), b"k").unwrap();
+        let rules = IgnoreRules::load(root);
+        let found: Vec<String> = scan_tree(root, &rules).into_keys().collect();
+        assert_eq!(found, vec![".filesyncignore", "a/b/c.txt"]);
+        assert_eq!(remove_stale_temps(root), 1);
+        assert!(!root.join("a/.filesync-tmp-x").exists());
+    }
+
+    #[test]
+    fn removing_and_renaming_tidy_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/c.txt"), b"c").unwrap();
+        rename(root, "a/b/c.txt", "d/e.txt").unwrap();
+        assert!(!root.join("a").exists());
+        assert_eq!(std::fs::read(root.join("d/e.txt")).unwrap(), b"c");
+        std::fs::write(root.join("d/f.txt"), b"f").unwrap();
+        assert!(rename(root, "d/e.txt", "d/f.txt").is_err(), "never overwrite by rename");
+        remove_file(root, "d/e.txt").unwrap();
+        assert!(root.join("d").exists());
+        remove_file(root, "d/f.txt").unwrap();
+        assert!(!root.join("d").exists() && root.exists());
+    }
+
+    #[test]
+    fn paths_outside_or_invalid_are_refused() {
+        let root = Path::new("/r");
+        assert_eq!(rel_of(root, Path::new("/r/a/b")).as_deref(), Some("a/b"));
+        assert_eq!(rel_of(root, Path::new("/r")), None);
+        assert_eq!(rel_of(root, Path::new("/other/a")), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! The agent's view of one connection to a sync node: the handful of calls
+//! the sync engine makes, on top of the protocol client library
+//! ([`crate::proto_client`]). Keeping the engine behind this narrow seam means
+//! it never touches frames or request ids.
+
+use std::path::Path;
+
+use filesync_core::chunking::{ChunkRef, FileScan, Hash};
+use filesync_core::proto::{Change, Notice};
+use filesync_core::WorkspaceId;
+
+use super::local::LocalFile;
+
+/// What a node tells the agent without being asked.
+#[derive(Debug, Clone)]
+pub enum RemoteEvent {
+    Change(Change),
+    Notice(Notice),
+    /// The node is going away; move to another one now.
+    Goodbye {
+        reason: String,
+    },
+    /// The connection ended.
+    Closed {
+        reason: String,
+    },
+}
+
+/// A change the node accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub version: i64,
+    pub seq: i64,
+    pub path: String,
+    /// Our base was stale: the content went to this conflict copy instead of `path`.
+    pub conflict_path: Option<String>,
+}
+
+/// The content of one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub content_hash: Hash,
+    pub chunks: Vec<ChunkRef>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// The node refused the request (`code` is the protocol's error code); the connection is fine.
+    #[error("{message} ({code})")]
+    Refused { code: String, message: String },
+    /// The connection failed or closed; reconnect.
+    #[error("{0}")]
+    Connection(String),
+}
+
+impl RemoteError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            RemoteError::Refused { code, .. } => Some(code),
+            RemoteError::Connection(_) => None,
+        }
+    }
+
+    /// Bad or expired token: retrying cannot help until the user logs in again.
+    pub fn is_auth(&self) -> bool {
+        matches!(self.code(), Some("unauthorized" | "token_expired"))
+    }
+}
+
+pub use crate::agent::session::Session;
+
+/// Everything the engine needs from a connection. Implemented by [`Session`].
+#[allow(async_fn_in_trait)]
+pub trait Remote {
+    /// The next unsolicited event. Cancel-safe: nothing is lost if the future is dropped.
+    async fn next_event(&mut self) -> RemoteEvent;
+    /// Subscribes from `since_seq`; returns the head seq. Every change up to it is delivered by
+    /// [`Remote::next_event`] before any later one.
+    async fn subscribe(&mut self, ws: WorkspaceId, since_seq: i64) -> Result<i64, RemoteError>;
+    /// Uploads `abs` (described by `meta` and `scan`); only the chunks the node lacks are sent.
+    async fn put_file(
+        &mut self,
+        ws: WorkspaceId,
+        path: &str,
+        base_version: i64,
+        abs: &Path,
+        meta: &LocalFile,
+        scan: &FileScan,
+    ) -> Result<Committed, RemoteError>;
+    async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError>;
+    async fn move_path(
+        &mut self,
+        ws: WorkspaceId,
+        from: &str,
+        to: &str,
+        base_version: i64,
+    ) -> Result<Committed, RemoteError>;
+    async fn manifest(&mut self, ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError>;
+    /// The bytes of each chunk, in the order asked.
+    async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError>;
+}

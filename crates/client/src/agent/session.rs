@@ -1,0 +1,151 @@
+//! [`Remote`] over the protocol client library ([`crate::Client`]).
+//!
+//! The library's event stream must be drained or its reader stops (and with
+//! it every answer). The engine does long work between events (a 200 MiB
+//! download), so a forwarding task moves events into an unbounded queue the
+//! moment they arrive.
+
+use std::path::Path;
+
+use filesync_core::chunking::{FileScan, Hash};
+use filesync_core::proto::Message;
+use filesync_core::WorkspaceId;
+use tokio::sync::mpsc;
+
+use super::local::LocalFile;
+use super::remote::{Committed, Manifest, Remote, RemoteError, RemoteEvent};
+use crate::{Client, ClientError, ConnectOptions, Event};
+
+/// Longest wait for a node to accept the TCP connection and the handshake.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One connection to a sync node.
+pub struct Session {
+    client: Client,
+    events: mpsc::UnboundedReceiver<Event>,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("node", &self.client.welcome().node_id).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
+impl From<ClientError> for RemoteError {
+    fn from(e: ClientError) -> RemoteError {
+        match e {
+            ClientError::Server { code, message } => RemoteError::Refused { code, message },
+            // The file moved under us; the watcher brings it back. Not a connection problem.
+            ClientError::FileChanged => RemoteError::Refused {
+                code: "file_changed".into(),
+                message: "the file changed while it was read".into(),
+            },
+            other => RemoteError::Connection(other.to_string()),
+        }
+    }
+}
+
+impl Session {
+    pub async fn connect(addr: &str, token: &str, device_id: &str, device_name: &str) -> Result<Session, RemoteError> {
+        let opts = ConnectOptions::new(token, device_id, device_name);
+        let (client, mut events) = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(addr, opts))
+            .await
+            .map_err(|_| RemoteError::Connection(format!("{addr} did not answer in time")))??;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let forwarder = tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Session { client, events: rx, forwarder })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.client.welcome().node_id
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Remote for Session {
+    async fn next_event(&mut self) -> RemoteEvent {
+        match self.events.recv().await {
+            Some(Event::Change(c)) => RemoteEvent::Change(c),
+            Some(Event::Notice(n)) => RemoteEvent::Notice(n),
+            Some(Event::Goodbye { reason, .. }) => RemoteEvent::Goodbye { reason },
+            Some(Event::Closed { error }) => {
+                RemoteEvent::Closed { reason: error.unwrap_or_else(|| "the node closed the connection".into()) }
+            }
+            None => RemoteEvent::Closed { reason: "the connection ended".into() },
+        }
+    }
+
+    async fn subscribe(&mut self, ws: WorkspaceId, since_seq: i64) -> Result<i64, RemoteError> {
+        Ok(self.client.subscribe(ws, since_seq).await?)
+    }
+
+    async fn put_file(
+        &mut self,
+        ws: WorkspaceId,
+        path: &str,
+        base_version: i64,
+        abs: &Path,
+        _meta: &LocalFile,
+        _scan: &FileScan,
+    ) -> Result<Committed, RemoteError> {
+        let c = self.client.put_file(ws, path, abs, base_version).await?;
+        Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+    }
+
+    async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError> {
+        let c = self.client.delete(ws, path, base_version).await?;
+        Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+    }
+
+    async fn move_path(
+        &mut self,
+        ws: WorkspaceId,
+        from: &str,
+        to: &str,
+        base_version: i64,
+    ) -> Result<Committed, RemoteError> {
+        let c = self.client.move_path(ws, from, to, base_version).await?;
+        Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+    }
+
+    async fn manifest(&mut self, ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError> {
+        let m = self.client.manifest(ws, seq).await?;
+        Ok(Manifest { size: m.size, mtime_ms: m.mtime_ms, content_hash: m.content_hash, chunks: m.chunks })
+    }
+
+    async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        // The library downloads whole files from one base; the agent reuses chunks from any local
+        // file, so it asks for exactly the chunks it lacks (crate-internal request API).
+        let wanted = hashes.to_vec();
+        let mut pending = self
+            .client
+            .request(|request_id| Message::GetChunks { request_id, workspace_id: ws, hashes: wanted })
+            .await?;
+        let mut out = Vec::with_capacity(hashes.len());
+        for want in hashes {
+            match pending.recv().await? {
+                Message::Chunk { hash, data, .. } if hash == *want => out.push(data),
+                other => {
+                    return Err(RemoteError::Connection(format!("expected chunk, got {}", other.kind())));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

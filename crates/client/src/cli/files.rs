@@ -1,0 +1,95 @@
+//! Looking at and around files: status, history, restore, who.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::Ctx;
+use crate::agent::state::StateStore;
+
+pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
+    let folders = ctx.home.folders()?;
+    match ctx.home.token()? {
+        Some(t) => println!("logged in as {} on {}", t.email, t.server),
+        None => println!("not logged in"),
+    }
+    println!("sync nodes: {}", ctx.sync_addrs().join(", "));
+    if folders.is_empty() {
+        println!("no linked folders");
+        return Ok(());
+    }
+    for f in folders {
+        let state = StateStore::peek(&ctx.home.state_path(f.workspace_id))?.unwrap_or_default();
+        println!(
+            "{} (id {}, {}) at {}: last seq {}, {} files in sync, {} pending uploads, {} conflicts",
+            f.workspace_name,
+            f.workspace_id,
+            f.role,
+            f.root.display(),
+            state.last_seq,
+            state.files.len(),
+            state.pending.len(),
+            state.conflicts.len()
+        );
+        for p in &state.pending {
+            println!("  pending: {p}");
+        }
+        for c in &state.conflicts {
+            println!("  conflict copy: {c}");
+        }
+        for p in &state.local_only {
+            println!("  kept local (viewer): {p}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn history(ctx: &Ctx, path: &Path) -> anyhow::Result<()> {
+    let (folder, rel) = ctx.locate(path)?;
+    let api = ctx.api()?;
+    let versions = api.history(folder.workspace_id, &rel).await?;
+    if versions.is_empty() {
+        println!("{rel} has no history in {}", folder.workspace_name);
+    }
+    for v in versions {
+        let what = if v.deleted { "deleted".to_owned() } else { format!("{} bytes", v.size) };
+        println!(
+            "{:>8}  {:<8} {:<14} {} {}",
+            v.version,
+            v.op,
+            what,
+            v.created_at.unwrap_or_default(),
+            v.author.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn restore(ctx: &Ctx, path: &Path, version: i64) -> anyhow::Result<()> {
+    let (folder, rel) = ctx.locate(path)?;
+    let api = ctx.api()?;
+    api.restore(folder.workspace_id, &rel, version)
+        .await
+        .with_context(|| format!("cannot restore {rel} to version {version}"))?;
+    println!("restored {rel} to version {version}; a running `filesync sync` brings it into the folder");
+    Ok(())
+}
+
+pub async fn who(ctx: &Ctx, workspace: &str) -> anyhow::Result<()> {
+    let api = ctx.api()?;
+    let ws = ctx.resolve_workspace(&api, workspace).await?;
+    let online = api.presence(ws.id).await?;
+    if online.is_empty() {
+        println!("nobody is online in {}", ws.name);
+    }
+    for p in online {
+        println!(
+            "{:<24} {:<20} {} {}",
+            if p.username.is_empty() { &p.email } else { &p.username },
+            p.device_name.as_deref().unwrap_or(&p.device_id),
+            p.node.unwrap_or_default(),
+            p.since.unwrap_or_default()
+        );
+    }
+    Ok(())
+}

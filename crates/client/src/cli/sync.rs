@@ -1,0 +1,98 @@
+//! `filesync sync`: runs the agent in the foreground until SIGINT/SIGTERM.
+
+use clap::Args;
+
+use super::Ctx;
+use crate::agent::{run_agent, AgentConfig};
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Reconcile every linked folder once and exit (for scripts and tests).
+    #[arg(long)]
+    pub once: bool,
+    /// Only the folder of this workspace (id or name).
+    #[arg(long, value_name = "WS")]
+    pub only: Option<String>,
+    /// No desktop notifications.
+    #[arg(long)]
+    pub no_notify: bool,
+    /// No progress bars, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub async fn run(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
+    let mut config = ctx.agent_config()?;
+    config.once = args.once;
+    config.notifications = !args.no_notify && !args.once;
+    config.progress = !args.no_progress;
+    if let Some(ws) = args.only {
+        let folders = ctx.home.folders()?;
+        let hit = folders.iter().find(|f| f.workspace_id.to_string() == ws || f.workspace_name == ws);
+        match hit {
+            Some(f) => config.only = Some(f.workspace_id),
+            None => anyhow::bail!("{ws:?} is not linked here (see `filesync status`)"),
+        }
+    }
+    if !args.once {
+        tracing::info!(folders = ctx.home.folders()?.len(), "syncing; press Ctrl-C to stop");
+    }
+    run_agent(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("stopping: finishing the file in flight and saving state");
+}
+
+impl Ctx {
+    /// The agent's settings from flags, env, config.toml and the saved login.
+    pub fn agent_config(&self) -> anyhow::Result<AgentConfig> {
+        let token = self.token()?;
+        Ok(AgentConfig {
+            home: self.home.clone(),
+            sync_addrs: self.sync_addrs(),
+            token: token.token,
+            username: if token.username.is_empty() { token.email.clone() } else { token.username },
+            device_id: self.home.device_id()?,
+            device_name: self.device_name(),
+            debounce: std::time::Duration::from_millis(self.debounce_ms()),
+            once: false,
+            only: None,
+            progress: true,
+            notifications: false,
+        })
+    }
+
+    /// A readable name for this machine, for presence and conflict copy names.
+    pub fn device_name(&self) -> String {
+        if let Some(name) = &self.settings.device_name {
+            return name.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "device".to_owned())
+    }
+}

@@ -1,0 +1,337 @@
+//! The HTTP API as the client sees it: typed calls over reqwest (rustls), and
+//! one error type whose message is a single line a person can act on.
+
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use filesync_core::{Role, WorkspaceId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot reach the server at {server}: {reason}")]
+    Unreachable { server: String, reason: String },
+    /// The server answered with its `{"error": {code, message}}` body.
+    #[error("{message}")]
+    Server { status: u16, code: String, message: String },
+    /// The route is not there: an older server, or a feature it does not offer.
+    #[error("the server at {server} does not offer {what}")]
+    Unavailable { server: String, what: String },
+    #[error("unexpected answer from the server ({0})")]
+    Decode(String),
+    #[error("invalid server URL {0:?}; expected http://HOST:PORT or https://HOST:PORT")]
+    BadUrl(String),
+}
+
+impl HttpError {
+    /// The server's error code, if it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            HttpError::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, HttpError::Server { status: 401, .. })
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// A user as the API returns it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiUser {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub user: ApiUser,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenCheck {
+    #[serde(default)]
+    pub user: Option<ApiUser>,
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A workspace as one member sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiWorkspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    #[serde(default)]
+    pub owner_id: i64,
+    pub role: Role,
+    #[serde(default)]
+    pub owner_username: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiMember {
+    #[serde(alias = "id")]
+    pub user_id: i64,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub email: String,
+    pub role: Role,
+}
+
+/// One version of a file, from `/workspaces/{id}/history`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiVersion {
+    #[serde(alias = "seq")]
+    pub version: i64,
+    #[serde(default)]
+    pub op: String,
+    #[serde(default)]
+    pub size: i64,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// One connected device, from `/workspaces/{id}/presence`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiPresence {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub device_id: String,
+    #[serde(default)]
+    pub device_name: Option<String>,
+    #[serde(default, alias = "node_id")]
+    pub node: Option<String>,
+    #[serde(default, alias = "connected_at")]
+    pub since: Option<String>,
+}
+
+/// The HTTP API at one base URL, with or without a token.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("base", &self.base).field("authenticated", &self.token.is_some()).finish()
+    }
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<String>) -> Result<Api, HttpError> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() <= "https://".len() {
+            return Err(HttpError::BadUrl(base));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| HttpError::Unreachable { server: base.clone(), reason: e.to_string() })?;
+        Ok(Api { base, http, token })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, HttpError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| HttpError::Unreachable { server: self.base.clone(), reason: root_cause(&e) })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let unavailable = || HttpError::Unavailable { server: self.base.clone(), what: what.to_owned() };
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            // The route itself is missing (an older server, or a feature it does not offer).
+            Ok(body) if body.error.code == "route_not_found" || status == reqwest::StatusCode::METHOD_NOT_ALLOWED => {
+                Err(unavailable())
+            }
+            Ok(body) => {
+                Err(HttpError::Server { status: status.as_u16(), code: body.error.code, message: body.error.message })
+            }
+            Err(_) if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::METHOD_NOT_ALLOWED => {
+                Err(unavailable())
+            }
+            Err(_) => Err(HttpError::Server {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: format!("the server answered {status}"),
+            }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, what: &str) -> Result<T, HttpError> {
+        let resp = self.send(req, what).await?;
+        resp.json::<T>().await.map_err(|e| HttpError::Decode(format!("{what}: {e}")))
+    }
+
+    pub async fn register(&self, body: &RegisterRequest<'_>) -> Result<ApiUser, HttpError> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Reg {
+            Wrapped { user: ApiUser },
+            Plain(ApiUser),
+        }
+        let reg: Reg = self.json(self.request(reqwest::Method::POST, "/register").json(body), "registration").await?;
+        Ok(match reg {
+            Reg::Wrapped { user } | Reg::Plain(user) => user,
+        })
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<LoginResponse, HttpError> {
+        let body = serde_json::json!({ "email": email, "password": password });
+        self.json(self.request(reqwest::Method::POST, "/login").json(&body), "login").await
+    }
+
+    pub async fn check_token(&self) -> Result<TokenCheck, HttpError> {
+        self.json(self.request(reqwest::Method::GET, "/check-token"), "token checks").await
+    }
+
+    pub async fn workspaces(&self) -> Result<Vec<ApiWorkspace>, HttpError> {
+        #[derive(Deserialize)]
+        struct List {
+            workspaces: Vec<ApiWorkspace>,
+        }
+        let list: List = self.json(self.request(reqwest::Method::GET, "/workspaces"), "workspace lists").await?;
+        Ok(list.workspaces)
+    }
+
+    pub async fn create_workspace(&self, name: &str) -> Result<ApiWorkspace, HttpError> {
+        #[derive(Deserialize)]
+        struct Created {
+            workspace: ApiWorkspace,
+        }
+        let body = serde_json::json!({ "name": name });
+        let created: Created =
+            self.json(self.request(reqwest::Method::POST, "/create-workspace").json(&body), "workspaces").await?;
+        Ok(created.workspace)
+    }
+
+    pub async fn add_user(&self, ws: WorkspaceId, email: &str, role: Role) -> Result<(), HttpError> {
+        let body = serde_json::json!({ "workspace_id": ws, "email": email, "role": role });
+        self.send(self.request(reqwest::Method::POST, "/add-user").json(&body), "sharing").await?;
+        Ok(())
+    }
+
+    pub async fn members(&self, ws: WorkspaceId) -> Result<Vec<ApiMember>, HttpError> {
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(alias = "members")]
+            users: Vec<ApiMember>,
+        }
+        let path = format!("/view-shared-users?workspace_id={ws}");
+        let list: List = self.json(self.request(reqwest::Method::GET, &path), "member lists").await?;
+        Ok(list.users)
+    }
+
+    pub async fn history(&self, ws: WorkspaceId, path: &str) -> Result<Vec<ApiVersion>, HttpError> {
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(alias = "history")]
+            versions: Vec<ApiVersion>,
+        }
+        let req = self.request(reqwest::Method::GET, &format!("/workspaces/{ws}/history")).query(&[("path", path)]);
+        let list: List = self.json(req, "file history").await?;
+        Ok(list.versions)
+    }
+
+    pub async fn restore(&self, ws: WorkspaceId, path: &str, version: i64) -> Result<serde_json::Value, HttpError> {
+        let body = serde_json::json!({ "path": path, "version": version });
+        self.json(self.request(reqwest::Method::POST, &format!("/workspaces/{ws}/restore")).json(&body), "restoring")
+            .await
+    }
+
+    pub async fn presence(&self, ws: WorkspaceId) -> Result<Vec<ApiPresence>, HttpError> {
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(alias = "devices", alias = "online")]
+            presence: Vec<ApiPresence>,
+        }
+        let list: List =
+            self.json(self.request(reqwest::Method::GET, &format!("/workspaces/{ws}/presence")), "presence").await?;
+        Ok(list.presence)
+    }
+
+    /// Streams the workspace as a zip archive into `out`; returns the bytes written.
+    pub async fn download_zip(&self, ws: WorkspaceId, out: &mut tokio::fs::File) -> Result<u64, HttpError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let body = serde_json::json!({ "workspace_id": ws });
+        let resp = self
+            .send(self.request(reqwest::Method::POST, "/download-workspace").json(&body), "workspace downloads")
+            .await?;
+        let mut stream = resp.bytes_stream();
+        let mut total = 0u64;
+        while let Some(piece) = stream.next().await {
+            let piece =
+                piece.map_err(|e| HttpError::Unreachable { server: self.base.clone(), reason: root_cause(&e) })?;
+            out.write_all(&piece).await.map_err(|e| HttpError::Decode(format!("writing the archive: {e}")))?;
+            total += piece.len() as u64;
+        }
+        out.flush().await.map_err(|e| HttpError::Decode(format!("writing the archive: {e}")))?;
+        Ok(total)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RegisterRequest<'a> {
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub username: &'a str,
+    pub email: &'a str,
+    pub password: &'a str,
+}
+
+/// The innermost cause of a transport error ("Connection refused"), which is what a person needs to read.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

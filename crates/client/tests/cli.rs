@@ -1,0 +1,128 @@
+//! The account and workspace commands against the real HTTP API, on SQLite
+//! and on MariaDB: what a person typing them sees (output, one-line errors,
+//! exit codes, the files in the home directory).
+
+mod support;
+
+use filesync_core::db::Backend;
+
+use support::{config, start_http, test_db, Cli};
+
+async fn account_and_workspace_story(backend: Backend) {
+    let db = test_db(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let http = start_http(config(&db, data.path(), false)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Cli::new(dir.path().join("alice-home"), &http.addr, &[]);
+    let bob = Cli::new(dir.path().join("bob-home"), &http.addr, &[]);
+
+    // Not logged in yet: a clear line, non-zero exit.
+    let err = alice.fails(&["workspace", "list"], None).await;
+    assert!(err.contains("not logged in"), "{err}");
+
+    alice.register("alice").await;
+    bob.register("bob").await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(alice.home.join("token.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    }
+    let me = alice.ok(&["whoami"], None).await;
+    assert!(me.contains("alice@example.com"), "{me}");
+
+    // Registering the same email again, a wrong password: the server's reason, one line.
+    let err = alice
+        .fails(
+            &[
+                "register",
+                "--email",
+                "alice@example.com",
+                "--username",
+                "alice2",
+                "--first-name",
+                "A",
+                "--last-name",
+                "B",
+                "--password-stdin",
+            ],
+            Some("password-alice\n"),
+        )
+        .await;
+    assert!(err.to_lowercase().contains("email"), "{err}");
+    let err =
+        alice.fails(&["login", "--email", "alice@example.com", "--password-stdin"], Some("wrong-password\n")).await;
+    assert!(err.contains("incorrect"), "{err}");
+    // The failed login did not log alice out.
+    alice.ok(&["whoami"], None).await;
+
+    // A workspace, linked to a folder (no sync node in this test: --no-sync).
+    let folder = dir.path().join("Docs");
+    let out = alice.ok(&["workspace", "create", "docs", folder.to_str().unwrap(), "--no-sync"], None).await;
+    assert!(out.contains("created workspace docs"), "{out}");
+    assert!(folder.is_dir());
+    let list = alice.ok(&["workspace", "list"], None).await;
+    assert!(list.contains("docs") && list.contains("owner") && list.contains("linked at"), "{list}");
+    let status = alice.ok(&["status"], None).await;
+    assert!(status.contains("docs") && status.contains("last seq 0"), "{status}");
+
+    // Sharing by name, with a role; bob sees it; members lists both.
+    alice.ok(&["workspace", "share", "docs", "bob@example.com", "--role", "viewer"], None).await;
+    let bobs = bob.ok(&["workspace", "list"], None).await;
+    assert!(bobs.contains("docs") && bobs.contains("viewer"), "{bobs}");
+    let members = alice.ok(&["workspace", "members", "docs"], None).await;
+    assert!(members.contains("alice@example.com") && members.contains("bob@example.com"), "{members}");
+
+    // Wrong inputs name the problem.
+    let err = alice.fails(&["workspace", "share", "docs", "nobody@example.com"], None).await;
+    assert!(err.contains("no user has this email"), "{err}");
+    let err = alice.fails(&["workspace", "members", "nope"], None).await;
+    assert!(err.contains("no workspace \"nope\""), "{err}");
+    let err = bob.fails(&["workspace", "share", "docs", "alice@example.com"], None).await;
+    assert!(!err.is_empty());
+    let err = alice
+        .fails(&["workspace", "link", "docs", dir.path().join("Other").to_str().unwrap(), "--no-sync"], None)
+        .await;
+    assert!(err.contains("already linked"), "{err}");
+    let err = alice.fails(&["workspace", "share", "docs", "bob@example.com", "--role", "owner"], None).await;
+    assert!(err.contains("owner"), "{err}");
+
+    // Logout forgets the token.
+    alice.ok(&["logout"], None).await;
+    assert!(!alice.home.join("token.json").exists());
+    let err = alice.fails(&["whoami"], None).await;
+    assert!(err.contains("not logged in"), "{err}");
+    http.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_workspaces_on_sqlite() {
+    account_and_workspace_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_workspaces_on_mariadb() {
+    account_and_workspace_story(Backend::Mysql).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 on loopback: nothing listens there.
+    let cli = Cli::new(dir.path().join("home"), "http://127.0.0.1:9", &[]);
+    let err = cli.fails(&["login", "--email", "a@example.com", "--password-stdin"], Some("pw-pw-pw-pw\n")).await;
+    assert!(err.contains("cannot reach the server at http://127.0.0.1:9"), "{err}");
+    let err = cli.fails(&["login", "--email", "a@example.com", "--password-stdin"], Some("\n")).await;
+    assert!(err.contains("no password"), "{err}");
+    let bad = Cli::new(dir.path().join("home"), "ftp://x", &[]);
+    let err = bad.fails(&["login", "--email", "a@example.com", "--password-stdin"], Some("pw\n")).await;
+    assert!(err.contains("invalid server URL"), "{err}");
+}
+
+#[tokio::test]
+async fn completions_are_printed_for_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(dir.path().join("home"), "http://127.0.0.1:9", &[]);
+    let script = cli.ok(&["completions", "bash"], None).await;
+    assert!(script.contains("filesync") && script.contains("workspace"), "{}", &script[..200.min(script.len())]);
+}

@@ -17,6 +17,10 @@ pub enum Action {
     ViewMembers,
     /// Add members: the owner only.
     ManageMembers,
+    /// List, download and read the history of files, see who is connected: any member.
+    ReadFiles,
+    /// Change files (restore a version): the owner and editors.
+    WriteFiles,
 }
 
 const NOT_FOUND: ApiError = ApiError::NotFound { code: "workspace_not_found", message: "no such workspace" };
@@ -25,11 +29,15 @@ const NOT_FOUND: ApiError = ApiError::NotFound { code: "workspace_not_found", me
 pub fn authorize(conn: &mut DbConn, user: UserId, ws: WorkspaceId, action: Action) -> ApiResult<(Workspace, Role)> {
     let role = accounts::role_of(conn, ws, user)?.ok_or(NOT_FOUND)?;
     let allowed = match action {
-        Action::ViewMembers => true,
+        Action::ViewMembers | Action::ReadFiles => true,
         Action::ManageMembers => role == Role::Owner,
+        Action::WriteFiles => matches!(role, Role::Owner | Role::Editor),
     };
     if !allowed {
-        return Err(ApiError::Forbidden("only the workspace's owner may do this"));
+        return Err(ApiError::Forbidden(match action {
+            Action::WriteFiles => "viewers may not change files",
+            _ => "only the workspace's owner may do this",
+        }));
     }
     let workspace = accounts::workspace_by_id(conn, ws)?.ok_or(NOT_FOUND)?;
     Ok((workspace, role))

@@ -173,6 +173,13 @@ pub fn query_config() -> web::QueryConfig {
     })
 }
 
+/// Path parameters: `/workspaces/abc/files` names no workspace, so it is a
+/// 404 like any other workspace the caller cannot see.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|_, _| ApiError::NotFound { code: "workspace_not_found", message: "no such workspace" }.into())
+}
+
 /// Any path no route matches.
 pub async fn route_not_found() -> ApiResult<HttpResponse> {
     Err(ApiError::NotFound { code: "route_not_found", message: "no such route" })

@@ -1,5 +1,7 @@
 //! The filesync HTTP API daemon (`filesync-http`): registration, login,
-//! workspaces and sharing, over actix-web, on MySQL/MariaDB or SQLite.
+//! workspaces and sharing, and the read side of the sync journal (file
+//! lists, history, restore, zip downloads, presence), over actix-web, on
+//! MySQL/MariaDB or SQLite.
 //!
 //! # Layout
 //! - [`run`]: the seam. Serves on a listener until a shutdown future resolves;
@@ -9,6 +11,8 @@
 //! - [`authz`]: the only place that decides what a member may do.
 //! - [`error`]: `ApiError`, the single error type and JSON error body.
 //! - [`validate`]: input rules; [`wire`]: the JSON shapes of the API.
+//! - [`archive`]: a workspace as a zip streamed chunk by chunk from the store.
+//! - [`presence`]: who is connected, read from the nodes' Redis entries.
 //! - [`throttle`]: in-memory login throttling; [`bus`]: Redis announcements;
 //!   [`metrics`]: Prometheus; [`state`]: what requests share; [`tls`]: HTTPS.
 //! - [`help`]: the environment variables, for `--help`.
@@ -16,12 +20,14 @@
 //! **Architecture Invariant:** handlers never read headers for credentials
 //! and never compare roles; they take an `AuthUser` and ask `authz`.
 
+pub mod archive;
 pub mod auth;
 pub mod authz;
 pub mod bus;
 pub mod error;
 pub mod help;
 pub mod metrics;
+pub mod presence;
 mod routes;
 pub mod state;
 pub mod throttle;
@@ -65,6 +71,7 @@ pub async fn run(
             .app_data(state.clone())
             .app_data(error::json_config())
             .app_data(error::query_config())
+            .app_data(error::path_config())
             .wrap(middleware::from_fn(metrics::track))
             .configure(routes::configure)
             .default_service(web::to(error::route_not_found))

@@ -1,6 +1,7 @@
-//! What every request shares: the database, the keys, the throttle, the bus
-//! and the metrics. Built once in [`crate::run`], cloned into each worker.
+//! What every request shares: the database, the chunk store, the keys, the
+//! throttle, the bus and the metrics. Built once in [`crate::run`], cloned into each worker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,6 +9,7 @@ use filesync_core::config::Config;
 use filesync_core::db::{Db, DbConn};
 use filesync_core::jwt::JwtKeys;
 use filesync_core::password::Passwords;
+use filesync_core::storage::{ChunkStore, LocalDirStore};
 
 use crate::bus::Bus;
 use crate::error::{ApiError, ApiResult};
@@ -17,6 +19,8 @@ use crate::throttle::LoginThrottle;
 #[derive(Debug)]
 pub struct AppState {
     pub db: Db,
+    /// The chunks the sync nodes stored (`config.storage_dir()`); read-only here.
+    pub store: Arc<dyn ChunkStore>,
     pub jwt: JwtKeys,
     pub passwords: Passwords,
     pub throttle: LoginThrottle,
@@ -34,10 +38,15 @@ impl AppState {
         let db = tokio::task::spawn_blocking(move || Db::open(&url, pool_size)).await??;
         let cost = config.bcrypt_cost;
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost)).await??;
+        let storage = config.storage_dir();
+        let store = tokio::task::spawn_blocking(move || LocalDirStore::open(&storage))
+            .await?
+            .with_context(|| format!("cannot open the chunk store {}", config.storage_dir().display()))?;
         let bus = config.redis_url.as_deref().map(Bus::new).transpose().context("invalid FILESYNC_REDIS_URL")?;
         tracing::info!(db.backend = ?db.backend(), bcrypt.cost = cost, "state ready");
         Ok(AppState {
             db,
+            store: Arc::new(store),
             jwt: JwtKeys::new(&config.jwt_secret, config.jwt_ttl_secs),
             passwords,
             throttle: LoginThrottle::new(config.login_max_failures, Duration::from_secs(config.login_window_secs)),

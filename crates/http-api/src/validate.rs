@@ -108,6 +108,11 @@ pub fn workspace_name(raw: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A path inside a workspace, by the sync engine's rules (`filesync_core::path`).
+pub fn workspace_path(raw: &str) -> ApiResult<()> {
+    filesync_core::path::validate(raw).map_err(|e| ApiError::invalid("invalid_path", e.to_string()))
+}
+
 /// The role given to a new member: `editor` (the default) or `viewer`.
 pub fn member_role(raw: Option<&str>) -> ApiResult<Role> {
     match raw.unwrap_or("editor") {
@@ -173,6 +178,14 @@ mod tests {
         }
         for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", "tab\there", &"é".repeat(128)] {
             assert!(workspace_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn workspace_paths() {
+        assert!(workspace_path("docs/a b/ü.txt").is_ok());
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "a\\b", "a\0b", &"x".repeat(256)] {
+            assert!(matches!(workspace_path(bad), Err(ApiError::Invalid { code: "invalid_path", .. })), "{bad:?}");
         }
     }
 

@@ -2,7 +2,11 @@
 //! hand, so a schema change can never leak a column (such as a password
 //! hash) into a response.
 
+use chrono::{DateTime, Utc};
+use filesync_core::chunking::hex;
 use filesync_core::db::accounts::{Member, MemberWorkspace, User};
+use filesync_core::proto::presence::PresenceEntry;
+use filesync_core::proto::{Change, EntryKind};
 use filesync_core::Role;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Serialize;
@@ -59,6 +63,118 @@ pub struct MemberJson {
 impl From<Member> for MemberJson {
     fn from(m: Member) -> MemberJson {
         MemberJson { user_id: m.user_id, username: m.username, email: m.email, role: m.role }
+    }
+}
+
+/// The current head of a path, as `/workspaces/{id}/files` lists it.
+#[derive(Debug, Serialize)]
+pub struct FileJson {
+    pub path: String,
+    /// `file` or `dir`.
+    pub kind: &'static str,
+    /// The seq of the journal row that made this head (`version` and `seq` are the same number).
+    pub version: i64,
+    pub seq: i64,
+    pub size: u64,
+    /// BLAKE3 of the content, hex; `null` for a directory.
+    pub hash: Option<String>,
+    pub modified_by: Option<String>,
+    pub modified_at: DateTime<Utc>,
+}
+
+impl FileJson {
+    pub fn new(c: Change, modified_by: Option<String>) -> FileJson {
+        FileJson {
+            kind: c.kind.as_str(),
+            version: c.seq,
+            seq: c.seq,
+            size: c.size,
+            hash: content_hash(&c),
+            modified_by,
+            modified_at: committed_at(&c),
+            path: c.path,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthorJson {
+    pub id: i64,
+    pub username: Option<String>,
+}
+
+/// One journal row touching a path, as `/workspaces/{id}/history` lists it.
+#[derive(Debug, Serialize)]
+pub struct VersionJson {
+    pub version: i64,
+    pub seq: i64,
+    /// `put`, `delete`, `move` or `restore`.
+    pub op: &'static str,
+    pub kind: &'static str,
+    /// The path after the change (a move's destination).
+    pub path: String,
+    /// A move's source.
+    pub from_path: Option<String>,
+    /// True if `path` did not exist after this change.
+    pub deleted: bool,
+    pub size: u64,
+    pub hash: Option<String>,
+    pub author: AuthorJson,
+    pub device_id: String,
+    pub modified_at: DateTime<Utc>,
+}
+
+impl VersionJson {
+    pub fn new(c: Change, username: Option<String>) -> VersionJson {
+        VersionJson {
+            version: c.seq,
+            seq: c.seq,
+            op: c.op.as_str(),
+            kind: c.kind.as_str(),
+            deleted: c.deleted,
+            size: c.size,
+            hash: content_hash(&c),
+            author: AuthorJson { id: c.author_id.0, username },
+            modified_at: committed_at(&c),
+            path: c.path,
+            from_path: c.from_path,
+            device_id: c.device_id,
+        }
+    }
+}
+
+/// A directory or a deletion has no content, hence no hash.
+fn content_hash(c: &Change) -> Option<String> {
+    (c.kind == EntryKind::File && !c.deleted).then(|| hex(&c.content_hash))
+}
+
+fn committed_at(c: &Change) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(c.committed_at_ms).unwrap_or_default()
+}
+
+/// One connected device, as `/workspaces/{id}/presence` lists it.
+#[derive(Debug, Serialize)]
+pub struct DeviceJson {
+    pub user_id: i64,
+    pub username: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub node_id: String,
+    pub peer_addr: String,
+    pub connected_at: DateTime<Utc>,
+}
+
+impl DeviceJson {
+    pub fn new(e: PresenceEntry, username: String) -> DeviceJson {
+        DeviceJson {
+            user_id: e.user_id.0,
+            username,
+            device_id: e.device_id,
+            device_name: e.device_name,
+            node_id: e.node_id,
+            peer_addr: e.peer_addr,
+            connected_at: e.connected_at,
+        }
     }
 }
 

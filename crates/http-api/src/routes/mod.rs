@@ -2,7 +2,9 @@
 //! JSON 405, and any unknown path a JSON 404 (see [`crate::app`]).
 
 mod accounts;
+mod files;
 mod health;
+mod presence;
 mod workspaces;
 
 use actix_web::{web, Resource};
@@ -22,6 +24,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/view-shared-workspaces").route(web::get().to(workspaces::shared_workspaces)))
         .service(resource("/view-shared-users").route(web::get().to(workspaces::shared_users)))
         .service(resource("/workspaces").route(web::get().to(workspaces::all_workspaces)))
+        .service(resource("/download-workspace").route(web::post().to(files::download_workspace)))
+        .service(resource("/workspaces/{id}/files").route(web::get().to(files::list_files)))
+        .service(resource("/workspaces/{id}/history").route(web::get().to(files::history)))
+        .service(resource("/workspaces/{id}/restore").route(web::post().to(files::restore)))
+        .service(resource("/workspaces/{id}/presence").route(web::get().to(presence::presence)))
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/metrics").route(web::get().to(health::metrics)));

@@ -1,0 +1,58 @@
+//! `/workspaces/{id}/presence`: the connected devices of the workspace's members.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpResponse};
+use filesync_core::db::accounts;
+use filesync_core::{UserId, WorkspaceId};
+use serde::Serialize;
+
+use crate::auth::AuthUser;
+use crate::authz::{authorize, Action};
+use crate::bus::REDIS_TIMEOUT;
+use crate::error::{ApiError, ApiResult};
+use crate::presence;
+use crate::state::AppState;
+use crate::wire::DeviceJson;
+
+#[derive(Serialize)]
+struct PresenceResponse {
+    /// `redis`, or `none` when this process has no Redis to read presence from.
+    source: &'static str,
+    devices: Vec<DeviceJson>,
+}
+
+pub async fn presence(state: web::Data<AppState>, user: AuthUser, ws: web::Path<i64>) -> ApiResult<HttpResponse> {
+    let ws = WorkspaceId(ws.into_inner());
+    let members = state
+        .read(move |conn| {
+            authorize(conn, user.id, ws, Action::ReadFiles)?;
+            Ok(accounts::members_of(conn, ws)?)
+        })
+        .await?;
+    let Some(bus) = &state.bus else {
+        return Ok(HttpResponse::Ok().json(PresenceResponse { source: "none", devices: Vec::new() }));
+    };
+    let names: HashMap<UserId, String> = members.into_iter().map(|m| (UserId(m.user_id), m.username)).collect();
+    let ids: Vec<UserId> = names.keys().copied().collect();
+    let mut conn = bus.connection();
+    let entries = match tokio::time::timeout(REDIS_TIMEOUT, presence::devices_of(&mut conn, &ids)).await {
+        Ok(Ok(entries)) => entries,
+        Ok(Err(e)) => {
+            tracing::warn!(workspace.id = ws.0, error = %e, "cannot read presence from Redis");
+            return Err(ApiError::Unavailable);
+        }
+        Err(_) => {
+            tracing::warn!(workspace.id = ws.0, "reading presence from Redis timed out");
+            return Err(ApiError::Unavailable);
+        }
+    };
+    let mut devices: Vec<DeviceJson> = entries
+        .into_iter()
+        .filter_map(|e| names.get(&e.user_id).cloned().map(|name| DeviceJson::new(e, name)))
+        .collect();
+    devices.sort_by(|a, b| {
+        (&a.username, &a.device_name, a.connected_at).cmp(&(&b.username, &b.device_name, b.connected_at))
+    });
+    Ok(HttpResponse::Ok().json(PresenceResponse { source: "redis", devices }))
+}

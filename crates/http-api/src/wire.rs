@@ -97,17 +97,11 @@ impl FileJson {
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct AuthorJson {
-    pub id: i64,
-    pub username: Option<String>,
-}
-
 /// One journal row touching a path, as `/workspaces/{id}/history` lists it.
 #[derive(Debug, Serialize)]
 pub struct VersionJson {
+    /// The seq of the journal row.
     pub version: i64,
-    pub seq: i64,
     /// `put`, `delete`, `move` or `restore`.
     pub op: &'static str,
     pub kind: &'static str,
@@ -119,23 +113,26 @@ pub struct VersionJson {
     pub deleted: bool,
     pub size: u64,
     pub hash: Option<String>,
-    pub author: AuthorJson,
+    /// The author's username (`null` if the account is gone).
+    pub author: Option<String>,
+    pub author_id: i64,
     pub device_id: String,
-    pub modified_at: DateTime<Utc>,
+    /// When the version was committed.
+    pub created_at: DateTime<Utc>,
 }
 
 impl VersionJson {
-    pub fn new(c: Change, username: Option<String>) -> VersionJson {
+    pub fn new(c: Change, author: Option<String>) -> VersionJson {
         VersionJson {
             version: c.seq,
-            seq: c.seq,
             op: c.op.as_str(),
             kind: c.kind.as_str(),
             deleted: c.deleted,
             size: c.size,
             hash: content_hash(&c),
-            author: AuthorJson { id: c.author_id.0, username },
-            modified_at: committed_at(&c),
+            author,
+            author_id: c.author_id.0,
+            created_at: committed_at(&c),
             path: c.path,
             from_path: c.from_path,
             device_id: c.device_id,

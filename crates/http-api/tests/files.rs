@@ -214,11 +214,14 @@ async fn files_history_download_and_restore() {
         let hist = |path: &str| format!("/workspaces/{}/history?path={}", p.ws, urlencode(path));
         let (status, body) = srv.get(&hist("docs/a.txt"), Some(bob)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let seqs: Vec<i64> = body["versions"].as_array().unwrap().iter().map(|v| v["seq"].as_i64().unwrap()).collect();
+        let seqs: Vec<i64> =
+            body["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
         assert_eq!(seqs, vec![v2, v1]);
         let newest = &body["versions"][0];
         assert_eq!((newest["op"].as_str(), newest["device_id"].as_str()), (Some("put"), Some("dev-laptop")));
-        assert_eq!(newest["author"], json!({"id": p.alice.0, "username": "alice"}));
+        assert_eq!((newest["author"].as_str(), newest["author_id"].as_i64()), (Some("alice"), Some(p.alice.0)));
+        let at: chrono::DateTime<Utc> = newest["created_at"].as_str().unwrap().parse().expect("RFC 3339");
+        assert!((Utc::now() - at).num_minutes().abs() < 10, "{at}");
         let (_, body) = srv.get(&hist("old.txt"), Some(alice)).await;
         let ops: Vec<(&str, bool)> = body["versions"]
             .as_array()
@@ -287,7 +290,7 @@ async fn files_history_download_and_restore() {
         assert_eq!(body["files"][0]["hash"], hex(&chunking::hash(b"hello")));
         let (_, body) = srv.get(&hist("docs/a.txt"), Some(bob)).await;
         assert_eq!(
-            (body["versions"][0]["op"].as_str(), body["versions"][0]["seq"].as_i64()),
+            (body["versions"][0]["op"].as_str(), body["versions"][0]["version"].as_i64()),
             (Some("restore"), Some(new_seq))
         );
         assert_eq!(body["versions"][0]["device_id"], "http-api");

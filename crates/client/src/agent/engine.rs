@@ -535,6 +535,7 @@ impl FolderSync {
                             tracing::info!(workspace.id = %self.ws, from = %from, to = %to, seq = done.seq, "moved");
                             self.store.remove(&from);
                             self.record(&to, done.version, &meta, &scan);
+                            self.store.advance_past_own(done.seq);
                         }
                         Err(RemoteError::Refused { code, message }) => {
                             // Changed meanwhile on the server: send it as a new file; the delete follows the table.
@@ -560,6 +561,7 @@ impl FolderSync {
             Ok(done) => {
                 tracing::info!(workspace.id = %self.ws, path = rel, seq = done.seq, "deleted");
                 self.store.remove(rel);
+                self.store.advance_past_own(done.seq);
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) if code == "not_found" => {
@@ -603,9 +605,11 @@ impl FolderSync {
             Ok(Committed { version, seq, conflict_path: None, .. }) => {
                 tracing::info!(workspace.id = %self.ws, path = rel, seq, size = scan.size, "uploaded");
                 self.record(rel, version, &meta, &scan);
+                self.store.advance_past_own(seq);
                 Ok(())
             }
-            Ok(Committed { version, conflict_path: Some(copy), .. }) => {
+            Ok(Committed { version, seq, conflict_path: Some(copy), .. }) => {
+                self.store.advance_past_own(seq);
                 tracing::warn!(workspace.id = %self.ws, path = rel, conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
                 let renamed = local::rename(&self.root, rel, &copy);
                 self.store.mark_pending(rel, false);

@@ -195,7 +195,7 @@ async fn run_folder(
     mut stop: signal::Receiver<bool>,
 ) -> Result<(), FolderFailure> {
     let ws = folder.workspace_id;
-    let store = StateStore::load(&cfg.home.state_path(ws), ws)?;
+    let store = StateStore::load(&cfg.home.state_path(ws), ws, &folder.root)?;
     if !folder.root.is_dir() {
         return Err(SyncError::Fatal(format!("the linked folder {} is missing", folder.root.display())).into());
     }
@@ -301,15 +301,15 @@ pub struct DownloadReport {
 pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -> Result<DownloadReport, AgentError> {
     let scratch = tempfile::tempdir_in(config.home.dir())
         .map_err(|e| AgentError::Home(HomeError::Io { path: config.home.dir().to_path_buf(), source: e }))?;
-    let store = StateStore::load(&scratch.path().join("state.json"), ws.id)?;
+    let root = std::fs::canonicalize(dir)
+        .map_err(|e| AgentError::Home(HomeError::Io { path: dir.to_path_buf(), source: e }))?;
+    let store = StateStore::load(&scratch.path().join("state.json"), ws.id, &root)?;
     let ident = Identity {
         device_id: config.device_id.clone(),
         device_name: config.device_name.clone(),
         username: config.username.clone(),
     };
     let ui = Ui::new(config.progress, false);
-    let root = std::fs::canonicalize(dir)
-        .map_err(|e| AgentError::Home(HomeError::Io { path: dir.to_path_buf(), source: e }))?;
     let mut sync = FolderSync::new(ws.id, ws.name.clone(), root, store, ws.role, ident, ui);
     sync.read_only = true;
     let mut last = String::new();

@@ -41,6 +41,9 @@ pub struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderState {
     pub workspace_id: Option<WorkspaceId>,
+    /// The folder this state describes; a state never carries over to another folder.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
     /// Every journal change up to this seq has been applied here.
     pub last_seq: i64,
     pub files: BTreeMap<String, Entry>,
@@ -66,11 +69,12 @@ pub struct StateStore {
 impl StateStore {
     /// Loads the state, or starts empty. A damaged file is an error, never silently reset:
     /// starting over would turn every local file into an upload and every deletion into a download.
-    pub fn load(path: &Path, ws: WorkspaceId) -> Result<StateStore, HomeError> {
+    pub fn load(path: &Path, ws: WorkspaceId, root: &Path) -> Result<StateStore, HomeError> {
         let mut state: FolderState = read_json(path)?.unwrap_or_default();
-        if state.workspace_id != Some(ws) {
-            // A state for another workspace (the link changed): start over for this one.
-            state = FolderState { workspace_id: Some(ws), ..FolderState::default() };
+        if state.workspace_id != Some(ws) || state.root.as_deref() != Some(root) {
+            // A state for another workspace or folder (the link changed): start over. Reusing it
+            // would make every file it lists look deleted here.
+            state = FolderState { workspace_id: Some(ws), root: Some(root.to_path_buf()), ..FolderState::default() };
         }
         Ok(StateStore { path: path.to_path_buf(), state, dirty: false })
     }
@@ -110,6 +114,13 @@ impl StateStore {
         if seq > self.state.last_seq {
             self.state.last_seq = seq;
             self.dirty = true;
+        }
+    }
+
+    /// Moves `last_seq` to our own commit `seq` if it directly follows: nothing can have been missed.
+    pub fn advance_past_own(&mut self, seq: i64) {
+        if seq == self.state.last_seq + 1 {
+            self.advance(seq);
         }
     }
 
@@ -207,16 +218,18 @@ mod tests {
     fn state_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/ws-1.json");
-        let mut s = StateStore::load(&path, WorkspaceId(1)).unwrap();
+        let root = Path::new("/r");
+        let mut s = StateStore::load(&path, WorkspaceId(1), root).unwrap();
         s.set("a.txt", entry(3));
         s.advance(7);
         s.advance(5);
         s.save().unwrap();
-        let again = StateStore::load(&path, WorkspaceId(1)).unwrap();
+        let again = StateStore::load(&path, WorkspaceId(1), root).unwrap();
         assert_eq!(again.state.last_seq, 7);
         assert_eq!(again.get("a.txt"), Some(&entry(3)));
-        // Another workspace's state is not reused.
-        assert!(StateStore::load(&path, WorkspaceId(2)).unwrap().state.files.is_empty());
+        // Another workspace's or another folder's state is not reused.
+        assert!(StateStore::load(&path, WorkspaceId(2), root).unwrap().state.files.is_empty());
+        assert!(StateStore::load(&path, WorkspaceId(1), Path::new("/other")).unwrap().state.files.is_empty());
     }
 
     #[test]
@@ -224,13 +237,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ws-1.json");
         std::fs::write(&path, b"{\"last_seq\": \"x\"").unwrap();
-        assert!(StateStore::load(&path, WorkspaceId(1)).is_err());
+        assert!(StateStore::load(&path, WorkspaceId(1), Path::new("/r")).is_err());
     }
 
     #[test]
     fn under_lists_a_directory_and_nothing_beside_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = StateStore::load(&dir.path().join("s.json"), WorkspaceId(1)).unwrap();
+        let mut s = StateStore::load(&dir.path().join("s.json"), WorkspaceId(1), dir.path()).unwrap();
         for p in ["a/x", "a/y/z", "a-b", "a.txt", "ab/c", "a"] {
             s.set(p, entry(1));
         }

@@ -127,19 +127,21 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             link_folder(ctx, &ws, &dir, no_sync).await
         }
         WorkspaceCommand::Unlink { workspace } => {
-            let mut folders = ctx.home.folders()?;
             let as_path = absolute(Path::new(&workspace)).ok();
-            let before = folders.len();
-            folders.retain(|f| {
-                f.workspace_id.to_string() != workspace
-                    && f.workspace_name != workspace
-                    && as_path.as_deref() != Some(f.root.as_path())
+            let (gone, kept): (Vec<LinkedFolder>, Vec<LinkedFolder>) = ctx.home.folders()?.into_iter().partition(|f| {
+                f.workspace_id.to_string() == workspace
+                    || f.workspace_name == workspace
+                    || as_path.as_deref() == Some(f.root.as_path())
             });
-            if folders.len() == before {
+            if gone.is_empty() {
                 bail!("{workspace:?} is not linked here (see `filesync status`)");
             }
-            ctx.home.save_folders(&folders)?;
-            println!("unlinked {workspace}; the files stay where they are");
+            ctx.home.save_folders(&kept)?;
+            for f in gone {
+                // The state describes this folder only; a later link starts afresh.
+                let _ = std::fs::remove_file(ctx.home.state_path(f.workspace_id));
+                println!("unlinked {} from {}; the files stay where they are", f.workspace_name, f.root.display());
+            }
             Ok(())
         }
     }

@@ -109,7 +109,7 @@ impl Cli {
             .env_remove("FILESYNC_SERVER")
             .env_remove("FILESYNC_SYNC")
             .env_remove("FILESYNC_HOME")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("FILESYNC_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -132,6 +132,9 @@ impl Cli {
     /// Runs a command that must succeed; returns its stdout.
     pub async fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin).await;
+        if std::env::var_os("FILESYNC_TEST_LOG").is_some() {
+            eprintln!("--- filesync {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
         assert!(
             out.status.success(),
             "`filesync {}` failed: {}{}",
@@ -171,5 +174,193 @@ impl Cli {
             Some(&format!("password-{name}\n")),
         )
         .await;
+    }
+}
+
+/// A redis-server of our own on a free port, so no other test's events or presence keys mix in.
+pub struct TestRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl TestRedis {
+    pub fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return TestRedis { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP sync node on a fresh port.
+pub async fn start_node(config: Config) -> Daemon {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(filesync_tcp_sync::run(listener, config, async {
+        let _ = rx.await;
+    }));
+    Daemon { addr, shutdown: Some(tx), task: Some(task) }
+}
+
+/// Everything on the server side: a database, Redis, the HTTP API and `nodes` sync nodes.
+pub struct Stack {
+    pub http: Daemon,
+    pub nodes: Vec<Daemon>,
+    pub dir: tempfile::TempDir,
+    _redis: TestRedis,
+    _db: TestDb,
+}
+
+impl Stack {
+    pub async fn start(backend: Backend, nodes: usize) -> Stack {
+        let db = test_db(backend).await;
+        // FILESYNC_TEST_KEEP=1 keeps the folders, homes and agent logs for a look after the test.
+        let dir = tempfile::Builder::new()
+            .prefix("filesync-e2e-")
+            .disable_cleanup(std::env::var_os("FILESYNC_TEST_KEEP").is_some())
+            .tempdir()
+            .expect("tempdir");
+        let redis = TestRedis::start();
+        let mut cfg = config(&db, &dir.path().join("data"), false);
+        cfg.redis_url = Some(redis.url());
+        let http = start_http(cfg.clone()).await;
+        let mut started = Vec::new();
+        for i in 0..nodes {
+            let mut node_cfg = cfg.clone();
+            node_cfg.node_id = Some(format!("node-{}", i + 1));
+            started.push(start_node(node_cfg).await);
+        }
+        Stack { http, nodes: started, dir, _redis: redis, _db: db }
+    }
+
+    pub fn node_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// A person's CLI talking to these nodes, in the given order.
+    pub fn cli(&self, name: &str, sync: &[String]) -> Cli {
+        Cli::new(self.dir.path().join(format!("home-{name}")), &self.http.addr, sync)
+    }
+}
+
+/// A running `filesync sync` process; killed when dropped.
+pub struct Agent {
+    child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+impl Cli {
+    /// Starts `filesync sync` in the background; its log goes to `<home>/agent.log`.
+    pub fn spawn_sync(&self) -> Agent {
+        std::fs::create_dir_all(&self.home).expect("home");
+        let log = self.home.join("agent.log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_filesync"));
+        cmd.args(["sync", "--no-notify", "--no-progress", "--home"])
+            .arg(&self.home)
+            .args(["--server", &self.server])
+            .env_remove("FILESYNC_SERVER")
+            .env_remove("FILESYNC_HOME")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        if !self.sync.is_empty() {
+            cmd.arg("--sync").arg(self.sync.join(","));
+        }
+        Agent { child: cmd.spawn().expect("spawn filesync sync"), log }
+    }
+}
+
+impl Agent {
+    /// SIGKILL: no chance to clean up or save.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the agent stops after SIGTERM")
+            .expect("wait");
+        assert!(
+            status.success(),
+            "agent exited with {status}: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Every file under `root` and the BLAKE3 of its content, by `/`-separated relative path.
+pub fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                walk(root, &p, out);
+            } else if ft.is_file() {
+                let rel = p.strip_prefix(root).expect("inside").to_string_lossy().replace('\\', "/");
+                let hash = std::fs::read(&p).map(|b| blake3::hash(&b).to_hex().to_string()).unwrap_or_default();
+                out.insert(rel, hash);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Polls `check` until it holds, failing the test after `within`.
+pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    eventually_async(what, within, || std::future::ready(check())).await;
+}
+
+/// [`eventually`] for checks that run commands.
+pub async fn eventually_async<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,310 @@
+//! Two people share a folder. Real servers (the HTTP API, two sync nodes,
+//! MariaDB, a Redis of the test's own), two `filesync sync` processes with
+//! separate homes and folders, each on its own node. Every story ends with both
+//! folders and the server (a fresh `workspace download`) identical by hash.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use filesync_core::db::Backend;
+
+use support::{eventually, eventually_async, tree, Cli, Stack};
+
+/// Longest a change may take to reach the other folder before the test fails (not a speed check).
+const SYNCED: Duration = Duration::from_secs(60);
+
+struct Pair {
+    stack: Stack,
+    alice: Cli,
+    bob: Cli,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+/// Alice creates `team` and shares it with bob as `bob_role`; both link a folder. Alice syncs
+/// through node 1 then 2, bob through node 2 then 1.
+async fn pair(backend: Backend, bob_role: &str) -> Pair {
+    let stack = Stack::start(backend, 2).await;
+    let nodes = stack.node_addrs();
+    let alice = stack.cli("alice", &[nodes[0].clone(), nodes[1].clone()]);
+    let bob = stack.cli("bob", &[nodes[1].clone(), nodes[0].clone()]);
+    alice.register("alice").await;
+    bob.register("bob").await;
+    let a = stack.dir.path().join("alice-folder");
+    let b = stack.dir.path().join("bob-folder");
+    alice.ok(&["workspace", "create", "team", a.to_str().unwrap(), "--no-sync"], None).await;
+    alice.ok(&["workspace", "share", "team", "bob@example.com", "--role", bob_role], None).await;
+    bob.ok(&["workspace", "link", "team", b.to_str().unwrap(), "--no-sync"], None).await;
+    Pair { stack, alice, bob, a, b }
+}
+
+impl Pair {
+    /// What the server holds now, fetched into a new folder with alice's CLI.
+    async fn server_tree(&self) -> BTreeMap<String, String> {
+        let dir = self.stack.dir.path().join(format!("server-{}", uuid::Uuid::new_v4().simple()));
+        self.alice.ok(&["workspace", "download", "team", dir.to_str().unwrap()], None).await;
+        tree(&dir)
+    }
+
+    /// Waits until both folders are identical, then checks the server has the same.
+    async fn converge(&self, what: &str) -> BTreeMap<String, String> {
+        let (a, b) = (self.a.clone(), self.b.clone());
+        eventually(what, SYNCED, || tree(&a) == tree(&b)).await;
+        let now = tree(&self.a);
+        assert_eq!(self.server_tree().await, now, "server differs after: {what}");
+        now
+    }
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The agent's temp files (downloads in progress) under `root`; names only, nothing is read.
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+            } else if e.file_name().to_string_lossy().starts_with(".filesync-tmp-") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everyday_changes_reach_the_other_folder_and_the_server() {
+    let p = pair(Backend::Mysql, "editor").await;
+    let agent_a = p.alice.spawn_sync();
+    let agent_b = p.bob.spawn_sync();
+
+    write(&p.a, "hello.txt", b"hello from alice\n");
+    p.converge("a new file").await;
+    assert_eq!(std::fs::read(p.b.join("hello.txt")).unwrap(), b"hello from alice\n");
+
+    write(&p.a, "d1/d2/d3/deep.txt", b"deep");
+    write(&p.a, "empty.txt", b"");
+    write(&p.a, "bin.dat", &pseudo_random(3 * 1024 * 1024 + 7, 1));
+    write(&p.a, "run.sh", b"#!/bin/sh\necho hi\n");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p.a.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let now = p.converge("nested directories, an empty file, a binary file").await;
+    assert_eq!(now.len(), 5, "{now:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let b = p.b.clone();
+        eventually("the mode bits arrive", SYNCED, || {
+            std::fs::metadata(b.join("run.sh")).map(|m| m.permissions().mode() & 0o777 == 0o755).unwrap_or(false)
+        })
+        .await;
+    }
+
+    // An edit in the middle of a large file: the other side takes the unchanged chunks from its old copy.
+    let mut bin = std::fs::read(p.a.join("bin.dat")).unwrap();
+    bin[1_500_000..1_500_100].copy_from_slice(&[0xee; 100]);
+    write(&p.a, "bin.dat", &bin);
+    p.converge("an edit in the middle of a binary file").await;
+    let reused_most = || {
+        agent_b.log_text().lines().filter(|l| l.contains("downloaded") && l.contains("\"bin.dat\"")).any(|l| {
+            let digits: String =
+                l.split("reused_bytes").nth(1).unwrap_or("").chars().filter(char::is_ascii_digit).collect();
+            digits.parse::<u64>().is_ok_and(|n| n > 2 * 1024 * 1024)
+        })
+    };
+    eventually("bob's download reuses the unchanged chunks", SYNCED, reused_most).await;
+
+    write(&p.b, "hello.txt", b"bob was here\n");
+    p.converge("an edit on the other side").await;
+    assert_eq!(std::fs::read(p.a.join("hello.txt")).unwrap(), b"bob was here\n");
+
+    std::fs::remove_file(p.a.join("empty.txt")).unwrap();
+    let now = p.converge("a delete").await;
+    assert!(!now.contains_key("empty.txt"));
+
+    std::fs::rename(p.b.join("bin.dat"), p.b.join("moved.dat")).unwrap();
+    let now = p.converge("a rename").await;
+    assert!(now.contains_key("moved.dat") && !now.contains_key("bin.dat"), "{now:?}");
+
+    std::fs::rename(p.a.join("d1"), p.a.join("top")).unwrap();
+    let now = p.converge("a directory rename").await;
+    assert!(now.contains_key("top/d2/d3/deep.txt") && !now.keys().any(|k| k.starts_with("d1/")), "{now:?}");
+    assert!(!p.b.join("d1").exists(), "the old directory is gone on the other side");
+
+    // Ignore rules: the rules file itself syncs; an ignored file never leaves its machine.
+    write(&p.a, ".filesyncignore", b"*.log\n");
+    p.converge("the ignore file").await;
+    write(&p.a, "secret.log", b"do not share");
+    write(&p.a, "after.txt", b"written after the secret");
+    let b = p.b.clone();
+    eventually("a file written after the ignored one", SYNCED, || b.join("after.txt").exists()).await;
+    let mut a_tree = tree(&p.a);
+    assert!(a_tree.remove("secret.log").is_some());
+    eventually("folders equal apart from the ignored file", SYNCED, || tree(&b) == a_tree).await;
+    assert!(!p.server_tree().await.contains_key("secret.log"), "the ignored file reached the server");
+
+    agent_a.stop().await;
+    agent_b.stop().await;
+    assert!(temp_files(&p.a).is_empty() && temp_files(&p.b).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_on_both_sides_while_one_is_offline_keep_both_versions() {
+    let p = pair(Backend::Mysql, "editor").await;
+    let agent_a = p.alice.spawn_sync();
+    let agent_b = p.bob.spawn_sync();
+    write(&p.a, "plan.txt", b"version 1\n");
+    p.converge("the first version").await;
+
+    agent_b.stop().await;
+    write(&p.a, "plan.txt", b"alice's version 2\n");
+    let alices = blake3::hash(b"alice's version 2\n").to_hex().to_string();
+    eventually_async("alice's edit reaches the server", SYNCED, || async {
+        p.server_tree().await.get("plan.txt") == Some(&alices)
+    })
+    .await;
+    write(&p.b, "plan.txt", b"bob's offline version 2\n");
+    let agent_b = p.bob.spawn_sync();
+
+    let now = p.converge("a conflict").await;
+    let contents: Vec<Vec<u8>> = now.keys().map(|k| std::fs::read(p.a.join(k)).unwrap()).collect::<Vec<_>>();
+    assert_eq!(now.len(), 2, "the file and one conflict copy: {now:?}");
+    assert!(contents.contains(&b"alice's version 2\n".to_vec()), "{now:?}");
+    assert!(contents.contains(&b"bob's offline version 2\n".to_vec()), "{now:?}");
+    let copy = now.keys().find(|k| k.as_str() != "plan.txt").unwrap();
+    assert!(copy.starts_with("plan (conflict bob ") && copy.ends_with(".txt"), "{copy}");
+    let status = p.bob.ok(&["status"], None).await;
+    assert!(status.contains("conflict copy: plan (conflict bob"), "{status}");
+    agent_a.stop().await;
+    agent_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewers_edit_stays_local() {
+    let p = pair(Backend::Mysql, "viewer").await;
+    let agent_a = p.alice.spawn_sync();
+    let agent_b = p.bob.spawn_sync();
+    write(&p.a, "readme.txt", b"from the owner\n");
+    p.converge("the owner's file").await;
+
+    write(&p.b, "readme.txt", b"the viewer scribbled here\n");
+    write(&p.b, "mine.txt", b"a viewer's new file\n");
+    eventually_async("the viewer's edits are reported as kept local", SYNCED, || async {
+        let status = p.bob.ok(&["status"], None).await;
+        status.contains("kept local (viewer): mine.txt") && status.contains("kept local (viewer): readme.txt")
+    })
+    .await;
+    // The agent keeps working: a later change by the owner still arrives.
+    write(&p.a, "later.txt", b"later");
+    let b = p.b.clone();
+    eventually("the owner's later file", SYNCED, || b.join("later.txt").exists()).await;
+    assert_eq!(std::fs::read(p.a.join("readme.txt")).unwrap(), b"from the owner\n");
+    assert!(!p.a.join("mine.txt").exists());
+    assert_eq!(std::fs::read(p.b.join("readme.txt")).unwrap(), b"the viewer scribbled here\n", "kept locally");
+    let server = p.server_tree().await;
+    assert_eq!(server, tree(&p.a), "the server has only the owner's files");
+    let log = agent_b.log_text();
+    assert_eq!(log.matches("you are a viewer here").count(), 2, "reported once per file: {log}");
+    agent_a.stop().await;
+    agent_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_survives_a_killed_download_and_a_node_going_away() {
+    let mut p = pair(Backend::Mysql, "editor").await;
+    let agent_a = p.alice.spawn_sync();
+    let agent_b = p.bob.spawn_sync();
+    write(&p.a, "small.txt", b"warm-up");
+    p.converge("a small file").await;
+
+    // 200 MiB, streamed through every step (scan, upload, download, rename). Its content is a
+    // 4 MiB random block repeated, so the node stores and sends each distinct chunk once: this
+    // test is about a large file on the client, not about the node's disk speed.
+    let block = pseudo_random(4 * 1024 * 1024, 7);
+    let big: Vec<u8> = block.iter().copied().cycle().take(200 * 1024 * 1024).collect();
+    write(&p.a, "big.bin", &big);
+    drop(big);
+    // Bob is killed while it downloads (a temp file beside the target), and finishes after a restart.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut caught_mid_download = false;
+    loop {
+        if !temp_files(&p.b).is_empty() {
+            caught_mid_download = true;
+            break;
+        }
+        if p.b.join("big.bin").exists() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "bob never started downloading");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    agent_b.kill().await;
+    let want = tree(&p.a)["big.bin"].clone();
+    if p.b.join("big.bin").exists() {
+        assert_eq!(tree(&p.b)["big.bin"], want, "a file in place is always whole");
+    }
+    let agent_b = p.bob.spawn_sync();
+    let now = p.converge("the large file after a restart").await;
+    assert_eq!(now["big.bin"], want);
+    assert!(temp_files(&p.b).is_empty(), "the partial download was cleaned up");
+    if caught_mid_download {
+        assert!(agent_b.log_text().contains("removed partial downloads"), "{}", agent_b.log_text());
+    }
+
+    // Bob's node (node 2) goes away: bob moves to node 1 and keeps syncing both ways.
+    p.stack.nodes.remove(1).stop().await;
+    write(&p.a, "after-failover.txt", b"still syncing");
+    write(&p.b, "from-bob.txt", b"bob on the other node");
+    let now = p.converge("changes after the node went away").await;
+    assert!(now.contains_key("after-failover.txt") && now.contains_key("from-bob.txt"));
+    agent_a.stop().await;
+    agent_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_on_sqlite_reconciles_and_exits() {
+    let p = pair(Backend::Sqlite, "editor").await;
+    write(&p.a, "notes/one.txt", b"one");
+    p.alice.ok(&["sync", "--once"], None).await;
+    p.bob.ok(&["sync", "--once"], None).await;
+    assert_eq!(tree(&p.b), tree(&p.a));
+    // A restart re-uploads and re-downloads nothing: the state knows what is in sync.
+    let before = p.alice.ok(&["status"], None).await;
+    p.alice.ok(&["sync", "--once"], None).await;
+    assert_eq!(p.alice.ok(&["status"], None).await, before);
+    // Linking an empty folder fills it from the server.
+    let c = p.stack.dir.path().join("alice-second-copy");
+    p.alice.ok(&["workspace", "unlink", "team"], None).await;
+    p.alice.ok(&["workspace", "link", "team", c.to_str().unwrap()], None).await;
+    assert_eq!(tree(&c), tree(&p.a));
+    // No node reachable: one clear line, non-zero exit.
+    let dead = Cli::new(p.alice.home.clone(), &p.alice.server, &["127.0.0.1:9".to_owned()]);
+    let err = dead.fails(&["sync", "--once"], None).await;
+    assert!(err.contains("cannot reach any sync node"), "{err}");
+}

@@ -303,8 +303,55 @@ async fn sync_once_on_sqlite_reconciles_and_exits() {
     p.alice.ok(&["workspace", "unlink", "team"], None).await;
     p.alice.ok(&["workspace", "link", "team", c.to_str().unwrap()], None).await;
     assert_eq!(tree(&c), tree(&p.a));
+    // Linking a folder that already has files reconciles: nothing is overwritten or deleted.
+    let d = p.stack.dir.path().join("alice-old-copy");
+    write(&d, "notes/one.txt", b"an older local text");
+    write(&d, "extra.txt", b"only here");
+    p.alice.ok(&["workspace", "unlink", "team"], None).await;
+    p.alice.ok(&["workspace", "link", "team", d.to_str().unwrap()], None).await;
+    let now = tree(&d);
+    assert_eq!(std::fs::read(d.join("notes/one.txt")).unwrap(), b"one", "the server's version takes the name");
+    let copy = now.keys().find(|k| k.starts_with("notes/one (conflict ")).expect("a conflict copy");
+    assert_eq!(std::fs::read(d.join(copy)).unwrap(), b"an older local text");
+    assert!(now.contains_key("extra.txt"));
+    p.bob.ok(&["sync", "--once"], None).await;
+    assert_eq!(tree(&p.b), now, "the other side has all of it");
     // No node reachable: one clear line, non-zero exit.
     let dead = Cli::new(p.alice.home.clone(), &p.alice.server, &["127.0.0.1:9".to_owned()]);
     let err = dead.fails(&["sync", "--once"], None).await;
     assert!(err.contains("cannot reach any sync node"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_restore_and_who() {
+    let p = pair(Backend::Sqlite, "editor").await;
+    let file = p.a.join("story.txt");
+    write(&p.a, "story.txt", b"first draft\n");
+    p.alice.ok(&["sync", "--once"], None).await;
+    write(&p.a, "story.txt", b"second draft\n");
+    p.alice.ok(&["sync", "--once"], None).await;
+
+    let history = p.alice.ok(&["history", file.to_str().unwrap()], None).await;
+    let versions: Vec<&str> = history.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(versions.len(), 2, "{history}");
+    let first = versions.iter().filter_map(|v| v.parse::<i64>().ok()).min().unwrap();
+    p.alice.ok(&["restore", file.to_str().unwrap(), &first.to_string()], None).await;
+    p.alice.ok(&["sync", "--once"], None).await;
+    assert_eq!(std::fs::read(&file).unwrap(), b"first draft\n", "the restored version comes back");
+    p.bob.ok(&["sync", "--once"], None).await;
+    assert_eq!(tree(&p.b), tree(&p.a));
+
+    let err = p.alice.fails(&["history", p.stack.dir.path().join("elsewhere.txt").to_str().unwrap()], None).await;
+    assert!(err.contains("not inside a linked folder"), "{err}");
+    let err = p.alice.fails(&["restore", file.to_str().unwrap(), "999"], None).await;
+    assert!(err.contains("cannot restore"), "{err}");
+
+    // Bob's agent is online: `who` lists his device.
+    let agent_b = p.bob.spawn_sync();
+    eventually_async("bob's device is listed as online", SYNCED, || async {
+        let who = p.alice.ok(&["who", "team"], None).await;
+        who.contains("bob")
+    })
+    .await;
+    agent_b.stop().await;
 }

@@ -286,35 +286,17 @@ impl Api {
             .await
     }
 
-    pub async fn presence(&self, ws: WorkspaceId) -> Result<Vec<ApiPresence>, HttpError> {
+    /// The connected devices, or `None` when the server cannot see presence (it runs without Redis).
+    pub async fn presence(&self, ws: WorkspaceId) -> Result<Option<Vec<ApiPresence>>, HttpError> {
         #[derive(Deserialize)]
         struct List {
-            #[serde(alias = "devices", alias = "online")]
-            presence: Vec<ApiPresence>,
+            #[serde(default)]
+            source: Option<String>,
+            devices: Vec<ApiPresence>,
         }
         let list: List =
             self.json(self.request(reqwest::Method::GET, &format!("/workspaces/{ws}/presence")), "presence").await?;
-        Ok(list.presence)
-    }
-
-    /// Streams the workspace as a zip archive into `out`; returns the bytes written.
-    pub async fn download_zip(&self, ws: WorkspaceId, out: &mut tokio::fs::File) -> Result<u64, HttpError> {
-        use futures::StreamExt;
-        use tokio::io::AsyncWriteExt;
-        let body = serde_json::json!({ "workspace_id": ws });
-        let resp = self
-            .send(self.request(reqwest::Method::POST, "/download-workspace").json(&body), "workspace downloads")
-            .await?;
-        let mut stream = resp.bytes_stream();
-        let mut total = 0u64;
-        while let Some(piece) = stream.next().await {
-            let piece =
-                piece.map_err(|e| HttpError::Unreachable { server: self.base.clone(), reason: root_cause(&e) })?;
-            out.write_all(&piece).await.map_err(|e| HttpError::Decode(format!("writing the archive: {e}")))?;
-            total += piece.len() as u64;
-        }
-        out.flush().await.map_err(|e| HttpError::Decode(format!("writing the archive: {e}")))?;
-        Ok(total)
+        Ok((list.source.as_deref() != Some("none")).then_some(list.devices))
     }
 }
 

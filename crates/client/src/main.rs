@@ -11,7 +11,10 @@ use filesync_client::cli::{run, Cli};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // On a terminal the progress bars tell what happens; elsewhere (services, logs) one line per event.
+    let on_terminal = std::io::stderr().is_terminal();
     let default = match cli.global.verbose {
+        0 if on_terminal => "warn",
         0 => "warn,filesync_client=info",
         1 => "info,filesync_client=debug",
         _ => "debug,filesync_client=trace",
@@ -20,7 +23,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(on_terminal)
         .with_target(false)
         .init();
     match run(cli).await {

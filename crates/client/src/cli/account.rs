@@ -41,6 +41,9 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> anyhow::Result<()> {
     let first_name = prompt::text(args.first_name, "First name", "--first-name")?;
     let last_name = prompt::text(args.last_name, "Last name", "--last-name")?;
     let password = prompt::password(args.password_stdin, "Password")?;
+    if !args.password_stdin && prompt::password(false, "Repeat the password")? != password {
+        anyhow::bail!("the passwords do not match; nothing was registered");
+    }
     let user = api
         .register(&RegisterRequest {
             first_name: &first_name,

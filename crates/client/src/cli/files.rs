@@ -78,7 +78,9 @@ pub async fn restore(ctx: &Ctx, path: &Path, version: i64) -> anyhow::Result<()>
 pub async fn who(ctx: &Ctx, workspace: &str) -> anyhow::Result<()> {
     let api = ctx.api()?;
     let ws = ctx.resolve_workspace(&api, workspace).await?;
-    let online = api.presence(ws.id).await?;
+    let Some(online) = api.presence(ws.id).await? else {
+        anyhow::bail!("the server cannot tell who is online: it runs without Redis (a single-process server)");
+    };
     if online.is_empty() {
         println!("nobody is online in {}", ws.name);
     }

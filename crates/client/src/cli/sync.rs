@@ -1,5 +1,7 @@
 //! `filesync sync`: runs the agent in the foreground until SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
+
 use clap::Args;
 
 use super::Ctx;
@@ -35,7 +37,14 @@ pub async fn run(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
         }
     }
     if !args.once {
-        tracing::info!(folders = ctx.home.folders()?.len(), "syncing; press Ctrl-C to stop");
+        let folders = ctx.home.folders()?;
+        if std::io::stderr().is_terminal() {
+            for f in &folders {
+                eprintln!("syncing {} at {}", f.workspace_name, f.root.display());
+            }
+            eprintln!("press Ctrl-C to stop");
+        }
+        tracing::info!(folders = folders.len(), "syncing; press Ctrl-C to stop");
     }
     run_agent(config, shutdown_signal()).await?;
     Ok(())

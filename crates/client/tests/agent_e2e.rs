@@ -143,6 +143,10 @@ async fn everyday_changes_reach_the_other_folder_and_the_server() {
     write(&p.b, "hello.txt", b"bob was here\n");
     p.converge("an edit on the other side").await;
     assert_eq!(std::fs::read(p.a.join("hello.txt")).unwrap(), b"bob was here\n");
+    // Echo suppression: what an agent wrote itself is not uploaded again: two edits, two versions.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let history = p.alice.ok(&["history", p.a.join("hello.txt").to_str().unwrap()], None).await;
+    assert_eq!(history.lines().count(), 2, "{history}");
 
     std::fs::remove_file(p.a.join("empty.txt")).unwrap();
     let now = p.converge("a delete").await;

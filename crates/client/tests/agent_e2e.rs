@@ -295,7 +295,11 @@ async fn a_large_file_survives_a_killed_download_and_a_node_going_away() {
 async fn sync_once_on_sqlite_reconciles_and_exits() {
     let p = pair(Backend::Sqlite, "editor").await;
     write(&p.a, "notes/one.txt", b"one");
+    let status = p.alice.ok(&["status"], None).await;
+    assert!(status.contains("1 pending uploads") && status.contains("pending: notes/one.txt"), "{status}");
     p.alice.ok(&["sync", "--once"], None).await;
+    let status = p.alice.ok(&["status"], None).await;
+    assert!(status.contains("0 pending uploads") && status.contains("1 files in sync"), "{status}");
     p.bob.ok(&["sync", "--once"], None).await;
     assert_eq!(tree(&p.b), tree(&p.a));
     // A restart re-uploads and re-downloads nothing: the state knows what is in sync.

@@ -5,7 +5,11 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::Ctx;
-use crate::agent::state::StateStore;
+use std::collections::BTreeSet;
+
+use crate::agent::ignore_rules::IgnoreRules;
+use crate::agent::local;
+use crate::agent::state::{FolderState, StateStore};
 
 pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let folders = ctx.home.folders()?;
@@ -19,7 +23,10 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     for f in folders {
-        let state = StateStore::peek(&ctx.home.state_path(f.workspace_id))?.unwrap_or_default();
+        let state = StateStore::peek(&ctx.home.state_path(f.workspace_id))?
+            .filter(|s| s.root.as_deref() == Some(f.root.as_path()))
+            .unwrap_or_default();
+        let pending = local_changes(&f.root, &state);
         println!(
             "{} (id {}, {}) at {}: last seq {}, {} files in sync, {} pending uploads, {} conflicts",
             f.workspace_name,
@@ -28,10 +35,10 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
             f.root.display(),
             state.last_seq,
             state.files.len(),
-            state.pending.len(),
+            pending.len(),
             state.conflicts.len()
         );
-        for p in &state.pending {
+        for p in &pending {
             println!("  pending: {p}");
         }
         for c in &state.conflicts {
@@ -42,6 +49,25 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Paths that differ from the state (new, changed by size or mtime, or deleted), plus uploads the
+/// agent had started; a viewer's local-only edits are listed apart. Reads no file content.
+fn local_changes(root: &Path, state: &FolderState) -> BTreeSet<String> {
+    let rules = IgnoreRules::load(root);
+    let on_disk = local::scan_tree(root, &rules);
+    let mut out: BTreeSet<String> = state.pending.clone();
+    for (path, meta) in &on_disk {
+        match state.files.get(path) {
+            Some(e) if e.size == meta.size && e.mtime_ms == meta.mtime_ms => {}
+            _ => {
+                out.insert(path.clone());
+            }
+        }
+    }
+    out.extend(state.files.keys().filter(|p| !on_disk.contains_key(*p)).cloned());
+    out.retain(|p| !state.local_only.contains(p));
+    out
 }
 
 pub async fn history(ctx: &Ctx, path: &Path) -> anyhow::Result<()> {

@@ -24,6 +24,7 @@ pub struct SyncArgs {
 }
 
 pub async fn run(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
+    refresh_roles(ctx).await;
     let mut config = ctx.agent_config()?;
     config.once = args.once;
     config.notifications = !args.no_notify && !args.once;
@@ -48,6 +49,29 @@ pub async fn run(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
     }
     run_agent(config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Roles may have changed while the agent was off; the sync node announces changes only live.
+/// Best effort: without the HTTP API the recorded roles stand (the node refuses what is not allowed).
+async fn refresh_roles(ctx: &Ctx) {
+    let Ok(api) = ctx.api() else { return };
+    let Ok(all) = api.workspaces().await else { return };
+    let Ok(mut folders) = ctx.home.folders() else { return };
+    let mut changed = false;
+    for f in &mut folders {
+        if let Some(ws) = all.iter().find(|w| w.id == f.workspace_id) {
+            if ws.role != f.role {
+                tracing::info!(workspace.id = %f.workspace_id, role = %ws.role, "your role changed");
+                f.role = ws.role;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        if let Err(e) = ctx.home.save_folders(&folders) {
+            tracing::warn!(error = %e, "cannot record the new roles");
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -184,24 +184,31 @@ async fn edits_on_both_sides_while_one_is_offline_keep_both_versions() {
     let agent_a = p.alice.spawn_sync();
     let agent_b = p.bob.spawn_sync();
     write(&p.a, "plan.txt", b"version 1\n");
+    write(&p.a, "todo.txt", b"todo 1\n");
     p.converge("the first version").await;
 
     agent_b.stop().await;
     write(&p.a, "plan.txt", b"alice's version 2\n");
+    std::fs::remove_file(p.a.join("todo.txt")).unwrap();
     let alices = blake3::hash(b"alice's version 2\n").to_hex().to_string();
-    eventually_async("alice's edit reaches the server", SYNCED, || async {
-        p.server_tree().await.get("plan.txt") == Some(&alices)
+    eventually_async("alice's edit and delete reach the server", SYNCED, || async {
+        let server = p.server_tree().await;
+        server.get("plan.txt") == Some(&alices) && !server.contains_key("todo.txt")
     })
     .await;
     write(&p.b, "plan.txt", b"bob's offline version 2\n");
+    write(&p.b, "todo.txt", b"bob's offline todo\n");
     let agent_b = p.bob.spawn_sync();
 
     let now = p.converge("a conflict").await;
-    let contents: Vec<Vec<u8>> = now.keys().map(|k| std::fs::read(p.a.join(k)).unwrap()).collect::<Vec<_>>();
-    assert_eq!(now.len(), 2, "the file and one conflict copy: {now:?}");
+    // Edited here, deleted there: the edit wins and comes back.
+    assert_eq!(std::fs::read(p.a.join("todo.txt")).unwrap(), b"bob's offline todo\n");
+    let contents: Vec<Vec<u8>> =
+        now.keys().filter(|k| k.starts_with("plan")).map(|k| std::fs::read(p.a.join(k)).unwrap()).collect();
+    assert_eq!(now.len(), 3, "the file, one conflict copy and the edited file: {now:?}");
     assert!(contents.contains(&b"alice's version 2\n".to_vec()), "{now:?}");
     assert!(contents.contains(&b"bob's offline version 2\n".to_vec()), "{now:?}");
-    let copy = now.keys().find(|k| k.as_str() != "plan.txt").unwrap();
+    let copy = now.keys().find(|k| k.starts_with("plan (")).unwrap();
     assert!(copy.starts_with("plan (conflict bob ") && copy.ends_with(".txt"), "{copy}");
     let status = p.bob.ok(&["status"], None).await;
     assert!(status.contains("conflict copy: plan (conflict bob"), "{status}");

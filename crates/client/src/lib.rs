@@ -187,7 +187,8 @@ struct Counters {
 
 struct Inner {
     out: mpsc::Sender<Message>,
-    pending: Mutex<HashMap<RequestId, mpsc::Sender<Message>>>,
+    /// Open requests; `None` once the connection has ended (no new request may wait forever).
+    pending: Mutex<Option<HashMap<RequestId, mpsc::Sender<Message>>>>,
     next_id: AtomicU64,
     welcome: Welcome,
     counters: Arc<Counters>,
@@ -234,7 +235,9 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.client.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        if let Some(map) = self.client.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            map.remove(&self.id);
+        }
     }
 }
 
@@ -285,7 +288,7 @@ impl Client {
         let client = Client {
             inner: Arc::new(Inner {
                 out: out_tx,
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(Some(HashMap::new())),
                 next_id: AtomicU64::new(1),
                 welcome,
                 counters,
@@ -321,7 +324,10 @@ impl Client {
     async fn request(&self, build: impl FnOnce(RequestId) -> Message) -> Result<Pending, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(ANSWER_QUEUE);
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        match self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(map) => map.insert(id, tx),
+            None => return Err(ClientError::Closed),
+        };
         let pending = Pending { id, rx, client: self.clone() };
         self.send(build(id)).await?;
         Ok(pending)
@@ -449,7 +455,7 @@ async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: m
             Message::Error { request_id: 0, code, message } => break Some(format!("{code}: {message}")),
             other => {
                 let Some(id) = other.request_id() else { continue };
-                let tx = inner.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+                let tx = inner.pending.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(&id).cloned());
                 // An answer to a request nobody waits for any more is dropped.
                 if let Some(tx) = tx {
                     let _ = tx.send(other).await;
@@ -458,7 +464,8 @@ async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: m
         }
     };
     if let Some(inner) = client.upgrade() {
-        inner.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        // Waiting requests see their answer channel close; new ones are refused.
+        inner.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
     let _ = events.send(Event::Closed { error }).await;
 }

@@ -1,0 +1,235 @@
+//! Test harness: real databases (a fresh MariaDB database or SQLite file per
+//! test), a real throw-away Redis per test (so that killing it or publishing
+//! membership events never disturbs other tests), nodes on 127.0.0.1:0, and
+//! the protocol client library.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use filesync_client::{Client, ClientError, ConnectOptions, Event, Events};
+use filesync_core::config::Config;
+use filesync_core::db::accounts::{self, NewUser};
+use filesync_core::db::{Backend, Db};
+use filesync_core::jwt::JwtKeys;
+use filesync_core::proto::Change;
+use filesync_core::testing::TestDb;
+use filesync_core::{Role, Secret, UserId, WorkspaceId};
+use filesync_tcp_sync::{Node, Tuning};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// Upper bound for anything that should happen "at once"; only reached when a test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A redis-server of our own on a free port.
+pub struct TestRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    pub fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = TestRedis { port, child: None };
+        r.spawn();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub node: Node,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningNode {
+    /// Stops accepting, says Goodbye, waits for `serve` to return.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task).await.expect("serve returns after shutdown")?
+    }
+}
+
+/// One database, one chunk store, maybe one Redis, any number of nodes.
+pub struct Cluster {
+    pub tdb: TestDb,
+    pub db: Db,
+    pub dir: tempfile::TempDir,
+    pub redis: Option<TestRedis>,
+    pub jwt: JwtKeys,
+}
+
+impl Cluster {
+    pub fn new(backend: Backend, with_redis: bool) -> Cluster {
+        let tdb = TestDb::new(backend);
+        let db = Db::open(tdb.url(), 4).expect("test database");
+        let dir = tempfile::tempdir().unwrap();
+        let redis = with_redis.then(TestRedis::start);
+        Cluster { tdb, db, dir, redis, jwt: JwtKeys::new(&Secret::new(SECRET), 3600) }
+    }
+
+    pub fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("chunks")
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            data_dir: self.dir.path().to_path_buf(),
+            database_url: Some(self.tdb.url().to_owned()),
+            db_pool_size: 4,
+            jwt_secret: Secret::new(SECRET),
+            redis_url: self.redis.as_ref().map(TestRedis::url),
+            storage: Some(self.storage()),
+            bcrypt_cost: 4,
+            ..Config::default()
+        }
+    }
+
+    pub async fn node(&self) -> RunningNode {
+        self.node_with(self.config(), Tuning::default()).await
+    }
+
+    pub async fn node_with(&self, config: Config, tuning: Tuning) -> RunningNode {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node = Node::start_with(config, tuning).await.expect("node starts");
+        let stop = CancellationToken::new();
+        let (n, s) = (node.clone(), stop.clone());
+        let task = tokio::spawn(async move { n.serve(listener, s.cancelled_owned()).await });
+        RunningNode { addr, node, stop, task }
+    }
+
+    /// A user and a valid token for them.
+    pub fn user(&self, name: &str) -> (UserId, String) {
+        let mut c = self.db.conn().unwrap();
+        let email = format!("{name}@example.com");
+        let u = accounts::create_user(
+            &mut c,
+            &NewUser { first_name: name, last_name: "Test", username: name, email: &email, password_hash: "x" },
+        )
+        .unwrap();
+        let (token, _) = self.jwt.issue(UserId(u.id), &email).unwrap();
+        (UserId(u.id), token)
+    }
+
+    pub fn workspace(&self, owner: UserId, name: &str) -> WorkspaceId {
+        let mut c = self.db.conn().unwrap();
+        WorkspaceId(accounts::create_workspace(&mut c, owner, name).unwrap().id)
+    }
+
+    pub fn share(&self, ws: WorkspaceId, user: UserId, role: Role, by: UserId) {
+        let mut c = self.db.conn().unwrap();
+        accounts::add_member(&mut c, ws, user, role, by).unwrap();
+    }
+
+    pub fn head_seq(&self, ws: WorkspaceId) -> i64 {
+        let mut c = self.db.conn().unwrap();
+        filesync_core::db::journal::head_seq(&mut c, ws).unwrap().unwrap()
+    }
+
+    /// Number of chunk files in the store.
+    pub fn stored_chunks(&self) -> usize {
+        let Ok(dirs) = std::fs::read_dir(self.storage()) else { return 0 };
+        dirs.filter_map(Result::ok)
+            .filter(|d| d.path().is_dir())
+            .map(|d| std::fs::read_dir(d.path()).map(|f| f.count()).unwrap_or(0))
+            .sum()
+    }
+}
+
+pub async fn connect(addr: SocketAddr, token: &str, device: &str) -> (Client, Events) {
+    tokio::time::timeout(WAIT, Client::connect(addr, ConnectOptions::new(token, device, format!("{device} name"))))
+        .await
+        .expect("connect in time")
+        .expect("handshake accepted")
+}
+
+/// The next Change (skipping other events), or a panic naming what was waited for.
+pub async fn next_change(events: &mut Events, what: &str) -> Change {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Err(_) => panic!("timed out waiting for {what}"),
+            Ok(None) => panic!("events ended while waiting for {what}"),
+            Ok(Some(Event::Change(c))) => return c,
+            Ok(Some(Event::Closed { error })) => panic!("connection closed ({error:?}) while waiting for {what}"),
+            Ok(Some(_)) => continue,
+        }
+    }
+}
+
+/// Deterministic bytes that do not compress and do not repeat.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn write_file(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match r {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Runs a future with the test deadline.
+pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}

@@ -621,8 +621,10 @@ impl FolderSync {
                     }
                 }
                 self.store.remove(rel);
-                if let Some(head) = self.remote_heads.get(rel).cloned() {
-                    if !head.deleted && matches!(head.op, ChangeOp::Put | ChangeOp::Restore | ChangeOp::Move) {
+                // The change that beat us may already be here (then fetch it now) or still on its way
+                // (then it is applied when it arrives: the path is unknown and absent here).
+                if let Some(head) = self.remote_heads.get(rel).cloned().filter(|h| h.seq > base) {
+                    if !head.deleted {
                         self.download(remote, rel, &head).await?;
                     }
                 }
@@ -802,3 +804,7 @@ fn offsets(chunks: &[ChunkRef]) -> Vec<chunking::ScannedChunk> {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

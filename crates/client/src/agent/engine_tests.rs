@@ -1,0 +1,285 @@
+//! The sync rules of [`super::FolderSync`] against a scripted node: the branches the end-to-end
+//! tests cannot force (a lost upload race, a refused move) and what each costs on the wire.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use filesync_core::chunking::{self, FileScan, Hash};
+use filesync_core::proto::{Change, ChangeOp, EntryKind};
+use filesync_core::{Role, UserId, WorkspaceId};
+
+use super::*;
+use crate::agent::remote::Manifest;
+
+const WS: WorkspaceId = WorkspaceId(1);
+
+/// A node that keeps versions in memory and can be told to refuse or to answer with a conflict copy.
+#[derive(Default)]
+struct FakeNode {
+    seq: i64,
+    versions: HashMap<i64, Manifest>,
+    chunks: HashMap<Hash, Vec<u8>>,
+    /// Paths whose next upload lands in a conflict copy (the base is "stale").
+    conflict_on: Vec<String>,
+    refuse_moves: bool,
+    calls: Vec<String>,
+    chunks_sent: usize,
+}
+
+impl FakeNode {
+    fn store(&mut self, data: &[u8]) -> (FileScan, i64) {
+        let scan = chunking::scan(data).unwrap();
+        for c in &scan.chunks {
+            let start = c.offset as usize;
+            self.chunks.insert(c.chunk.hash, data[start..start + c.chunk.len as usize].to_vec());
+        }
+        self.seq += 1;
+        let m = Manifest {
+            size: scan.size,
+            mtime_ms: 1_700_000_000_000,
+            content_hash: scan.content_hash,
+            chunks: scan.refs(),
+        };
+        self.versions.insert(self.seq, m);
+        (scan, self.seq)
+    }
+
+    /// Someone else's put of `path`.
+    fn publish(&mut self, path: &str, data: &[u8]) -> Change {
+        let (scan, seq) = self.store(data);
+        change(seq, ChangeOp::Put, path, None, scan.content_hash, scan.size)
+    }
+}
+
+fn change(seq: i64, op: ChangeOp, path: &str, from: Option<&str>, hash: Hash, size: u64) -> Change {
+    Change {
+        workspace_id: WS,
+        seq,
+        op,
+        kind: EntryKind::File,
+        path: path.into(),
+        from_path: from.map(Into::into),
+        size,
+        mtime_ms: 1_700_000_000_000,
+        mode: 0o644,
+        content_hash: hash,
+        deleted: op == ChangeOp::Delete,
+        author_id: UserId(2),
+        device_id: "other-device".into(),
+        committed_at_ms: 0,
+    }
+}
+
+impl Remote for FakeNode {
+    async fn next_event(&mut self) -> RemoteEvent {
+        std::future::pending().await
+    }
+
+    async fn subscribe(&mut self, _ws: WorkspaceId, _since: i64) -> Result<i64, RemoteError> {
+        Ok(self.seq)
+    }
+
+    async fn put_file(
+        &mut self,
+        _ws: WorkspaceId,
+        path: &str,
+        base: i64,
+        abs: &Path,
+        _meta: &LocalFile,
+        _scan: &FileScan,
+    ) -> Result<Committed, RemoteError> {
+        self.calls.push(format!("put {path} base {base}"));
+        let data = std::fs::read(abs).map_err(|e| RemoteError::Connection(e.to_string()))?;
+        let (_, seq) = self.store(&data);
+        let conflict_path = self.conflict_on.contains(&path.to_owned()).then(|| format!("{path}.conflict"));
+        self.conflict_on.retain(|p| p != path);
+        Ok(Committed { version: seq, seq, path: conflict_path.clone().unwrap_or(path.into()), conflict_path })
+    }
+
+    async fn delete(&mut self, _ws: WorkspaceId, path: &str, base: i64) -> Result<Committed, RemoteError> {
+        self.calls.push(format!("delete {path} base {base}"));
+        self.seq += 1;
+        Ok(Committed { version: self.seq, seq: self.seq, path: path.into(), conflict_path: None })
+    }
+
+    async fn move_path(&mut self, _ws: WorkspaceId, from: &str, to: &str, base: i64) -> Result<Committed, RemoteError> {
+        self.calls.push(format!("move {from} {to} base {base}"));
+        if self.refuse_moves {
+            return Err(RemoteError::Refused { code: "conflict".into(), message: "stale base".into() });
+        }
+        self.seq += 1;
+        Ok(Committed { version: self.seq, seq: self.seq, path: to.into(), conflict_path: None })
+    }
+
+    async fn manifest(&mut self, _ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError> {
+        self.calls.push(format!("manifest {seq}"));
+        self.versions
+            .get(&seq)
+            .cloned()
+            .ok_or_else(|| RemoteError::Refused { code: "not_found".into(), message: "no such version".into() })
+    }
+
+    async fn chunks(&mut self, _ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        self.chunks_sent += hashes.len();
+        Ok(hashes.iter().map(|h| self.chunks[h].clone()).collect())
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    sync: FolderSync,
+    node: FakeNode,
+}
+
+impl Setup {
+    fn new(role: Role) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap().join("folder");
+        std::fs::create_dir_all(&root).unwrap();
+        let store = StateStore::load(&dir.path().join("state.json"), WS, &root).unwrap();
+        let ident = Identity { device_id: "this-device".into(), device_name: "laptop".into(), username: "bob".into() };
+        let sync = FolderSync::new(WS, "team".into(), root, store, role, ident, Ui::quiet());
+        Setup { dir, sync, node: FakeNode::default() }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.sync.root().to_path_buf()
+    }
+
+    fn write(&self, rel: &str, data: &[u8]) {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root().join(rel)).ok()
+    }
+
+    /// A file both sides agree on: on disk and in the state, at a version the node has.
+    async fn synced(&mut self, rel: &str, data: &[u8]) {
+        let c = self.node.publish(rel, data);
+        self.sync.apply_change(&mut self.node, c).await.unwrap();
+        assert_eq!(self.read(rel).as_deref(), Some(data));
+        self.node.calls.clear();
+    }
+
+    async fn push(&mut self, paths: &[&str]) {
+        let set = paths.iter().map(|p| (*p).to_owned()).collect();
+        self.sync.push_local(&mut self.node, set).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_lost_upload_race_keeps_ours_as_the_copy_and_fetches_theirs() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("a.txt", b"base").await;
+    // Someone else's edit is committed, but has not reached us yet.
+    let theirs = s.node.publish("a.txt", b"theirs");
+    s.write("a.txt", b"mine");
+    s.node.conflict_on.push("a.txt".into());
+    s.push(&["a.txt"]).await;
+    assert_eq!(s.node.calls, vec!["put a.txt base 1"]);
+    assert_eq!(s.read("a.txt.conflict").as_deref(), Some(&b"mine"[..]), "ours is where the node kept it");
+    assert!(s.read("a.txt").is_none());
+    // Their change arrives and takes the name.
+    s.sync.apply_change(&mut s.node, theirs).await.unwrap();
+    assert_eq!(s.read("a.txt").as_deref(), Some(&b"theirs"[..]));
+    assert_eq!(s.read("a.txt.conflict").as_deref(), Some(&b"mine"[..]));
+    assert!(s.sync.store.state.conflicts.contains("a.txt.conflict"));
+    // Nothing left to upload: the copy is recorded at the version the node gave it.
+    s.node.calls.clear();
+    s.push(&["a.txt", "a.txt.conflict"]).await;
+    assert!(s.node.calls.is_empty(), "{:?}", s.node.calls);
+}
+
+#[tokio::test]
+async fn an_edit_meeting_a_delete_is_uploaded_again() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("notes.txt", b"v1").await;
+    s.write("notes.txt", b"v2, edited here");
+    let seq = s.node.seq + 1;
+    s.node.seq = seq;
+    let deleted = change(seq, ChangeOp::Delete, "notes.txt", None, [0; 32], 0);
+    s.sync.apply_change(&mut s.node, deleted).await.unwrap();
+    assert_eq!(s.node.calls, vec!["put notes.txt base 0"]);
+    assert_eq!(s.read("notes.txt").as_deref(), Some(&b"v2, edited here"[..]));
+}
+
+#[tokio::test]
+async fn a_delete_of_an_unchanged_file_removes_it_and_its_empty_directory() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("d/e/f.txt", b"x").await;
+    let seq = s.node.seq + 1;
+    s.node.seq = seq;
+    s.sync.apply_change(&mut s.node, change(seq, ChangeOp::Delete, "d/e/f.txt", None, [0; 32], 0)).await.unwrap();
+    assert!(!s.root().join("d").exists());
+    assert!(s.sync.store.get("d/e/f.txt").is_none());
+}
+
+#[tokio::test]
+async fn a_move_elsewhere_is_a_local_rename_without_a_download() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("a.txt", b"content").await;
+    let hash = chunking::hash(b"content");
+    s.node.seq += 1;
+    let moved = change(s.node.seq, ChangeOp::Move, "b/c.txt", Some("a.txt"), hash, 7);
+    s.sync.apply_change(&mut s.node, moved).await.unwrap();
+    assert_eq!(s.read("b/c.txt").as_deref(), Some(&b"content"[..]));
+    assert!(s.read("a.txt").is_none());
+    assert!(s.node.calls.is_empty(), "no manifest, no chunks: {:?}", s.node.calls);
+    assert_eq!(s.sync.store.get("b/c.txt").map(|e| e.version), Some(s.node.seq));
+}
+
+#[tokio::test]
+async fn a_local_rename_is_a_move_and_a_refused_one_becomes_upload_and_delete() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("old.txt", b"same bytes").await;
+    std::fs::rename(s.root().join("old.txt"), s.root().join("new.txt")).unwrap();
+    s.push(&["old.txt", "new.txt"]).await;
+    assert_eq!(s.node.calls, vec!["move old.txt new.txt base 1"]);
+
+    s.synced("x.txt", b"more bytes").await;
+    let base = s.sync.store.get("x.txt").unwrap().version;
+    s.node.refuse_moves = true;
+    std::fs::rename(s.root().join("x.txt"), s.root().join("y.txt")).unwrap();
+    s.push(&["x.txt", "y.txt"]).await;
+    assert_eq!(
+        s.node.calls,
+        vec![format!("move x.txt y.txt base {base}"), "put y.txt base 0".into(), format!("delete x.txt base {base}")]
+    );
+}
+
+#[tokio::test]
+async fn a_viewers_edits_are_kept_and_reported_once() {
+    let mut s = Setup::new(Role::Viewer);
+    s.synced("readme.txt", b"from the owner").await;
+    s.write("readme.txt", b"scribbles");
+    s.write("new.txt", b"mine");
+    s.push(&["readme.txt", "new.txt"]).await;
+    s.push(&["readme.txt", "new.txt"]).await;
+    assert!(s.node.calls.is_empty(), "{:?}", s.node.calls);
+    let kept: Vec<&String> = s.sync.store.state.local_only.iter().collect();
+    assert_eq!(kept, vec!["new.txt", "readme.txt"]);
+    // The owner changes the file: the viewer's scribbles become a local copy, never uploaded.
+    let owner = s.node.publish("readme.txt", b"owner's v2");
+    s.sync.apply_change(&mut s.node, owner).await.unwrap();
+    assert_eq!(s.read("readme.txt").as_deref(), Some(&b"owner's v2"[..]));
+    let copies: Vec<String> = s.sync.store.state.conflicts.iter().cloned().collect();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(s.read(&copies[0]).as_deref(), Some(&b"scribbles"[..]));
+    assert!(!s.node.calls.iter().any(|c| c.starts_with("put")), "{:?}", s.node.calls);
+}
+
+#[tokio::test]
+async fn downloads_take_chunks_from_any_local_file() {
+    let mut s = Setup::new(Role::Editor);
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    s.synced("one.bin", &big).await;
+    let fetched_before = s.node.chunks_sent;
+    let copy = s.node.publish("two.bin", &big);
+    s.sync.apply_change(&mut s.node, copy).await.unwrap();
+    assert_eq!(s.read("two.bin").as_deref(), Some(&big[..]));
+    assert_eq!(s.node.chunks_sent, fetched_before, "every chunk came from one.bin");
+    drop(s.dir);
+}

@@ -1,0 +1,78 @@
+//! Picks FastCDC sizes: for several (min, avg, max) triples, how many bytes
+//! does a small edit in the middle of a large file put on the wire, and how
+//! many chunks (journal manifest records, `workspace_chunks` rows) does a
+//! file need? Run: `cargo run -p filesync-tcp-sync --example chunk_sizes [MiB]`.
+//! A measurement, not a test: the numbers go to docs/protocol.md ("Chunk sizes").
+
+use std::collections::HashSet;
+
+/// Per chunk in a `PutFile`: 32-byte hash + length varint (3 bytes for 16 KiB..2 MiB).
+const MANIFEST_BYTES_PER_CHUNK: usize = 35;
+/// Per needed chunk: its hash in `NeedChunks` and the `Chunk` frame's header.
+const NEED_BYTES_PER_CHUNK: usize = 32 + 32 + 12;
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn chunks(data: &[u8], min: u32, avg: u32, max: u32) -> Vec<([u8; 32], usize)> {
+    fastcdc::v2020::FastCDC::new(data, min as usize, avg as usize, max as usize)
+        .map(|c| (*blake3::hash(&data[c.offset..c.offset + c.length]).as_bytes(), c.length))
+        .collect()
+}
+
+/// Bytes an upload of `after` costs when the node holds the chunks of `before`.
+fn wire_cost(before: &[([u8; 32], usize)], after: &[([u8; 32], usize)]) -> (usize, usize) {
+    let held: HashSet<_> = before.iter().map(|c| c.0).collect();
+    let mut sent = HashSet::new();
+    let new: usize =
+        after.iter().filter(|c| !held.contains(&c.0) && sent.insert(c.0)).map(|c| c.1 + NEED_BYTES_PER_CHUNK).sum();
+    (new, after.len() * MANIFEST_BYTES_PER_CHUNK)
+}
+
+fn main() {
+    let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(32);
+    let original = noise(mib << 20, 1);
+    let mid = original.len() / 2;
+    let mut overwrite = original.clone();
+    overwrite[mid..mid + 4096].copy_from_slice(&noise(4096, 2));
+    let mut insert = original.clone();
+    insert.splice(mid..mid, noise(100, 3));
+    println!("file: {mib} MiB of random bytes; edits in the middle: 4 KiB overwritten, 100 B inserted");
+    println!(
+        "| min / avg / max | chunks | chunk data, 4 KiB edit | manifest | total, 4 KiB edit | total, 100 B insert |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (min, avg, max) in [
+        (2u32 << 10, 8u32 << 10, 32u32 << 10),
+        (4 << 10, 16 << 10, 64 << 10),
+        (8 << 10, 32 << 10, 128 << 10),
+        (16 << 10, 64 << 10, 256 << 10),
+        (32 << 10, 128 << 10, 512 << 10),
+        (64 << 10, 256 << 10, 1 << 20),
+        (256 << 10, 1 << 20, 4 << 20),
+    ] {
+        let base = chunks(&original, min, avg, max);
+        let (data_o, manifest) = wire_cost(&base, &chunks(&overwrite, min, avg, max));
+        let (data_i, manifest_i) = wire_cost(&base, &chunks(&insert, min, avg, max));
+        println!(
+            "| {} / {} / {} KiB | {} | {} KiB | {} KiB | {} KiB | {} KiB |",
+            min >> 10,
+            avg >> 10,
+            max >> 10,
+            base.len(),
+            data_o >> 10,
+            manifest >> 10,
+            (data_o + manifest) >> 10,
+            (data_i + manifest_i) >> 10
+        );
+    }
+}

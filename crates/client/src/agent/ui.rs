@@ -153,7 +153,8 @@ fn summarize(batch: &[Pop]) -> Vec<(String, String)> {
     for (ws, paths) in changed {
         let body = match paths.as_slice() {
             [one] => format!("{one} changed"),
-            many => format!("{} files changed, e.g. {}", many.len(), many[0]),
+            [first, ..] => format!("{} files changed, e.g. {first}", paths.len()),
+            [] => continue,
         };
         out.insert(0, (format!("{ws} updated"), body));
     }

@@ -67,11 +67,6 @@ async fn serve_inner(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _
         max_frame_bytes: u32::try_from(max).unwrap_or(u32::MAX),
         heartbeat_secs: u32::try_from(shared.tuning.heartbeat.as_secs()).unwrap_or(u32::MAX).max(1),
     };
-    if !matches!(tokio::time::timeout(FINAL_FLUSH, writer.send(welcome)).await, Ok(Ok(()))) {
-        return;
-    }
-    tracing::info!(device.id = %identity.device_id, "connected");
-
     let (resp_tx, resp_rx) = mpsc::channel(shared.tuning.response_queue);
     let (event_tx, event_rx) = mpsc::channel(shared.tuning.event_queue);
     let kill = CancellationToken::new();
@@ -88,9 +83,15 @@ async fn serve_inner(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _
     };
     // Undoes the registration below however this task ends, a panic included.
     let cleanup = Cleanup { shared: shared.clone(), conn_id, identity: identity.clone(), entry: Some(entry.clone()) };
+    // Registered before Welcome, so that a client that saw Welcome is visible in presence.
     shared.hub.add_conn(handle.clone());
     shared.presence.add(&entry).await;
     shared.metrics.connections_active.inc();
+    if !matches!(tokio::time::timeout(FINAL_FLUSH, writer.send(welcome)).await, Ok(Ok(()))) {
+        cleanup.run().await;
+        return;
+    }
+    tracing::info!(device.id = %identity.device_id, "connected");
 
     let writer_task = tokio::spawn(
         write_loop(writer, resp_rx, event_rx, done.clone(), kill.clone(), shared.clone()).in_current_span(),

@@ -246,3 +246,45 @@ async fn connection_cap_shutdown_goodbye_and_admin_endpoint() {
     stop.cancel();
     admin_task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_is_recorded_in_redis_with_a_ttl_and_removed_on_close() {
+    use filesync_core::proto::presence::{conn_key_of_member, user_key, PresenceEntry};
+    use redis::AsyncCommands;
+
+    let cluster = Cluster::new(Backend::Sqlite, true);
+    let n = cluster.node().await;
+    let (alice, ta) = cluster.user("alice");
+    let (a, _ae) = connect(n.addr, &ta, "alice-laptop").await;
+    let mut r = redis::Client::open(cluster.redis.as_ref().unwrap().url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let members: Vec<String> = r.zrange(user_key(alice), 0, -1).await.unwrap();
+    assert_eq!(members.len(), 1);
+    let key = conn_key_of_member(&members[0]);
+    let fields: std::collections::HashMap<String, String> = r.hgetall(&key).await.unwrap();
+    let entry = PresenceEntry::from_fields(&fields).expect("a complete presence entry");
+    assert_eq!(
+        (entry.user_id, entry.device_id.as_str(), entry.node_id.as_str()),
+        (alice, "alice-laptop", n.node.node_id())
+    );
+    assert_eq!(entry.session_id, a.welcome().session_id);
+    let ttl: i64 = r.ttl(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 90, "ttl {ttl}");
+
+    drop(a);
+    within("presence to be removed", async {
+        loop {
+            let exists: bool = r.exists(&key).await.unwrap();
+            let left: Vec<String> = r.zrange(user_key(alice), 0, -1).await.unwrap();
+            if !exists && left.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    n.shutdown().await.unwrap();
+}

@@ -377,6 +377,7 @@ fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Res
             check_parents(conn, ws, path)?;
             ensure_held(conn, ws, &content.chunks)?;
             match live_version(conn, ws, path)? {
+                None if has_live_descendants(conn, ws, path)? => Err(DbError::Conflict(KIND_MISMATCH)),
                 None => Ok(write(ChangeOp::Put, EntryKind::File, path, content.clone(), false)),
                 Some((_, EntryKind::Dir, _)) => Err(DbError::Conflict(KIND_MISMATCH)),
                 Some((seq, _, _)) if seq == *base_version => {
@@ -413,7 +414,7 @@ fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Res
             if seq != *base_version {
                 return Err(DbError::Conflict(STALE_BASE));
             }
-            if live_version(conn, ws, to)?.is_some() {
+            if live_version(conn, ws, to)?.is_some() || has_live_descendants(conn, ws, to)? {
                 return Err(DbError::Conflict(DESTINATION_EXISTS));
             }
             check_parents(conn, ws, to)?;
@@ -464,6 +465,21 @@ fn check_parents(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<(), D
         }
     }
     Ok(())
+}
+
+/// True if some live path lies under `path/`, i.e. `path` is a directory.
+fn has_live_descendants(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<bool, DbError> {
+    // Byte-wise range instead of LIKE: no escaping, and SQLite's LIKE ignores ASCII case.
+    // Every path starting with "p/" sorts in ["p/", "p0") because '0' follows '/'.
+    let (low, high) = (format!("{path}/"), format!("{path}0"));
+    let n: i64 = file_heads::table
+        .filter(file_heads::workspace_id.eq(ws.0))
+        .filter(file_heads::deleted.eq(false))
+        .filter(file_heads::path.ge(low))
+        .filter(file_heads::path.lt(high))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
 }
 
 fn ensure_held(conn: &mut DbConn, ws: WorkspaceId, refs: &[ChunkRef]) -> Result<(), DbError> {
@@ -645,15 +661,26 @@ mod tests {
             assert_eq!(commit(&a, Edit::MakeDir { path: "empty/dir".into(), base_version: 0 }).unwrap().seq, 7);
             assert!(!commit(&a, Edit::MakeDir { path: "empty/dir".into(), base_version: 0 }).unwrap().new_seq);
             assert!(matches!(commit(&a, put("empty/dir", 7, v1.clone())), Err(DbError::Conflict(KIND_MISMATCH))));
+            // ... nor can a file take the name of a directory that has entries.
+            assert!(matches!(commit(&a, put("empty", 0, v1.clone())), Err(DbError::Conflict(KIND_MISMATCH))));
+            assert!(matches!(
+                commit(&a, Edit::Move { from: "b.txt".into(), to: "empty".into(), base_version: 6 }),
+                Err(DbError::Conflict(DESTINATION_EXISTS))
+            ));
+            // A sibling whose name merely starts the same is no child.
+            let sibling = commit(&a, put("emptyish", 0, v1.clone())).unwrap();
+            assert!(sibling.new_seq);
+            let undo = commit(&a, Edit::Delete { path: "emptyish".into(), base_version: sibling.seq }).unwrap();
+            assert!(undo.new_seq);
 
             // Restore makes an old version the head again.
             let restored = commit(&a, Edit::Restore { path: "docs/a.txt".into(), seq: 2 }).unwrap();
-            assert_eq!(restored.seq, 8);
-            assert_eq!(version_at(c, ws, 8).unwrap().unwrap().0.content_hash, v2.content_hash);
+            assert_eq!(restored.seq, 10);
+            assert_eq!(version_at(c, ws, 10).unwrap().unwrap().0.content_hash, v2.content_hash);
 
             // The journal reads back in order, by ranges.
             let all = changes_between(c, ws, 0, i64::MAX, 100).unwrap();
-            assert_eq!(all.iter().map(|ch| ch.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+            assert_eq!(all.iter().map(|ch| ch.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
             let page = changes_between(c, ws, 2, 5, 2).unwrap();
             assert_eq!(page.iter().map(|ch| ch.seq).collect::<Vec<_>>(), vec![3, 4]);
             assert_eq!(all[3].op, ChangeOp::Delete);

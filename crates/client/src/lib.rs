@@ -26,12 +26,12 @@
 //! - Heartbeats are sent automatically; [`Client::bytes_sent`] and
 //!   [`Client::bytes_received`] count every byte on the wire.
 
-mod counted;
-mod transfer;
 pub mod agent;
 pub mod cli;
+mod counted;
 pub mod home;
 pub mod http;
+mod transfer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -455,7 +455,8 @@ async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: m
             Message::Error { request_id: 0, code, message } => break Some(format!("{code}: {message}")),
             other => {
                 let Some(id) = other.request_id() else { continue };
-                let tx = inner.pending.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(&id).cloned());
+                let tx =
+                    inner.pending.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(&id).cloned());
                 // An answer to a request nobody waits for any more is dropped.
                 if let Some(tx) = tx {
                     let _ = tx.send(other).await;

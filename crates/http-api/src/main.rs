@@ -93,33 +93,5 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     config.prepare_for_serving()?;
     let listener = std::net::TcpListener::bind(&config.http_addr)
         .with_context(|| format!("cannot listen on {} (FILESYNC_HTTP_ADDR)", config.http_addr))?;
-    filesync_http_api::run(listener, config, shutdown_signal()).await
-}
-
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
+    filesync_http_api::run(listener, config, filesync_core::signal::shutdown_signal()).await
 }

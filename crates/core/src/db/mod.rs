@@ -17,11 +17,14 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::{MysqlConnection, SqliteConnection};
+#[cfg(feature = "mysql")]
+use diesel::MysqlConnection;
+use diesel::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::secret::redact_url;
 
+#[cfg(feature = "mysql")]
 pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/mysql");
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
@@ -29,6 +32,7 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// `establish` tries variants in order and SQLite accepts any string.
 #[derive(diesel::MultiConnection)]
 pub enum DbConn {
+    #[cfg(feature = "mysql")]
     Mysql(MysqlConnection),
     Sqlite(SqliteConnection),
 }
@@ -108,9 +112,15 @@ impl Manager {
     /// One new connection, outside any pool.
     pub fn connect(&self) -> Result<DbConn, DbError> {
         match self.backend {
+            #[cfg(feature = "mysql")]
             Backend::Mysql => MysqlConnection::establish(&self.url)
                 .map(DbConn::Mysql)
                 .map_err(|e| DbError::Connect(format!("{} ({})", e, redact_url(&self.url)))),
+            #[cfg(not(feature = "mysql"))]
+            Backend::Mysql => Err(DbError::Connect(format!(
+                "{} needs MySQL support, which this build leaves out; rebuild with the `mysql` cargo feature",
+                redact_url(&self.url)
+            ))),
             Backend::Sqlite => {
                 let path = self.url.trim_start_matches("sqlite://");
                 if let Some(parent) = std::path::Path::new(path).parent() {
@@ -155,6 +165,7 @@ impl ManageConnection for Manager {
 /// Returns the versions applied.
 pub fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, DbError> {
     let applied = match conn {
+        #[cfg(feature = "mysql")]
         DbConn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS),
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
     }

@@ -151,13 +151,23 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     pub fn new(base: &str, token: Option<String>) -> Result<Api, HttpError> {
+        Api::with_trust(base, token, &crate::tls::Trust::system())
+    }
+
+    /// [`Api::new`] trusting `trust`'s extra CAs (`--ca FILE`) besides the system's for `https://`.
+    pub fn with_trust(base: &str, token: Option<String>, trust: &crate::tls::Trust) -> Result<Api, HttpError> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() <= "https://".len() {
             return Err(HttpError::BadUrl(base));
         }
+        let extra = trust.extra_roots().iter().map(|der| reqwest::Certificate::from_der(der.as_ref()));
+        let extra = extra
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| HttpError::Unreachable { server: base.clone(), reason: e.to_string() })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
+            .tls_certs_merge(extra)
             .build()
             .map_err(|e| HttpError::Unreachable { server: base.clone(), reason: e.to_string() })?;
         Ok(Api { base, http, token })

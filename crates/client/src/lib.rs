@@ -5,7 +5,8 @@
 //! # async fn demo() -> Result<(), filesync_client::ClientError> {
 //! use filesync_client::{Client, ConnectOptions, Event};
 //! use filesync_core::WorkspaceId;
-//! let (client, mut events) = Client::connect("127.0.0.1:7070", ConnectOptions::new("<jwt>", "dev-1", "laptop")).await?;
+//! // "tls://sync.example.com:7443" for a node that serves TLS.
+//! let (client, mut events) = Client::connect_to("127.0.0.1:7070", ConnectOptions::new("<jwt>", "dev-1", "laptop")).await?;
 //! let ws = WorkspaceId(1);
 //! let head = client.subscribe(ws, 0).await?; // changes 1..=head are already in `events`
 //! let done = client.put_file(ws, "notes/todo.txt", std::path::Path::new("/tmp/todo.txt"), 0).await?;
@@ -15,7 +16,7 @@
 //! # let _ = (head, done); Ok(()) }
 //! ```
 //!
-//! - One TCP connection, requests pipelined: every call may run concurrently
+//! - One TCP connection (TLS for `tls://` addresses, see [`tls`]), requests pipelined: every call may run concurrently
 //!   from clones of the [`Client`]; answers are matched by request id.
 //! - Uploads chunk the local file while streaming it (FastCDC, BLAKE3) and
 //!   send only the chunks the node asks for; downloads go to a temporary file
@@ -31,6 +32,7 @@ pub mod cli;
 mod counted;
 pub mod home;
 pub mod http;
+pub mod tls;
 mod transfer;
 
 use std::collections::HashMap;
@@ -43,11 +45,13 @@ use filesync_core::proto::frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_BYTE
 use filesync_core::proto::{Change, Message, Notice, RequestId, PROTOCOL_VERSION};
 use filesync_core::{UserId, WorkspaceId};
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::counted::Counted;
+use crate::tls::{Endpoint, Trust};
 
 /// Frames queued for sending; bounds the memory of an upload in flight.
 const OUT_QUEUE: usize = 16;
@@ -73,6 +77,13 @@ pub enum ClientError {
     Verify(String),
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    #[error("{0}")]
+    BadAddress(String),
+    /// The node's certificate did not verify: a configuration problem, retrying cannot help.
+    #[error("the sync node's TLS certificate is not trusted ({0}); pass --ca FILE if it is signed by a private CA")]
+    Untrusted(String),
+    #[error("TLS with the sync node failed: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -102,7 +113,10 @@ pub struct ConnectOptions {
     pub device_name: String,
     /// Largest frame accepted from the node before `Welcome` says otherwise.
     pub max_frame_bytes: usize,
+    /// For the TLS handshake and for `Welcome`, each.
     pub handshake_timeout: Duration,
+    /// What a `tls://` node's certificate is checked against.
+    pub trust: Trust,
 }
 
 impl ConnectOptions {
@@ -113,6 +127,7 @@ impl ConnectOptions {
             device_name: device_name.into(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout: Duration::from_secs(10),
+            trust: Trust::system(),
         }
     }
 }
@@ -246,12 +261,42 @@ fn unexpected(what: &str, got: &Message) -> ClientError {
 }
 
 impl Client {
-    /// Connects, says `Hello` and waits for `Welcome`.
+    /// Connects over plain TCP, says `Hello` and waits for `Welcome`.
     pub async fn connect(addr: impl ToSocketAddrs, opts: ConnectOptions) -> Result<(Client, Events), ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        Client::start(stream, opts).await
+    }
+
+    /// Connects to an address as the user writes it: `HOST:PORT` (plain TCP) or `tls://HOST:PORT`
+    /// (TLS, verified against `opts.trust`), then as [`Client::connect`].
+    pub async fn connect_to(addr: &str, opts: ConnectOptions) -> Result<(Client, Events), ClientError> {
+        match Endpoint::parse(addr).map_err(ClientError::BadAddress)? {
+            Endpoint::Plain(addr) => Client::connect(addr.as_str(), opts).await,
+            Endpoint::Tls { host, port } => {
+                let config = opts.trust.client_config().map_err(|e| ClientError::Tls(e.to_string()))?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| ClientError::BadAddress(format!("{host:?} is not a valid TLS server name")))?;
+                let stream = TcpStream::connect((host.as_str(), port)).await?;
+                stream.set_nodelay(true)?;
+                let handshake = tokio_rustls::TlsConnector::from(config).connect(name, stream);
+                let stream = tokio::time::timeout(opts.handshake_timeout, handshake)
+                    .await
+                    .map_err(|_| ClientError::Timeout("the TLS handshake"))?
+                    .map_err(|e| tls::handshake_failure(&e))?;
+                Client::start(stream, opts).await
+            }
+        }
+    }
+
+    /// Says `Hello` on an open transport and waits for `Welcome`.
+    async fn start<S>(stream: S, opts: ConnectOptions) -> Result<(Client, Events), ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let counters = Arc::new(Counters::default());
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = tokio::io::split(stream);
+        let (rd, wr): (BoxRead, BoxWrite) = (Box::new(rd), Box::new(wr));
         let mut reader =
             FramedRead::new(Counted::new(rd, counters.clone(), true), FrameCodec::new(opts.max_frame_bytes));
         let mut writer =
@@ -273,6 +318,12 @@ impl Client {
             }
             Some(Ok(Message::Error { code, message, .. })) => return Err(ClientError::Server { code, message }),
             Some(Ok(other)) => return Err(unexpected("Welcome", &other)),
+            // What a TLS record header looks like when read as a frame length.
+            Some(Err(FrameError::TooLarge { .. })) => {
+                return Err(ClientError::Protocol(
+                    "the node's answer is not a filesync frame; if the node serves TLS, use tls://HOST:PORT".into(),
+                ))
+            }
             Some(Err(e)) => return Err(e.into()),
             None => return Err(ClientError::Closed),
         };
@@ -402,8 +453,10 @@ fn committed(msg: Message) -> Result<Committed, ClientError> {
     }
 }
 
-type Writer = FramedWrite<Counted<tokio::net::tcp::OwnedWriteHalf>, FrameCodec>;
-type Reader = FramedRead<Counted<tokio::net::tcp::OwnedReadHalf>, FrameCodec>;
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+type Writer = FramedWrite<Counted<BoxWrite>, FrameCodec>;
+type Reader = FramedRead<Counted<BoxRead>, FrameCodec>;
 
 async fn write_loop(mut writer: Writer, mut out: mpsc::Receiver<Message>) {
     while let Some(msg) = out.recv().await {

@@ -1,5 +1,5 @@
 //! The admin endpoint for load balancers and Prometheus: `/healthz` (the
-//! process answers), `/readyz` (database and bus answer, not shutting down),
+//! process answers and is not shutting down), `/readyz` (database and bus answer, not shutting down),
 //! `/metrics` (Prometheus text). Plain HTTP/1 on its own address.
 
 use std::convert::Infallible;
@@ -17,6 +17,11 @@ use crate::node::Node;
 
 async fn route(node: Node, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match req.uri().path() {
+        // A load balancer checks this: once shutdown starts the node takes no new connections, so it says so
+        // before its listener closes and HAProxy stops sending clients it would refuse.
+        "/healthz" if node.shutting_down() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".to_owned())
+        }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => {
             if node.ready().await {

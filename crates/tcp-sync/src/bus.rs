@@ -22,6 +22,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// The field a node adds to the workspace events it publishes: when the change was committed (Unix ms).
+/// Others ignore it; a node that receives it measures the bus lag. The HTTP API's events carry none.
+const COMMITTED_AT: &str = "committed_at_ms";
+
+/// `event` as JSON with the commit time added.
+pub fn stamped(event: &filesync_core::events::WorkspaceEvent) -> Option<String> {
+    let mut value = serde_json::to_value(event).ok()?;
+    value.as_object_mut()?.insert(COMMITTED_AT.to_owned(), chrono::Utc::now().timestamp_millis().into());
+    serde_json::to_string(&value).ok()
+}
+
+/// The commit time of a [`stamped`] event, if it has one.
+pub fn committed_at(payload: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    chrono::DateTime::from_timestamp_millis(value.get(COMMITTED_AT)?.as_i64()?)
+}
+
 /// What the bus hands to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusInput {
@@ -134,7 +151,9 @@ impl Bus for RedisBus {
         async move {
             let sent = tokio::time::timeout(REDIS_TIMEOUT, conn.publish::<_, _, usize>(&channel, payload)).await;
             let ok = matches!(sent, Ok(Ok(_)));
-            if !ok {
+            if ok {
+                metrics.bus_messages_published.inc();
+            } else {
                 metrics.bus_publish_failures.inc();
                 tracing::warn!(%channel, "bus publication failed; nodes will catch up from the journal");
             }
@@ -242,6 +261,7 @@ async fn subscriber_loop(
                     Some(msg) => {
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
                         let channel = msg.get_channel_name().to_owned();
+                        metrics.bus_messages_received.inc();
                         if out.send(BusInput::Message { channel, payload }).is_err() {
                             return;
                         }

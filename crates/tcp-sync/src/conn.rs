@@ -16,7 +16,7 @@ use filesync_core::proto::frame::{FrameCodec, FrameError};
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{ErrorCode, Message};
 use futures::SinkExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -26,27 +26,79 @@ use tracing::Instrument;
 use crate::error::ReqError;
 use crate::handshake::{frame_error, handshake, Identity};
 use crate::hub::ConnHandle;
+use crate::metered::Metered;
 use crate::node::Shared;
 use crate::session::Session;
 
 /// How long the last frames (an error, `Goodbye`) may take to leave.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
-/// Serves one accepted socket until it ends.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+/// The two halves of a connection, plain or TLS: everything past the
+/// transport is the same code.
+pub type Reader = FramedRead<Box<dyn AsyncRead + Send + Unpin>, FrameCodec>;
+pub type Writer = FramedWrite<Box<dyn AsyncWrite + Send + Unpin>, FrameCodec>;
+
+/// Serves one accepted socket until it ends. `permit` is `None` when the node is at its connection cap:
+/// the peer is then told `busy` (over TLS if the port serves TLS) and the socket closed.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) {
     let span = tracing::info_span!("conn", peer.addr = %peer, user.id = tracing::field::Empty, conn.id = tracing::field::Empty);
-    serve_inner(shared, stream, peer, permit).instrument(span).await
+    async move {
+        // The TLS handshake and Hello share one deadline, so a peer cannot hold a slot longer by being slow at TLS.
+        let deadline = tokio::time::Instant::now() + shared.tuning.handshake_timeout;
+        let _ = stream.set_nodelay(true);
+        let stream = Metered::new(stream, shared.metrics.bytes_in.clone(), shared.metrics.bytes_out.clone());
+        let Some(tls) = shared.tls.clone() else {
+            return serve_transport(shared, stream, peer, permit, deadline).await;
+        };
+        match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+            Ok(Ok(stream)) => serve_transport(shared, stream, peer, permit, deadline).await,
+            Ok(Err(e)) => {
+                shared.metrics.handshake_failures.with_label_values(&["tls"]).inc();
+                tracing::info!(error = %e, "TLS handshake failed (a plain TCP client, or one that rejected the certificate)");
+            }
+            Err(_) => {
+                shared.metrics.handshake_failures.with_label_values(&[ErrorCode::HandshakeTimeout.as_str()]).inc();
+                tracing::info!("no TLS handshake within the Hello deadline");
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
-async fn serve_inner(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
-    shared.metrics.connections_total.inc();
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+async fn serve_transport<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
     let max = shared.config.max_frame_bytes;
-    let mut reader = FramedRead::new(rd, FrameCodec::new(max));
-    let mut writer = FramedWrite::new(wr, FrameCodec::new(max));
+    let reader: Reader = FramedRead::new(Box::new(rd), FrameCodec::new(max));
+    let mut writer: Writer = FramedWrite::new(Box::new(wr), FrameCodec::new(max));
+    match permit {
+        Some(permit) => serve_session(shared, reader, writer, peer, permit, deadline).await,
+        None => {
+            tracing::info!("refused: at the connection cap");
+            let busy = Message::error(0, ErrorCode::Busy, "this node is at its connection limit; try another node");
+            send_last(&mut writer, busy).await;
+        }
+    }
+}
 
-    let identity = match handshake(&shared, &mut reader, shared.tuning.handshake_timeout).await {
+async fn serve_session(
+    shared: Arc<Shared>,
+    mut reader: Reader,
+    mut writer: Writer,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+) {
+    let max = shared.config.max_frame_bytes;
+    let identity = match handshake(&shared, &mut reader, deadline).await {
         Ok(id) => id,
         Err(refusal) => {
             if let Some(err) = refusal {
@@ -111,7 +163,7 @@ async fn serve_inner(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _
 }
 
 /// Sends one last frame and closes, without waiting long for a peer that does not read.
-async fn send_last(writer: &mut FramedWrite<OwnedWriteHalf, FrameCodec>, msg: Message) {
+async fn send_last(writer: &mut Writer, msg: Message) {
     let _ = tokio::time::timeout(FINAL_FLUSH, async {
         let _ = writer.send(msg).await;
         let _ = writer.close().await;
@@ -120,7 +172,7 @@ async fn send_last(writer: &mut FramedWrite<OwnedWriteHalf, FrameCodec>, msg: Me
 }
 
 async fn write_loop(
-    mut writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    mut writer: Writer,
     mut resp: mpsc::Receiver<Message>,
     mut events: mpsc::Receiver<Message>,
     done: CancellationToken,
@@ -149,7 +201,7 @@ async fn write_loop(
     let _ = writer.close().await;
 }
 
-async fn write_one(writer: &mut FramedWrite<OwnedWriteHalf, FrameCodec>, msg: Message, shared: &Shared) -> bool {
+async fn write_one(writer: &mut Writer, msg: Message, shared: &Shared) -> bool {
     if let Message::Chunk { data, .. } = &msg {
         shared.metrics.chunks_sent.inc();
         shared.metrics.chunk_bytes_sent.inc_by(data.len() as u64);
@@ -244,5 +296,3 @@ impl Refresh {
         }
     }
 }
-
-pub type Reader = FramedRead<OwnedReadHalf, FrameCodec>;

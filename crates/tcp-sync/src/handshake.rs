@@ -1,16 +1,13 @@
 //! The first frame: `Hello` → who is this? The user comes from the JWT only.
 
-use std::time::Duration;
-
 use filesync_core::db::accounts;
 use filesync_core::jwt::JwtError;
-use filesync_core::proto::frame::{FrameCodec, FrameError};
+use filesync_core::proto::frame::FrameError;
 use filesync_core::proto::{ErrorCode, Message, PROTOCOL_VERSION};
 use filesync_core::UserId;
 use futures::StreamExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio_util::codec::FramedRead;
 
+use crate::conn::Reader;
 use crate::error::ReqError;
 use crate::node::Shared;
 
@@ -40,17 +37,17 @@ pub fn frame_error(e: &FrameError) -> Option<ReqError> {
     }
 }
 
-/// Reads and checks `Hello`. `Err(None)`: the peer left without a word.
+/// Reads and checks `Hello`, which must arrive by `deadline`. `Err(None)`: the peer left without a word.
 pub async fn handshake(
     shared: &Shared,
-    reader: &mut FramedRead<OwnedReadHalf, FrameCodec>,
-    timeout: Duration,
+    reader: &mut Reader,
+    deadline: tokio::time::Instant,
 ) -> Result<Identity, Option<ReqError>> {
-    let first = match tokio::time::timeout(timeout, reader.next()).await {
+    let first = match tokio::time::timeout_at(deadline, reader.next()).await {
         Err(_) => {
             return Err(Some(ReqError::new(
                 ErrorCode::HandshakeTimeout,
-                format!("no Hello within {} seconds", timeout.as_secs()),
+                format!("no Hello within {} seconds", shared.tuning.handshake_timeout.as_secs()),
             )))
         }
         Ok(None) => return Err(None),

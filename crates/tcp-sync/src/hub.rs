@@ -336,7 +336,13 @@ impl Hub {
             match serde_json::from_str::<WorkspaceEvent>(&payload) {
                 Ok(WorkspaceEvent::Committed { workspace_id, seq }) => {
                     let hub = self.clone();
-                    tokio::spawn(async move { hub.poke(workspace_id, seq).await });
+                    let committed_at = crate::bus::committed_at(&payload);
+                    tokio::spawn(async move {
+                        hub.poke(workspace_id, seq).await;
+                        if let Some(lag) = committed_at.and_then(|at| (chrono::Utc::now() - at).to_std().ok()) {
+                            hub.metrics.bus_lag.observe(lag.as_secs_f64());
+                        }
+                    });
                 }
                 Err(e) => tracing::warn!(%channel, error = %e, "unreadable workspace event"),
             }

@@ -9,6 +9,7 @@
 //! - [`auth`]: the one place where membership and roles are checked.
 //! - [`hub`]: per-node fan-out of journal entries to subscribers.
 //! - [`bus`]: Redis pub/sub or the in-process stand-in; [`presence`]: who is connected.
+//! - [`tls`]: rustls on the sync port when a certificate and key are configured.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the counters.
 //!
 //! The protocol itself (messages, frames) lives in `filesync_core::proto` and
@@ -21,10 +22,12 @@ pub mod conn;
 pub mod error;
 pub mod handshake;
 pub mod hub;
+mod metered;
 pub mod metrics;
 pub mod node;
 pub mod presence;
 pub mod session;
+pub mod tls;
 
 use std::future::Future;
 

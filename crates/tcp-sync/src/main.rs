@@ -28,8 +28,9 @@ Environment (each also a key of the TOML config file, lower case without FILESYN
   FILESYNC_LOG_FORMAT       text or json [default: text]
   FILESYNC_DEV_MODE         true: generate and keep a JWT secret in the data dir (same as --dev)
   RUST_LOG                  log filter, e.g. info or filesync_tcp_sync=debug [default: info]
-The HTTP-only settings (FILESYNC_HTTP_ADDR, FILESYNC_BCRYPT_COST, FILESYNC_LOGIN_*) are accepted and ignored;
-FILESYNC_TLS_CERT/FILESYNC_TLS_KEY are not served by this daemon: terminate TLS in front of it.";
+  FILESYNC_TLS_CERT         PEM certificate chain; with FILESYNC_TLS_KEY the sync port serves TLS only [default: plain TCP]
+  FILESYNC_TLS_KEY          PEM private key of FILESYNC_TLS_CERT
+The HTTP-only settings (FILESYNC_HTTP_ADDR, FILESYNC_BCRYPT_COST, FILESYNC_LOGIN_*) are accepted and ignored.";
 
 /// The filesync sync node: clients keep a TCP connection here to upload, download and receive changes.
 #[derive(Debug, Parser)]
@@ -69,36 +70,8 @@ async fn main() -> anyhow::Result<()> {
     let node = filesync_tcp_sync::Node::start(config).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let admin_task = tokio::spawn(filesync_tcp_sync::run_admin(admin, node.clone(), stop.clone().cancelled_owned()));
-    let served = node.serve(listener, shutdown_signal()).await;
+    let served = node.serve(listener, filesync_core::signal::shutdown_signal()).await;
     stop.cancel();
     let _ = admin_task.await;
     served
-}
-
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
 }

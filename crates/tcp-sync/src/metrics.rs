@@ -1,6 +1,6 @@
 //! Prometheus metrics of one node, served at `/metrics` on the admin address.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -12,17 +12,24 @@ pub struct Metrics {
     pub request_errors: IntCounterVec,
     pub frames_in: IntCounter,
     pub frames_out: IntCounter,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
     pub commits: IntCounterVec,
     pub conflicts: IntCounter,
     pub chunks_received: IntCounter,
     pub chunk_bytes_received: IntCounter,
     pub chunks_sent: IntCounter,
     pub chunk_bytes_sent: IntCounter,
+    pub chunks_stored: IntCounter,
+    pub chunk_store_bytes_written: IntCounter,
     pub subscriptions_active: IntGauge,
     pub events_forwarded: IntCounter,
     pub slow_consumers_dropped: IntCounter,
     pub bus_reconnects: IntCounter,
     pub bus_publish_failures: IntCounter,
+    pub bus_messages_received: IntCounter,
+    pub bus_messages_published: IntCounter,
+    pub bus_lag: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -49,6 +56,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntC
     c
 }
 
+fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let h = Histogram::with_opts(HistogramOpts::new(format!("filesync_tcp_{name}"), help).buckets(buckets))
+        .expect("valid metric name");
+    registry.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
@@ -60,17 +75,32 @@ impl Metrics {
             request_errors: counter_vec(&r, "request_errors_total", "Error frames sent, by code", "code"),
             frames_in: counter(&r, "frames_in_total", "Frames received"),
             frames_out: counter(&r, "frames_out_total", "Frames sent"),
+            bytes_in: counter(&r, "bytes_in_total", "Bytes read from client sockets (TLS included)"),
+            bytes_out: counter(&r, "bytes_out_total", "Bytes written to client sockets (TLS included)"),
             commits: counter_vec(&r, "commits_total", "Changes committed, by operation", "op"),
             conflicts: counter(&r, "conflict_copies_total", "Uploads committed as conflict copies"),
             chunks_received: counter(&r, "chunks_received_total", "Chunks received and verified"),
             chunk_bytes_received: counter(&r, "chunk_bytes_received_total", "Chunk bytes received and verified"),
             chunks_sent: counter(&r, "chunks_sent_total", "Chunks sent to clients"),
             chunk_bytes_sent: counter(&r, "chunk_bytes_sent_total", "Chunk bytes sent to clients"),
+            chunks_stored: counter(&r, "chunk_store_chunks_written_total", "New chunks written to the chunk store"),
+            chunk_store_bytes_written: counter(
+                &r,
+                "chunk_store_bytes_written_total",
+                "Bytes written to the chunk store (at rest, after compression)",
+            ),
             subscriptions_active: gauge(&r, "subscriptions_active", "Workspace subscriptions, now"),
             events_forwarded: counter(&r, "events_forwarded_total", "Change frames queued to subscribers"),
             slow_consumers_dropped: counter(&r, "slow_consumers_dropped_total", "Connections closed for a full queue"),
             bus_reconnects: counter(&r, "bus_reconnects_total", "Reconnections to the Redis bus"),
             bus_publish_failures: counter(&r, "bus_publish_failures_total", "Bus publications that failed"),
+            bus_messages_received: counter(&r, "bus_messages_received_total", "Messages received from the bus"),
+            bus_messages_published: counter(&r, "bus_messages_published_total", "Messages published on the bus"),
+            bus_lag: histogram(
+                &r,
+                "bus_lag_seconds",
+                "From a commit on another node to its forwarding here (across node clocks)",
+            ),
             registry: r,
         }
     }

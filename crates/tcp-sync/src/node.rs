@@ -10,14 +10,12 @@ use filesync_core::config::Config;
 use filesync_core::db::Db;
 use filesync_core::events::{user_channel, workspace_channel, UserEvent, WorkspaceEvent};
 use filesync_core::jwt::JwtKeys;
-use filesync_core::proto::frame::encode_frame;
 use filesync_core::proto::presence::PresenceEntry;
-use filesync_core::proto::{ErrorCode, Message};
 use filesync_core::storage::{ChunkStore, LocalDirStore};
 use filesync_core::{UserId, WorkspaceId};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -74,6 +72,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     pub presence: Presence,
     pub metrics: Metrics,
+    /// Set when the sync port serves TLS.
+    pub tls: Option<TlsAcceptor>,
     /// Cancelled when the node stops accepting: connections say Goodbye.
     pub shutdown: CancellationToken,
     /// Cancelled when the node is gone: background tasks stop.
@@ -89,7 +89,7 @@ impl Shared {
     /// A change was committed: forward it to local subscribers now and wake the other nodes.
     pub async fn announce(&self, ws: WorkspaceId, seq: i64) {
         self.hub.poke(ws, seq).await;
-        let Ok(payload) = serde_json::to_string(&WorkspaceEvent::Committed { workspace_id: ws, seq }) else { return };
+        let Some(payload) = crate::bus::stamped(&WorkspaceEvent::Committed { workspace_id: ws, seq }) else { return };
         tokio::spawn(self.bus.publish(workspace_channel(ws), payload));
     }
 }
@@ -120,11 +120,7 @@ impl Node {
 
     pub async fn start_with(mut config: Config, tuning: Tuning) -> anyhow::Result<Node> {
         config.prepare_for_serving()?;
-        if config.tls_cert.is_some() || config.tls_key.is_some() {
-            tracing::warn!(
-                "filesync-tcp does not serve TLS itself (tls_cert/tls_key ignored); terminate TLS in front of it"
-            );
-        }
+        let tls = crate::tls::acceptor(&config)?;
         let url = config.database_url();
         let pool = config.db_pool_size;
         let db = tokio::task::spawn_blocking(move || Db::open(&url, pool)).await?.context("opening the database")?;
@@ -165,7 +161,7 @@ impl Node {
                 }
             }
         });
-        tracing::info!(node.id = %node_id, redis = config.redis_url.is_some(), "node started");
+        tracing::info!(node.id = %node_id, redis = config.redis_url.is_some(), tls = tls.is_some(), "node started");
         let shared = Arc::new(Shared {
             config,
             tuning,
@@ -177,6 +173,7 @@ impl Node {
             hub,
             presence,
             metrics,
+            tls,
             shutdown: CancellationToken::new(),
             stop,
             next_conn: AtomicU64::new(0),
@@ -190,6 +187,11 @@ impl Node {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// True once `serve` has begun its shutdown (Goodbye sent, listener closed).
+    pub fn shutting_down(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
     }
 
     /// True while the node accepts work: not shutting down, the database answers, and the bus (if any) answers.
@@ -222,15 +224,14 @@ impl Node {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            tracker.spawn(crate::conn::serve(shared.clone(), stream, peer, permit));
-                        }
-                        Err(_) => {
+                    Ok((stream, peer)) => {
+                        shared.metrics.connections_total.inc();
+                        let permit = slots.clone().try_acquire_owned().ok();
+                        if permit.is_none() {
                             shared.metrics.connections_refused_busy.inc();
-                            tracker.spawn(refuse_busy(stream, shared.config.max_frame_bytes));
                         }
-                    },
+                        tracker.spawn(crate::conn::serve(shared.clone(), stream, peer, permit));
+                    }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -248,16 +249,5 @@ impl Node {
         }
         shared.stop.cancel();
         Ok(())
-    }
-}
-
-async fn refuse_busy(mut stream: tokio::net::TcpStream, max_frame: usize) {
-    let msg = Message::error(0, ErrorCode::Busy, "this node is at its connection limit; try another node");
-    if let Ok(frame) = encode_frame(&msg, max_frame) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = stream.write_all(&frame).await;
-            let _ = stream.shutdown().await;
-        })
-        .await;
     }
 }

@@ -233,6 +233,10 @@ impl Session {
         };
         self.shared.metrics.chunks_received.inc();
         self.shared.metrics.chunk_bytes_received.inc_by(size);
+        if stored.written {
+            self.shared.metrics.chunks_stored.inc();
+            self.shared.metrics.chunk_store_bytes_written.inc_by(stored.stored_size);
+        }
         self.shared.db.run(move |c| journal::record_chunk(c, ws, &hash, len, stored.stored_size)).await?;
         let Some(upload) = self.uploads.get_mut(&request_id) else { return Ok(()) };
         upload.needed.remove(&hash);

@@ -63,6 +63,7 @@ impl From<RemoteError> for SyncError {
     fn from(e: RemoteError) -> SyncError {
         match e {
             e if e.is_auth() => SyncError::Fatal(format!("the sync node refused the login: {e}; run `filesync login`")),
+            RemoteError::Refused { code, message } if code == super::remote::MISCONFIGURED => SyncError::Fatal(message),
             RemoteError::Connection(m) => SyncError::Connection(m),
             RemoteError::Refused { code, message } => SyncError::Connection(format!("{message} ({code})")),
         }

@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub home: Home,
     /// TCP sync nodes, tried in order.
     pub sync_addrs: Vec<String>,
+    /// What `tls://` nodes' certificates are checked against (`--ca FILE`).
+    pub trust: crate::tls::Trust,
     pub token: String,
     pub username: String,
     pub device_id: String,
@@ -227,12 +229,12 @@ async fn run_folder(
         }
         let addr = &addrs[index % addrs.len()];
         let connected = tokio::select! {
-            r = Session::connect(addr, &cfg.token, &cfg.device_id, &cfg.device_name) => r,
+            r = Session::connect(addr, &cfg) => r,
             _ = stop.changed() => continue,
         };
         let mut session = match connected {
             Ok(s) => s,
-            Err(e) if e.is_auth() => return Err(SyncError::from(e).into()),
+            Err(e) if e.is_permanent() => return Err(SyncError::from(e).into()),
             Err(e) => {
                 tracing::warn!(workspace.id = %ws, node.addr = %addr, error = %e, "cannot connect to sync node");
                 let last_error = e.to_string();
@@ -314,9 +316,9 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
     sync.read_only = true;
     let mut last = String::new();
     for addr in &config.sync_addrs {
-        let mut session = match Session::connect(addr, &config.token, &config.device_id, &config.device_name).await {
+        let mut session = match Session::connect(addr, &config).await {
             Ok(s) => s,
-            Err(e) if e.is_auth() => {
+            Err(e) if e.is_permanent() => {
                 return Err(AgentError::Folder { workspace: ws.name.clone(), source: SyncError::from(e) })
             }
             Err(e) => {

@@ -45,6 +45,9 @@ pub struct Manifest {
     pub chunks: Vec<ChunkRef>,
 }
 
+/// The code [`RemoteError::Refused`] carries when the client's own setup stops it from connecting.
+pub const MISCONFIGURED: &str = "client_misconfigured";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
     /// The node refused the request (`code` is the protocol's error code); the connection is fine.
@@ -66,6 +69,12 @@ impl RemoteError {
     /// Bad or expired token: retrying cannot help until the user logs in again.
     pub fn is_auth(&self) -> bool {
         matches!(self.code(), Some("unauthorized" | "token_expired"))
+    }
+
+    /// Retrying cannot help: a bad token, or a node this client is not set up to talk to
+    /// (an untrusted certificate, an unusable address).
+    pub fn is_permanent(&self) -> bool {
+        self.is_auth() || self.code() == Some(MISCONFIGURED)
     }
 }
 

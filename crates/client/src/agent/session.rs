@@ -47,15 +47,19 @@ impl From<ClientError> for RemoteError {
                 code: "file_changed".into(),
                 message: "the file changed while it was read".into(),
             },
+            e @ (ClientError::Untrusted(_) | ClientError::BadAddress(_)) => {
+                RemoteError::Refused { code: super::remote::MISCONFIGURED.into(), message: e.to_string() }
+            }
             other => RemoteError::Connection(other.to_string()),
         }
     }
 }
 
 impl Session {
-    pub async fn connect(addr: &str, token: &str, device_id: &str, device_name: &str) -> Result<Session, RemoteError> {
-        let opts = ConnectOptions::new(token, device_id, device_name);
-        let (client, mut events) = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(addr, opts))
+    pub async fn connect(addr: &str, config: &super::AgentConfig) -> Result<Session, RemoteError> {
+        let mut opts = ConnectOptions::new(&config.token, &config.device_id, &config.device_name);
+        opts.trust = config.trust.clone();
+        let (client, mut events) = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_to(addr, opts))
             .await
             .map_err(|_| RemoteError::Connection(format!("{addr} did not answer in time")))??;
         let (tx, rx) = mpsc::unbounded_channel();

@@ -22,6 +22,7 @@ use filesync_core::{Role, WorkspaceId};
 
 use crate::home::{Home, LinkedFolder, SavedToken, Settings, DEFAULT_DEBOUNCE_MS, DEFAULT_SERVER, DEFAULT_SYNC};
 use crate::http::{Api, ApiWorkspace};
+use crate::tls::Trust;
 
 /// Self-hosted real-time file sync: share a folder, keep working in it.
 #[derive(Debug, Parser)]
@@ -39,9 +40,14 @@ pub struct GlobalArgs {
     /// HTTP API base URL [default: from config.toml, else http://127.0.0.1:8080].
     #[arg(long, global = true, env = "FILESYNC_SERVER", value_name = "URL")]
     pub server: Option<String>,
-    /// TCP sync node addresses, tried in order [default: from config.toml, else 127.0.0.1:7070].
+    /// TCP sync node addresses, tried in order: HOST:PORT, or tls://HOST:PORT for a node that serves TLS
+    /// [default: from config.toml, else 127.0.0.1:7070].
     #[arg(long, global = true, env = "FILESYNC_SYNC", value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub sync: Vec<String>,
+    /// PEM file of CA certificates trusted besides the system's, for an https:// server and tls:// sync nodes
+    /// signed by a private CA.
+    #[arg(long, global = true, env = "FILESYNC_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Where the token, device id, config and sync state live [default: the platform's config dir].
     #[arg(long, global = true, env = "FILESYNC_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
@@ -131,9 +137,17 @@ impl Ctx {
         self.global.debounce_ms.or(self.settings.debounce_ms).unwrap_or(DEFAULT_DEBOUNCE_MS)
     }
 
+    /// The certificates trusted for TLS: the system's, plus `--ca FILE`.
+    pub fn trust(&self) -> anyhow::Result<Trust> {
+        match &self.global.ca {
+            Some(file) => Ok(Trust::with_ca_file(file)?),
+            None => Ok(Trust::system()),
+        }
+    }
+
     /// The API without a token.
     pub fn anonymous_api(&self) -> anyhow::Result<Api> {
-        Ok(Api::new(&self.server(), None)?)
+        Ok(Api::with_trust(&self.server(), None, &self.trust()?)?)
     }
 
     /// The saved token, or a clear "log in first".
@@ -145,7 +159,7 @@ impl Ctx {
     pub fn api(&self) -> anyhow::Result<Api> {
         let token = self.token()?;
         let server = self.global.server.clone().unwrap_or(token.server);
-        Ok(Api::new(&server, Some(token.token))?)
+        Ok(Api::with_trust(&server, Some(token.token), &self.trust()?)?)
     }
 
     /// Remembers `--server`/`--sync` given at login so later commands need no flags.
@@ -305,7 +319,8 @@ mod tests {
         let cli = Cli::try_parse_from(["filesync", "whoami", "--server", "http://h:1", "--sync", "a:1,b:2"]).unwrap();
         assert_eq!(cli.global.server.as_deref(), Some("http://h:1"));
         assert_eq!(cli.global.sync, vec!["a:1", "b:2"]);
-        let cli = Cli::try_parse_from(["filesync", "--home", "/x", "workspace", "list"]).unwrap();
+        let cli = Cli::try_parse_from(["filesync", "--home", "/x", "workspace", "list", "--ca", "/ca.pem"]).unwrap();
+        assert_eq!(cli.global.ca, Some(PathBuf::from("/ca.pem")));
         assert_eq!(cli.global.home, Some(PathBuf::from("/x")));
         assert!(Cli::try_parse_from(["filesync", "workspace", "share", "w", "e@x.y", "--role", "owner"]).is_err());
     }

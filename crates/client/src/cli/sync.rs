@@ -104,6 +104,7 @@ impl Ctx {
         Ok(AgentConfig {
             home: self.home.clone(),
             sync_addrs: self.sync_addrs(),
+            trust: self.trust()?,
             token: token.token,
             username: if token.username.is_empty() { token.email.clone() } else { token.username },
             device_id: self.home.device_id()?,

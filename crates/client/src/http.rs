@@ -325,5 +325,11 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     while let Some(next) = cur.source() {
         cur = next;
     }
-    cur.to_string()
+    let reason = cur.to_string();
+    // rustls's wording for a certificate that did not verify (unknown issuer, wrong name, expired).
+    if reason.contains("invalid peer certificate") {
+        format!("{reason}; pass --ca FILE if the server's certificate is signed by a private CA")
+    } else {
+        reason
+    }
 }

@@ -145,6 +145,9 @@ impl Node {
             }
             None => (Arc::new(LocalBus::new(bus_tx)), Presence::Local(Default::default())),
         };
+        if config.node_id.is_some() {
+            presence.purge_node(&node_id).await;
+        }
         let hub = Arc::new(Hub::new(db.clone(), bus.clone(), metrics.clone()));
         let (hub_bg, stop_bg, every) = (hub.clone(), stop.clone(), tuning.head_check_interval);
         tokio::spawn(async move {

@@ -74,6 +74,34 @@ impl Presence {
         }
     }
 
+    /// Deletes the entries a previous run of `node_id` left behind (it was killed, so nothing removed them),
+    /// instead of showing its old connections for up to a TTL. Only for a configured node id: node ids must
+    /// be unique, or one node would erase another's entries.
+    pub async fn purge_node(&self, node_id: &str) {
+        let Presence::Redis(conn) = self else { return };
+        let pattern = format!("{}*", conn_key(&glob_escape(node_id), ""));
+        let mut conn = conn.clone();
+        let purge = async {
+            let keys: Vec<String> = {
+                use futures::TryStreamExt;
+                let iter = redis::AsyncCommands::scan_match::<_, String>(&mut conn, &pattern).await?;
+                iter.try_collect().await?
+            };
+            for batch in keys.chunks(500) {
+                redis::AsyncCommands::del::<_, ()>(&mut conn, batch).await?;
+            }
+            Ok::<usize, redis::RedisError>(keys.len())
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT * 5, purge).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(node.id = %node_id, entries = n, "removed presence left by this node's last run")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot clear this node's old presence entries"),
+            Err(_) => tracing::warn!("clearing this node's old presence entries timed out"),
+        }
+    }
+
     /// This node's connections (single-node mode only; with Redis, read Redis).
     pub fn local_entries(&self) -> Vec<PresenceEntry> {
         match self {
@@ -81,6 +109,18 @@ impl Presence {
             Presence::Redis(_) => Vec::new(),
         }
     }
+}
+
+/// `s` matched literally in a Redis glob pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn add_refresh(pipe: &mut redis::Pipeline, e: &PresenceEntry) {

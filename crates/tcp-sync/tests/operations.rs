@@ -189,3 +189,26 @@ async fn metrics_show_connections_traffic_commits_storage_and_the_bus() {
     assert!(metric(&m2, "filesync_tcp_bus_lag_seconds_sum") < 60.0, "{m2}");
     assert_eq!(metric(&m1, "filesync_tcp_conflict_copies_total"), 0.0, "{m1}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_clears_the_presence_its_killed_run_left() {
+    use filesync_core::proto::presence::{conn_key, member, user_key};
+    use redis::AsyncCommands;
+
+    let cluster = Cluster::new(Backend::Sqlite, true);
+    let mut r = redis::Client::open(cluster.redis.as_ref().unwrap().url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // What a SIGKILLed "node-a" leaves behind, and a live entry of another node.
+    for (node, session) in [("node-a", "s1"), ("node-a", "s2"), ("node-ab", "s3")] {
+        let _: () = r.hset(conn_key(node, session), "node_id", node).await.unwrap();
+        let _: () = r.zadd(user_key(filesync_core::UserId(1)), member(node, session), i64::MAX).await.unwrap();
+    }
+    let config = filesync_core::config::Config { node_id: Some("node-a".into()), ..cluster.config() };
+    let n = cluster.node_with(config, Tuning::default()).await;
+    let left: Vec<String> = r.keys("filesync:presence:conn:*").await.unwrap();
+    assert_eq!(left, vec![conn_key("node-ab", "s3")]);
+    n.shutdown().await.unwrap();
+}

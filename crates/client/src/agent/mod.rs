@@ -85,8 +85,9 @@ pub enum AgentError {
     Watch { path: String, message: String },
     #[error(transparent)]
     Home(#[from] HomeError),
-    #[error("{workspace}: {source}")]
-    Folder { workspace: String, source: SyncError },
+    // Not named `source`: thiserror would chain it, and `{:#}` would print the message twice.
+    #[error("{workspace}: {error}")]
+    Folder { workspace: String, error: SyncError },
     #[error("cannot reach any sync node ({addrs}): {last}")]
     Unreachable { addrs: String, last: String },
 }
@@ -113,7 +114,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: impl Future<Output = ()>) 
         tasks.spawn(async move {
             let name = folder.workspace_name.clone();
             run_folder(cfg, folder, ui, stop).await.map_err(|e| match e {
-                FolderFailure::Sync(source) => AgentError::Folder { workspace: name, source },
+                FolderFailure::Sync(error) => AgentError::Folder { workspace: name, error },
                 FolderFailure::Other(e) => e,
             })
         });
@@ -137,7 +138,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: impl Future<Output = ()>) 
                 Some(Err(join)) => {
                     first_error.get_or_insert(AgentError::Folder {
                         workspace: "?".into(),
-                        source: SyncError::Fatal(format!("sync task failed: {join}")),
+                        error: SyncError::Fatal(format!("sync task failed: {join}")),
                     });
                 }
             }
@@ -319,7 +320,7 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
         let mut session = match Session::connect(addr, &config).await {
             Ok(s) => s,
             Err(e) if e.is_permanent() => {
-                return Err(AgentError::Folder { workspace: ws.name.clone(), source: SyncError::from(e) })
+                return Err(AgentError::Folder { workspace: ws.name.clone(), error: SyncError::from(e) })
             }
             Err(e) => {
                 last = e.to_string();
@@ -331,7 +332,7 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
                 let files = &sync.store.state.files;
                 return Ok(DownloadReport { files: files.len(), bytes: files.values().map(|e| e.size).sum() });
             }
-            Err(e @ SyncError::Fatal(_)) => return Err(AgentError::Folder { workspace: ws.name.clone(), source: e }),
+            Err(e @ SyncError::Fatal(_)) => return Err(AgentError::Folder { workspace: ws.name.clone(), error: e }),
             Err(e) => last = e.to_string(),
         }
     }

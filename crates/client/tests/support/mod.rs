@@ -29,6 +29,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    pub fn new(addr: String, shutdown: oneshot::Sender<()>, task: JoinHandle<anyhow::Result<()>>) -> Daemon {
+        Daemon { addr, shutdown: Some(shutdown), task: Some(task) }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -100,7 +104,17 @@ impl Cli {
 
     /// Runs `filesync ARGS` with `stdin`; fails the test if it hangs.
     pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_with_env_stdin(args, &[], stdin).await
+    }
+
+    /// [`Cli::run`] with extra environment variables and no input.
+    pub async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.run_with_env_stdin(args, env, None).await
+    }
+
+    async fn run_with_env_stdin(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_filesync"));
+        cmd.env_remove("FILESYNC_CA").envs(env.iter().copied());
         cmd.args(args)
             .arg("--home")
             .arg(&self.home)
@@ -235,15 +249,19 @@ pub struct Stack {
     _db: TestDb,
 }
 
+/// A scratch directory for a test's folders, homes and logs; FILESYNC_TEST_KEEP=1 keeps it for a look after.
+pub fn test_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(std::env::var_os("FILESYNC_TEST_KEEP").is_some())
+        .tempdir()
+        .expect("tempdir")
+}
+
 impl Stack {
     pub async fn start(backend: Backend, nodes: usize) -> Stack {
         let db = test_db(backend).await;
-        // FILESYNC_TEST_KEEP=1 keeps the folders, homes and agent logs for a look after the test.
-        let dir = tempfile::Builder::new()
-            .prefix("filesync-e2e-")
-            .disable_cleanup(std::env::var_os("FILESYNC_TEST_KEEP").is_some())
-            .tempdir()
-            .expect("tempdir");
+        let dir = test_dir("filesync-e2e-");
         let redis = TestRedis::start();
         let mut cfg = config(&db, &dir.path().join("data"), false);
         cfg.redis_url = Some(redis.url());

@@ -27,14 +27,16 @@ pub mod secret;
 #[cfg(feature = "storage")]
 pub mod storage;
 
+#[cfg(feature = "bin")]
+pub mod bin_support;
 #[cfg(feature = "db")]
 pub mod db;
 #[cfg(feature = "db")]
 pub mod password;
-#[cfg(feature = "signal")]
-pub mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use ids::{Role, UserId, WorkspaceId};
 pub use secret::Secret;

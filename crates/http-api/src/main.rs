@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use filesync_core::config::Config;
 use filesync_core::db::{run_migrations, Manager};
-use tracing_subscriber::EnvFilter;
 
 /// The filesync HTTP API: accounts, login, workspaces and sharing.
 #[derive(Debug, Parser)]
@@ -31,16 +30,6 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-}
-
-fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 fn main() -> ExitCode {
@@ -65,7 +54,7 @@ fn main() -> ExitCode {
 async fn start(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::from_env(cli.config.as_deref())?;
     config.dev_mode |= cli.dev;
-    init_tracing(&config.log_format);
+    filesync_core::bin_support::init_tracing(&config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => migrate(&config).await,
         Command::Serve => serve(config).await,
@@ -93,5 +82,5 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     config.prepare_for_serving()?;
     let listener = std::net::TcpListener::bind(&config.http_addr)
         .with_context(|| format!("cannot listen on {} (FILESYNC_HTTP_ADDR)", config.http_addr))?;
-    filesync_http_api::run(listener, config, filesync_core::signal::shutdown_signal()).await
+    filesync_http_api::run(listener, config, filesync_core::bin_support::shutdown_signal()).await
 }

@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::Parser;
 use filesync_core::config::Config;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// filesync in one process: HTTP API + one sync node on embedded SQLite.
 #[derive(Debug, Parser)]
@@ -57,7 +56,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     }
     // The one-command default: a secret is generated unless one is given.
     config.dev_mode = true;
-    init_tracing(&config.log_format);
+    filesync_core::bin_support::init_tracing(&config.log_format);
     config.prepare_for_serving()?;
 
     let http = std::net::TcpListener::bind(&config.http_addr)
@@ -93,7 +92,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
 
     // Until a signal, or until one server stops on its own (an error): then stop the others too.
     let early = tokio::select! {
-        () = filesync_core::signal::shutdown_signal() => None,
+        () = filesync_core::bin_support::shutdown_signal() => None,
         Some(done) = servers.join_next() => Some(done),
     };
     stop.cancel();
@@ -109,14 +108,4 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         }
     }
     result
-}
-
-fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::Parser;
 use filesync_core::config::Config;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 const ENVIRONMENT: &str = "\
 Environment (each also a key of the TOML config file, lower case without FILESYNC_):
@@ -44,22 +43,12 @@ struct Cli {
     dev: bool,
 }
 
-fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = Config::from_env(cli.config.as_deref())?;
     config.dev_mode |= cli.dev;
-    init_tracing(&config.log_format);
+    filesync_core::bin_support::init_tracing(&config.log_format);
     config.prepare_for_serving()?;
     let listener = TcpListener::bind(&config.tcp_addr)
         .await
@@ -70,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let node = filesync_tcp_sync::Node::start(config).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let admin_task = tokio::spawn(filesync_tcp_sync::run_admin(admin, node.clone(), stop.clone().cancelled_owned()));
-    let served = node.serve(listener, filesync_core::signal::shutdown_signal()).await;
+    let served = node.serve(listener, filesync_core::bin_support::shutdown_signal()).await;
     stop.cancel();
     let _ = admin_task.await;
     served

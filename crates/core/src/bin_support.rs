@@ -1,5 +1,19 @@
-//! The shutdown signal every binary waits for. Only `main` functions call
-//! this; servers take a plain shutdown future.
+//! What every daemon's `main` does the same way: log output and the
+//! shutdown signal. Only `main` functions call these; servers take a plain
+//! shutdown future and never install a subscriber themselves.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the log subscriber: `RUST_LOG` (default `info`), text or JSON lines (`FILESYNC_LOG_FORMAT`).
+pub fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {

@@ -383,6 +383,17 @@ async fn health_readiness_and_metrics() {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(text.contains("filesync_http_request_duration_seconds_bucket{"), "{text}");
+        // The database pool: registrations checked out connections, none timed out.
+        let value = |name: &str| -> f64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} in\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(value("filesync_http_db_pool_checkouts_total") >= 2.0, "{text}");
+        assert!(value("filesync_http_db_pool_connections") >= 1.0, "{text}");
+        assert_eq!(value("filesync_http_db_pool_timeouts_total"), 0.0, "{text}");
         srv.stop().await.expect("clean shutdown");
     })
     .await;

@@ -30,7 +30,7 @@ async fn route(node: Node, req: Request<Incoming>) -> Result<Response<Full<Bytes
                 (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".to_owned())
             }
         }
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", node.metrics().render()),
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", node.metrics_text()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));

@@ -192,6 +192,11 @@ impl Node {
         &self.shared.metrics
     }
 
+    /// The `/metrics` text: the node's counters and its database pool.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render() + &self.shared.db.pool_stats().prometheus_text("filesync_tcp")
+    }
+
     /// True once `serve` has begun its shutdown (Goodbye sent, listener closed).
     pub fn shutting_down(&self) -> bool {
         self.shared.shutdown.is_cancelled()

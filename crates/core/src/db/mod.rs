@@ -182,6 +182,59 @@ pub struct Db {
     /// SQLite allows one writer; taking this before a write transaction
     /// turns lock-upgrade failures (`database is locked`) into waiting.
     sqlite_writer: Arc<std::sync::Mutex<()>>,
+    stats: Arc<PoolCounters>,
+}
+
+#[derive(Debug, Default)]
+struct PoolCounters {
+    gets: std::sync::atomic::AtomicU64,
+    wait_nanos: std::sync::atomic::AtomicU64,
+    timeouts: std::sync::atomic::AtomicU64,
+}
+
+/// The pool as an operator sees it (exported by both daemons' `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolStats {
+    /// Connections open, busy or idle.
+    pub connections: u32,
+    pub idle: u32,
+    /// Connections handed out so far.
+    pub gets: u64,
+    /// Total time callers waited for a connection.
+    pub wait_seconds: f64,
+    /// Callers that gave up waiting.
+    pub timeouts: u64,
+}
+
+impl PoolStats {
+    /// The figures in Prometheus text format, names prefixed with `prefix` (e.g. `filesync_tcp`), to be
+    /// appended to a daemon's `/metrics`.
+    pub fn prometheus_text(&self, prefix: &str) -> String {
+        let rows: [(&str, &str, &str, String); 5] = [
+            ("db_pool_connections", "gauge", "Database connections open", self.connections.to_string()),
+            ("db_pool_idle_connections", "gauge", "Database connections idle", self.idle.to_string()),
+            ("db_pool_checkouts_total", "counter", "Connections handed out by the pool", self.gets.to_string()),
+            (
+                "db_pool_wait_seconds_total",
+                "counter",
+                "Time spent waiting for a pooled connection",
+                self.wait_seconds.to_string(),
+            ),
+            (
+                "db_pool_timeouts_total",
+                "counter",
+                "Waits for a pooled connection that timed out",
+                self.timeouts.to_string(),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {value}\n"
+            ));
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -206,7 +259,7 @@ impl Db {
             .connection_timeout(Duration::from_secs(15))
             .build(manager)
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        Ok(Db { pool, backend, sqlite_writer: Arc::new(std::sync::Mutex::new(())) })
+        Ok(Db { pool, backend, sqlite_writer: Arc::new(std::sync::Mutex::new(())), stats: Arc::default() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -215,7 +268,34 @@ impl Db {
 
     /// A pooled connection. Blocking.
     pub fn conn(&self) -> Result<PooledConn, DbError> {
-        self.pool.get().map_err(|e| DbError::Pool(e.to_string()))
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = std::time::Instant::now();
+        let got = self.pool.get();
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.wait_nanos.fetch_add(waited, Relaxed);
+        match got {
+            Ok(conn) => {
+                self.stats.gets.fetch_add(1, Relaxed);
+                Ok(conn)
+            }
+            Err(e) => {
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                Err(DbError::Pool(e.to_string()))
+            }
+        }
+    }
+
+    /// How busy the pool is and how long callers waited for it.
+    pub fn pool_stats(&self) -> PoolStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let state = self.pool.state();
+        PoolStats {
+            connections: state.connections,
+            idle: state.idle_connections,
+            gets: self.stats.gets.load(Relaxed),
+            wait_seconds: self.stats.wait_nanos.load(Relaxed) as f64 / 1e9,
+            timeouts: self.stats.timeouts.load(Relaxed),
+        }
     }
 
     /// Runs blocking database work on the blocking pool.

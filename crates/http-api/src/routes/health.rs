@@ -21,6 +21,7 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let text = state.metrics.render().map_err(ApiError::internal)?;
+    let text =
+        state.metrics.render().map_err(ApiError::internal)? + &state.db.pool_stats().prometheus_text("filesync_http");
     Ok(HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(text))
 }

@@ -67,8 +67,10 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(&config.tcp_admin_addr)
         .await
         .with_context(|| format!("cannot listen on {} (FILESYNC_TCP_ADMIN_ADDR)", config.tcp_admin_addr))?;
-    let http_addr = http.local_addr()?;
-    let sync_addr = sync.local_addr()?;
+    // With a certificate both the API and the node speak TLS; the printed commands say so.
+    let (web, wire) = if config.tls_cert.is_some() { ("https", "tls://") } else { ("http", "") };
+    let http_addr = format!("{web}://{}", http.local_addr()?);
+    let sync_addr = format!("{wire}{}", sync.local_addr()?);
 
     let node = filesync_tcp_sync::Node::start(config.clone()).await?;
     let stop = CancellationToken::new();
@@ -80,13 +82,13 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
 
     println!(
         "filesync is running\n  \
-         HTTP API:  http://{http_addr}\n  \
+         HTTP API:  {http_addr}\n  \
          sync node: {sync_addr}\n  \
          data:      {}\n\n\
          Get a user syncing (in another terminal):\n  \
-         filesync --server http://{http_addr} --sync {sync_addr} register\n  \
-         filesync --server http://{http_addr} --sync {sync_addr} workspace create Documents ./Documents\n  \
-         filesync --server http://{http_addr} --sync {sync_addr} sync\n",
+         filesync --server {http_addr} --sync {sync_addr} register\n  \
+         filesync --server {http_addr} --sync {sync_addr} workspace create Documents ./Documents\n  \
+         filesync --server {http_addr} --sync {sync_addr} sync\n",
         config.data_dir.display()
     );
 

@@ -2,7 +2,8 @@
 //! system can compress or deduplicate it) and seeded (so a run can be
 //! repeated); large files are written and hashed in pieces, never held whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -108,12 +109,44 @@ pub fn same_tree(a: &Path, b: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How many of the tree's expected files exist under `root` with their full size.
-pub fn count_arrived(root: &Path, dirs: usize, per_dir: usize, size: u64) -> usize {
-    (0..dirs)
-        .flat_map(|d| (0..per_dir).map(move |i| tree_file(d, i)))
-        .filter(|rel| fs::metadata(root.join(rel)).is_ok_and(|m| m.len() == size))
-        .count()
+/// Counts a generated tree's files as they arrive under `root` at full size. Each poll reads the directories
+/// and looks only at files not seen complete yet, so watching a large tree costs the systems under test
+/// little CPU.
+pub struct Arrivals {
+    root: PathBuf,
+    size: u64,
+    pending: Vec<(PathBuf, BTreeSet<OsString>)>,
+    arrived: usize,
+}
+
+impl Arrivals {
+    pub fn new(root: &Path, dirs: usize, per_dir: usize, size: u64) -> Arrivals {
+        let pending = (0..dirs)
+            .map(|d| {
+                let names = (0..per_dir).filter_map(|i| tree_file(d, i).file_name().map(OsString::from)).collect();
+                (PathBuf::from(format!("d{d:03}")), names)
+            })
+            .collect();
+        Arrivals { root: root.to_path_buf(), size, pending, arrived: 0 }
+    }
+
+    /// How many have arrived so far.
+    pub fn poll(&mut self) -> usize {
+        for (dir, names) in &mut self.pending {
+            if names.is_empty() {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(self.root.join(&*dir)) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if names.contains(&name) && entry.metadata().is_ok_and(|m| m.len() == self.size) {
+                    names.remove(&name);
+                    self.arrived += 1;
+                }
+            }
+        }
+        self.arrived
+    }
 }
 
 /// True when `path` holds exactly `expected`.
@@ -189,9 +222,12 @@ mod tests {
         write_tree(&b, 2, 3, 100, &mut rng(1)).unwrap();
         fs::write(b.join(".stfolder"), "").unwrap();
         same_tree(&a, &b).unwrap();
-        assert_eq!(count_arrived(&b, 2, 3, 100), 6);
+        assert_eq!(Arrivals::new(&b, 2, 3, 100).poll(), 6);
         fs::write(b.join(tree_file(1, 2)), b"short").unwrap();
-        assert_eq!(count_arrived(&b, 2, 3, 100), 5);
+        let mut arrivals = Arrivals::new(&b, 2, 3, 100);
+        assert_eq!(arrivals.poll(), 5);
+        fs::write(b.join(tree_file(1, 2)), [0; 100]).unwrap();
+        assert_eq!(arrivals.poll(), 6);
         let err = same_tree(&a, &b).unwrap_err().to_string();
         assert!(err.contains("1 with other contents"), "{err}");
     }

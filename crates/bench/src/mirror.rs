@@ -3,7 +3,7 @@
 //! once against this trait and run unchanged on filesync and on the peers.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -73,11 +73,28 @@ pub trait Mirror {
         data::remove(&self.source().join(rel))?;
         self.push()?;
         let gone = self.target().join(rel);
-        wait_for(&format!("{} to be removed by {}", gone.display(), self.name()), TRANSFER_TIMEOUT, POLL_SLOW, || {
-            Ok(data::is_gone(&gone).then_some(()))
-        })?;
+        wait_until(self, "the removal to reach B", POLL_SLOW, || data::is_gone(&gone).then_some(()))?;
         self.settle()
     }
+}
+
+/// Polls `probe` every `every` until it yields, for at most [`TRANSFER_TIMEOUT`], failing as soon as a process
+/// of the system dies (checked every 100 ms, not every poll).
+pub fn wait_until<M: Mirror + ?Sized, T>(
+    m: &mut M,
+    what: &str,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let what = format!("{what} ({})", m.name());
+    let mut checked = Instant::now();
+    wait_for(&what, TRANSFER_TIMEOUT, every, || {
+        if checked.elapsed() >= Duration::from_millis(100) {
+            m.ensure_running()?;
+            checked = Instant::now();
+        }
+        Ok(probe())
+    })
 }
 
 /// How long any single transfer may take before the sample counts as failed.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
 use crate::stats::Summary;
@@ -12,7 +12,7 @@ use crate::stats::Summary;
 /// The system the project is about; every other system in a table is a peer.
 pub const FILESYNC: &str = "filesync";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Unit {
     Millis,
     Seconds,
@@ -55,7 +55,7 @@ pub fn group(v: f64) -> String {
     out
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outcome {
     Measured {
         value: Summary,
@@ -67,7 +67,7 @@ pub enum Outcome {
     Failed(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub test: String,
     pub system: String,
@@ -120,7 +120,7 @@ impl Row {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scenario {
     pub number: u8,
     pub title: String,
@@ -166,7 +166,7 @@ pub enum Goal {
     WithinPeer(f64, &'static str),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub title: String,
     pub command: String,
@@ -180,6 +180,28 @@ pub struct Report {
 }
 
 impl Report {
+    /// Reads reports written with `--json`.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a report: {e}", path.display()))
+    }
+
+    /// This report with the scenarios of `later` in place of its own of the same number, and a note saying so.
+    pub fn merge(mut self, later: Report) -> Report {
+        for sc in later.scenarios {
+            self.notes.push(format!(
+                "Scenario {} comes from a later run: `{}` on {} ({:.0} s).",
+                sc.number, later.command, later.started, later.duration_secs
+            ));
+            match self.scenarios.iter_mut().find(|s| s.number == sc.number) {
+                Some(slot) => *slot = sc,
+                None => self.scenarios.push(sc),
+            }
+        }
+        self.scenarios.sort_by_key(|s| s.number);
+        self
+    }
+
     /// Rows that failed: a smoke run must have none.
     pub fn failures(&self) -> Vec<String> {
         self.rows()
@@ -192,9 +214,16 @@ impl Report {
 
     /// Rows that were not available, with the reason.
     pub fn unavailable(&self) -> Vec<String> {
+        self.unavailable_where(|_, _| true)
+    }
+
+    /// Rows that were not available and for which `pick(system, reason)` holds.
+    pub fn unavailable_where(&self, pick: impl Fn(&str, &str) -> bool) -> Vec<String> {
         self.rows()
             .filter_map(|(s, r)| match &r.outcome {
-                Outcome::NotAvailable(why) => Some(format!("{}. {} / {}: {why}", s.number, r.test, r.system)),
+                Outcome::NotAvailable(why) if pick(&r.system, why) => {
+                    Some(format!("{}. {} / {}: {why}", s.number, r.test, r.system))
+                }
                 _ => None,
             })
             .collect()
@@ -375,6 +404,21 @@ mod tests {
         assert!(md.contains("not available: node not built"), "{md}");
         assert_eq!(r.unavailable().len(), 1);
         assert!(r.failures().is_empty());
+    }
+
+    #[test]
+    fn a_later_run_replaces_scenarios_of_the_same_number_and_says_so() {
+        let first = report(vec![Row::measured("t", "rsync", s(1.0), Unit::Seconds, "")]);
+        let mut later = report(vec![Row::measured("t", "rsync", s(2.0), Unit::Seconds, "")]);
+        later.command = "bench large-file".into();
+        later.scenarios.push(Scenario::new(5, "Idle connections", ""));
+        let json = serde_json::to_string(&first).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        let merged = back.merge(later);
+        assert_eq!(merged.scenarios.iter().map(|s| s.number).collect::<Vec<_>>(), vec![2, 5]);
+        assert!(matches!(merged.scenarios[0].rows[0].outcome, Outcome::Measured { value, .. } if value.median == 2.0));
+        assert_eq!(merged.notes.len(), 2);
+        assert!(merged.notes[0].contains("`bench large-file`"), "{:?}", merged.notes);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Summaries of repeated measurements: median with min and max, and percentiles.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A figure from several samples.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub median: f64,
     pub min: f64,

@@ -224,6 +224,7 @@ impl Mirror for Syncthing {
     fn settle(&mut self) -> Result<()> {
         let mut calm = 0;
         wait_for("Syncthing to become idle", Duration::from_secs(600), POLL, || {
+            self.ensure_running()?;
             let (a, b) = (self.folder_status(&self.a)?, self.folder_status(&self.b)?);
             let idle = |s: &Value| s["state"] == "idle" && s["needTotalItems"].as_u64() == Some(0);
             let same = a["localFiles"] == b["localFiles"] && a["localDeleted"] == b["localDeleted"];

@@ -32,6 +32,7 @@ pub mod cli;
 mod counted;
 pub mod home;
 pub mod http;
+mod manifest_cache;
 pub mod tls;
 mod transfer;
 
@@ -41,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use filesync_core::chunking::{ChunkRef, Hash};
+use filesync_core::proto::delta;
 use filesync_core::proto::frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
 use filesync_core::proto::{Change, Message, Notice, RequestId, PROTOCOL_VERSION};
 use filesync_core::{UserId, WorkspaceId};
@@ -51,8 +53,11 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::counted::Counted;
+use crate::manifest_cache::ManifestCache;
 use crate::tls::{Endpoint, Trust};
 
+/// Longest chunk list a delta may expand to (the node's limit too).
+const MAX_DELTA_CHUNKS: usize = 1 << 20;
 /// Frames queued for sending; bounds the memory of an upload in flight.
 const OUT_QUEUE: usize = 16;
 /// Answers buffered per request.
@@ -208,6 +213,7 @@ struct Inner {
     welcome: Welcome,
     counters: Arc<Counters>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    manifests: Mutex<ManifestCache>,
 }
 
 impl Drop for Inner {
@@ -344,6 +350,7 @@ impl Client {
                 welcome,
                 counters,
                 tasks: Mutex::new(inner_tasks),
+                manifests: Mutex::new(ManifestCache::default()),
             }),
         };
         // The reader holds only a weak link so that dropping every Client closes the connection.
@@ -414,14 +421,66 @@ impl Client {
         self.change(|request_id| Message::MakeDir { request_id, workspace_id: ws, path, base_version }).await
     }
 
-    /// The content description of the version made by `seq`.
+    /// The content description of the version made by `seq`. When this
+    /// connection saw an earlier version of the same large file, only the
+    /// difference travels (`ManifestDelta`), and the rebuilt list is verified.
     pub async fn manifest(&self, ws: WorkspaceId, seq: i64) -> Result<Manifest, ClientError> {
-        let mut p = self.request(|request_id| Message::GetManifest { request_id, workspace_id: ws, seq }).await?;
-        match p.recv().await? {
-            Message::Manifest { workspace_id, seq, path, size, mtime_ms, content_hash, chunks, .. } => {
-                Ok(Manifest { workspace_id, seq, path, size, mtime_ms, content_hash, chunks })
+        let offered = self.manifests().offered(ws);
+        let manifest = if offered.is_empty() {
+            let mut p = self.request(|request_id| Message::GetManifest { request_id, workspace_id: ws, seq }).await?;
+            match p.recv().await? {
+                Message::Manifest { workspace_id, seq, path, size, mtime_ms, content_hash, chunks, .. } => {
+                    Manifest { workspace_id, seq, path, size, mtime_ms, content_hash, chunks }
+                }
+                other => return Err(unexpected("Manifest", &other)),
             }
-            other => Err(unexpected("Manifest", &other)),
+        } else {
+            let bases = offered.iter().map(|(s, _)| *s).collect();
+            let mut p = self
+                .request(|request_id| Message::GetManifestDelta { request_id, workspace_id: ws, seq, bases })
+                .await?;
+            match p.recv().await? {
+                Message::ManifestDelta {
+                    workspace_id,
+                    seq,
+                    path,
+                    size,
+                    mtime_ms,
+                    content_hash,
+                    base_seq,
+                    runs,
+                    manifest_hash,
+                    ..
+                } => {
+                    let empty = Vec::new();
+                    let base = match offered.iter().find(|(s, _)| *s == base_seq) {
+                        Some((_, list)) => &list[..],
+                        None if base_seq == 0 => &empty[..],
+                        None => {
+                            return Err(ClientError::Protocol(format!(
+                                "the node based a delta on seq {base_seq}, which was not offered"
+                            )))
+                        }
+                    };
+                    let chunks = delta::apply(base, &runs, MAX_DELTA_CHUNKS, &manifest_hash)
+                        .map_err(|e| ClientError::Verify(format!("the manifest delta of seq {seq}: {e}")))?;
+                    Manifest { workspace_id, seq, path, size, mtime_ms, content_hash, chunks }
+                }
+                other => return Err(unexpected("ManifestDelta", &other)),
+            }
+        };
+        self.remember(ws, manifest.seq, &manifest.path, &manifest.chunks);
+        Ok(manifest)
+    }
+
+    fn manifests(&self) -> std::sync::MutexGuard<'_, ManifestCache> {
+        self.inner.manifests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a large version's chunk list as the base of the next delta.
+    fn remember(&self, ws: WorkspaceId, seq: i64, path: &str, chunks: &[ChunkRef]) {
+        if chunks.len() >= manifest_cache::MIN_CACHED_CHUNKS {
+            self.manifests().insert(ws, seq, path, Arc::new(chunks.to_vec()));
         }
     }
 

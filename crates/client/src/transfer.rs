@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use filesync_core::chunking::{self, Hash};
-use filesync_core::proto::{Message, PutFile};
+use filesync_core::proto::{delta, Message, PutDelta, PutFile};
 use filesync_core::WorkspaceId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -81,8 +81,11 @@ impl Client {
         .await
         .map_err(|e| ClientError::Io(std::io::Error::other(e)))??;
         let index = index_of(&scan);
-        let put = |request_id| {
-            Message::PutFile(PutFile {
+        let chunks = scan.refs();
+        // A large file whose base version this connection knows goes as a delta.
+        let base = self.manifests().get(ws, base_version, path);
+        let put = |request_id| match &base {
+            Some(base) => Message::PutDelta(PutDelta {
                 request_id,
                 workspace_id: ws,
                 path: path.to_owned(),
@@ -91,8 +94,21 @@ impl Client {
                 mtime_ms: mtime,
                 mode,
                 content_hash: scan.content_hash,
-                chunks: scan.refs(),
-            })
+                base_seq: base_version,
+                runs: delta::diff(base, &chunks),
+                manifest_hash: delta::manifest_hash(&chunks),
+            }),
+            None => Message::PutFile(PutFile {
+                request_id,
+                workspace_id: ws,
+                path: path.to_owned(),
+                base_version,
+                size: scan.size,
+                mtime_ms: mtime,
+                mode,
+                content_hash: scan.content_hash,
+                chunks: chunks.clone(),
+            }),
         };
         let mut pending = self.request(put).await?;
         let needed = match pending.recv().await? {
@@ -117,7 +133,9 @@ impl Client {
             };
             self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
         }
-        committed(pending.recv().await?)
+        let done = committed(pending.recv().await?)?;
+        self.remember(ws, done.seq, &done.path, &chunks);
+        Ok(done)
     }
 
     /// Downloads the version made by `seq` to `dest` (temporary file, verified, renamed).

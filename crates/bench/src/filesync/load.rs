@@ -62,27 +62,33 @@ pub fn connections(f: &mut Filesync, counts: &[usize], runs: usize) -> Result<Ve
     let api = Api::new(f.stack.http_url())?;
     let user = api.user("idleconns")?;
     let rt = runtime()?;
+    // Freed connection memory may stay with the process, so every sample is taken against the RSS the node had
+    // before the first connection: an upper bound, never flattered by memory an earlier sample left behind.
+    let baseline = memory(pid)?.rss_kib;
     let mut rows = Vec::new();
     for &n in counts {
         let mut per_conn = Vec::new();
         let mut detail = String::new();
         for run in 0..runs {
             check_interrupted()?;
-            let before = memory(pid)?.rss_kib;
             let conns = rt.block_on(connect_many(&addr, &user.token, n, &format!("idle{run}")))?;
             // Let the node finish any per-connection setup (presence, buffers) before reading its RSS.
             std::thread::sleep(Duration::from_secs(2));
             let open = open_connections(admin);
-            let after = memory(pid)?.rss_kib;
-            per_conn.push(after.saturating_sub(before) as f64 / n as f64);
-            detail = format!(
-                "node RSS {} KiB before, {} KiB with the connections open (last sample); node reports {} open",
-                group(before as f64),
-                group(after as f64),
-                open.map(group).unwrap_or_else(|| "?".into())
-            );
+            let with = memory(pid)?.rss_kib;
+            per_conn.push(with.saturating_sub(baseline) as f64 / n as f64);
             drop(conns);
             std::thread::sleep(Duration::from_secs(1));
+            let after = memory(pid)?.rss_kib;
+            detail = format!(
+                "node RSS {} KiB before any connection, {} KiB with {} open (node's count: {}), {} KiB after they \
+                 closed (last sample)",
+                group(baseline as f64),
+                group(with as f64),
+                group(n as f64),
+                open.map(group).unwrap_or_else(|| "?".into()),
+                group(after as f64)
+            );
         }
         rows.extend(Row::from_samples(&rss_per_connection_test(n), FILESYNC, &per_conn, Unit::Kib, &detail));
     }

@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::data;
-use crate::mirror::{Mirror, POLL_SLOW, TRANSFER_TIMEOUT};
-use crate::procs::{memory, reset_peak, wait_for};
+use crate::mirror::{wait_until, Mirror, POLL_SLOW};
+use crate::procs::{memory, reset_peak};
 use crate::report::{Row, Unit};
 use crate::scenarios::SizedRuns;
 use crate::stats::Summary;
@@ -37,7 +37,8 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: SizedRuns) -> Result<Vec<Row>> {
         let t0 = Instant::now();
         std::fs::rename(&staged, m.source().join(&name)).context("moving the staged file into A")?;
         m.push()?;
-        let secs_taken = wait_until_copied(&m.target().join(&name), o.size, expected, t0)?;
+        let target = m.target().join(&name);
+        let secs_taken = wait_until_copied(m, &target, o.size, expected, t0)?;
         secs.push(secs_taken);
         for (role, pid) in m.processes() {
             let peak = memory(pid)?.peak_kib;
@@ -68,13 +69,19 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: SizedRuns) -> Result<Vec<Row>> {
 
 /// Seconds from `t0` until `path` holds the expected bytes. The hash is only checked once the size is right,
 /// and a sample counts from the size check that led to a matching hash.
-pub fn wait_until_copied(path: &Path, size: u64, expected: blake3::Hash, t0: Instant) -> Result<f64> {
-    wait_for(&format!("{} to arrive complete", path.display()), TRANSFER_TIMEOUT, POLL_SLOW / 5, || {
+pub fn wait_until_copied(
+    m: &mut dyn Mirror,
+    path: &Path,
+    size: u64,
+    expected: blake3::Hash,
+    t0: Instant,
+) -> Result<f64> {
+    wait_until(m, "the whole file to reach B", POLL_SLOW / 5, || {
         if !std::fs::metadata(path).is_ok_and(|md| md.len() == size) {
-            return Ok(None);
+            return None;
         }
         let at = t0.elapsed().as_secs_f64();
-        Ok((data::hash_file(path).ok() == Some(expected)).then_some(at))
+        (data::hash_file(path).ok() == Some(expected)).then_some(at)
     })
 }
 

@@ -8,8 +8,7 @@ use anyhow::Result;
 use rand::Rng;
 
 use crate::data;
-use crate::mirror::{Mirror, POLL_FAST, TRANSFER_TIMEOUT};
-use crate::procs::wait_for;
+use crate::mirror::{wait_until, Mirror, POLL_FAST};
 use crate::report::{Row, Unit};
 use crate::stats::{percentile, sorted, Summary};
 
@@ -65,7 +64,7 @@ pub fn run(m: &mut dyn Mirror, o: Options) -> Result<Vec<Row>> {
         std::fs::remove_file(m.source().join(name))?;
         m.push()?;
         let on_b = m.target().join(name);
-        wait_for("the delete to reach B", TRANSFER_TIMEOUT, POLL_FAST, || Ok(data::is_gone(&on_b).then_some(())))?;
+        wait_until(m, "the delete to reach B", POLL_FAST, || data::is_gone(&on_b).then_some(()))?;
         delete.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     m.ensure_running()?;
@@ -87,7 +86,7 @@ fn time_write(m: &mut dyn Mirror, name: &PathBuf, body: &[u8]) -> Result<f64> {
     std::fs::write(m.source().join(name), body)?;
     m.push()?;
     let on_b = m.target().join(name);
-    wait_for("the file to reach B", TRANSFER_TIMEOUT, POLL_FAST, || Ok(data::has_contents(&on_b, body).then_some(())))?;
+    wait_until(m, "the file to reach B", POLL_FAST, || data::has_contents(&on_b, body).then_some(()))?;
     Ok(t0.elapsed().as_secs_f64() * 1e3)
 }
 

@@ -6,8 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::data;
-use crate::mirror::{Mirror, POLL_SLOW, TRANSFER_TIMEOUT};
-use crate::procs::wait_for;
+use crate::mirror::{wait_until, Mirror, POLL_SLOW};
 use crate::report::{Row, Unit};
 use crate::stats::Summary;
 
@@ -36,9 +35,9 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: Options) -> Result<Vec<Row>> {
         std::fs::rename(&staged, m.source().join(&name)).context("moving the staged tree into A")?;
         m.push()?;
         let on_b = m.target().join(&name);
-        let took = wait_for("every file to reach B", TRANSFER_TIMEOUT, POLL_SLOW, || {
-            Ok((data::count_arrived(&on_b, o.dirs, per_dir, o.size as u64) == files).then(|| t0.elapsed()))
-        })?;
+        let mut arrivals = data::Arrivals::new(&on_b, o.dirs, per_dir, o.size as u64);
+        let took =
+            wait_until(m, "every file to reach B", POLL_SLOW, || (arrivals.poll() == files).then(|| t0.elapsed()))?;
         secs.push(took.as_secs_f64());
         data::same_tree(&m.source().join(&name), &on_b)?;
         m.ensure_running()?;

@@ -7,8 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use crate::data;
-use crate::mirror::{Mirror, POLL_FAST, TRANSFER_TIMEOUT};
-use crate::procs::wait_for;
+use crate::mirror::{wait_until, Mirror, POLL_FAST};
 use crate::report::{Row, Unit};
 use crate::scenarios::large_file::{size_label, wait_until_copied};
 use crate::scenarios::SizedRuns;
@@ -30,7 +29,7 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: SizedRuns) -> Result<Vec<Row>> {
     let expected = data::hash_file(&staged)?;
     std::fs::rename(&staged, &source)?;
     m.push()?;
-    wait_until_copied(&target, o.size, expected, Instant::now())?;
+    wait_until_copied(m, &target, o.size, expected, Instant::now())?;
     m.settle()?;
 
     let (mut secs, mut total, mut sent, mut received) = (vec![], vec![], vec![], vec![]);
@@ -42,8 +41,8 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: SizedRuns) -> Result<Vec<Row>> {
         let t0 = Instant::now();
         data::patch_file(&source, offset, &patch)?;
         let pushed = m.push()?;
-        wait_for("the edit to reach B", TRANSFER_TIMEOUT, POLL_FAST, || {
-            Ok(data::has_patch(&target, o.size, offset, &patch).then_some(()))
+        wait_until(m, "the edit to reach B", POLL_FAST, || {
+            data::has_patch(&target, o.size, offset, &patch).then_some(())
         })?;
         secs.push(t0.elapsed().as_secs_f64());
         m.settle()?;

@@ -302,6 +302,12 @@ pub fn record_chunk(
     )
 }
 
+/// Records a batch of received chunks for `ws` (row by row: one transaction
+/// when run in `Db::write`, instead of one per chunk).
+pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[(Hash, u32, u64)]) -> Result<(), DbError> {
+    batch.iter().try_for_each(|(hash, size, stored)| record_chunk(conn, ws, hash, *size, *stored))
+}
+
 /// Commits `edit` (see the module invariants). Must run inside a transaction
 /// (`Db::write`). Refusals are `DbError::NotFound` (no such workspace, path or
 /// version) or `DbError::Conflict(sentence)`.

@@ -8,6 +8,7 @@
 //! - [`frame`]: the codec (4-byte big-endian length, then a postcard body).
 //! - [`presence`]: where a node records its connections in Redis.
 
+pub mod delta;
 pub mod frame;
 pub mod presence;
 
@@ -16,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::chunking::{ChunkRef, Hash};
 use crate::events::UserEvent;
 use crate::ids::{Role, UserId, WorkspaceId};
+use delta::Run;
 
 /// Sent in `Hello`; a node refuses any other with `version_mismatch`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Requests are numbered by the client; answers carry the same number.
 /// `0` is reserved for frames about the whole connection.
@@ -105,6 +107,44 @@ pub enum Message {
     Change(Change),
     /// 22, node → client: something about the user's memberships changed.
     Notification(Notice),
+    /// 23, client → node: `PutFile` with the chunk list as a delta against the
+    /// version `base_seq` of this workspace. Answered like `PutFile`.
+    PutDelta(PutDelta),
+    /// 24, client → node: like `GetManifest`, as a delta against one of `bases`
+    /// (versions whose chunk lists the client holds). Answered by `ManifestDelta`.
+    GetManifestDelta { request_id: RequestId, workspace_id: WorkspaceId, seq: i64, bases: Vec<i64> },
+    /// 25, node → client: the chunk list of `seq` as runs over `base_seq`'s (0: none, every run is `New`).
+    ManifestDelta {
+        request_id: RequestId,
+        workspace_id: WorkspaceId,
+        seq: i64,
+        path: String,
+        size: u64,
+        mtime_ms: i64,
+        content_hash: Hash,
+        base_seq: i64,
+        runs: Vec<Run>,
+        /// [`delta::manifest_hash`] of the whole chunk list.
+        manifest_hash: Hash,
+    },
+}
+
+/// An upload whose chunk list is a delta against `base_seq` (see [`delta`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutDelta {
+    pub request_id: RequestId,
+    pub workspace_id: WorkspaceId,
+    pub path: String,
+    pub base_version: i64,
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub mode: u32,
+    pub content_hash: Hash,
+    /// A version of this workspace (any path) whose chunk list the runs copy from.
+    pub base_seq: i64,
+    pub runs: Vec<Run>,
+    /// [`delta::manifest_hash`] of the whole chunk list.
+    pub manifest_hash: Hash,
 }
 
 /// An upload request.
@@ -253,6 +293,10 @@ impl Message {
             | Message::Unsubscribe { request_id, .. }
             | Message::Ack { request_id } => Some(*request_id),
             Message::PutFile(p) => Some(p.request_id),
+            Message::PutDelta(p) => Some(p.request_id),
+            Message::GetManifestDelta { request_id, .. } | Message::ManifestDelta { request_id, .. } => {
+                Some(*request_id)
+            }
             Message::Hello { .. }
             | Message::Welcome { .. }
             | Message::Ping { .. }
@@ -289,6 +333,9 @@ impl Message {
             Message::Ack { .. } => "ack",
             Message::Change(_) => "change",
             Message::Notification(_) => "notification",
+            Message::PutDelta(_) => "put_delta",
+            Message::GetManifestDelta { .. } => "get_manifest_delta",
+            Message::ManifestDelta { .. } => "manifest_delta",
         }
     }
 
@@ -420,6 +467,11 @@ mod tests {
         assert_eq!(tag(&Message::Chunk { request_id: 1, hash: [0; 32], data: vec![] }), 8);
         assert_eq!(tag(&Message::Ack { request_id: 1 }), 20);
         assert_eq!(tag(&Message::Notification(Notice::MemberRemoved { workspace_id: WorkspaceId(1) })), 22);
+        let get = Message::GetManifestDelta { request_id: 1, workspace_id: WorkspaceId(1), seq: 2, bases: vec![1] };
+        assert_eq!(tag(&get), 24);
+        // A run is a variant tag then varints: a 16,000-chunk copy costs 4 bytes.
+        assert_eq!(postcard::to_allocvec(&delta::Run::Copy { start: 1, count: 16_000 }).unwrap(), [0, 1, 0x80, 0x7d]);
+        assert_eq!(PROTOCOL_VERSION, 2);
     }
 
     #[test]

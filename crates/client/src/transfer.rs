@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use filesync_core::chunking::{self, Hash};
-use filesync_core::proto::{delta, Message, PutDelta, PutFile};
+use filesync_core::proto::{Message, PutFile};
 use filesync_core::WorkspaceId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -84,21 +84,8 @@ impl Client {
         let chunks = scan.refs();
         // A large file whose base version this connection knows goes as a delta.
         let base = self.manifests().get(ws, base_version, path);
-        let put = |request_id| match &base {
-            Some(base) => Message::PutDelta(PutDelta {
-                request_id,
-                workspace_id: ws,
-                path: path.to_owned(),
-                base_version,
-                size: scan.size,
-                mtime_ms: mtime,
-                mode,
-                content_hash: scan.content_hash,
-                base_seq: base_version,
-                runs: delta::diff(base, &chunks),
-                manifest_hash: delta::manifest_hash(&chunks),
-            }),
-            None => Message::PutFile(PutFile {
+        let put = |request_id| {
+            let put = PutFile {
                 request_id,
                 workspace_id: ws,
                 path: path.to_owned(),
@@ -108,7 +95,11 @@ impl Client {
                 mode,
                 content_hash: scan.content_hash,
                 chunks: chunks.clone(),
-            }),
+            };
+            match &base {
+                Some(base) => Message::PutDelta(put.to_delta(base_version, base)),
+                None => Message::PutFile(put),
+            }
         };
         let mut pending = self.request(put).await?;
         let needed = match pending.recv().await? {

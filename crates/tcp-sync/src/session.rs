@@ -232,18 +232,7 @@ impl Session {
         let (_, base) = self.file_version(d.workspace_id, d.base_seq).await?;
         let chunks = delta::apply(&base, &d.runs, MAX_DELTA_CHUNKS, &d.manifest_hash)
             .map_err(|e| ReqError::bad_request(format!("the delta against seq {} does not add up: {e}", d.base_seq)))?;
-        self.put_file(PutFile {
-            request_id: d.request_id,
-            workspace_id: d.workspace_id,
-            path: d.path,
-            base_version: d.base_version,
-            size: d.size,
-            mtime_ms: d.mtime_ms,
-            mode: d.mode,
-            content_hash: d.content_hash,
-            chunks,
-        })
-        .await
+        self.put_file(d.with_chunks(chunks)).await
     }
 
     async fn chunk(&mut self, request_id: RequestId, hash: Hash, data: Vec<u8>) -> Result<(), ReqError> {

@@ -164,6 +164,42 @@ pub struct PutFile {
     pub chunks: Vec<ChunkRef>,
 }
 
+impl PutFile {
+    /// This upload with its chunk list as runs over `base`, the list of version `base_seq`.
+    pub fn to_delta(&self, base_seq: i64, base: &[ChunkRef]) -> PutDelta {
+        PutDelta {
+            request_id: self.request_id,
+            workspace_id: self.workspace_id,
+            path: self.path.clone(),
+            base_version: self.base_version,
+            size: self.size,
+            mtime_ms: self.mtime_ms,
+            mode: self.mode,
+            content_hash: self.content_hash,
+            base_seq,
+            runs: delta::diff(base, &self.chunks),
+            manifest_hash: delta::manifest_hash(&self.chunks),
+        }
+    }
+}
+
+impl PutDelta {
+    /// The `PutFile` this delta stands for, once its chunk list is rebuilt (and checked).
+    pub fn with_chunks(self, chunks: Vec<ChunkRef>) -> PutFile {
+        PutFile {
+            request_id: self.request_id,
+            workspace_id: self.workspace_id,
+            path: self.path,
+            base_version: self.base_version,
+            size: self.size,
+            mtime_ms: self.mtime_ms,
+            mode: self.mode,
+            content_hash: self.content_hash,
+            chunks,
+        }
+    }
+}
+
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeOp {

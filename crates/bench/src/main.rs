@@ -275,7 +275,8 @@ fn real_main() -> Result<()> {
     for line in &failures {
         eprintln!("FAILED: {line}");
     }
-    if !failures.is_empty() {
+    // Rendering old results measures nothing, so their failures are not this command's.
+    if !failures.is_empty() && !matches!(cli.command, Command::Render { .. }) {
         bail!("{} figure(s) failed", failures.len());
     }
     Ok(())

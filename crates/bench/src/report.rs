@@ -237,7 +237,12 @@ impl Report {
         let scenario = self.scenarios.iter().find(|s| s.number == t.scenario);
         let row = scenario.and_then(|s| s.rows.iter().find(|r| r.is_filesync() && r.test == t.test));
         let Some((mine, unit)) = row.and_then(Row::value) else {
-            return ("–".into(), "not measured in this run".into());
+            let why = match row.map(|r| &r.outcome) {
+                Some(Outcome::Failed(_)) => "**not measured: the measurement failed** (see the scenario)",
+                Some(Outcome::NotAvailable(_)) => "not available in this run (see the scenario)",
+                _ => "not measured in this run",
+            };
+            return ("–".into(), why.into());
         };
         let got = unit.format(mine.median);
         let verdict = match t.goal {
@@ -400,7 +405,7 @@ mod tests {
         assert!(md.contains("1.50× rsync · 0.50× Syncthing"), "{md}");
         assert!(md.contains("**missed**: 1.50× rsync (2.00 s), allowed 1.2×"), "{md}");
         assert!(md.contains("| 3.00 s | met |"), "{md}");
-        assert!(md.contains("not measured in this run"), "{md}");
+        assert!(md.contains("| flat | – | not available in this run"), "{md}");
         assert!(md.contains("not available: node not built"), "{md}");
         assert_eq!(r.unavailable().len(), 1);
         assert!(r.failures().is_empty());

@@ -6,7 +6,7 @@
 //! loop, so a shutdown signal is only seen between frames: an upload whose
 //! last chunk has arrived is always committed and answered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
@@ -15,10 +15,11 @@ use filesync_core::path;
 use filesync_core::proto::delta;
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{Change, ChangeOp, EntryKind, ErrorCode, Message, PutDelta, PutFile, RequestId};
+use filesync_core::storage::{StorageError, Stored};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::auth::{authorize, Access};
 use crate::conn::{End, Reader, Refresh};
@@ -36,16 +37,26 @@ const MAX_DELTA_CHUNKS: usize = 1 << 20;
 /// Bases of a `GetManifestDelta` looked at; the rest are ignored.
 const MAX_DELTA_BASES: usize = 8;
 
+/// Received chunks of one upload being stored at once (the blocking pool does the hashing and writing).
+const STORE_AHEAD: usize = 4;
+/// Chunks of one `GetChunks` read from the store ahead of the one being sent.
+const READ_AHEAD: usize = 4;
+
 /// Received chunks made durable and recorded together: one sync and one
 /// transaction per batch instead of per chunk (~16 MiB at the usual chunk size),
 /// while an interrupted upload still keeps what it sent.
 const RECORD_BATCH: usize = 256;
+
+/// A received chunk being verified and written on the blocking pool.
+type ChunkWrite = JoinHandle<Result<Stored, StorageError>>;
 
 /// An upload waiting for its chunks.
 struct Upload {
     put: PutFile,
     /// Chunks still to come, with their lengths.
     needed: HashMap<Hash, u32>,
+    /// Being hashed and written, in arrival order.
+    storing: VecDeque<(Hash, u32, ChunkWrite)>,
     /// Stored but not yet durable and recorded: (hash, length, stored size).
     unrecorded: Vec<(Hash, u32, u64)>,
 }
@@ -222,7 +233,7 @@ impl Session {
         if needed.is_empty() {
             return self.commit_upload(put).await;
         }
-        self.uploads.insert(put.request_id, Upload { put, needed, unrecorded: Vec::new() });
+        self.uploads.insert(put.request_id, Upload { put, needed, storing: VecDeque::new(), unrecorded: Vec::new() });
         Ok(())
     }
 
@@ -248,32 +259,15 @@ impl Session {
             self.uploads.remove(&request_id);
             return Err(mismatch("the chunk's length differs from the manifest"));
         }
-        let store = self.shared.store.clone();
-        let size = data.len() as u64;
-        let stored = match tokio::task::spawn_blocking(move || store.put_deferred(&hash, &data)).await? {
-            Ok(s) => s,
-            Err(e) => {
-                self.uploads.remove(&request_id);
-                return Err(e.into());
-            }
-        };
-        self.shared.metrics.chunks_received.inc();
-        self.shared.metrics.chunk_bytes_received.inc_by(size);
-        if stored.written {
-            self.shared.metrics.chunks_stored.inc();
-            self.shared.metrics.chunk_store_bytes_written.inc_by(stored.stored_size);
-        }
-        let Some(upload) = self.uploads.get_mut(&request_id) else { return Ok(()) };
         upload.needed.remove(&hash);
-        upload.unrecorded.push((hash, len, stored.stored_size));
+        let store = self.shared.store.clone();
+        let write = tokio::task::spawn_blocking(move || store.put_deferred(&hash, &data));
+        upload.storing.push_back((hash, len, write));
         let complete = upload.needed.is_empty();
-        if complete || upload.unrecorded.len() >= RECORD_BATCH {
-            let ws = upload.put.workspace_id;
-            let batch = std::mem::take(&mut upload.unrecorded);
-            if let Err(e) = self.record(ws, batch).await {
-                self.uploads.remove(&request_id);
-                return Err(e);
-            }
+        // A few chunks are hashed and written on the blocking pool while the next frames are read.
+        if let Err(e) = self.settle(request_id, if complete { 0 } else { STORE_AHEAD }).await {
+            self.uploads.remove(&request_id);
+            return Err(e);
         }
         if complete {
             if let Some(done) = self.uploads.remove(&request_id) {
@@ -281,6 +275,35 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Waits for stored chunks until at most `keep` are in flight; records full batches (all of
+    /// them once nothing is in flight).
+    async fn settle(&mut self, request_id: RequestId, keep: usize) -> Result<(), ReqError> {
+        loop {
+            let Some(upload) = self.uploads.get_mut(&request_id) else { return Ok(()) };
+            let ws = upload.put.workspace_id;
+            let full = upload.unrecorded.len() >= RECORD_BATCH || (upload.storing.is_empty() && keep == 0);
+            if full && !upload.unrecorded.is_empty() {
+                let batch = std::mem::take(&mut upload.unrecorded);
+                self.record(ws, batch).await?;
+                continue;
+            }
+            if upload.storing.len() <= keep {
+                return Ok(());
+            }
+            let Some((hash, len, write)) = upload.storing.pop_front() else { return Ok(()) };
+            let stored = write.await??;
+            self.shared.metrics.chunks_received.inc();
+            self.shared.metrics.chunk_bytes_received.inc_by(u64::from(len));
+            if stored.written {
+                self.shared.metrics.chunks_stored.inc();
+                self.shared.metrics.chunk_store_bytes_written.inc_by(stored.stored_size);
+            }
+            if let Some(upload) = self.uploads.get_mut(&request_id) {
+                upload.unrecorded.push((hash, len, stored.stored_size));
+            }
+        }
     }
 
     /// Makes a batch of chunks durable, then records them for `ws` in one transaction.
@@ -413,9 +436,13 @@ impl Session {
         let (shared, resp, conn) = (self.shared.clone(), self.resp.clone(), self.conn.clone());
         // Streams in the background; the answer queue's bound is the flow control.
         self.tasks.spawn(async move {
-            for hash in hashes {
+            // A few chunks are read (and verified) ahead, so the disk and the hashing overlap the sending.
+            let reads = futures::stream::iter(hashes).map(|hash| {
                 let store = shared.store.clone();
-                let got = tokio::task::spawn_blocking(move || store.get(&hash)).await;
+                async move { (hash, tokio::task::spawn_blocking(move || store.get(&hash)).await) }
+            });
+            let mut reads = reads.buffered(READ_AHEAD);
+            while let Some((hash, got)) = reads.next().await {
                 let msg = match got {
                     Ok(Ok(data)) => Message::Chunk { request_id, hash, data },
                     Ok(Err(e)) => ReqError::from(e).into_message(request_id),

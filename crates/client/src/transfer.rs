@@ -72,15 +72,28 @@ impl Client {
         base_version: i64,
     ) -> Result<Committed, ClientError> {
         let source = local.to_path_buf();
-        let (scan, mtime, mode) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let file = std::fs::File::open(&source)?;
-            let meta = file.metadata()?;
-            let scan = chunking::scan(std::io::BufReader::new(file))?;
-            Ok((scan, mtime_ms(&meta), mode_of(&meta)))
+        let scan = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&source).and_then(|f| chunking::scan(std::io::BufReader::new(f)))
         })
         .await
         .map_err(|e| ClientError::Io(std::io::Error::other(e)))??;
-        let index = index_of(&scan);
+        self.put_file_scanned(ws, path, local, base_version, &scan).await
+    }
+
+    /// Like [`Client::put_file`] for a caller that has just scanned `local`
+    /// itself: the file is not read twice. Each chunk sent is still checked
+    /// against `scan` (a file changed since gives [`ClientError::FileChanged`]).
+    pub async fn put_file_scanned(
+        &self,
+        ws: WorkspaceId,
+        path: &str,
+        local: &Path,
+        base_version: i64,
+        scan: &chunking::FileScan,
+    ) -> Result<Committed, ClientError> {
+        let meta = tokio::fs::metadata(local).await?;
+        let (mtime, mode) = (mtime_ms(&meta), mode_of(&meta));
+        let index = index_of(scan);
         let chunks = scan.refs();
         // A large file whose base version this connection knows goes as a delta.
         let base = self.manifests().get(ws, base_version, path);

@@ -1,6 +1,7 @@
 //! Manifests as deltas: an edit in a large file sends and receives the changed
 //! chunks and a few bytes of runs, not the whole chunk list; a delta that
 //! does not rebuild what its hash says is refused and nothing is committed.
+//! Also: an upload from a scan the caller made (`put_file_scanned`).
 
 mod common;
 
@@ -167,5 +168,32 @@ async fn inconsistent_deltas_are_refused_and_nothing_is_committed() {
     assert_eq!(v2.seq, head + 1);
     let m = a.manifest(ws, v2.seq).await.unwrap();
     assert_eq!(m.chunks, new);
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_made_by_the_caller_is_used_and_a_change_since_is_noticed() {
+    let cluster = Cluster::new(Backend::Sqlite, false);
+    let n = cluster.node().await;
+    let (alice, ta) = cluster.user("alice");
+    let ws = cluster.workspace(alice, "Scanned");
+    let local = tempfile::tempdir().unwrap();
+    let (a, _ae) = connect(n.addr, &ta, "a").await;
+    let data = noise(2 * 1024 * 1024, 11);
+    let src = write_file(local.path(), "s.bin", &data);
+    let scanned = scan(&data[..]).unwrap();
+    let v1 = within("scanned upload", a.put_file_scanned(ws, "s.bin", &src, 0, &scanned)).await.unwrap();
+    assert_eq!(a.manifest(ws, v1.seq).await.unwrap().chunks, scanned.refs());
+
+    // The file changes between the caller's scan and the upload: the chunks the node asks for are
+    // not what was scanned, so nothing is sent as if it were, and nothing is committed.
+    let other = noise(2 * 1024 * 1024, 12);
+    let scanned = scan(&other[..]).unwrap();
+    let src = write_file(local.path(), "other.bin", &other);
+    std::fs::write(&src, noise(2 * 1024 * 1024, 13)).unwrap();
+    let head = cluster.head_seq(ws);
+    let stale = within("stale upload", a.put_file_scanned(ws, "other.bin", &src, 0, &scanned)).await;
+    assert!(matches!(stale, Err(filesync_client::ClientError::FileChanged)), "got {stale:?}");
+    assert_eq!(cluster.head_seq(ws), head);
     n.shutdown().await.unwrap();
 }

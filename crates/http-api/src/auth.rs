@@ -2,6 +2,8 @@
 //! `Authorization` header. A handler that takes an `AuthUser` argument is
 //! authenticated; one that does not is public.
 
+use std::time::Instant;
+
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -12,6 +14,7 @@ use filesync_core::UserId;
 use futures::future::LocalBoxFuture;
 
 use crate::error::ApiError;
+use crate::known_users::KnownUser;
 use crate::state::AppState;
 
 /// The caller, proven by a valid token whose user still exists.
@@ -61,14 +64,18 @@ impl FromRequest for AuthUser {
                 _ => INVALID,
             })?;
             // A token outlives nothing: a user deleted (or a database reset)
-            // since it was issued makes it invalid.
-            let user = state.read(move |conn| Ok(accounts::user_by_id(conn, info.user_id)?)).await?.ok_or(INVALID)?;
-            Ok(AuthUser {
-                id: UserId(user.id),
-                username: user.username,
-                email: user.email,
-                token_expires_at: info.expires_at,
-            })
+            // since it was issued makes it invalid (within `known_users::TTL`).
+            let id = info.user_id;
+            let user = match state.known_users.get(id, Instant::now()) {
+                Some(user) => user,
+                None => {
+                    let row = state.read(move |conn| Ok(accounts::user_by_id(conn, id)?)).await?.ok_or(INVALID)?;
+                    let user = KnownUser { username: row.username, email: row.email };
+                    state.known_users.remember(id, user.clone(), Instant::now());
+                    user
+                }
+            };
+            Ok(AuthUser { id, username: user.username, email: user.email, token_expires_at: info.expires_at })
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`routes`]: the route table and one module per group of handlers.
 //! - [`auth`]: the `AuthUser` extractor, the only reader of `Authorization`.
 //! - [`authz`]: the only place that decides what a member may do.
+//! - [`known_users`]: the users tokens name, remembered briefly so a token check needs no query.
 //! - [`error`]: `ApiError`, the single error type and JSON error body.
 //! - [`validate`]: input rules; [`wire`]: the JSON shapes of the API.
 //! - [`archive`]: a workspace as a zip streamed chunk by chunk from the store.
@@ -26,6 +27,7 @@ pub mod authz;
 pub mod bus;
 pub mod error;
 pub mod help;
+pub mod known_users;
 pub mod metrics;
 pub mod presence;
 mod routes;

@@ -10,9 +10,11 @@ use filesync_core::db::{Db, DbConn};
 use filesync_core::jwt::JwtKeys;
 use filesync_core::password::Passwords;
 use filesync_core::storage::{ChunkStore, LocalDirStore};
+use tokio::sync::Semaphore;
 
 use crate::bus::Bus;
 use crate::error::{ApiError, ApiResult};
+use crate::known_users::KnownUsers;
 use crate::metrics::Metrics;
 use crate::throttle::LoginThrottle;
 
@@ -27,6 +29,16 @@ pub struct AppState {
     /// `None` when `redis_url` is unset: a single node needs no announcements.
     pub bus: Option<Bus>,
     pub metrics: Metrics,
+    /// Users named by recently checked tokens.
+    pub known_users: KnownUsers,
+    /// Concurrent bcrypt jobs: at most one core fewer than the machine has, so logins
+    /// never take every blocking thread and core from token checks and queries.
+    bcrypt_slots: Arc<Semaphore>,
+}
+
+/// How many bcrypt hashes may run at once: every core but one, at least one.
+fn bcrypt_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl AppState {
@@ -52,6 +64,8 @@ impl AppState {
             throttle: LoginThrottle::new(config.login_max_failures, Duration::from_secs(config.login_window_secs)),
             bus,
             metrics: Metrics::new()?,
+            known_users: KnownUsers::default(),
+            bcrypt_slots: Arc::new(Semaphore::new(bcrypt_parallelism())),
         })
     }
 
@@ -68,19 +82,27 @@ impl AppState {
     /// Hashes a new password on the blocking pool.
     pub async fn hash_password(&self, password: String) -> ApiResult<String> {
         let passwords = self.passwords.clone();
-        tokio::task::spawn_blocking(move || passwords.hash(&password))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)
+        self.bcrypt(move || passwords.hash(&password)).await?.map_err(ApiError::internal)
     }
 
     /// Checks a password on the blocking pool. Without a stored hash (unknown
     /// email) it spends the same time on a dummy hash and says no.
     pub async fn verify_password(&self, password: String, hash: Option<String>) -> ApiResult<bool> {
         let passwords = self.passwords.clone();
-        tokio::task::spawn_blocking(move || match hash {
+        self.bcrypt(move || match hash {
             Some(hash) => passwords.verify(&password, &hash),
             None => passwords.verify_dummy(&password),
+        })
+        .await
+    }
+
+    /// Runs a bcrypt job on the blocking pool once one of the bcrypt slots is free.
+    async fn bcrypt<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+        let permit = Arc::clone(&self.bcrypt_slots).acquire_owned().await.map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let out = job();
+            drop(permit);
+            out
         })
         .await
         .map_err(ApiError::internal)

@@ -25,13 +25,17 @@ use filesync_core::{Role, WorkspaceId};
 
 use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
 use super::local::{self, LocalFile, TempFile};
-use super::remote::{Committed, Remote, RemoteError, RemoteEvent};
+use super::remote::{Committed, PutJob, Remote, RemoteError, RemoteEvent};
 use super::state::{Entry, StateStore};
 use super::ui::Ui;
 use super::watch::WatchEvent;
 
 /// Chunks fetched per `GetChunks` request (bounded memory: 64 × 256 KiB).
 const CHUNK_BATCH: usize = 64;
+
+/// Files uploaded per batch: the connection overlaps their requests, and the state
+/// records each batch before the next starts.
+const UPLOAD_BATCH: usize = 256;
 
 /// Who we are, for conflict copy names.
 #[derive(Debug, Clone)]
@@ -550,11 +554,50 @@ impl FolderSync {
                 None => self.delete_remote(remote, &from, entry.version).await?,
             }
         }
+        let mut jobs: Vec<PutJob> = Vec::new();
         for (rel, (meta, scan)) in changed {
             let base = self.store.get(&rel).map(|e| e.version).unwrap_or(0);
-            self.upload(remote, &rel, base, meta, scan).await?;
+            let abs = local::abs_of(&self.root, &rel);
+            jobs.push(PutJob { path: rel, base_version: base, abs, meta, scan });
+        }
+        for batch in jobs.chunks(UPLOAD_BATCH) {
+            if self.stopping() {
+                return Err(SyncError::Stopped);
+            }
+            self.upload_batch(remote, batch).await?;
         }
         Ok(())
+    }
+
+    /// Uploads a batch of files at once (the connection overlaps them), then settles each answer
+    /// in order. Our own seqs are applied in ascending order so `last_seq` can follow them.
+    async fn upload_batch<R: Remote>(&mut self, remote: &mut R, batch: &[PutJob]) -> PathResult {
+        if !self.role.can_write() || self.read_only {
+            for j in batch {
+                if self.store.keep_local(&j.path) {
+                    self.ui.kept_local(&self.name, &j.path);
+                }
+            }
+            return Ok(());
+        }
+        for j in batch {
+            self.store.mark_pending(&j.path, true);
+        }
+        let results = remote.put_files(self.ws, batch).await;
+        let mut own: Vec<i64> = results.iter().flatten().map(|c| c.seq).collect();
+        own.sort_unstable();
+        for seq in own {
+            self.store.advance_past_own(seq);
+        }
+        let mut first_error = Ok(());
+        for (j, result) in batch.iter().zip(results) {
+            let settled = self.settle_upload(remote, &j.path, j.base_version, j.meta, &j.scan, result).await;
+            if let Err(e) = settled {
+                // A broken connection fails every later answer alike; the next round retries them.
+                first_error = first_error.and(Err(e));
+            }
+        }
+        first_error
     }
 
     async fn delete_remote<R: Remote>(&mut self, remote: &mut R, rel: &str, base: i64) -> PathResult {
@@ -602,15 +645,29 @@ impl FolderSync {
         self.store.mark_pending(rel, true);
         let abs = local::abs_of(&self.root, rel);
         let result = remote.put_file(self.ws, rel, base, &abs, &meta, &scan).await;
+        if let Ok(c) = &result {
+            self.store.advance_past_own(c.seq);
+        }
+        self.settle_upload(remote, rel, base, meta, &scan, result).await
+    }
+
+    /// Applies the node's answer to an upload of `rel` (already sent as `meta`/`scan` on `base`).
+    async fn settle_upload<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        rel: &str,
+        base: i64,
+        meta: LocalFile,
+        scan: &FileScan,
+        result: Result<Committed, RemoteError>,
+    ) -> PathResult {
         match result {
             Ok(Committed { version, seq, conflict_path: None, .. }) => {
                 tracing::info!(workspace.id = %self.ws, path = rel, seq, size = scan.size, "uploaded");
-                self.record(rel, version, &meta, &scan);
-                self.store.advance_past_own(seq);
+                self.record(rel, version, &meta, scan);
                 Ok(())
             }
-            Ok(Committed { version, seq, conflict_path: Some(copy), .. }) => {
-                self.store.advance_past_own(seq);
+            Ok(Committed { version, conflict_path: Some(copy), .. }) => {
                 tracing::warn!(workspace.id = %self.ws, path = rel, conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
                 let renamed = local::rename(&self.root, rel, &copy);
                 self.store.mark_pending(rel, false);
@@ -618,7 +675,7 @@ impl FolderSync {
                 self.ui.conflict(&self.name, &copy);
                 if renamed.is_ok() {
                     if let Some(m) = local::stat(&self.root, &copy) {
-                        self.record(&copy, version, &m, &scan);
+                        self.record(&copy, version, &m, scan);
                     }
                 }
                 self.store.remove(rel);

@@ -23,6 +23,8 @@ struct FakeNode {
     conflict_on: Vec<String>,
     refuse_moves: bool,
     calls: Vec<String>,
+    /// The size of each `put_files` batch.
+    batches: Vec<usize>,
     chunks_sent: usize,
 }
 
@@ -94,6 +96,15 @@ impl Remote for FakeNode {
         let conflict_path = self.conflict_on.contains(&path.to_owned()).then(|| format!("{path}.conflict"));
         self.conflict_on.retain(|p| p != path);
         Ok(Committed { version: seq, seq, path: conflict_path.clone().unwrap_or(path.into()), conflict_path })
+    }
+
+    async fn put_files(&mut self, ws: WorkspaceId, jobs: &[PutJob]) -> Vec<Result<Committed, RemoteError>> {
+        self.batches.push(jobs.len());
+        let mut out = Vec::new();
+        for j in jobs {
+            out.push(self.put_file(ws, &j.path, j.base_version, &j.abs, &j.meta, &j.scan).await);
+        }
+        out
     }
 
     async fn delete(&mut self, _ws: WorkspaceId, path: &str, base: i64) -> Result<Committed, RemoteError> {
@@ -168,6 +179,31 @@ impl Setup {
         let set = paths.iter().map(|p| (*p).to_owned()).collect();
         self.sync.push_local(&mut self.node, set).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn many_new_files_go_up_in_batches_and_each_answer_is_settled() {
+    let mut s = Setup::new(Role::Editor);
+    let n = UPLOAD_BATCH + 10;
+    let names: Vec<String> = (0..n).map(|i| format!("tree/d{}/f{i:04}.bin", i % 7)).collect();
+    for (i, name) in names.iter().enumerate() {
+        s.write(name, format!("file {i}").as_bytes());
+    }
+    // One of them lost a race: its answer is a conflict copy, settled like a single upload's.
+    s.node.conflict_on.push(names[3].clone());
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    s.push(&refs).await;
+    assert_eq!(s.node.batches, vec![UPLOAD_BATCH, 10]);
+    assert_eq!(s.node.calls.len(), n, "each file is put once");
+    assert_eq!(s.sync.store.state.files.len(), n, "every upload is recorded, the conflict under its copy's name");
+    assert!(s.sync.store.state.pending.is_empty(), "{:?}", s.sync.store.state.pending);
+    assert_eq!(s.read(&format!("{}.conflict", names[3])).as_deref(), Some(&b"file 3"[..]));
+    // Our own commits followed each other: last_seq moved past all of them.
+    assert_eq!(s.sync.store.state.last_seq, s.node.seq);
+    // Nothing is sent twice.
+    s.node.calls.clear();
+    s.push(&refs).await;
+    assert!(s.node.calls.is_empty(), "{:?}", s.node.calls);
 }
 
 #[tokio::test]

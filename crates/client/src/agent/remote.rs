@@ -36,6 +36,16 @@ pub struct Committed {
     pub conflict_path: Option<String>,
 }
 
+/// One upload of a batch ([`Remote::put_files`]).
+#[derive(Debug, Clone)]
+pub struct PutJob {
+    pub path: String,
+    pub base_version: i64,
+    pub abs: std::path::PathBuf,
+    pub meta: LocalFile,
+    pub scan: FileScan,
+}
+
 /// The content of one version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -98,6 +108,15 @@ pub trait Remote {
         meta: &LocalFile,
         scan: &FileScan,
     ) -> Result<Committed, RemoteError>;
+    /// Uploads several files, answering in the order given. A connection that can overlap them
+    /// (pipelined requests) should: many small files are then bound by the node, not by round trips.
+    async fn put_files(&mut self, ws: WorkspaceId, jobs: &[PutJob]) -> Vec<Result<Committed, RemoteError>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            out.push(self.put_file(ws, &j.path, j.base_version, &j.abs, &j.meta, &j.scan).await);
+        }
+        out
+    }
     async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError>;
     async fn move_path(
         &mut self,

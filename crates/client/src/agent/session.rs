@@ -10,14 +10,18 @@ use std::path::Path;
 use filesync_core::chunking::{FileScan, Hash};
 use filesync_core::proto::Message;
 use filesync_core::WorkspaceId;
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::local::LocalFile;
-use super::remote::{Committed, Manifest, Remote, RemoteError, RemoteEvent};
+use super::remote::{Committed, Manifest, PutJob, Remote, RemoteError, RemoteEvent};
 use crate::{Client, ClientError, ConnectOptions, Event};
 
 /// Longest wait for a node to accept the TCP connection and the handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Uploads of a batch that may be open on the connection at once (the node allows 64).
+const UPLOADS_IN_FLIGHT: usize = 48;
 
 /// One connection to a sync node.
 pub struct Session {
@@ -110,6 +114,24 @@ impl Remote for Session {
     ) -> Result<Committed, RemoteError> {
         let c = self.client.put_file(ws, path, abs, base_version).await?;
         Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+    }
+
+    async fn put_files(&mut self, ws: WorkspaceId, jobs: &[PutJob]) -> Vec<Result<Committed, RemoteError>> {
+        // Requests are pipelined on the one connection: while the node commits one file, the next
+        // ones are already on the wire. Bounded below the node's limit of open uploads.
+        // Owned futures (a client clone and the job's path each): borrowed ones make the
+        // spawned folder task's future not `Send`.
+        let uploads: Vec<_> = jobs
+            .iter()
+            .map(|j| {
+                let (client, path, abs, base) = (self.client.clone(), j.path.clone(), j.abs.clone(), j.base_version);
+                async move {
+                    let c = client.put_file(ws, &path, &abs, base).await?;
+                    Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+                }
+            })
+            .collect();
+        futures::stream::iter(uploads).buffered(UPLOADS_IN_FLIGHT).collect().await
     }
 
     async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError> {

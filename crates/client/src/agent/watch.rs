@@ -1,7 +1,8 @@
 //! A recursive watcher on a linked folder whose events are debounced per
 //! path: a path is reported once it has been quiet for the configured period,
-//! so an editor's burst of writes becomes one upload, while a single save is
-//! reported after one quiet period (tens of milliseconds).
+//! so an editor's burst of writes becomes one upload. A file its writer has
+//! closed (inotify close-write) is complete and is reported after only
+//! [`CLOSED_SETTLE`], unless it is written again meanwhile.
 //!
 //! The watcher only says *where* to look; what changed is always decided by
 //! comparing the file with the state, so lost or duplicated events cost a
@@ -28,8 +29,14 @@ pub enum WatchEvent {
 
 enum Raw {
     Path(PathBuf),
+    /// A writer closed the file: it is complete, report it almost at once.
+    Closed(PathBuf),
     Rescan,
 }
+
+/// How long a closed file waits for the events that come with it (a rename, another writer)
+/// before it is reported. A file written again meanwhile waits the full quiet period instead.
+const CLOSED_SETTLE: Duration = Duration::from_millis(2);
 
 /// A live watch; dropping it stops the watcher and the debouncer.
 pub struct FolderWatcher {
@@ -53,13 +60,13 @@ pub fn watch(root: &Path, quiet: Duration) -> notify::Result<FolderWatcher> {
                 return;
             }
             // Reads (ours included: hashing a file opens it) change nothing.
-            if let EventKind::Access(kind) = ev.kind {
-                if kind != AccessKind::Close(AccessMode::Write) {
-                    return;
-                }
-            }
+            let closed = match ev.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                EventKind::Access(_) => return,
+                _ => false,
+            };
             for p in ev.paths {
-                let _ = raw_tx.send(Raw::Path(p));
+                let _ = raw_tx.send(if closed { Raw::Closed(p) } else { Raw::Path(p) });
             }
         }
         Err(_) => {
@@ -82,6 +89,11 @@ async fn debounce(mut raw: mpsc::UnboundedReceiver<Raw>, out: mpsc::Sender<Watch
                 None => return,
                 Some(Raw::Path(p)) => {
                     pending.insert(p, Instant::now() + quiet);
+                }
+                Some(Raw::Closed(p)) => {
+                    let soon = Instant::now() + CLOSED_SETTLE.min(quiet);
+                    let due = pending.entry(p).or_insert(soon);
+                    *due = (*due).min(soon);
                 }
                 Some(Raw::Rescan) => rescan_at = Some(Instant::now() + quiet),
             },
@@ -125,11 +137,17 @@ async fn sleep_until(at: Option<Instant>) {
 mod tests {
     use super::*;
 
+    /// A debouncer fed by hand: (what the watcher would send, what the engine receives).
+    fn debouncer(quiet: Duration) -> (mpsc::UnboundedSender<Raw>, mpsc::Receiver<WatchEvent>) {
+        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(debounce(raw_rx, tx, quiet));
+        (raw_tx, rx)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_on_one_path_is_reported_once_after_the_quiet_period() {
-        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
-        let (tx, mut rx) = mpsc::channel(8);
-        tokio::spawn(debounce(raw_rx, tx, Duration::from_millis(50)));
+        let (raw_tx, mut rx) = debouncer(Duration::from_millis(50));
         let start = Instant::now();
         for _ in 0..5 {
             raw_tx.send(Raw::Path(PathBuf::from("/r/a"))).unwrap();
@@ -143,6 +161,27 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(150));
         raw_tx.send(Raw::Rescan).unwrap();
         assert_eq!(rx.recv().await.unwrap(), WatchEvent::Rescan);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_file_is_reported_without_waiting_out_the_quiet_period() {
+        let (raw_tx, mut rx) = debouncer(Duration::from_millis(50));
+        let start = Instant::now();
+        // A writer's modify events, then its close: one report, right after the close.
+        for _ in 0..3 {
+            raw_tx.send(Raw::Path(PathBuf::from("/r/a"))).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        raw_tx.send(Raw::Closed(PathBuf::from("/r/a"))).unwrap();
+        assert_eq!(rx.recv().await.unwrap(), WatchEvent::Paths(vec![PathBuf::from("/r/a")]));
+        assert_eq!(start.elapsed(), Duration::from_millis(30) + CLOSED_SETTLE);
+        // Opened and written again after the close: back to the quiet period.
+        raw_tx.send(Raw::Closed(PathBuf::from("/r/b"))).unwrap();
+        raw_tx.send(Raw::Path(PathBuf::from("/r/b"))).unwrap();
+        let before = Instant::now();
+        assert_eq!(rx.recv().await.unwrap(), WatchEvent::Paths(vec![PathBuf::from("/r/b")]));
+        assert_eq!(before.elapsed(), Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "reported once");
     }
 
     #[tokio::test]

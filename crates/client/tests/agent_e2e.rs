@@ -259,8 +259,12 @@ async fn a_large_file_survives_a_killed_download_and_a_node_going_away() {
     // test is about a large file on the client, not about the node's disk speed.
     let block = pseudo_random(4 * 1024 * 1024, 7);
     let big: Vec<u8> = block.iter().copied().cycle().take(200 * 1024 * 1024).collect();
-    write(&p.a, "big.bin", &big);
+    // Written beside the folder and renamed in, so the agent never sees (and uploads) a half-written
+    // version: the assertions below compare against the one complete content.
+    let staging = p.stack.dir.path().join("big.bin.staging");
+    std::fs::write(&staging, &big).unwrap();
     drop(big);
+    std::fs::rename(&staging, p.a.join("big.bin")).unwrap();
     // Bob is killed while it downloads (a temp file beside the target), and finishes after a restart.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut caught_mid_download = false;

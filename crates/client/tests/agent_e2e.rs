@@ -5,6 +5,7 @@
 
 mod support;
 
+use filesync_core::testing::noise;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,19 +66,6 @@ fn write(root: &Path, rel: &str, data: &[u8]) {
     std::fs::write(p, data).unwrap();
 }
 
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The agent's temp files (downloads in progress) under `root`; names only, nothing is read.
 fn temp_files(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -107,7 +95,7 @@ async fn everyday_changes_reach_the_other_folder_and_the_server() {
 
     write(&p.a, "d1/d2/d3/deep.txt", b"deep");
     write(&p.a, "empty.txt", b"");
-    write(&p.a, "bin.dat", &pseudo_random(3 * 1024 * 1024 + 7, 1));
+    write(&p.a, "bin.dat", &noise(3 * 1024 * 1024 + 7, 1));
     write(&p.a, "run.sh", b"#!/bin/sh\necho hi\n");
     #[cfg(unix)]
     {
@@ -257,7 +245,7 @@ async fn a_large_file_survives_a_killed_download_and_a_node_going_away() {
     // 200 MiB, streamed through every step (scan, upload, download, rename). Its content is a
     // 4 MiB random block repeated, so the node stores and sends each distinct chunk once: this
     // test is about a large file on the client, not about the node's disk speed.
-    let block = pseudo_random(4 * 1024 * 1024, 7);
+    let block = noise(4 * 1024 * 1024, 7);
     let big: Vec<u8> = block.iter().copied().cycle().take(200 * 1024 * 1024).collect();
     // Written beside the folder and renamed in, so the agent never sees (and uploads) a half-written
     // version: the assertions below compare against the one complete content.

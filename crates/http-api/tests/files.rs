@@ -5,6 +5,7 @@
 
 mod common;
 
+use filesync_core::testing::noise;
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
@@ -77,18 +78,6 @@ impl Journal {
         };
         self.commit(Edit::Put { path: path.into(), base_version: base, content }).await
     }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Owner alice, viewer bob, outsider carol, and one workspace; returns their tokens and ids.
@@ -175,7 +164,7 @@ async fn files_history_download_and_restore() {
         let (alice, bob, carol) = (&p.alice.1, &p.bob.1, &p.carol.1);
         let j = Journal::open(&srv, storage.path(), p.ws, p.alice.0).await;
 
-        let big = pseudo_random(BIG, 7);
+        let big = noise(BIG, 7);
         let v1 = j.put("docs/a.txt", 0, b"hello").await;
         let v2 = j.put("docs/a.txt", v1, b"hello world").await;
         let big_seq = j.put("photos/big.bin", 0, &big).await;
@@ -330,7 +319,7 @@ async fn empty_workspace_and_missing_chunk() {
         assert!(zip_of(&srv, &p.alice.1, p.ws).await.is_empty());
 
         let j = Journal::open(&srv, storage.path(), p.ws, p.alice.0).await;
-        let data = pseudo_random(1024 * 1024, 3);
+        let data = noise(1024 * 1024, 3);
         j.put("first.bin", 0, b"intact").await;
         j.put("second.bin", 0, &data).await;
         let victim = chunking::scan(&data[..]).unwrap().chunks[1].chunk.hash;

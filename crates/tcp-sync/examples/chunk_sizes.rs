@@ -6,6 +6,7 @@
 //! "delta" is the real `PutDelta` frame against the previous version (what an
 //! edit sends since protocol 2); "manifest" is the full list a `PutFile` carries.
 
+use filesync_core::testing::noise;
 use std::collections::HashSet;
 
 use filesync_core::chunking::ChunkRef;
@@ -17,18 +18,6 @@ use filesync_core::WorkspaceId;
 const MANIFEST_BYTES_PER_CHUNK: usize = 35;
 /// Per needed chunk: its hash in `NeedChunks` and the `Chunk` frame's header.
 const NEED_BYTES_PER_CHUNK: usize = 32 + 32 + 12;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 fn chunks(data: &[u8], min: u32, avg: u32, max: u32) -> Vec<([u8; 32], usize)> {
     fastcdc::v2020::FastCDC::new(data, min as usize, avg as usize, max as usize)

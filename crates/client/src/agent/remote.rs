@@ -36,6 +36,12 @@ pub struct Committed {
     pub conflict_path: Option<String>,
 }
 
+impl From<crate::Committed> for Committed {
+    fn from(c: crate::Committed) -> Self {
+        Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path }
+    }
+}
+
 /// One upload of a batch ([`Remote::put_files`]).
 #[derive(Debug, Clone)]
 pub struct PutJob {

@@ -113,7 +113,7 @@ impl Remote for Session {
         _scan: &FileScan,
     ) -> Result<Committed, RemoteError> {
         let c = self.client.put_file(ws, path, abs, base_version).await?;
-        Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+        Ok(c.into())
     }
 
     async fn put_files(&mut self, ws: WorkspaceId, jobs: &[PutJob]) -> Vec<Result<Committed, RemoteError>> {
@@ -127,7 +127,7 @@ impl Remote for Session {
                 let (client, path, abs, base) = (self.client.clone(), j.path.clone(), j.abs.clone(), j.base_version);
                 async move {
                     let c = client.put_file(ws, &path, &abs, base).await?;
-                    Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+                    Ok(c.into())
                 }
             })
             .collect();
@@ -136,7 +136,7 @@ impl Remote for Session {
 
     async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError> {
         let c = self.client.delete(ws, path, base_version).await?;
-        Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+        Ok(c.into())
     }
 
     async fn move_path(
@@ -147,7 +147,7 @@ impl Remote for Session {
         base_version: i64,
     ) -> Result<Committed, RemoteError> {
         let c = self.client.move_path(ws, from, to, base_version).await?;
-        Ok(Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path })
+        Ok(c.into())
     }
 
     async fn manifest(&mut self, ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError> {

@@ -206,18 +206,7 @@ pub async fn next_change(events: &mut Events, what: &str) -> Change {
     }
 }
 
-/// Deterministic bytes that do not compress and do not repeat.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub use filesync_core::testing::noise;
 
 pub fn write_file(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);

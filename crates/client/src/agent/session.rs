@@ -110,9 +110,10 @@ impl Remote for Session {
         base_version: i64,
         abs: &Path,
         _meta: &LocalFile,
-        _scan: &FileScan,
+        scan: &FileScan,
     ) -> Result<Committed, RemoteError> {
-        let c = self.client.put_file(ws, path, abs, base_version).await?;
+        // The engine already scanned the file: upload from that scan instead of reading it twice.
+        let c = self.client.put_file_scanned(ws, path, abs, base_version, scan).await?;
         Ok(c.into())
     }
 
@@ -125,8 +126,9 @@ impl Remote for Session {
             .iter()
             .map(|j| {
                 let (client, path, abs, base) = (self.client.clone(), j.path.clone(), j.abs.clone(), j.base_version);
+                let scan = j.scan.clone();
                 async move {
-                    let c = client.put_file(ws, &path, &abs, base).await?;
+                    let c = client.put_file_scanned(ws, &path, &abs, base, &scan).await?;
                     Ok(c.into())
                 }
             })

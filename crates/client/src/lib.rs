@@ -35,6 +35,7 @@ pub mod http;
 mod manifest_cache;
 pub mod tls;
 mod transfer;
+pub use transfer::BatchUpload;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use filesync_core::chunking::{self, Hash};
-use filesync_core::proto::{Message, PutFile};
+use filesync_core::proto::{BatchFile, BatchOutcome, Message, PutFile};
 use filesync_core::WorkspaceId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -14,6 +14,15 @@ use crate::{committed, unexpected, Client, ClientError, Committed, Manifest};
 
 /// Bytes of chunks requested per `GetChunks` (and held in memory while a window is written).
 const WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One file of [`Client::put_files_scanned`], scanned by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchUpload<'a> {
+    pub path: &'a str,
+    pub local: &'a Path,
+    pub base_version: i64,
+    pub scan: &'a chunking::FileScan,
+}
 
 /// Where each chunk of a local file starts.
 type ChunkIndex = HashMap<Hash, (u64, u32)>;
@@ -140,6 +149,76 @@ impl Client {
         let done = committed(pending.recv().await?)?;
         self.remember(ws, done.seq, &done.path, &chunks);
         Ok(done)
+    }
+
+    /// Uploads several small files in one `PutFiles` request: one round trip for the list, the
+    /// chunks the node lacks, one transaction for all. Each answer is the file's own outcome (a
+    /// stale base gives a conflict copy, a refusal an error) in the order given. The whole batch
+    /// fails alike (outer error) if the node refuses it or a file changed while it was read: then
+    /// nothing of it was committed, and each file can be sent alone.
+    pub async fn put_files_scanned(
+        &self,
+        ws: WorkspaceId,
+        files: &[BatchUpload<'_>],
+    ) -> Result<Vec<Result<Committed, ClientError>>, ClientError> {
+        let mut list = Vec::with_capacity(files.len());
+        let mut index: HashMap<Hash, (usize, (u64, u32))> = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            let meta = tokio::fs::metadata(f.local).await?;
+            for c in &f.scan.chunks {
+                index.entry(c.chunk.hash).or_insert((i, (c.offset, c.chunk.len)));
+            }
+            list.push(BatchFile {
+                path: f.path.to_owned(),
+                base_version: f.base_version,
+                size: f.scan.size,
+                mtime_ms: mtime_ms(&meta),
+                mode: mode_of(&meta),
+                content_hash: f.scan.content_hash,
+                chunks: f.scan.refs(),
+            });
+        }
+        let mut pending =
+            self.request(|request_id| Message::PutFiles { request_id, workspace_id: ws, files: list }).await?;
+        let needed = match pending.recv().await? {
+            Message::NeedChunks { hashes, .. } => hashes,
+            other => return Err(unexpected("NeedChunks", &other)),
+        };
+        // The node asks in first-seen order, so files are opened one after the other.
+        let mut open: Option<(usize, tokio::fs::File)> = None;
+        for hash in needed {
+            if let Ok(msg) = pending.rx.try_recv() {
+                return match msg {
+                    Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+                    other => Err(unexpected("no answer before the chunks", &other)),
+                };
+            }
+            let &(i, at) = index
+                .get(&hash)
+                .ok_or_else(|| ClientError::Protocol("the node asked for a chunk not in the batch".into()))?;
+            let file = match &mut open {
+                Some((j, f)) if *j == i => f,
+                _ => &mut open.insert((i, tokio::fs::File::open(files[i].local).await?)).1,
+            };
+            let Some(data) = read_chunk(file, at, &hash).await? else {
+                self.send(Message::Cancel { request_id: pending.id }).await?;
+                return Err(ClientError::FileChanged);
+            };
+            self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
+        }
+        let results = match pending.recv().await? {
+            Message::CommittedMany { results, .. } if results.len() == files.len() => results,
+            other => return Err(unexpected("CommittedMany with one result per file", &other)),
+        };
+        Ok(results
+            .into_iter()
+            .map(|r| match r {
+                BatchOutcome::Committed { seq, path, conflict_path } => {
+                    Ok(Committed { workspace_id: ws, seq, version: seq, path, conflict_path })
+                }
+                BatchOutcome::Refused { code, message } => Err(ClientError::Server { code, message }),
+            })
+            .collect())
     }
 
     /// Downloads the version made by `seq` to `dest` (temporary file, verified, renamed).

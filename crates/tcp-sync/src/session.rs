@@ -1,8 +1,9 @@
 //! The requests of one connection after the handshake.
 //!
-//! Requests are handled in arrival order by the reader loop; the long ones
-//! (a download, a subscription's catch-up) run as tasks of this connection so
-//! that pings and other requests keep flowing. A commit is awaited inside the
+//! Requests are handled in arrival order by the reader loop; read-only ones
+//! (manifests, chunk downloads, a subscription's catch-up) run as tasks of this
+//! connection, a bounded number at once, so that pings, uploads and other
+//! requests keep flowing and many small downloads overlap. A commit is awaited inside the
 //! loop, so a shutdown signal is only seen between frames: an upload whose
 //! last chunk has arrived is always committed and answered.
 
@@ -14,11 +15,14 @@ use filesync_core::db::journal::{self, Author, Content, Edit};
 use filesync_core::path;
 use filesync_core::proto::delta;
 use filesync_core::proto::presence::PresenceEntry;
-use filesync_core::proto::{Change, ChangeOp, EntryKind, ErrorCode, Message, PutDelta, PutFile, RequestId};
+use filesync_core::proto::{
+    BatchFile, BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, Message, PutDelta, PutFile, RequestId,
+    MAX_BATCH_CHUNKS, MAX_BATCH_FILES,
+};
 use filesync_core::storage::{StorageError, Stored};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::auth::{authorize, Access};
@@ -41,6 +45,8 @@ const MAX_DELTA_BASES: usize = 8;
 const STORE_AHEAD: usize = 4;
 /// Chunks of one `GetChunks` read from the store ahead of the one being sent.
 const READ_AHEAD: usize = 4;
+/// Read-only requests (manifests, chunk downloads) of one connection served at once.
+const READS_IN_FLIGHT: usize = 16;
 
 /// Received chunks made durable and recorded together: one sync and one
 /// transaction per batch instead of per chunk (~16 MiB at the usual chunk size),
@@ -50,9 +56,24 @@ const RECORD_BATCH: usize = 256;
 /// A received chunk being verified and written on the blocking pool.
 type ChunkWrite = JoinHandle<Result<Stored, StorageError>>;
 
+/// What an upload commits once its chunks are in.
+enum Job {
+    One(PutFile),
+    Many { request_id: RequestId, workspace_id: WorkspaceId, files: Vec<BatchFile> },
+}
+
+impl Job {
+    fn workspace_id(&self) -> WorkspaceId {
+        match self {
+            Job::One(p) => p.workspace_id,
+            Job::Many { workspace_id, .. } => *workspace_id,
+        }
+    }
+}
+
 /// An upload waiting for its chunks.
 struct Upload {
-    put: PutFile,
+    job: Job,
     /// Chunks still to come, with their lengths.
     needed: HashMap<Hash, u32>,
     /// Being hashed and written, in arrival order.
@@ -70,6 +91,7 @@ pub struct Session {
     refresh: Refresh,
     uploads: HashMap<RequestId, Upload>,
     tasks: JoinSet<()>,
+    reads: Arc<Semaphore>,
 }
 
 impl Session {
@@ -81,7 +103,17 @@ impl Session {
         presence: PresenceEntry,
     ) -> Session {
         let refresh = Refresh::new(shared.tuning.heartbeat / 2);
-        Session { shared, identity, conn, resp, presence, refresh, uploads: HashMap::new(), tasks: JoinSet::new() }
+        Session {
+            shared,
+            identity,
+            conn,
+            resp,
+            presence,
+            refresh,
+            uploads: HashMap::new(),
+            tasks: JoinSet::new(),
+            reads: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
+        }
     }
 
     /// Reads and handles frames until the connection should end.
@@ -162,9 +194,12 @@ impl Session {
                 return Some(End::error(ErrorCode::HelloRequired, "Hello was already received on this connection"))
             }
             Message::PutFile(put) => self.put_file(put).await,
+            Message::PutFiles { request_id, workspace_id, files } => {
+                self.put_files(request_id, workspace_id, files).await
+            }
             Message::PutDelta(put) => self.put_delta(put).await,
             Message::GetManifestDelta { request_id, workspace_id, seq, bases } => {
-                self.manifest_delta(request_id, workspace_id, seq, bases).await
+                self.spawn_read(request_id, |r| r.manifest_delta(request_id, workspace_id, seq, bases)).await
             }
             Message::Chunk { request_id, hash, data } => self.chunk(request_id, hash, data).await,
             Message::Cancel { request_id } => {
@@ -186,10 +221,10 @@ impl Session {
                 Err(e) => Err(e),
             },
             Message::GetManifest { request_id, workspace_id, seq } => {
-                self.manifest(request_id, workspace_id, seq).await
+                self.spawn_read(request_id, |r| r.manifest(request_id, workspace_id, seq)).await
             }
             Message::GetChunks { request_id, workspace_id, hashes } => {
-                self.get_chunks(request_id, workspace_id, hashes).await
+                self.spawn_read(request_id, |r| r.get_chunks(request_id, workspace_id, hashes)).await
             }
             Message::Subscribe { request_id, workspace_id, since_seq } => {
                 self.subscribe(request_id, workspace_id, since_seq).await
@@ -216,31 +251,73 @@ impl Session {
     }
 
     async fn put_file(&mut self, put: PutFile) -> Result<(), ReqError> {
-        if self.uploads.contains_key(&put.request_id) {
+        check_path(&put.path)?;
+        let lengths = check_chunks(&put.chunks, put.size)?;
+        self.open_upload(put.request_id, put.workspace_id, lengths, Job::One(put)).await
+    }
+
+    /// A batch of small files: checked as a whole (one bad path or manifest refuses the batch),
+    /// then uploaded and committed like one file.
+    async fn put_files(
+        &mut self,
+        request_id: RequestId,
+        ws: WorkspaceId,
+        files: Vec<BatchFile>,
+    ) -> Result<(), ReqError> {
+        if files.is_empty() || files.len() > MAX_BATCH_FILES {
+            return Err(ReqError::bad_request(format!("a batch carries 1 to {MAX_BATCH_FILES} files")));
+        }
+        if files.iter().map(|f| f.chunks.len()).sum::<usize>() > MAX_BATCH_CHUNKS {
+            return Err(ReqError::bad_request(format!(
+                "a batch lists at most {MAX_BATCH_CHUNKS} chunks; send large files alone"
+            )));
+        }
+        let mut paths = std::collections::HashSet::new();
+        let mut lengths = HashMap::new();
+        for f in &files {
+            check_path(&f.path)?;
+            if !paths.insert(f.path.as_str()) {
+                return Err(ReqError::bad_request(format!("{:?} is listed twice in one batch", f.path)));
+            }
+            for (hash, len) in check_chunks(&f.chunks, f.size)? {
+                if *lengths.entry(hash).or_insert(len) != len {
+                    return Err(ReqError::bad_request("one chunk hash is listed with two lengths"));
+                }
+            }
+        }
+        self.open_upload(request_id, ws, lengths, Job::Many { request_id, workspace_id: ws, files }).await
+    }
+
+    /// Asks for the chunks the workspace lacks; commits at once if there are none.
+    async fn open_upload(
+        &mut self,
+        request_id: RequestId,
+        ws: WorkspaceId,
+        lengths: HashMap<Hash, u32>,
+        job: Job,
+    ) -> Result<(), ReqError> {
+        if self.uploads.contains_key(&request_id) {
             return Err(ReqError::new(ErrorCode::UnknownRequest, "this request id already has an open upload"));
         }
         if self.uploads.len() >= MAX_OPEN_UPLOADS {
             return Err(ReqError::bad_request(format!("at most {MAX_OPEN_UPLOADS} uploads may be open at once")));
         }
-        check_path(&put.path)?;
-        let lengths = check_manifest(&put)?;
-        authorize(&self.shared.db, self.identity.user, put.workspace_id, Access::Write).await?;
-        let ws = put.workspace_id;
-        let hashes: Vec<Hash> = put.chunks.iter().map(|c| c.hash).collect();
+        authorize(&self.shared.db, self.identity.user, ws, Access::Write).await?;
+        let hashes: Vec<Hash> = lengths.keys().copied().collect();
         let missing = self.shared.db.run(move |c| journal::missing_chunks(c, ws, &hashes)).await?;
         let needed: HashMap<Hash, u32> = missing.iter().map(|h| (*h, lengths[h])).collect();
-        self.reply(Message::NeedChunks { request_id: put.request_id, hashes: missing }).await;
+        self.reply(Message::NeedChunks { request_id, hashes: missing }).await;
         if needed.is_empty() {
-            return self.commit_upload(put).await;
+            return self.commit_upload(job).await;
         }
-        self.uploads.insert(put.request_id, Upload { put, needed, storing: VecDeque::new(), unrecorded: Vec::new() });
+        self.uploads.insert(request_id, Upload { job, needed, storing: VecDeque::new(), unrecorded: Vec::new() });
         Ok(())
     }
 
     /// Rebuilds the full chunk list from the base version and the runs, then continues as `PutFile`.
     async fn put_delta(&mut self, d: PutDelta) -> Result<(), ReqError> {
         authorize(&self.shared.db, self.identity.user, d.workspace_id, Access::Write).await?;
-        let (_, base) = self.file_version(d.workspace_id, d.base_seq).await?;
+        let (_, base) = file_version(&self.shared, d.workspace_id, d.base_seq).await?;
         let chunks = delta::apply(&base, &d.runs, MAX_DELTA_CHUNKS, &d.manifest_hash)
             .map_err(|e| ReqError::bad_request(format!("the delta against seq {} does not add up: {e}", d.base_seq)))?;
         self.put_file(d.with_chunks(chunks)).await
@@ -271,7 +348,7 @@ impl Session {
         }
         if complete {
             if let Some(done) = self.uploads.remove(&request_id) {
-                return self.commit_upload(done.put).await;
+                return self.commit_upload(done.job).await;
             }
         }
         Ok(())
@@ -282,7 +359,7 @@ impl Session {
     async fn settle(&mut self, request_id: RequestId, keep: usize) -> Result<(), ReqError> {
         loop {
             let Some(upload) = self.uploads.get_mut(&request_id) else { return Ok(()) };
-            let ws = upload.put.workspace_id;
+            let ws = upload.job.workspace_id();
             let full = upload.unrecorded.len() >= RECORD_BATCH || (upload.storing.is_empty() && keep == 0);
             if full && !upload.unrecorded.is_empty() {
                 let batch = std::mem::take(&mut upload.unrecorded);
@@ -315,16 +392,73 @@ impl Session {
         Ok(())
     }
 
-    async fn commit_upload(&mut self, put: PutFile) -> Result<(), ReqError> {
-        let content = Content {
-            size: put.size,
-            mtime_ms: put.mtime_ms,
-            mode: put.mode,
-            content_hash: put.content_hash,
-            chunks: put.chunks,
-        };
-        let edit = Edit::Put { path: put.path, base_version: put.base_version, content };
-        self.commit(put.request_id, put.workspace_id, edit).await
+    async fn commit_upload(&mut self, job: Job) -> Result<(), ReqError> {
+        match job {
+            Job::One(put) => {
+                let content = Content {
+                    size: put.size,
+                    mtime_ms: put.mtime_ms,
+                    mode: put.mode,
+                    content_hash: put.content_hash,
+                    chunks: put.chunks,
+                };
+                let edit = Edit::Put { path: put.path, base_version: put.base_version, content };
+                self.commit(put.request_id, put.workspace_id, edit).await
+            }
+            Job::Many { request_id, workspace_id, files } => self.commit_batch(request_id, workspace_id, files).await,
+        }
+    }
+
+    /// One transaction for the whole batch, one announcement of its last seq.
+    async fn commit_batch(
+        &mut self,
+        request_id: RequestId,
+        ws: WorkspaceId,
+        files: Vec<BatchFile>,
+    ) -> Result<(), ReqError> {
+        authorize(&self.shared.db, self.identity.user, ws, Access::Write).await?;
+        let edits: Vec<Edit> = files
+            .into_iter()
+            .map(|f| Edit::Put {
+                path: f.path,
+                base_version: f.base_version,
+                content: Content {
+                    size: f.size,
+                    mtime_ms: f.mtime_ms,
+                    mode: f.mode,
+                    content_hash: f.content_hash,
+                    chunks: f.chunks,
+                },
+            })
+            .collect();
+        let author = self.author();
+        let done = self.shared.db.write(move |c| journal::commit_many(c, ws, &author, &edits)).await?;
+        let mut last = None;
+        let results: Vec<BatchOutcome> = done
+            .into_iter()
+            .map(|r| match r {
+                Ok(c) => {
+                    if c.new_seq {
+                        self.shared.metrics.commits.with_label_values(&[ChangeOp::Put.as_str()]).inc();
+                        if c.conflict_path.is_some() {
+                            self.shared.metrics.conflicts.inc();
+                        }
+                        last = Some(c.seq);
+                    }
+                    BatchOutcome::Committed { seq: c.seq, path: c.path, conflict_path: c.conflict_path }
+                }
+                Err(e) => {
+                    let err = ReqError::from(e);
+                    BatchOutcome::Refused { code: err.code.as_str().to_owned(), message: err.message }
+                }
+            })
+            .collect();
+        if let Some(seq) = last {
+            tracing::info!(workspace.id = %ws, seq, files = results.len(), "committed a batch");
+            self.shared.announce(ws, seq).await;
+        }
+        self.reply(Message::CommittedMany { request_id, workspace_id: ws, results }).await;
+        Ok(())
     }
 
     /// Authorizes (again, for uploads: the role may have changed meanwhile), commits, announces, answers.
@@ -358,20 +492,69 @@ impl Session {
         Ok(())
     }
 
-    /// The journal entry and chunk list of a file version of `ws`.
-    async fn file_version(&self, ws: WorkspaceId, seq: i64) -> Result<(Change, Vec<ChunkRef>), ReqError> {
-        let found = self.shared.db.run(move |c| journal::version_at(c, ws, seq)).await?;
-        let Some((change, chunks)) = found else {
-            return Err(ReqError::new(ErrorCode::NotFound, format!("workspace {ws} has no seq {seq}")));
+    /// Runs a read-only request beside the reader loop: many small downloads are then bound by
+    /// the database and disk, not by one request's round trips. At most [`READS_IN_FLIGHT`] at
+    /// once; beyond that the loop waits here (and so stops reading: back-pressure).
+    async fn spawn_read<F, Fut>(&mut self, request_id: RequestId, read: F) -> Result<(), ReqError>
+    where
+        F: FnOnce(Reads) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ReqError>> + Send + 'static,
+    {
+        let permit = tokio::select! {
+            p = self.reads.clone().acquire_owned() => p.map_err(|_| ReqError::internal())?,
+            () = self.conn.kill.cancelled() => return Ok(()),
         };
-        if change.deleted || change.kind == EntryKind::Dir {
-            return Err(ReqError::new(ErrorCode::NotFound, format!("seq {seq} has no file content")));
-        }
-        Ok((change, chunks))
+        let reads = Reads {
+            shared: self.shared.clone(),
+            user: self.identity.user,
+            resp: self.resp.clone(),
+            conn: self.conn.clone(),
+        };
+        let fut = read(reads.clone());
+        self.tasks.spawn(async move {
+            if let Err(err) = fut.await {
+                reads.shared.metrics.request_errors.with_label_values(&[err.code.as_str()]).inc();
+                send_answer(&reads.resp, &reads.conn, err.into_message(request_id)).await;
+            }
+            drop(permit);
+        });
+        Ok(())
     }
 
-    async fn manifest(&mut self, request_id: RequestId, ws: WorkspaceId, seq: i64) -> Result<(), ReqError> {
+    async fn subscribe(&mut self, request_id: RequestId, ws: WorkspaceId, since_seq: i64) -> Result<(), ReqError> {
         authorize(&self.shared.db, self.identity.user, ws, Access::Read).await?;
+        let (shared, resp, conn) = (self.shared.clone(), self.resp.clone(), self.conn.clone());
+        // The catch-up may be long: it runs beside the reader loop.
+        self.tasks.spawn(async move {
+            if let Err(err) = shared.hub.subscribe(&conn, request_id, ws, since_seq).await {
+                send_answer(&resp, &conn, err.into_message(request_id)).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// What a read-only request needs, owned, so that it can run as a task.
+#[derive(Clone)]
+struct Reads {
+    shared: Arc<Shared>,
+    user: filesync_core::UserId,
+    resp: mpsc::Sender<Message>,
+    conn: ConnHandle,
+}
+
+impl Reads {
+    async fn reply(&self, msg: Message) {
+        send_answer(&self.resp, &self.conn, msg).await;
+    }
+
+    /// The journal entry and chunk list of a file version of `ws`.
+    async fn file_version(&self, ws: WorkspaceId, seq: i64) -> Result<(Change, Vec<ChunkRef>), ReqError> {
+        file_version(&self.shared, ws, seq).await
+    }
+
+    async fn manifest(self, request_id: RequestId, ws: WorkspaceId, seq: i64) -> Result<(), ReqError> {
+        authorize(&self.shared.db, self.user, ws, Access::Read).await?;
         let (change, chunks) = self.file_version(ws, seq).await?;
         self.reply(Message::Manifest {
             request_id,
@@ -389,13 +572,13 @@ impl Session {
 
     /// Answers with runs over the first of `bases` that is a version of the same path, else over nothing.
     async fn manifest_delta(
-        &mut self,
+        self,
         request_id: RequestId,
         ws: WorkspaceId,
         seq: i64,
         bases: Vec<i64>,
     ) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.identity.user, ws, Access::Read).await?;
+        authorize(&self.shared.db, self.user, ws, Access::Read).await?;
         let (change, chunks) = self.file_version(ws, seq).await?;
         let mut base: Option<(i64, Vec<ChunkRef>)> = None;
         for b in bases.into_iter().take(MAX_DELTA_BASES) {
@@ -423,8 +606,8 @@ impl Session {
         Ok(())
     }
 
-    async fn get_chunks(&mut self, request_id: RequestId, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.identity.user, ws, Access::Read).await?;
+    async fn get_chunks(self, request_id: RequestId, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<(), ReqError> {
+        authorize(&self.shared.db, self.user, ws, Access::Read).await?;
         let wanted = hashes.clone();
         let held = self.shared.db.run(move |c| journal::held_chunks(c, ws, &wanted)).await?;
         if let Some(h) = hashes.iter().find(|h| !held.contains(*h)) {
@@ -433,41 +616,33 @@ impl Session {
                 format!("chunk {} is not part of workspace {ws}", filesync_core::chunking::hex(h)),
             ));
         }
-        let (shared, resp, conn) = (self.shared.clone(), self.resp.clone(), self.conn.clone());
-        // Streams in the background; the answer queue's bound is the flow control.
-        self.tasks.spawn(async move {
-            // A few chunks are read (and verified) ahead, so the disk and the hashing overlap the sending.
-            let reads = futures::stream::iter(hashes).map(|hash| {
-                let store = shared.store.clone();
-                async move { (hash, tokio::task::spawn_blocking(move || store.get(&hash)).await) }
-            });
-            let mut reads = reads.buffered(READ_AHEAD);
-            while let Some((hash, got)) = reads.next().await {
-                let msg = match got {
-                    Ok(Ok(data)) => Message::Chunk { request_id, hash, data },
-                    Ok(Err(e)) => ReqError::from(e).into_message(request_id),
-                    Err(e) => ReqError::from(e).into_message(request_id),
-                };
-                let failed = matches!(msg, Message::Error { .. });
-                if !send_answer(&resp, &conn, msg).await || failed {
-                    return;
-                }
-            }
+        // A few chunks are read (and verified) ahead, so the disk and the hashing overlap the sending;
+        // the answer queue's bound is the flow control.
+        let reads = futures::stream::iter(hashes).map(|hash| {
+            let store = self.shared.store.clone();
+            async move { (hash, tokio::task::spawn_blocking(move || store.get(&hash)).await) }
         });
+        let mut reads = reads.buffered(READ_AHEAD);
+        while let Some((hash, got)) = reads.next().await {
+            let data = got??;
+            if !send_answer(&self.resp, &self.conn, Message::Chunk { request_id, hash, data }).await {
+                return Ok(());
+            }
+        }
         Ok(())
     }
+}
 
-    async fn subscribe(&mut self, request_id: RequestId, ws: WorkspaceId, since_seq: i64) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.identity.user, ws, Access::Read).await?;
-        let (shared, resp, conn) = (self.shared.clone(), self.resp.clone(), self.conn.clone());
-        // The catch-up may be long: it runs beside the reader loop.
-        self.tasks.spawn(async move {
-            if let Err(err) = shared.hub.subscribe(&conn, request_id, ws, since_seq).await {
-                send_answer(&resp, &conn, err.into_message(request_id)).await;
-            }
-        });
-        Ok(())
+/// The journal entry and chunk list of a file version of `ws`.
+async fn file_version(shared: &Shared, ws: WorkspaceId, seq: i64) -> Result<(Change, Vec<ChunkRef>), ReqError> {
+    let found = shared.db.run(move |c| journal::version_at(c, ws, seq)).await?;
+    let Some((change, chunks)) = found else {
+        return Err(ReqError::new(ErrorCode::NotFound, format!("workspace {ws} has no seq {seq}")));
+    };
+    if change.deleted || change.kind == EntryKind::Dir {
+        return Err(ReqError::new(ErrorCode::NotFound, format!("seq {seq} has no file content")));
     }
+    Ok((change, chunks))
 }
 
 async fn send_answer(resp: &mpsc::Sender<Message>, conn: &ConnHandle, msg: Message) -> bool {
@@ -481,11 +656,11 @@ fn check_path(p: &str) -> Result<(), ReqError> {
     path::validate(p).map_err(|e| ReqError::new(ErrorCode::InvalidPath, format!("{p:?}: {e}")))
 }
 
-/// The manifest must add up: lengths 1..=MAX_CHUNK, their sum the size, one length per hash.
-fn check_manifest(put: &PutFile) -> Result<HashMap<Hash, u32>, ReqError> {
+/// A chunk list must add up: lengths 1..=MAX_CHUNK, their sum `size`, one length per hash.
+fn check_chunks(chunks: &[ChunkRef], size: u64) -> Result<HashMap<Hash, u32>, ReqError> {
     let mut lengths = HashMap::new();
     let mut total: u64 = 0;
-    for c in &put.chunks {
+    for c in chunks {
         if c.len == 0 || c.len > MAX_CHUNK {
             return Err(ReqError::bad_request(format!("chunk lengths must be 1 to {MAX_CHUNK} bytes")));
         }
@@ -494,8 +669,8 @@ fn check_manifest(put: &PutFile) -> Result<HashMap<Hash, u32>, ReqError> {
         }
         total += u64::from(c.len);
     }
-    if total != put.size {
-        return Err(ReqError::bad_request(format!("the chunks add up to {total} bytes, not to size {}", put.size)));
+    if total != size {
+        return Err(ReqError::bad_request(format!("the chunks add up to {total} bytes, not to size {size}")));
     }
     Ok(lengths)
 }
@@ -506,29 +681,14 @@ mod tests {
 
     use super::*;
 
-    fn put(chunks: Vec<ChunkRef>, size: u64) -> PutFile {
-        PutFile {
-            request_id: 1,
-            workspace_id: WorkspaceId(1),
-            path: "a".into(),
-            base_version: 0,
-            size,
-            mtime_ms: 0,
-            mode: 0,
-            content_hash: [0; 32],
-            chunks,
-        }
-    }
-
     #[test]
     fn manifests_must_add_up() {
         let a = ChunkRef { hash: [1; 32], len: 10 };
-        assert!(check_manifest(&put(vec![a, a], 20)).is_ok());
-        assert!(check_manifest(&put(vec![], 0)).is_ok());
-        assert_eq!(check_manifest(&put(vec![a], 11)).unwrap_err().code, ErrorCode::BadRequest);
-        assert!(check_manifest(&put(vec![ChunkRef { hash: [1; 32], len: 0 }], 0)).is_err());
-        assert!(check_manifest(&put(vec![ChunkRef { hash: [1; 32], len: MAX_CHUNK + 1 }], u64::from(MAX_CHUNK) + 1))
-            .is_err());
-        assert!(check_manifest(&put(vec![a, ChunkRef { hash: [1; 32], len: 11 }], 21)).is_err());
+        assert!(check_chunks(&[a, a], 20).is_ok());
+        assert!(check_chunks(&[], 0).is_ok());
+        assert_eq!(check_chunks(&[a], 11).unwrap_err().code, ErrorCode::BadRequest);
+        assert!(check_chunks(&[ChunkRef { hash: [1; 32], len: 0 }], 0).is_err());
+        assert!(check_chunks(&[ChunkRef { hash: [1; 32], len: MAX_CHUNK + 1 }], u64::from(MAX_CHUNK) + 1).is_err());
+        assert!(check_chunks(&[a, ChunkRef { hash: [1; 32], len: 11 }], 21).is_err());
     }
 }

@@ -8,20 +8,45 @@
 use std::path::Path;
 
 use filesync_core::chunking::{FileScan, Hash};
-use filesync_core::proto::Message;
+use filesync_core::proto::{Message, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::local::LocalFile;
 use super::remote::{Committed, Manifest, PutJob, Remote, RemoteError, RemoteEvent};
-use crate::{Client, ClientError, ConnectOptions, Event};
+use crate::{BatchUpload, Client, ClientError, ConnectOptions, Event};
 
 /// Longest wait for a node to accept the TCP connection and the handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Uploads of a batch that may be open on the connection at once (the node allows 64).
 const UPLOADS_IN_FLIGHT: usize = 48;
+
+/// Files up to this size travel in `PutFiles` batches; larger ones alone (and as deltas).
+const BATCH_FILE_BYTES: u64 = 1024 * 1024;
+/// Chunk bytes of one `PutFiles` batch (one `NeedChunks` answer, one durability barrier on the node).
+const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Splits the jobs named by `small` into batches within the protocol's limits and [`BATCH_BYTES`].
+fn batches<'a>(small: &'a [usize], jobs: &[PutJob]) -> Vec<&'a [usize]> {
+    let mut out = Vec::new();
+    let (mut start, mut files, mut chunks, mut bytes) = (0, 0usize, 0usize, 0u64);
+    for (k, &i) in small.iter().enumerate() {
+        let (c, b) = (jobs[i].scan.chunks.len(), jobs[i].scan.size);
+        if files > 0 && (files == MAX_BATCH_FILES || chunks + c > MAX_BATCH_CHUNKS || bytes + b > BATCH_BYTES) {
+            out.push(&small[start..k]);
+            (start, files, chunks, bytes) = (k, 0, 0, 0);
+        }
+        files += 1;
+        chunks += c;
+        bytes += b;
+    }
+    if files > 0 {
+        out.push(&small[start..]);
+    }
+    out
+}
 
 /// One connection to a sync node.
 pub struct Session {
@@ -118,13 +143,47 @@ impl Remote for Session {
     }
 
     async fn put_files(&mut self, ws: WorkspaceId, jobs: &[PutJob]) -> Vec<Result<Committed, RemoteError>> {
-        // Requests are pipelined on the one connection: while the node commits one file, the next
-        // ones are already on the wire. Bounded below the node's limit of open uploads.
+        let mut out: Vec<Option<Result<Committed, RemoteError>>> = vec![None; jobs.len()];
+        // Small files go in `PutFiles` batches: one request and one transaction for many files.
+        let small: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].scan.size <= BATCH_FILE_BYTES).collect();
+        for group in batches(&small, jobs) {
+            let uploads: Vec<BatchUpload<'_>> = group
+                .iter()
+                .map(|&i| BatchUpload {
+                    path: &jobs[i].path,
+                    local: &jobs[i].abs,
+                    base_version: jobs[i].base_version,
+                    scan: &jobs[i].scan,
+                })
+                .collect();
+            match self.client.put_files_scanned(ws, &uploads).await {
+                Ok(results) => {
+                    for (&i, r) in group.iter().zip(results) {
+                        out[i] = Some(r.map(Into::into).map_err(Into::into));
+                    }
+                }
+                // Nothing of the batch was committed: its files go one by one below, so one bad
+                // file only fails itself.
+                Err(e @ (ClientError::Server { .. } | ClientError::FileChanged)) => {
+                    tracing::info!(workspace.id = %ws, files = group.len(), error = %e, "batch refused; sending its files one by one");
+                }
+                Err(e) => {
+                    let e = RemoteError::from(e);
+                    for &i in group {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        // The rest are pipelined on the one connection: while the node commits one file, the
+        // next ones are already on the wire. Bounded below the node's limit of open uploads.
         // Owned futures (a client clone and the job's path each): borrowed ones make the
         // spawned folder task's future not `Send`.
-        let uploads: Vec<_> = jobs
+        let rest: Vec<usize> = (0..jobs.len()).filter(|&i| out[i].is_none()).collect();
+        let uploads: Vec<_> = rest
             .iter()
-            .map(|j| {
+            .map(|&i| {
+                let j = &jobs[i];
                 let (client, path, abs, base) = (self.client.clone(), j.path.clone(), j.abs.clone(), j.base_version);
                 let scan = j.scan.clone();
                 async move {
@@ -133,7 +192,14 @@ impl Remote for Session {
                 }
             })
             .collect();
-        futures::stream::iter(uploads).buffered(UPLOADS_IN_FLIGHT).collect().await
+        let done: Vec<Result<Committed, RemoteError>> =
+            futures::stream::iter(uploads).buffered(UPLOADS_IN_FLIGHT).collect().await;
+        for (i, r) in rest.into_iter().zip(done) {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(RemoteError::Connection("the upload was not answered".into()))))
+            .collect()
     }
 
     async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError> {

@@ -312,22 +312,79 @@ pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[(Hash, u32, u6
 /// (`Db::write`). Refusals are `DbError::NotFound` (no such workspace, path or
 /// version) or `DbError::Conflict(sentence)`.
 pub fn commit(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Result<Committed, DbError> {
+    commit_many(conn, ws, author, std::slice::from_ref(edit))?.pop().unwrap_or(Err(DbError::NotFound))
+}
+
+/// Commits `edits` in order with consecutive seqs, in the caller's one transaction: one workspace
+/// lock, one chunk lookup and one head update for all of them. A refused edit (`Conflict`,
+/// `NotFound`: decided before anything of it is written) is answered in its place and the others
+/// go on; any other error fails the whole call, so the transaction must be rolled back.
+pub fn commit_many(
+    conn: &mut DbConn,
+    ws: WorkspaceId,
+    author: &Author,
+    edits: &[Edit],
+) -> Result<Vec<Result<Committed, DbError>>, DbError> {
     // Lock the workspace row first: commits of one workspace queue here, and on
     // SQLite the transaction becomes a writer at once (no lock upgrade later).
     diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(workspaces::head_seq)).execute(conn)?;
-    let current = head_seq(conn, ws)?.ok_or(DbError::NotFound)?;
-    let next = current + 1;
-    let plan = match plan(conn, ws, author, edit)? {
-        Plan::Write(row) => row,
-        Plan::Noop { seq, path } => return Ok(Committed { seq, path, conflict_path: None, new_seq: false }),
-    };
-    diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(next)).execute(conn)?;
-    insert_version(conn, ws, author, next, &plan)?;
-    set_head(conn, ws, &plan.path, next, plan.deleted)?;
-    if let Some(from) = &plan.from_path {
-        set_head(conn, ws, from, next, true)?;
+    let start = head_seq(conn, ws)?.ok_or(DbError::NotFound)?;
+    let mut batch = BatchState::new(conn, ws, edits)?;
+    let mut seq = start;
+    let mut out = Vec::with_capacity(edits.len());
+    for edit in edits {
+        let row = match plan(conn, ws, author, edit, &mut batch) {
+            Ok(Plan::Write(row)) => row,
+            Ok(Plan::Noop { seq, path }) => {
+                out.push(Ok(Committed { seq, path, conflict_path: None, new_seq: false }));
+                continue;
+            }
+            Err(e @ (DbError::Conflict(_) | DbError::NotFound)) => {
+                out.push(Err(e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        seq += 1;
+        insert_version(conn, ws, author, seq, &row)?;
+        set_head(conn, ws, &row.path, seq, row.deleted, row.head_absent)?;
+        if let Some(from) = &row.from_path {
+            set_head(conn, ws, from, seq, true, false)?;
+        }
+        batch.written(&row.path);
+        out.push(Ok(Committed { seq, path: row.path, conflict_path: row.conflict_path, new_seq: true }));
     }
-    Ok(Committed { seq: next, path: plan.path, conflict_path: plan.conflict_path, new_seq: true })
+    if seq > start {
+        diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(seq)).execute(conn)?;
+    }
+    Ok(out)
+}
+
+/// What one [`commit_many`] call learns once and reuses for every edit.
+struct BatchState {
+    /// The chunks of the batch's uploads that the workspace holds (one lookup for all of them).
+    held: HashSet<Hash>,
+    /// Ancestor directories already found not to be live files (most files of a batch share them).
+    not_files: HashSet<String>,
+}
+
+impl BatchState {
+    fn new(conn: &mut DbConn, ws: WorkspaceId, edits: &[Edit]) -> Result<BatchState, DbError> {
+        let hashes: Vec<Hash> = edits
+            .iter()
+            .filter_map(|e| match e {
+                Edit::Put { content, .. } => Some(content.chunks.iter().map(|c| c.hash)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        Ok(BatchState { held: held_chunks(conn, ws, &hashes)?, not_files: HashSet::new() })
+    }
+
+    /// `path` was just written: it may be a file now.
+    fn written(&mut self, path: &str) {
+        self.not_files.remove(path);
+    }
 }
 
 /// A decided change, before it is written.
@@ -340,6 +397,8 @@ struct Row {
     content: Content,
     deleted: bool,
     conflict_path: Option<String>,
+    /// `path` has no head row at all (never existed): its head is inserted, not updated.
+    head_absent: bool,
 }
 
 enum Plan {
@@ -351,8 +410,12 @@ enum Plan {
     },
 }
 
+fn row(op: ChangeOp, kind: EntryKind, path: &str, content: Content, deleted: bool) -> Row {
+    Row { op, kind, path: path.to_owned(), from_path: None, content, deleted, conflict_path: None, head_absent: false }
+}
+
 fn write(op: ChangeOp, kind: EntryKind, path: &str, content: Content, deleted: bool) -> Plan {
-    Plan::Write(Row { op, kind, path: path.to_owned(), from_path: None, content, deleted, conflict_path: None })
+    Plan::Write(row(op, kind, path, content, deleted))
 }
 
 fn empty_content() -> Content {
@@ -361,7 +424,17 @@ fn empty_content() -> Content {
 
 /// A live head with its kind and content.
 fn live_version(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<Option<(i64, EntryKind, Content)>, DbError> {
-    match head_of(conn, ws, path)? {
+    let head = head_of(conn, ws, path)?;
+    live_of(conn, ws, head)
+}
+
+/// The kind and content of `head` if it is live.
+fn live_of(
+    conn: &mut DbConn,
+    ws: WorkspaceId,
+    head: Option<Head>,
+) -> Result<Option<(i64, EntryKind, Content)>, DbError> {
+    match head {
         Some(h) if !h.deleted => {
             let (change, chunks) = version_at(conn, ws, h.seq)?.ok_or_else(|| corrupt("head"))?;
             let content = Content {
@@ -377,14 +450,26 @@ fn live_version(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<Option
     }
 }
 
-fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Result<Plan, DbError> {
+fn plan(
+    conn: &mut DbConn,
+    ws: WorkspaceId,
+    author: &Author,
+    edit: &Edit,
+    batch: &mut BatchState,
+) -> Result<Plan, DbError> {
     match edit {
         Edit::Put { path, base_version, content } => {
-            check_parents(conn, ws, path)?;
-            ensure_held(conn, ws, &content.chunks)?;
-            match live_version(conn, ws, path)? {
+            check_parents(conn, ws, path, batch)?;
+            if content.chunks.iter().any(|c| !batch.held.contains(&c.hash)) {
+                return Err(DbError::Conflict(CHUNKS_NOT_HELD));
+            }
+            let head = head_of(conn, ws, path)?;
+            match live_of(conn, ws, head)? {
                 None if has_live_descendants(conn, ws, path)? => Err(DbError::Conflict(KIND_MISMATCH)),
-                None => Ok(write(ChangeOp::Put, EntryKind::File, path, content.clone(), false)),
+                None => Ok(Plan::Write(Row {
+                    head_absent: head.is_none(),
+                    ..row(ChangeOp::Put, EntryKind::File, path, content.clone(), false)
+                })),
                 Some((_, EntryKind::Dir, _)) => Err(DbError::Conflict(KIND_MISMATCH)),
                 Some((seq, _, _)) if seq == *base_version => {
                     Ok(write(ChangeOp::Put, EntryKind::File, path, content.clone(), false))
@@ -403,6 +488,7 @@ fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Res
                         content: content.clone(),
                         deleted: false,
                         conflict_path: Some(copy),
+                        head_absent: false,
                     }))
                 }
             }
@@ -423,7 +509,7 @@ fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Res
             if live_version(conn, ws, to)?.is_some() || has_live_descendants(conn, ws, to)? {
                 return Err(DbError::Conflict(DESTINATION_EXISTS));
             }
-            check_parents(conn, ws, to)?;
+            check_parents(conn, ws, to, batch)?;
             Ok(Plan::Write(Row {
                 op: ChangeOp::Move,
                 kind,
@@ -432,10 +518,11 @@ fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Res
                 content,
                 deleted: false,
                 conflict_path: None,
+                head_absent: false,
             }))
         }
         Edit::MakeDir { path, base_version: _ } => {
-            check_parents(conn, ws, path)?;
+            check_parents(conn, ws, path, batch)?;
             match live_version(conn, ws, path)? {
                 None => Ok(write(ChangeOp::Put, EntryKind::Dir, path, empty_content(), false)),
                 Some((seq, EntryKind::Dir, _)) => Ok(Plan::Noop { seq, path: path.clone() }),
@@ -447,7 +534,7 @@ fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Res
             if old.path != *path || old.deleted || old.kind != EntryKind::File {
                 return Err(DbError::NotFound);
             }
-            check_parents(conn, ws, path)?;
+            check_parents(conn, ws, path, batch)?;
             if let Some((_, EntryKind::Dir, _)) = live_version(conn, ws, path)? {
                 return Err(DbError::Conflict(KIND_MISMATCH));
             }
@@ -464,11 +551,15 @@ fn plan(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Res
 }
 
 /// No ancestor directory of `path` may be a live file.
-fn check_parents(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<(), DbError> {
+fn check_parents(conn: &mut DbConn, ws: WorkspaceId, path: &str, batch: &mut BatchState) -> Result<(), DbError> {
     for dir in ancestors(path) {
+        if batch.not_files.contains(dir) {
+            continue;
+        }
         if let Some((_, EntryKind::File, _)) = live_version(conn, ws, dir)? {
             return Err(DbError::Conflict(PARENT_IS_FILE));
         }
+        batch.not_files.insert(dir.to_owned());
     }
     Ok(())
 }
@@ -486,15 +577,6 @@ fn has_live_descendants(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Resul
         .count()
         .get_result(conn)?;
     Ok(n > 0)
-}
-
-fn ensure_held(conn: &mut DbConn, ws: WorkspaceId, refs: &[ChunkRef]) -> Result<(), DbError> {
-    let hashes: Vec<Hash> = refs.iter().map(|c| c.hash).collect();
-    if missing_chunks(conn, ws, &hashes)?.is_empty() {
-        Ok(())
-    } else {
-        Err(DbError::Conflict(CHUNKS_NOT_HELD))
-    }
 }
 
 fn free_conflict_name(conn: &mut DbConn, ws: WorkspaceId, author: &Author, path: &str) -> Result<String, DbError> {
@@ -535,13 +617,25 @@ fn insert_version(conn: &mut DbConn, ws: WorkspaceId, author: &Author, seq: i64,
     Ok(())
 }
 
-fn set_head(conn: &mut DbConn, ws: WorkspaceId, path: &str, seq: i64, deleted: bool) -> Result<(), DbError> {
+/// Moves the head of `path` to `seq`; `absent` (no head row, read in this transaction) skips the update try.
+fn set_head(
+    conn: &mut DbConn,
+    ws: WorkspaceId,
+    path: &str,
+    seq: i64,
+    deleted: bool,
+    absent: bool,
+) -> Result<(), DbError> {
     let key = path_hash(path).to_vec();
-    let updated = diesel::update(
-        file_heads::table.filter(file_heads::workspace_id.eq(ws.0)).filter(file_heads::path_hash.eq(key.clone())),
-    )
-    .set((file_heads::seq.eq(seq), file_heads::deleted.eq(deleted), file_heads::path.eq(path)))
-    .execute(conn)?;
+    let updated = if absent {
+        0
+    } else {
+        diesel::update(
+            file_heads::table.filter(file_heads::workspace_id.eq(ws.0)).filter(file_heads::path_hash.eq(key.clone())),
+        )
+        .set((file_heads::seq.eq(seq), file_heads::deleted.eq(deleted), file_heads::path.eq(path)))
+        .execute(conn)?
+    };
     if updated == 0 {
         diesel::insert_into(file_heads::table)
             .values((
@@ -694,6 +788,27 @@ mod tests {
             let live: Vec<String> = live_heads(c, ws).unwrap().into_iter().map(|h| h.path).collect();
             assert_eq!(live, vec!["b.txt".to_owned(), copy, "docs/a.txt".into(), "empty/dir".into()]);
             assert_eq!(head_seqs(c, &[ws, other, WorkspaceId(9999)]).unwrap().len(), 2);
+
+            // A batch: consecutive seqs, a refused edit answered in its place, the rest committed.
+            let (n1, n2) = (content(c, ws, "n1"), content(c, ws, "n2"));
+            let unheld =
+                Content { content_hash: [7; 32], chunks: vec![ChunkRef { hash: [7; 32], len: 1 }], ..n1.clone() };
+            let edits = vec![
+                put("batch/one", 0, n1.clone()),
+                put("b.txt/under-a-file", 0, n1.clone()),
+                put("batch/two", 0, unheld),
+                put("batch/three", 0, n2.clone()),
+                put("batch/one", 11, n2.clone()),
+            ];
+            let results = db.write_blocking(|c| commit_many(c, ws, &a, &edits)).unwrap();
+            let seqs: Vec<Option<i64>> = results.iter().map(|r| r.as_ref().ok().map(|c| c.seq)).collect();
+            assert_eq!(seqs, vec![Some(11), None, None, Some(12), Some(13)]);
+            assert!(matches!(results[1], Err(DbError::Conflict(PARENT_IS_FILE))));
+            assert!(matches!(results[2], Err(DbError::Conflict(CHUNKS_NOT_HELD))));
+            assert_eq!(head_seq(c, ws).unwrap(), Some(13));
+            assert_eq!(head_of(c, ws, "batch/one").unwrap(), Some(Head { seq: 13, deleted: false }));
+            assert_eq!(head_of(c, ws, "batch/two").unwrap(), None);
+            assert_eq!(version_at(c, ws, 13).unwrap().unwrap().0.content_hash, n2.content_hash);
 
             // Unknown workspace.
             let nowhere = commit_in(WorkspaceId(9999), &a, Edit::MakeDir { path: "x".into(), base_version: 0 });

@@ -20,7 +20,7 @@ use crate::ids::{Role, UserId, WorkspaceId};
 use delta::Run;
 
 /// Sent in `Hello`; a node refuses any other with `version_mismatch`.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Requests are numbered by the client; answers carry the same number.
 /// `0` is reserved for frames about the whole connection.
@@ -127,6 +127,39 @@ pub enum Message {
         /// [`delta::manifest_hash`] of the whole chunk list.
         manifest_hash: Hash,
     },
+    /// 26, client → node: up to [`MAX_BATCH_FILES`] files of one workspace, committed together
+    /// (one authorization, one chunk lookup, one transaction, one announcement). Answered by one
+    /// `NeedChunks` for the chunks of all of them, then `CommittedMany` or an `Error` for the whole batch.
+    PutFiles { request_id: RequestId, workspace_id: WorkspaceId, files: Vec<BatchFile> },
+    /// 27, node → client: the outcome of each file of a `PutFiles`, in the order sent. Consecutive
+    /// seqs; a refused file (stale base of a …) does not stop the others.
+    CommittedMany { request_id: RequestId, workspace_id: WorkspaceId, results: Vec<BatchOutcome> },
+}
+
+/// Files one `PutFiles` may carry.
+pub const MAX_BATCH_FILES: usize = 1024;
+/// Chunk references one `PutFiles` may carry in all (a batch is for many small files; big ones go alone).
+pub const MAX_BATCH_CHUNKS: usize = 16 * 1024;
+
+/// One file of a `PutFiles`: a `PutFile` without the request and workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchFile {
+    pub path: String,
+    pub base_version: i64,
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub mode: u32,
+    pub content_hash: Hash,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// What became of one file of a `PutFiles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchOutcome {
+    /// As `Committed` (the version is the seq).
+    Committed { seq: i64, path: String, conflict_path: Option<String> },
+    /// As an `Error` frame would have said for this file alone; nothing of it was committed.
+    Refused { code: String, message: String },
 }
 
 /// An upload whose chunk list is a delta against `base_seq` (see [`delta`]).
@@ -330,9 +363,10 @@ impl Message {
             | Message::Ack { request_id } => Some(*request_id),
             Message::PutFile(p) => Some(p.request_id),
             Message::PutDelta(p) => Some(p.request_id),
-            Message::GetManifestDelta { request_id, .. } | Message::ManifestDelta { request_id, .. } => {
-                Some(*request_id)
-            }
+            Message::GetManifestDelta { request_id, .. }
+            | Message::ManifestDelta { request_id, .. }
+            | Message::PutFiles { request_id, .. }
+            | Message::CommittedMany { request_id, .. } => Some(*request_id),
             Message::Hello { .. }
             | Message::Welcome { .. }
             | Message::Ping { .. }
@@ -372,6 +406,8 @@ impl Message {
             Message::PutDelta(_) => "put_delta",
             Message::GetManifestDelta { .. } => "get_manifest_delta",
             Message::ManifestDelta { .. } => "manifest_delta",
+            Message::PutFiles { .. } => "put_files",
+            Message::CommittedMany { .. } => "committed_many",
         }
     }
 
@@ -505,9 +541,12 @@ mod tests {
         assert_eq!(tag(&Message::Notification(Notice::MemberRemoved { workspace_id: WorkspaceId(1) })), 22);
         let get = Message::GetManifestDelta { request_id: 1, workspace_id: WorkspaceId(1), seq: 2, bases: vec![1] };
         assert_eq!(tag(&get), 24);
+        assert_eq!(tag(&Message::PutFiles { request_id: 1, workspace_id: WorkspaceId(1), files: vec![] }), 26);
+        let many = Message::CommittedMany { request_id: 1, workspace_id: WorkspaceId(1), results: vec![] };
+        assert_eq!(tag(&many), 27);
         // A run is a variant tag then varints: a 16,000-chunk copy costs 4 bytes.
         assert_eq!(postcard::to_allocvec(&delta::Run::Copy { start: 1, count: 16_000 }).unwrap(), [0, 1, 0x80, 0x7d]);
-        assert_eq!(PROTOCOL_VERSION, 2);
+        assert_eq!(PROTOCOL_VERSION, 3);
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! `PutFiles`: many small files in one request and one transaction, as an
+//! agent's initial sync sends them.
+
+mod common;
+
+use common::*;
+use filesync_client::{BatchUpload, ClientError};
+use filesync_core::chunking::{self, FileScan};
+use filesync_core::db::Backend;
+use filesync_core::proto::MAX_BATCH_FILES;
+use filesync_core::Role;
+
+fn scan(path: &std::path::Path) -> FileScan {
+    chunking::scan(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
+}
+
+async fn batch_story(cluster: &Cluster) {
+    let n = cluster.node().await;
+    let (alice, ta) = cluster.user("alice");
+    let (bob, tb) = cluster.user("bob");
+    let (carol, tc) = cluster.user("carol");
+    let ws = cluster.workspace(alice, "Photos");
+    cluster.share(ws, bob, Role::Editor, alice);
+    cluster.share(ws, carol, Role::Viewer, alice);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _ae) = connect(n.addr, &ta, "alice-laptop").await;
+    let (b, mut be) = connect(n.addr, &tb, "bob-desk").await;
+    within("subscribe", b.subscribe(ws, 0)).await.unwrap();
+
+    // Bob has already put one of the paths there: Alice's batch says "new", so hers becomes a conflict copy.
+    let bobs = write_file(dir.path(), "bobs.txt", b"bob was first");
+    within("bob's upload", b.put_file(ws, "d2/f103.txt", &bobs, 0)).await.unwrap();
+    assert_eq!(next_change(&mut be, "bob's own change").await.seq, 1);
+
+    // 300 files over three directories; two of them share their content.
+    let mut locals = Vec::new();
+    for i in 0..300 {
+        let data = if i == 7 { noise(4096, 6) } else { noise(4096, i) };
+        locals.push((format!("d{}/f{i:03}.txt", i / 100 + 1), write_file(dir.path(), &format!("l{i}"), &data)));
+    }
+    let scans: Vec<FileScan> = locals.iter().map(|(_, p)| scan(p)).collect();
+    let uploads: Vec<BatchUpload> = locals
+        .iter()
+        .zip(&scans)
+        .map(|((path, local), scan)| BatchUpload { path, local, base_version: 0, scan })
+        .collect();
+    let chunks_before = cluster.stored_chunks();
+    let results = within("the batch", a.put_files_scanned(ws, &uploads)).await.unwrap();
+    assert_eq!(results.len(), 300);
+    let seqs: Vec<i64> = results.iter().map(|r| r.as_ref().unwrap().seq).collect();
+    assert_eq!(seqs, (2..302).collect::<Vec<_>>(), "one seq per file, consecutive, in the order sent");
+    let conflict = results[103].as_ref().unwrap();
+    let copy = conflict.conflict_path.clone().expect("a stale base gives a conflict copy");
+    assert!(copy.starts_with("d2/f103 (conflict alice "), "{copy}");
+    assert!(results.iter().enumerate().all(|(i, r)| i == 103 || r.as_ref().unwrap().conflict_path.is_none()));
+    assert_eq!(cluster.head_seq(ws), 301);
+    // Identical content is stored once.
+    assert_eq!(cluster.stored_chunks() - chunks_before, 299);
+
+    // Bob sees every file, in order, and can fetch any of them.
+    let mut last = None;
+    for _ in 0..300 {
+        last = Some(next_change(&mut be, "the batch's changes").await);
+    }
+    let last = last.unwrap();
+    assert_eq!((last.seq, last.path.as_str()), (301, "d3/f299.txt"));
+    let got = dir.path().join("got");
+    within("download", b.download(ws, last.seq, &got)).await.unwrap();
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&locals[299].1).unwrap());
+
+    // Sending the same batch again (a retry after a lost answer) changes nothing: each path already
+    // has that content, so no new seq and no conflict copy.
+    let again: Vec<BatchUpload> = uploads.iter().filter(|u| u.path != "d2/f103.txt").copied().collect();
+    let results = within("the same batch again", a.put_files_scanned(ws, &again)).await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(cluster.head_seq(ws), 301);
+
+    // Refused as a whole, nothing committed, the connection keeps working.
+    let one = &scans[0];
+    let bad = |path: &'static str| BatchUpload { path, local: &locals[0].1, base_version: 0, scan: one };
+    let refused = [
+        (vec![bad("ok/1"), bad("../outside")], "invalid_path"),
+        (vec![bad("ok/1"), bad("ok/1")], "bad_request"),
+        (vec![], "bad_request"),
+        (vec![bad("ok/1"); MAX_BATCH_FILES + 1], "bad_request"),
+    ];
+    for (files, want) in refused {
+        let err = within("a bad batch", a.put_files_scanned(ws, &files)).await.unwrap_err();
+        assert!(matches!(&err, ClientError::Server { code, .. } if code == want), "{err:?}");
+    }
+    let (c, _ce) = connect(n.addr, &tc, "carol-phone").await;
+    let err = within("a viewer's batch", c.put_files_scanned(ws, &[bad("viewer.txt")])).await.unwrap_err();
+    assert!(matches!(&err, ClientError::Server { code, .. } if code == "forbidden"), "{err:?}");
+    assert_eq!(cluster.head_seq(ws), 301);
+    let fine = within("a good batch after the bad ones", a.put_files_scanned(ws, &[bad("ok/1")])).await.unwrap();
+    assert_eq!(fine[0].as_ref().unwrap().seq, 302);
+
+    // A file changed after its scan: the batch is abandoned before anything is committed.
+    std::fs::write(&locals[1].1, b"changed meanwhile").unwrap();
+    let stale = [BatchUpload { path: "late/x", local: &locals[1].1, base_version: 0, scan: &scans[1] }];
+    let fresh_ws = cluster.workspace(alice, "Fresh");
+    let err = within("a changed file", a.put_files_scanned(fresh_ws, &stale)).await.unwrap_err();
+    assert!(matches!(err, ClientError::FileChanged), "{err:?}");
+    assert_eq!(cluster.head_seq(fresh_ws), 0);
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_commits_many_files_at_once_on_mariadb() {
+    batch_story(&Cluster::new(Backend::Mysql, true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_commits_many_files_at_once_on_sqlite() {
+    batch_story(&Cluster::new(Backend::Sqlite, false)).await;
+}

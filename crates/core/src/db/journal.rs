@@ -281,31 +281,60 @@ pub fn record_chunk(
     size: u32,
     stored_size: u64,
 ) -> Result<(), DbError> {
-    let ignore_dup = |r: Result<usize, diesel::result::Error>| match r.map_err(DbError::from) {
+    ignore_dup(diesel::insert_into(chunks::table).values(chunk_row(hash, size, stored_size)).execute(conn))?;
+    ignore_dup(diesel::insert_into(workspace_chunks::table).values(held_row(ws, hash)).execute(conn))
+}
+
+/// A unique violation means someone recorded the same row first: fine.
+fn ignore_dup(r: Result<usize, diesel::result::Error>) -> Result<(), DbError> {
+    match r.map_err(DbError::from) {
         Err(e) if e.is_unique_violation() => Ok(()),
         other => other.map(|_| ()),
-    };
-    ignore_dup(
-        diesel::insert_into(chunks::table)
-            .values((
-                chunks::hash.eq(hash.to_vec()),
-                chunks::size.eq(size as i32),
-                chunks::stored_size.eq(i32::try_from(stored_size).unwrap_or(i32::MAX)),
-                chunks::created_at.eq(now()),
-            ))
-            .execute(conn),
-    )?;
-    ignore_dup(
-        diesel::insert_into(workspace_chunks::table)
-            .values((workspace_chunks::workspace_id.eq(ws.0), workspace_chunks::hash.eq(hash.to_vec())))
-            .execute(conn),
+    }
+}
+
+type ChunkRow = (
+    diesel::dsl::Eq<chunks::hash, Vec<u8>>,
+    diesel::dsl::Eq<chunks::size, i32>,
+    diesel::dsl::Eq<chunks::stored_size, i32>,
+    diesel::dsl::Eq<chunks::created_at, chrono::NaiveDateTime>,
+);
+type HeldRow = (diesel::dsl::Eq<workspace_chunks::workspace_id, i64>, diesel::dsl::Eq<workspace_chunks::hash, Vec<u8>>);
+
+fn chunk_row(hash: &Hash, size: u32, stored_size: u64) -> ChunkRow {
+    (
+        chunks::hash.eq(hash.to_vec()),
+        chunks::size.eq(size as i32),
+        chunks::stored_size.eq(i32::try_from(stored_size).unwrap_or(i32::MAX)),
+        chunks::created_at.eq(now()),
     )
 }
 
-/// Records a batch of received chunks for `ws` (row by row: one transaction
-/// when run in `Db::write`, instead of one per chunk).
+fn held_row(ws: WorkspaceId, hash: &Hash) -> HeldRow {
+    (workspace_chunks::workspace_id.eq(ws.0), workspace_chunks::hash.eq(hash.to_vec()))
+}
+
+/// Records a batch of received chunks for `ws` (run in `Db::write`: one transaction): two
+/// multi-row `INSERT … IGNORE` statements per 500 chunks instead of two statements per chunk; rows
+/// someone recorded first (a concurrent upload of the same chunk) are left as they are.
 pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[(Hash, u32, u64)]) -> Result<(), DbError> {
-    batch.iter().try_for_each(|(hash, size, stored)| record_chunk(conn, ws, hash, *size, *stored))
+    for part in batch.chunks(IN_BATCH) {
+        let rows: Vec<ChunkRow> = part.iter().map(|(h, l, s)| chunk_row(h, *l, *s)).collect();
+        let holds: Vec<HeldRow> = part.iter().map(|(h, _, _)| held_row(ws, h)).collect();
+        // The derived multi-backend connection has no batch insert: each backend's own connection does.
+        match conn {
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql(c) => {
+                diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
+                diesel::insert_or_ignore_into(workspace_chunks::table).values(&holds).execute(c)?;
+            }
+            DbConn::Sqlite(c) => {
+                diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
+                diesel::insert_or_ignore_into(workspace_chunks::table).values(&holds).execute(c)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Commits `edit` (see the module invariants). Must run inside a transaction
@@ -788,6 +817,16 @@ mod tests {
             let live: Vec<String> = live_heads(c, ws).unwrap().into_iter().map(|h| h.path).collect();
             assert_eq!(live, vec!["b.txt".to_owned(), copy, "docs/a.txt".into(), "empty/dir".into()]);
             assert_eq!(head_seqs(c, &[ws, other, WorkspaceId(9999)]).unwrap().len(), 2);
+
+            // Chunks recorded in bulk: repeats and rows recorded before are fine, and only `ws` gains them.
+            let (x, y) = (hash(b"bulk-x"), hash(b"bulk-y"));
+            record_chunk(c, other, &x, 6, 6).unwrap();
+            db.write_blocking(|c| record_chunks(c, ws, &[(x, 6, 6), (y, 6, 6), (x, 6, 6)])).unwrap();
+            assert!(missing_chunks(c, ws, &[x, y]).unwrap().is_empty());
+            assert_eq!(missing_chunks(c, other, &[x, y]).unwrap(), vec![y]);
+            let rows: i64 =
+                chunks::table.filter(chunks::hash.eq_any([x.to_vec(), y.to_vec()])).count().get_result(c).unwrap();
+            assert_eq!(rows, 2);
 
             // A batch: consecutive seqs, a refused edit answered in its place, the rest committed.
             let (n1, n2) = (content(c, ws, "n1"), content(c, ws, "n2"));

@@ -125,6 +125,14 @@ CREATE TABLE workspace_chunks (
   CONSTRAINT workspace_chunks_chunk_fk FOREIGN KEY (hash) REFERENCES chunks (hash)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- migration 2026-11-25-000001_head_path_index
+-- "Is this path a directory?" is a byte range over the workspace's head paths
+-- (`path >= 'p/' AND path < 'p0'`). Without an index every new file scanned all
+-- heads of its workspace, so a large initial sync slowed down as it went. A
+-- 255-character prefix covers ordinary paths; longer ones are still correct,
+-- only checked on the rows the prefix selects.
+CREATE INDEX file_heads_path_idx ON file_heads (workspace_id, path(255));
+
 -- diesel's record of the migrations above (their directory names without
 -- dashes up to the underscore).
 CREATE TABLE __diesel_schema_migrations (
@@ -135,4 +143,5 @@ CREATE TABLE __diesel_schema_migrations (
 
 INSERT INTO __diesel_schema_migrations (version) VALUES
   ('20261124000001'),
-  ('20261124000002');
+  ('20261124000002'),
+  ('20261125000001');

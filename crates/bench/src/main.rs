@@ -101,6 +101,9 @@ pub struct Settings {
     /// Where the run's temporary files go (default: $TMPDIR or /tmp).
     #[arg(long, global = true)]
     pub tmp: Option<PathBuf>,
+    /// Keep the run's temporary directory (folders, databases, every process's log) for a look afterwards.
+    #[arg(long, global = true)]
+    pub keep: bool,
     /// Samples per figure for scenarios 2–4.
     #[arg(long, global = true)]
     pub runs: Option<usize>,

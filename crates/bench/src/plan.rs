@@ -77,7 +77,10 @@ pub fn run(s: &Settings, scenarios: &[u8], command: &str, fd_limit: u64) -> Resu
     let started = chrono::Local::now();
     let t0 = Instant::now();
     let tmp = s.tmp.clone().unwrap_or_else(std::env::temp_dir);
-    let root = tempfile::Builder::new().prefix("filesync-bench.").tempdir_in(&tmp)?;
+    let root = tempfile::Builder::new().prefix("filesync-bench.").disable_cleanup(s.keep).tempdir_in(&tmp)?;
+    if s.keep {
+        eprintln!("keeping {} (process logs under it)", root.path().display());
+    }
     let machine = Machine::describe(root.path());
     let mut lab = Lab::new(s, root.path())?;
     let mut done = Vec::new();

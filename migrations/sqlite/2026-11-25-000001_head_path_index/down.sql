@@ -1,0 +1,1 @@
+DROP INDEX file_heads_path_idx;

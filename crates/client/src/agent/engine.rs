@@ -24,14 +24,28 @@ use filesync_core::proto::{Change, ChangeOp, EntryKind, Notice};
 use filesync_core::{Role, WorkspaceId};
 
 use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
-use super::local::{self, LocalFile, TempFile};
-use super::remote::{Committed, PutJob, Remote, RemoteError, RemoteEvent};
+use super::local::{self, LocalFile, StagedFile, TempFile};
+use super::remote::{Committed, Manifest, PutJob, Remote, RemoteError, RemoteEvent};
 use super::state::{Entry, StateStore};
-use super::ui::Ui;
+use super::ui::{Bar, Ui};
 use super::watch::WatchEvent;
 
 /// Chunks fetched per `GetChunks` request (bounded memory: 64 × 256 KiB).
 const CHUNK_BATCH: usize = 64;
+
+/// Journal changes applied as one batch: their small downloads are fetched ahead together and
+/// made durable with one barrier. Also the most live changes taken from the queue at once.
+const APPLY_BATCH: usize = 512;
+
+/// Files up to this size are fetched ahead whole; larger ones download alone, a window at a time.
+const PREFETCH_FILE_BYTES: u64 = 1 << 20;
+
+/// Chunk bytes fetched ahead for one batch (bounded memory); the files beyond download alone.
+const PREFETCH_BYTES: u64 = 32 << 20;
+
+/// Chunk bytes asked for in one `GetChunks` while fetching ahead: several requests overlap, and
+/// one refused request only sends its own files down the one-by-one path.
+const PREFETCH_REQUEST_BYTES: u64 = 1 << 20;
 
 /// Files uploaded per batch: the connection overlaps their requests, and the state
 /// records each batch before the next starts.
@@ -109,6 +123,28 @@ pub struct FolderSync {
     pub read_only: bool,
     /// Set to `true` when the agent is asked to stop; long loops check it between files.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Downloads of the batch being applied, fetched ahead and durable, by seq. Whatever is not
+    /// placed when the batch ends is dropped, which removes its temp file.
+    staged: HashMap<i64, Staged>,
+}
+
+/// A version of a file fetched ahead ([`FolderSync::prefetch`]), waiting beside its destination.
+#[derive(Debug)]
+struct Staged {
+    file: StagedFile,
+    manifest: Manifest,
+    /// Bytes taken from local files rather than fetched.
+    reused: u64,
+}
+
+/// A download to fetch ahead: one version of a small file.
+#[derive(Debug)]
+struct StageJob {
+    seq: i64,
+    rel: String,
+    dest: PathBuf,
+    mode: u32,
+    manifest: Manifest,
 }
 
 impl std::fmt::Debug for FolderSync {
@@ -157,6 +193,7 @@ impl FolderSync {
             remote_heads: HashMap::new(),
             read_only: false,
             stop: None,
+            staged: HashMap::new(),
         }
     }
 
@@ -192,33 +229,7 @@ impl FolderSync {
             }
         }
         tracing::info!(workspace.id = %self.ws, since, head, changes = changes.len(), "catching up");
-        // A put that a later change in the same batch overwrites or deletes need not be downloaded.
-        let mut last_touch: HashMap<&str, usize> = HashMap::new();
-        for (i, c) in changes.iter().enumerate() {
-            last_touch.insert(c.path.as_str(), i);
-        }
-        let superseded: BTreeSet<usize> = changes
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| {
-                matches!(c.op, ChangeOp::Put | ChangeOp::Restore) && last_touch.get(c.path.as_str()) != Some(i)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let bar = self.ui.steps(changes.len() as u64, &format!("{}: catching up", self.name));
-        for (i, c) in changes.into_iter().enumerate() {
-            if self.stopping() {
-                self.store.save()?;
-                return Err(SyncError::Stopped);
-            }
-            if superseded.contains(&i) {
-                self.remote_heads.insert(c.path.clone(), c);
-            } else {
-                self.apply_change(remote, c).await?;
-            }
-            bar.inc(1);
-        }
-        bar.finish();
+        self.apply_changes(remote, changes, true).await?;
         self.store.advance(head);
         self.store.save()?;
         if !self.read_only {
@@ -246,23 +257,17 @@ impl FolderSync {
                     self.store.save()?;
                     return Ok(Ended::Stopped);
                 }
-                ev = remote.next_event() => match ev {
-                    RemoteEvent::Change(c) if c.workspace_id == self.ws => {
-                        let seq = c.seq;
-                        self.apply_change(remote, c).await?;
-                        self.store.advance(seq);
+                ev = remote.next_event() => {
+                    // Changes that arrived together are applied together (their downloads overlap);
+                    // the first other event waits for them, so the order holds.
+                    let (changes, after) = self.take_changes(remote, ev);
+                    if !changes.is_empty() {
+                        self.apply_changes(remote, changes, false).await?;
                     }
-                    RemoteEvent::Change(_) => {}
-                    RemoteEvent::Notice(n) => self.on_notice(n)?,
-                    RemoteEvent::Goodbye { reason } => {
-                        self.store.save()?;
-                        return Err(SyncError::Goodbye(reason));
+                    if let Some(ev) = after {
+                        self.on_event(ev)?;
                     }
-                    RemoteEvent::Closed { reason } => {
-                        self.store.save()?;
-                        return Err(SyncError::Connection(reason));
-                    }
-                },
+                }
                 w = watch.recv() => match w {
                     Some(WatchEvent::Paths(paths)) => {
                         let rels = self.expand_watched(&paths);
@@ -280,6 +285,208 @@ impl FolderSync {
                 _ = save_tick.tick() => self.store.save()?,
             }
         }
+    }
+
+    /// This workspace's changes among `first` and the events already queued behind it, up to
+    /// [`APPLY_BATCH`], and the first event that is not a change (left for after them).
+    fn take_changes<R: Remote>(&self, remote: &mut R, first: RemoteEvent) -> (Vec<Change>, Option<RemoteEvent>) {
+        let mut changes = Vec::new();
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            match ev {
+                RemoteEvent::Change(c) => {
+                    if c.workspace_id == self.ws {
+                        changes.push(c);
+                    }
+                    if changes.len() < APPLY_BATCH {
+                        next = remote.try_next_event();
+                    }
+                }
+                other => return (changes, Some(other)),
+            }
+        }
+        (changes, None)
+    }
+
+    /// An event other than a change, in live sync.
+    fn on_event(&mut self, ev: RemoteEvent) -> Result<(), SyncError> {
+        match ev {
+            RemoteEvent::Change(_) => Ok(()),
+            RemoteEvent::Notice(n) => self.on_notice(n),
+            RemoteEvent::Goodbye { reason } => {
+                self.store.save()?;
+                Err(SyncError::Goodbye(reason))
+            }
+            RemoteEvent::Closed { reason } => {
+                self.store.save()?;
+                Err(SyncError::Connection(reason))
+            }
+        }
+    }
+
+    /// Applies journal changes in order, [`APPLY_BATCH`] at a time: the downloads of a batch are
+    /// fetched ahead together ([`FolderSync::prefetch`]), then each change is decided as if alone.
+    /// `last_seq` follows each applied change. `show`: a progress bar (catch-up).
+    async fn apply_changes<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        changes: Vec<Change>,
+        show: bool,
+    ) -> Result<(), SyncError> {
+        let superseded = superseded(&changes);
+        let bar = self.ui.steps(if show { changes.len() as u64 } else { 0 }, &format!("{}: catching up", self.name));
+        let mut rest = changes.into_iter().enumerate().peekable();
+        while rest.peek().is_some() {
+            let batch: Vec<(usize, Change)> = rest.by_ref().take(APPLY_BATCH).collect();
+            let result = self.apply_batch(remote, batch, &superseded, &bar).await;
+            // Fetched ahead but not placed (a failure, a change decided otherwise): removed now.
+            self.staged.clear();
+            result?;
+        }
+        bar.finish();
+        Ok(())
+    }
+
+    async fn apply_batch<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        batch: Vec<(usize, Change)>,
+        superseded: &BTreeSet<usize>,
+        bar: &Bar,
+    ) -> Result<(), SyncError> {
+        let applied: Vec<&Change> = batch.iter().filter(|(i, _)| !superseded.contains(i)).map(|(_, c)| c).collect();
+        self.prefetch(remote, &applied).await?;
+        for (i, c) in batch {
+            if self.stopping() {
+                self.store.save()?;
+                return Err(SyncError::Stopped);
+            }
+            let seq = c.seq;
+            if superseded.contains(&i) {
+                self.remote_heads.insert(c.path.clone(), c);
+            } else {
+                self.apply_change(remote, c).await?;
+            }
+            self.store.advance(seq);
+            bar.inc(1);
+        }
+        Ok(())
+    }
+
+    /// Fetches ahead what the batch's small downloads need (manifests, then the chunks no local
+    /// file has; many requests in flight), writes each file beside its destination and makes them
+    /// all durable with one barrier; [`FolderSync::download`] then only renames. Only an
+    /// optimization: every change is still decided when it is applied, and whatever is not
+    /// staged here downloads the usual way.
+    async fn prefetch<R: Remote>(&mut self, remote: &mut R, changes: &[&Change]) -> Result<(), SyncError> {
+        let wanted = self.prefetch_candidates(changes);
+        if wanted.len() < 2 {
+            return Ok(()); // a lone download keeps its own path (and its own fsync)
+        }
+        let seqs: Vec<i64> = wanted.iter().map(|c| c.seq).collect();
+        let manifests = remote.manifests(self.ws, &seqs).await;
+        let mut files = Vec::with_capacity(wanted.len());
+        for (c, m) in wanted.into_iter().zip(manifests) {
+            match m {
+                Ok(m) if m.size <= PREFETCH_FILE_BYTES => files.push((c, m)),
+                // Refused: decided and reported when the change is applied.
+                Ok(_) | Err(RemoteError::Refused { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (jobs, sets, local_chunks) = self.plan_fetch(files);
+        let fetched = self.fetch_sets(remote, sets).await?;
+        let (root, ws) = (self.root.clone(), self.ws);
+        let staged = tokio::task::spawn_blocking(move || stage_all(&root, ws, jobs, &fetched, &local_chunks))
+            .await
+            .unwrap_or_default();
+        self.staged = staged;
+        Ok(())
+    }
+
+    /// The changes of a batch whose download may be fetched ahead: puts of small files that
+    /// [`FolderSync::apply_change`] would not skip outright.
+    fn prefetch_candidates<'a>(&self, changes: &[&'a Change]) -> Vec<&'a Change> {
+        let mut out = Vec::new();
+        for &c in changes {
+            let rules_file = |p: &str| p.starts_with(IGNORE_FILE);
+            if rules_file(&c.path) || c.from_path.as_deref().is_some_and(rules_file) {
+                break; // the rules may change here: what follows is decided under the new ones
+            }
+            let put = matches!(c.op, ChangeOp::Put | ChangeOp::Restore) && c.kind == EntryKind::File && !c.deleted;
+            if put
+                && c.size <= PREFETCH_FILE_BYTES
+                && filesync_core::path::validate(&c.path).is_ok()
+                && !self.rules.is_ignored(&c.path, false)
+                && self.store.get(&c.path).is_none_or(|e| e.version < c.seq)
+            {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Which chunks to ask for, grouped per request (a file's chunks in one request), within
+    /// [`PREFETCH_BYTES`]; the files to stage; and where the chunks local files hold can be read.
+    #[allow(clippy::type_complexity)]
+    fn plan_fetch(
+        &self,
+        files: Vec<(&Change, Manifest)>,
+    ) -> (Vec<StageJob>, Vec<Vec<Hash>>, HashMap<Hash, (PathBuf, u64)>) {
+        let (mut jobs, mut sets, mut local_chunks) = (Vec::new(), Vec::new(), HashMap::new());
+        let mut asked: std::collections::HashSet<Hash> = std::collections::HashSet::new();
+        let (mut set, mut set_bytes, mut total) = (Vec::new(), 0u64, 0u64);
+        for (c, manifest) in files {
+            let (mut need, mut need_bytes) = (Vec::new(), 0u64);
+            for r in &manifest.chunks {
+                if let Some((path, offset)) = self.chunk_index.get(&r.hash) {
+                    local_chunks.insert(r.hash, (local::abs_of(&self.root, path), *offset));
+                } else if asked.insert(r.hash) {
+                    need.push(r.hash);
+                    need_bytes += u64::from(r.len);
+                }
+            }
+            if total + need_bytes > PREFETCH_BYTES {
+                break; // the rest download one by one
+            }
+            total += need_bytes;
+            if !set.is_empty() && set_bytes + need_bytes > PREFETCH_REQUEST_BYTES {
+                sets.push(std::mem::take(&mut set));
+                set_bytes = 0;
+            }
+            set.extend(need);
+            set_bytes += need_bytes;
+            let dest = local::abs_of(&self.root, &c.path);
+            jobs.push(StageJob { seq: c.seq, rel: c.path.clone(), dest, mode: c.mode, manifest });
+        }
+        if !set.is_empty() {
+            sets.push(set);
+        }
+        (jobs, sets, local_chunks)
+    }
+
+    /// The chunks of every set; a refused set is left out (its files download one by one).
+    async fn fetch_sets<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        sets: Vec<Vec<Hash>>,
+    ) -> Result<HashMap<Hash, Vec<u8>>, SyncError> {
+        let mut have = HashMap::new();
+        if sets.is_empty() {
+            return Ok(have);
+        }
+        let answers = remote.chunk_sets(self.ws, &sets).await;
+        for (set, answer) in sets.into_iter().zip(answers) {
+            match answer {
+                // Checked as part of each file's content hash when staged.
+                Ok(data) => have.extend(set.into_iter().zip(data)),
+                Err(RemoteError::Refused { code, message }) => {
+                    tracing::info!(workspace.id = %self.ws, %code, %message, chunks = set.len(), "chunks refused; their files download one by one");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(have)
     }
 
     /// The workspace paths a batch of watcher events may have changed: the paths themselves,
@@ -746,6 +953,10 @@ impl FolderSync {
     /// Fetches version `c.seq` of `rel` into place: chunks we already have locally are copied,
     /// only the others are asked for. The file appears whole or not at all.
     async fn download<R: Remote>(&mut self, remote: &mut R, rel: &str, c: &Change) -> PathResult {
+        if let Some(staged) = self.take_staged(rel, c.seq) {
+            self.place(rel, c, staged);
+            return Ok(());
+        }
         let manifest = match remote.manifest(self.ws, c.seq).await {
             Ok(m) => m,
             Err(RemoteError::Refused { code, message }) => {
@@ -823,17 +1034,43 @@ impl FolderSync {
                 return Ok(());
             }
         };
+        self.downloaded(rel, c, &facts, &manifest, reused);
+        Ok(())
+    }
+
+    /// The download of `seq` fetched ahead for `rel`, if there is one.
+    fn take_staged(&mut self, rel: &str, seq: i64) -> Option<Staged> {
+        let staged = self.staged.remove(&seq)?;
+        (staged.file.dest() == local::abs_of(&self.root, rel)).then_some(staged)
+    }
+
+    /// Renames a download fetched ahead (whole, verified, durable) into place. The change was
+    /// decided from the local file after that file was written, so the check is that the local
+    /// file is still as decided: absent, or the one the state knows.
+    fn place(&mut self, rel: &str, c: &Change, staged: Staged) {
+        let known = |m: &LocalFile| self.store.get(rel).is_some_and(|e| e.size == m.size && e.mtime_ms == m.mtime_ms);
+        if local::stat(&self.root, rel).is_some_and(|m| !known(&m)) {
+            tracing::info!(workspace.id = %self.ws, path = rel, "changed locally during download; not replaced");
+            return;
+        }
+        match staged.file.finish() {
+            Ok(facts) => self.downloaded(rel, c, &facts, &staged.manifest, staged.reused),
+            Err(e) => self.local_error(rel, e),
+        }
+    }
+
+    /// Records a download now in place as `facts`.
+    fn downloaded(&mut self, rel: &str, c: &Change, facts: &LocalFile, manifest: &Manifest, reused: u64) {
         let scan =
             FileScan { size: manifest.size, content_hash: manifest.content_hash, chunks: offsets(&manifest.chunks) };
-        self.record(rel, c.seq, &facts, &scan);
+        self.record(rel, c.seq, facts, &scan);
         tracing::info!(workspace.id = %self.ws, path = rel, seq = c.seq, size = manifest.size, reused_bytes = reused, "downloaded");
         if c.device_id != self.ident.device_id {
             self.ui.changed_by_other(&self.name, rel);
         }
-        if rel.starts_with(".filesyncignore") {
+        if rel.starts_with(IGNORE_FILE) {
             self.rules = IgnoreRules::load(&self.root);
         }
-        Ok(())
     }
 
     /// A chunk from any local file that had it, if it is still there unchanged.
@@ -841,6 +1078,81 @@ impl FolderSync {
         let (path, offset) = self.chunk_index.get(&c.hash)?;
         local::read_chunk_at(&local::abs_of(&self.root, path), *offset, c)
     }
+}
+
+/// Puts that a later change of the same list overwrites or deletes: they need not be downloaded.
+fn superseded(changes: &[Change]) -> BTreeSet<usize> {
+    let mut last_touch: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        last_touch.insert(c.path.as_str(), i);
+    }
+    changes
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            matches!(c.op, ChangeOp::Put | ChangeOp::Restore) && last_touch.get(c.path.as_str()) != Some(i)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Writes each job's file beside its destination from the fetched and local chunks, then makes
+/// them durable together. A file that cannot be built whole is left out (it downloads one by
+/// one); if the barrier fails, all are.
+fn stage_all(
+    root: &Path,
+    ws: WorkspaceId,
+    jobs: Vec<StageJob>,
+    fetched: &HashMap<Hash, Vec<u8>>,
+    local_chunks: &HashMap<Hash, (PathBuf, u64)>,
+) -> HashMap<i64, Staged> {
+    let mut staged = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (seq, rel) = (job.seq, job.rel.clone());
+        match stage_one(job, fetched, local_chunks) {
+            Ok(Some(s)) => staged.push((seq, s)),
+            Ok(None) => tracing::debug!(workspace.id = %ws, path = %rel, "not fetched ahead whole; downloading alone"),
+            Err(e) => tracing::warn!(workspace.id = %ws, path = %rel, error = %e, "cannot write a download"),
+        }
+    }
+    let files: Vec<&StagedFile> = staged.iter().map(|(_, s)| &s.file).collect();
+    if let Err(e) = local::make_durable(root, &files) {
+        tracing::warn!(workspace.id = %ws, error = %e, "cannot flush downloads to disk; downloading one by one");
+        return HashMap::new();
+    }
+    staged.into_iter().collect()
+}
+
+/// One file fetched ahead, or `None` if a chunk is missing or the content does not match its hash.
+fn stage_one(
+    job: StageJob,
+    fetched: &HashMap<Hash, Vec<u8>>,
+    local_chunks: &HashMap<Hash, (PathBuf, u64)>,
+) -> std::io::Result<Option<Staged>> {
+    let mut tmp = TempFile::beside(&job.dest)?;
+    let mut whole = blake3::Hasher::new();
+    let mut reused = 0u64;
+    for r in &job.manifest.chunks {
+        let local;
+        let data = match fetched.get(&r.hash) {
+            Some(d) => d,
+            None => match local_chunks.get(&r.hash).and_then(|(path, offset)| local::read_chunk_at(path, *offset, r)) {
+                Some(d) => {
+                    reused += u64::from(r.len);
+                    local = d;
+                    &local
+                }
+                None => return Ok(None),
+            },
+        };
+        whole.update(data);
+        tmp.write(data)?;
+    }
+    if *whole.finalize().as_bytes() != job.manifest.content_hash {
+        return Ok(None);
+    }
+    let file = tmp.stage(job.mode, job.manifest.mtime_ms)?;
+    Ok(Some(Staged { file, manifest: job.manifest, reused }))
 }
 
 fn index_chunks(index: &mut HashMap<Hash, (String, u64)>, path: &str, chunks: &[ChunkRef]) {

@@ -1,11 +1,12 @@
 //! The sync rules of [`super::FolderSync`] against a scripted node: the branches the end-to-end
 //! tests cannot force (a lost upload race, a refused move) and what each costs on the wire.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use filesync_core::chunking::{self, FileScan, Hash};
-use filesync_core::proto::{Change, ChangeOp, EntryKind};
+use filesync_core::proto::{Change, ChangeOp, EntryKind, Notice};
+use filesync_core::testing::noise;
 use filesync_core::{Role, UserId, WorkspaceId};
 
 use super::*;
@@ -26,6 +27,17 @@ struct FakeNode {
     /// The size of each `put_files` batch.
     batches: Vec<usize>,
     chunks_sent: usize,
+    /// `GetChunks` requests answered or refused.
+    chunk_requests: usize,
+    /// Events waiting to be delivered, in order.
+    events: VecDeque<RemoteEvent>,
+    /// A request for any of these chunks is refused.
+    refuse_chunks: HashSet<Hash>,
+    /// Every chunk request fails as if the connection dropped.
+    break_chunks: bool,
+    /// Written into the folder (path, content) by the first chunk request: a local edit made
+    /// while a download is in flight.
+    edit_during_fetch: Option<(PathBuf, Vec<u8>)>,
 }
 
 impl FakeNode {
@@ -74,7 +86,14 @@ fn change(seq: i64, op: ChangeOp, path: &str, from: Option<&str>, hash: Hash, si
 
 impl Remote for FakeNode {
     async fn next_event(&mut self) -> RemoteEvent {
-        std::future::pending().await
+        match self.events.pop_front() {
+            Some(ev) => ev,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn try_next_event(&mut self) -> Option<RemoteEvent> {
+        self.events.pop_front()
     }
 
     async fn subscribe(&mut self, _ws: WorkspaceId, _since: i64) -> Result<i64, RemoteError> {
@@ -131,6 +150,16 @@ impl Remote for FakeNode {
     }
 
     async fn chunks(&mut self, _ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        self.chunk_requests += 1;
+        if let Some((path, data)) = self.edit_during_fetch.take() {
+            std::fs::write(path, data).unwrap();
+        }
+        if self.break_chunks {
+            return Err(RemoteError::Connection("connection reset".into()));
+        }
+        if hashes.iter().any(|h| self.refuse_chunks.contains(h)) {
+            return Err(RemoteError::Refused { code: "not_found".into(), message: "no such chunk".into() });
+        }
         self.chunks_sent += hashes.len();
         Ok(hashes.iter().map(|h| self.chunks[h].clone()).collect())
     }
@@ -173,6 +202,28 @@ impl Setup {
         self.sync.apply_change(&mut self.node, c).await.unwrap();
         assert_eq!(self.read(rel).as_deref(), Some(data));
         self.node.calls.clear();
+        self.node.chunk_requests = 0;
+    }
+
+    /// Someone else's puts of `files`, as the journal delivers them.
+    fn publish_all(&mut self, files: &[(String, Vec<u8>)]) -> Vec<Change> {
+        files.iter().map(|(path, data)| self.node.publish(path, data)).collect()
+    }
+
+    /// Temp files anywhere in the folder.
+    fn temps(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.root()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                } else if e.file_name().to_string_lossy().starts_with(crate::agent::ignore_rules::TEMP_PREFIX) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
     }
 
     async fn push(&mut self, paths: &[&str]) {
@@ -318,4 +369,126 @@ async fn downloads_take_chunks_from_any_local_file() {
     assert_eq!(s.read("two.bin").as_deref(), Some(&big[..]));
     assert_eq!(s.node.chunks_sent, fetched_before, "every chunk came from one.bin");
     drop(s.dir);
+}
+
+/// `n` small files of random bytes spread over a few directories.
+fn small_files(n: usize, size: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    (0..n).map(|i| (format!("d{}/f{i:03}.bin", i % 4), noise(size, seed + i as u64))).collect()
+}
+
+#[tokio::test]
+async fn a_batch_of_changes_is_fetched_ahead_and_every_file_lands_whole() {
+    let mut s = Setup::new(Role::Editor);
+    let files = small_files(40, 4096, 1);
+    let changes = s.publish_all(&files);
+    // A large file in the same batch takes the one-by-one path.
+    let big = noise(1_500_000, 99);
+    let big_change = s.node.publish("big.bin", &big);
+    let mut all = changes.clone();
+    all.push(big_change.clone());
+    s.sync.apply_changes(&mut s.node, all, false).await.unwrap();
+    for ((path, data), c) in files.iter().zip(&changes) {
+        assert_eq!(s.read(path).as_deref(), Some(&data[..]), "{path}");
+        let facts = local::stat(&s.root(), path).unwrap();
+        assert_eq!((facts.mtime_ms, facts.mode), (1_700_000_000_000, 0o644), "{path}");
+        assert_eq!(s.sync.store.get(path).map(|e| e.version), Some(c.seq));
+    }
+    assert_eq!(s.read("big.bin").as_deref(), Some(&big[..]));
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
+    assert_eq!(s.sync.store.state.last_seq, big_change.seq);
+    // The 40 small files' chunks came in one request, not 40; the large file asked for its own.
+    let manifests = s.node.calls.iter().filter(|c| c.starts_with("manifest")).count();
+    assert_eq!(manifests, 41, "one manifest per file: {:?}", s.node.calls);
+    assert_eq!(s.node.chunk_requests, 2);
+    // Applying them again (a replay after reconnect) fetches nothing.
+    s.node.calls.clear();
+    s.sync.apply_changes(&mut s.node, changes, false).await.unwrap();
+    assert!(s.node.calls.is_empty(), "{:?}", s.node.calls);
+}
+
+#[tokio::test]
+async fn a_file_edited_while_its_batch_is_fetched_becomes_a_conflict_copy() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("a.txt", b"base").await;
+    let mut changes = vec![s.node.publish("a.txt", b"theirs")];
+    changes.extend(s.publish_all(&small_files(3, 100, 7)));
+    s.node.edit_during_fetch = Some((s.root().join("a.txt"), b"mine, edited meanwhile".to_vec()));
+    s.sync.apply_changes(&mut s.node, changes, false).await.unwrap();
+    assert_eq!(s.read("a.txt").as_deref(), Some(&b"theirs"[..]));
+    let copies: Vec<String> = s.sync.store.state.conflicts.iter().cloned().collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(s.read(&copies[0]).as_deref(), Some(&b"mine, edited meanwhile"[..]));
+    assert!(s.node.calls.contains(&format!("put {} base 0", copies[0])), "{:?}", s.node.calls);
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
+}
+
+#[tokio::test]
+async fn a_failed_chunk_fetch_in_a_batch_leaves_no_partial_or_temp_files() {
+    let mut s = Setup::new(Role::Editor);
+    // Large enough that the batch's chunks go in several requests (about three files each).
+    let files = small_files(6, 400_000, 3);
+    let changes = s.publish_all(&files);
+    // File 3's chunks are refused, ahead and again when it is downloaded alone.
+    let bad = chunking::scan(&files[3].1[..]).unwrap();
+    s.node.refuse_chunks = bad.chunks.iter().map(|c| c.chunk.hash).collect();
+    let result = s.sync.apply_changes(&mut s.node, changes.clone(), false).await;
+    assert!(matches!(result, Err(SyncError::Connection(_))), "{result:?}");
+    for (path, data) in &files[..3] {
+        assert_eq!(s.read(path).as_deref(), Some(&data[..]), "{path} was before the failure");
+    }
+    for (path, _) in &files[3..] {
+        assert!(s.read(path).is_none(), "{path} is not there, not even in part");
+    }
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
+    assert_eq!(s.sync.store.state.last_seq, changes[2].seq, "the failed change is fetched again after reconnecting");
+
+    // A connection that breaks while the batch is fetched ahead: nothing is placed.
+    let mut s = Setup::new(Role::Editor);
+    let files = small_files(6, 4096, 5);
+    let changes = s.publish_all(&files);
+    s.node.break_chunks = true;
+    let result = s.sync.apply_changes(&mut s.node, changes, false).await;
+    assert!(matches!(result, Err(SyncError::Connection(_))), "{result:?}");
+    assert!(files.iter().all(|(path, _)| s.read(path).is_none()));
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
+    assert_eq!(s.sync.store.state.last_seq, 0);
+}
+
+#[tokio::test]
+async fn live_changes_queued_together_are_applied_together_and_later_events_after_them() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("x.txt", b"v1").await;
+    s.write("x.txt", b"v2, edited here");
+    let files = small_files(5, 4096, 11);
+    let mut changes = s.publish_all(&files);
+    let mut elsewhere = changes[0].clone();
+    elsewhere.workspace_id = WorkspaceId(2);
+    elsewhere.path = "other-workspace.txt".into();
+    changes.insert(2, elsewhere);
+    s.node.events.extend(changes.into_iter().map(RemoteEvent::Change));
+    // The role changes after those changes and before the next one: as a viewer, the conflict on
+    // x.txt keeps our edit as a local copy instead of uploading it.
+    s.node.events.push_back(RemoteEvent::Notice(Notice::RoleChanged { workspace_id: WS, role: Role::Viewer }));
+    let theirs = s.node.publish("x.txt", b"theirs");
+    let last = theirs.seq;
+    s.node.events.push_back(RemoteEvent::Change(theirs));
+    s.node.events.push_back(RemoteEvent::Goodbye { reason: "node shutting down".into() });
+
+    let (_watch_tx, mut watch) = tokio::sync::mpsc::channel(1);
+    let (_stop_tx, mut shutdown) = tokio::sync::watch::channel(false);
+    let ended = s.sync.live(&mut s.node, &mut watch, &mut shutdown).await;
+    assert!(matches!(ended, Err(SyncError::Goodbye(_))), "{ended:?}");
+    for (path, data) in &files {
+        assert_eq!(s.read(path).as_deref(), Some(&data[..]), "{path}");
+    }
+    assert!(s.read("other-workspace.txt").is_none());
+    assert_eq!(s.node.chunk_requests, 2, "the five files in one request, x.txt in another");
+    assert_eq!(s.sync.role, Role::Viewer);
+    assert_eq!(s.read("x.txt").as_deref(), Some(&b"theirs"[..]));
+    assert!(!s.node.calls.iter().any(|c| c.starts_with("put")), "{:?}", s.node.calls);
+    let copies: Vec<String> = s.sync.store.state.conflicts.iter().cloned().collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(s.read(&copies[0]).as_deref(), Some(&b"v2, edited here"[..]));
+    assert_eq!(s.sync.store.state.last_seq, last);
+    assert!(s.sync.store.state.last_seq > 0 && s.temps().is_empty());
 }

@@ -61,6 +61,12 @@ pub struct Manifest {
     pub chunks: Vec<ChunkRef>,
 }
 
+impl From<crate::Manifest> for Manifest {
+    fn from(m: crate::Manifest) -> Self {
+        Manifest { size: m.size, mtime_ms: m.mtime_ms, content_hash: m.content_hash, chunks: m.chunks }
+    }
+}
+
 /// The code [`RemoteError::Refused`] carries when the client's own setup stops it from connecting.
 pub const MISCONFIGURED: &str = "client_misconfigured";
 
@@ -101,6 +107,8 @@ pub use crate::agent::session::Session;
 pub trait Remote {
     /// The next unsolicited event. Cancel-safe: nothing is lost if the future is dropped.
     async fn next_event(&mut self) -> RemoteEvent;
+    /// An event that has already arrived, without waiting: `None` if there is none yet.
+    fn try_next_event(&mut self) -> Option<RemoteEvent>;
     /// Subscribes from `since_seq`; returns the head seq. Every change up to it is delivered by
     /// [`Remote::next_event`] before any later one.
     async fn subscribe(&mut self, ws: WorkspaceId, since_seq: i64) -> Result<i64, RemoteError>;
@@ -132,6 +140,24 @@ pub trait Remote {
         base_version: i64,
     ) -> Result<Committed, RemoteError>;
     async fn manifest(&mut self, ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError>;
+    /// The manifests of several versions, answering in the order given. A connection that can
+    /// overlap them should: a batch of small downloads is then not bound by round trips.
+    async fn manifests(&mut self, ws: WorkspaceId, seqs: &[i64]) -> Vec<Result<Manifest, RemoteError>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            out.push(self.manifest(ws, seq).await);
+        }
+        out
+    }
     /// The bytes of each chunk, in the order asked.
     async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError>;
+    /// Several [`Remote::chunks`] requests, answering in the order given; overlapped where the
+    /// connection can. One failed set fails only itself.
+    async fn chunk_sets(&mut self, ws: WorkspaceId, sets: &[Vec<Hash>]) -> Vec<Result<Vec<Vec<u8>>, RemoteError>> {
+        let mut out = Vec::with_capacity(sets.len());
+        for set in sets {
+            out.push(self.chunks(ws, set).await);
+        }
+        out
+    }
 }

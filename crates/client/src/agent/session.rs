@@ -113,14 +113,14 @@ impl Session {
 
 impl Remote for Session {
     async fn next_event(&mut self) -> RemoteEvent {
-        match self.events.recv().await {
-            Some(Event::Change(c)) => RemoteEvent::Change(c),
-            Some(Event::Notice(n)) => RemoteEvent::Notice(n),
-            Some(Event::Goodbye { reason, .. }) => RemoteEvent::Goodbye { reason },
-            Some(Event::Closed { error }) => {
-                RemoteEvent::Closed { reason: error.unwrap_or_else(|| "the node closed the connection".into()) }
-            }
-            None => RemoteEvent::Closed { reason: "the connection ended".into() },
+        remote_event(self.events.recv().await)
+    }
+
+    fn try_next_event(&mut self) -> Option<RemoteEvent> {
+        match self.events.try_recv() {
+            Ok(ev) => Some(remote_event(Some(ev))),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(remote_event(None)),
         }
     }
 
@@ -219,27 +219,62 @@ impl Remote for Session {
     }
 
     async fn manifest(&mut self, ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError> {
-        let m = self.client.manifest(ws, seq).await?;
-        Ok(Manifest { size: m.size, mtime_ms: m.mtime_ms, content_hash: m.content_hash, chunks: m.chunks })
+        Ok(self.client.manifest(ws, seq).await?.into())
+    }
+
+    async fn manifests(&mut self, ws: WorkspaceId, seqs: &[i64]) -> Vec<Result<Manifest, RemoteError>> {
+        // Pipelined on the one connection; owned futures (a client clone each) keep the folder
+        // task's future `Send`.
+        let fetches: Vec<_> = seqs
+            .iter()
+            .map(|&seq| {
+                let client = self.client.clone();
+                async move { Ok(client.manifest(ws, seq).await?.into()) }
+            })
+            .collect();
+        futures::stream::iter(fetches).buffered(PREFETCH_IN_FLIGHT).collect().await
     }
 
     async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
-        // The library downloads whole files from one base; the agent reuses chunks from any local
-        // file, so it asks for exactly the chunks it lacks (crate-internal request API).
-        let wanted = hashes.to_vec();
-        let mut pending = self
-            .client
-            .request(|request_id| Message::GetChunks { request_id, workspace_id: ws, hashes: wanted })
-            .await?;
-        let mut out = Vec::with_capacity(hashes.len());
-        for want in hashes {
-            match pending.recv().await? {
-                Message::Chunk { hash, data, .. } if hash == *want => out.push(data),
-                other => {
-                    return Err(RemoteError::Connection(format!("expected chunk, got {}", other.kind())));
-                }
+        get_chunks(self.client.clone(), ws, hashes.to_vec()).await
+    }
+
+    async fn chunk_sets(&mut self, ws: WorkspaceId, sets: &[Vec<Hash>]) -> Vec<Result<Vec<Vec<u8>>, RemoteError>> {
+        let fetches: Vec<_> = sets.iter().map(|set| get_chunks(self.client.clone(), ws, set.clone())).collect();
+        futures::stream::iter(fetches).buffered(PREFETCH_IN_FLIGHT).collect().await
+    }
+}
+
+/// Manifest or chunk requests of one prefetch open on the connection at once.
+const PREFETCH_IN_FLIGHT: usize = 48;
+
+/// What the engine sees of a protocol event (`None`: the queue ended).
+fn remote_event(ev: Option<Event>) -> RemoteEvent {
+    match ev {
+        Some(Event::Change(c)) => RemoteEvent::Change(c),
+        Some(Event::Notice(n)) => RemoteEvent::Notice(n),
+        Some(Event::Goodbye { reason, .. }) => RemoteEvent::Goodbye { reason },
+        Some(Event::Closed { error }) => {
+            RemoteEvent::Closed { reason: error.unwrap_or_else(|| "the node closed the connection".into()) }
+        }
+        None => RemoteEvent::Closed { reason: "the connection ended".into() },
+    }
+}
+
+/// One `GetChunks` request. The library downloads whole files from one base; the agent reuses
+/// chunks from any local file, so it asks for exactly the chunks it lacks (crate-internal request API).
+async fn get_chunks(client: Client, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<Vec<Vec<u8>>, RemoteError> {
+    let wanted = hashes.clone();
+    let mut pending =
+        client.request(|request_id| Message::GetChunks { request_id, workspace_id: ws, hashes: wanted }).await?;
+    let mut out = Vec::with_capacity(hashes.len());
+    for want in &hashes {
+        match pending.recv().await? {
+            Message::Chunk { hash, data, .. } if hash == *want => out.push(data),
+            other => {
+                return Err(RemoteError::Connection(format!("expected chunk, got {}", other.kind())));
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }

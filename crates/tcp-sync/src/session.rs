@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
+use filesync_core::db::accounts;
 use filesync_core::db::journal::{self, Author, Content, Edit};
 use filesync_core::path;
 use filesync_core::proto::delta;
@@ -25,7 +26,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::auth::{authorize, Access};
+use crate::auth::{self, authorize, Access};
 use crate::conn::{End, Reader, Refresh};
 use crate::error::ReqError;
 use crate::handshake::Identity;
@@ -554,8 +555,14 @@ impl Reads {
     }
 
     async fn manifest(self, request_id: RequestId, ws: WorkspaceId, seq: i64) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.user, ws, Access::Read).await?;
-        let (change, chunks) = self.file_version(ws, seq).await?;
+        let user = self.user;
+        let (role, found) = self
+            .shared
+            .db
+            .run(move |c| Ok((accounts::role_of(c, ws, user)?, journal::version_at(c, ws, seq)?)))
+            .await?;
+        auth::check(role, ws, Access::Read)?;
+        let (change, chunks) = file_content(found, ws, seq)?;
         self.reply(Message::Manifest {
             request_id,
             workspace_id: ws,
@@ -607,9 +614,13 @@ impl Reads {
     }
 
     async fn get_chunks(self, request_id: RequestId, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.user, ws, Access::Read).await?;
-        let wanted = hashes.clone();
-        let held = self.shared.db.run(move |c| journal::held_chunks(c, ws, &wanted)).await?;
+        let (user, wanted) = (self.user, hashes.clone());
+        let (role, held) = self
+            .shared
+            .db
+            .run(move |c| Ok((accounts::role_of(c, ws, user)?, journal::held_chunks(c, ws, &wanted)?)))
+            .await?;
+        auth::check(role, ws, Access::Read)?;
         if let Some(h) = hashes.iter().find(|h| !held.contains(*h)) {
             return Err(ReqError::new(
                 ErrorCode::NotFound,
@@ -636,6 +647,15 @@ impl Reads {
 /// The journal entry and chunk list of a file version of `ws`.
 async fn file_version(shared: &Shared, ws: WorkspaceId, seq: i64) -> Result<(Change, Vec<ChunkRef>), ReqError> {
     let found = shared.db.run(move |c| journal::version_at(c, ws, seq)).await?;
+    file_content(found, ws, seq)
+}
+
+/// A version that has file content, or `not_found`.
+fn file_content(
+    found: Option<(Change, Vec<ChunkRef>)>,
+    ws: WorkspaceId,
+    seq: i64,
+) -> Result<(Change, Vec<ChunkRef>), ReqError> {
     let Some((change, chunks)) = found else {
         return Err(ReqError::new(ErrorCode::NotFound, format!("workspace {ws} has no seq {seq}")));
     };

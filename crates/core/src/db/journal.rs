@@ -321,18 +321,10 @@ pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[(Hash, u32, u6
     for part in batch.chunks(IN_BATCH) {
         let rows: Vec<ChunkRow> = part.iter().map(|(h, l, s)| chunk_row(h, *l, *s)).collect();
         let holds: Vec<HeldRow> = part.iter().map(|(h, _, _)| held_row(ws, h)).collect();
-        // The derived multi-backend connection has no batch insert: each backend's own connection does.
-        match conn {
-            #[cfg(feature = "mysql")]
-            DbConn::Mysql(c) => {
-                diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
-                diesel::insert_or_ignore_into(workspace_chunks::table).values(&holds).execute(c)?;
-            }
-            DbConn::Sqlite(c) => {
-                diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
-                diesel::insert_or_ignore_into(workspace_chunks::table).values(&holds).execute(c)?;
-            }
-        }
+        on_backend!(conn, |c| {
+            diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
+            diesel::insert_or_ignore_into(workspace_chunks::table).values(&holds).execute(c)
+        })?;
     }
     Ok(())
 }
@@ -362,6 +354,11 @@ pub fn commit_many(
     let mut seq = start;
     let mut out = Vec::with_capacity(edits.len());
     for edit in edits {
+        let new_file = matches!(edit, Edit::Put { path, .. } if !batch.new_files.contains(path));
+        if !new_file {
+            // Everything but a put of a path this batch has not written reads heads freely: write first.
+            batch.flush(conn, ws, author)?;
+        }
         let row = match plan(conn, ws, author, edit, &mut batch) {
             Ok(Plan::Write(row)) => row,
             Ok(Plan::Noop { seq, path }) => {
@@ -375,14 +372,22 @@ pub fn commit_many(
             Err(e) => return Err(e),
         };
         seq += 1;
-        insert_version(conn, ws, author, seq, &row)?;
-        set_head(conn, ws, &row.path, seq, row.deleted, row.head_absent)?;
-        if let Some(from) = &row.from_path {
-            set_head(conn, ws, from, seq, true, false)?;
-        }
         batch.written(&row.path);
-        out.push(Ok(Committed { seq, path: row.path, conflict_path: row.conflict_path, new_seq: true }));
+        let done = Committed { seq, path: row.path.clone(), conflict_path: row.conflict_path.clone(), new_seq: true };
+        if row.head_absent && row.from_path.is_none() && !row.deleted {
+            // A new path (most of an initial sync): written with the others in a few multi-row inserts.
+            batch.new_files.insert(row.path.clone());
+            batch.unwritten.push((seq, row));
+        } else {
+            insert_versions(conn, ws, author, &[(seq, &row)])?;
+            set_head(conn, ws, &row.path, seq, row.deleted, row.head_absent)?;
+            if let Some(from) = &row.from_path {
+                set_head(conn, ws, from, seq, true, false)?;
+            }
+        }
+        out.push(Ok(done));
     }
+    batch.flush(conn, ws, author)?;
     if seq > start {
         diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(seq)).execute(conn)?;
     }
@@ -395,6 +400,10 @@ struct BatchState {
     held: HashSet<Hash>,
     /// Ancestor directories already found not to be live files (most files of a batch share them).
     not_files: HashSet<String>,
+    /// New paths this batch made live files; their rows may still be in `unwritten`.
+    new_files: std::collections::BTreeSet<String>,
+    /// New files decided but not yet inserted (see [`BatchState::flush`]).
+    unwritten: Vec<(i64, Row)>,
 }
 
 impl BatchState {
@@ -407,7 +416,41 @@ impl BatchState {
             })
             .flatten()
             .collect();
-        Ok(BatchState { held: held_chunks(conn, ws, &hashes)?, not_files: HashSet::new() })
+        Ok(BatchState {
+            held: held_chunks(conn, ws, &hashes)?,
+            not_files: HashSet::new(),
+            new_files: Default::default(),
+            unwritten: Vec::new(),
+        })
+    }
+
+    /// Inserts the new files decided so far: their versions and heads in multi-row inserts.
+    fn flush(&mut self, conn: &mut DbConn, ws: WorkspaceId, author: &Author) -> Result<(), DbError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.unwritten);
+        let refs: Vec<(i64, &Row)> = rows.iter().map(|(seq, row)| (*seq, row)).collect();
+        insert_versions(conn, ws, author, &refs)?;
+        let heads: Vec<NewHead> = rows
+            .iter()
+            .map(|(seq, row)| NewHead {
+                workspace_id: ws.0,
+                path_hash: path_hash(&row.path).to_vec(),
+                path: &row.path,
+                seq: *seq,
+                deleted: false,
+            })
+            .collect();
+        for part in heads.chunks(INSERT_ROWS) {
+            on_backend!(conn, |c| diesel::insert_into(file_heads::table).values(part).execute(c))?;
+        }
+        Ok(())
+    }
+
+    /// True if this batch made `path` a file or put a file under it.
+    fn new_file_at_or_under(&self, path: &str) -> bool {
+        self.new_files.contains(path) || self.new_files.range(format!("{path}/")..format!("{path}0")).next().is_some()
     }
 
     /// `path` was just written: it may be a file now.
@@ -494,7 +537,9 @@ fn plan(
             }
             let head = head_of(conn, ws, path)?;
             match live_of(conn, ws, head)? {
-                None if has_live_descendants(conn, ws, path)? => Err(DbError::Conflict(KIND_MISMATCH)),
+                None if batch.new_file_at_or_under(path) || has_live_descendants(conn, ws, path)? => {
+                    Err(DbError::Conflict(KIND_MISMATCH))
+                }
                 None => Ok(Plan::Write(Row {
                     head_absent: head.is_none(),
                     ..row(ChangeOp::Put, EntryKind::File, path, content.clone(), false)
@@ -582,6 +627,9 @@ fn plan(
 /// No ancestor directory of `path` may be a live file.
 fn check_parents(conn: &mut DbConn, ws: WorkspaceId, path: &str, batch: &mut BatchState) -> Result<(), DbError> {
     for dir in ancestors(path) {
+        if batch.new_files.contains(dir) {
+            return Err(DbError::Conflict(PARENT_IS_FILE));
+        }
         if batch.not_files.contains(dir) {
             continue;
         }
@@ -621,28 +669,83 @@ fn free_conflict_name(conn: &mut DbConn, ws: WorkspaceId, author: &Author, path:
     Err(DbError::Conflict(NO_CONFLICT_NAME))
 }
 
-fn insert_version(conn: &mut DbConn, ws: WorkspaceId, author: &Author, seq: i64, row: &Row) -> Result<(), DbError> {
-    diesel::insert_into(file_versions::table)
-        .values((
-            file_versions::workspace_id.eq(ws.0),
-            file_versions::seq.eq(seq),
-            file_versions::op.eq(row.op.as_str()),
-            file_versions::kind.eq(row.kind.as_str()),
-            file_versions::path.eq(&row.path),
-            file_versions::path_hash.eq(path_hash(&row.path).to_vec()),
-            file_versions::from_path.eq(row.from_path.as_deref()),
-            file_versions::from_path_hash.eq(row.from_path.as_deref().map(|p| path_hash(p).to_vec())),
-            file_versions::size.eq(i64::try_from(row.content.size).map_err(|_| corrupt("size"))?),
-            file_versions::mtime_ms.eq(row.content.mtime_ms),
-            file_versions::mode.eq(row.content.mode as i32),
-            file_versions::content_hash.eq(row.content.content_hash.to_vec()),
-            file_versions::manifest.eq(encode_manifest(&row.content.chunks)),
-            file_versions::author_id.eq(author.user_id.0),
-            file_versions::device_id.eq(&author.device_id),
-            file_versions::deleted.eq(row.deleted),
-            file_versions::created_at.eq(now()),
-        ))
-        .execute(conn)?;
+/// Rows per multi-row insert: far below every backend's limit on bound parameters.
+const INSERT_ROWS: usize = 200;
+
+/// Runs `$body` with the backend's own connection as `$c`: the derived multi-backend connection
+/// has no multi-row insert, each backend's connection does.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql($c) => $body,
+            DbConn::Sqlite($c) => $body,
+        }
+    };
+}
+use on_backend;
+
+#[derive(Insertable)]
+#[diesel(table_name = file_versions, treat_none_as_default_value = false)]
+struct NewVersion<'a> {
+    workspace_id: i64,
+    seq: i64,
+    op: &'a str,
+    kind: &'a str,
+    path: &'a str,
+    path_hash: Vec<u8>,
+    from_path: Option<&'a str>,
+    from_path_hash: Option<Vec<u8>>,
+    size: i64,
+    mtime_ms: i64,
+    mode: i32,
+    content_hash: Vec<u8>,
+    manifest: Vec<u8>,
+    author_id: i64,
+    device_id: &'a str,
+    deleted: bool,
+    created_at: chrono::NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = file_heads)]
+struct NewHead<'a> {
+    workspace_id: i64,
+    path_hash: Vec<u8>,
+    path: &'a str,
+    seq: i64,
+    deleted: bool,
+}
+
+fn insert_versions(conn: &mut DbConn, ws: WorkspaceId, author: &Author, rows: &[(i64, &Row)]) -> Result<(), DbError> {
+    let at = now();
+    let values = rows
+        .iter()
+        .map(|(seq, row)| {
+            Ok(NewVersion {
+                workspace_id: ws.0,
+                seq: *seq,
+                op: row.op.as_str(),
+                kind: row.kind.as_str(),
+                path: &row.path,
+                path_hash: path_hash(&row.path).to_vec(),
+                from_path: row.from_path.as_deref(),
+                from_path_hash: row.from_path.as_deref().map(|p| path_hash(p).to_vec()),
+                size: i64::try_from(row.content.size).map_err(|_| corrupt("size"))?,
+                mtime_ms: row.content.mtime_ms,
+                mode: row.content.mode as i32,
+                content_hash: row.content.content_hash.to_vec(),
+                manifest: encode_manifest(&row.content.chunks),
+                author_id: author.user_id.0,
+                device_id: &author.device_id,
+                deleted: row.deleted,
+                created_at: at,
+            })
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
+    for part in values.chunks(INSERT_ROWS) {
+        on_backend!(conn, |c| diesel::insert_into(file_versions::table).values(part).execute(c))?;
+    }
     Ok(())
 }
 
@@ -848,6 +951,31 @@ mod tests {
             assert_eq!(head_of(c, ws, "batch/one").unwrap(), Some(Head { seq: 13, deleted: false }));
             assert_eq!(head_of(c, ws, "batch/two").unwrap(), None);
             assert_eq!(version_at(c, ws, 13).unwrap().unwrap().0.content_hash, n2.content_hash);
+            // New files of one batch see each other before they are written: no file under a file,
+            // no file over a directory, and a path put twice is decided against the first put.
+            let edits = vec![
+                put("nest", 0, n1.clone()),
+                put("nest/inner", 0, n1.clone()),
+                put("deep/x", 0, n1.clone()),
+                put("deep", 0, n1.clone()),
+                put("twice", 0, n1.clone()),
+                put("twice", 0, n2.clone()),
+            ];
+            let results = db.write_blocking(|c| commit_many(c, ws, &a, &edits)).unwrap();
+            assert!(matches!(results[1], Err(DbError::Conflict(PARENT_IS_FILE))));
+            assert!(matches!(results[3], Err(DbError::Conflict(KIND_MISMATCH))));
+            let twice = results[5].as_ref().unwrap();
+            assert!(
+                twice.conflict_path.as_deref().is_some_and(|p| p.starts_with("twice (conflict alice ")),
+                "{twice:?}"
+            );
+            assert_eq!(head_seq(c, ws).unwrap(), Some(17));
+            let live: Vec<String> = live_heads(c, ws).unwrap().into_iter().map(|h| h.path).collect();
+            assert!(live.contains(&"nest".to_owned()) && !live.contains(&"nest/inner".to_owned()));
+            assert!(live.contains(&"deep/x".to_owned()) && !live.contains(&"deep".to_owned()));
+            // Heads of the bulk-inserted files are real heads: an edit on the right base wins.
+            let seq_of_nest = results[0].as_ref().unwrap().seq;
+            assert!(commit(&a, put("nest", seq_of_nest, n2.clone())).unwrap().conflict_path.is_none());
 
             // Unknown workspace.
             let nowhere = commit_in(WorkspaceId(9999), &a, Edit::MakeDir { path: "x".into(), base_version: 0 });

@@ -518,15 +518,29 @@ type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 type Writer = FramedWrite<Counted<BoxWrite>, FrameCodec>;
 type Reader = FramedRead<Counted<BoxRead>, FrameCodec>;
 
+/// Sends queued frames. Frames already waiting go out together with one flush (many small
+/// requests cost one write, not one each); the codec still flushes on its own past 64 KiB.
 async fn write_loop(mut writer: Writer, mut out: mpsc::Receiver<Message>) {
+    writer.set_backpressure_boundary(WRITE_BUFFER);
     while let Some(msg) = out.recv().await {
-        if let Err(e) = writer.send(msg).await {
+        let mut next = Some(msg);
+        while let Some(msg) = next {
+            if let Err(e) = writer.feed(msg).await {
+                tracing::debug!(error = %e, "send failed");
+                return;
+            }
+            next = out.try_recv().ok();
+        }
+        if let Err(e) = writer.flush().await {
             tracing::debug!(error = %e, "send failed");
             return;
         }
     }
     let _ = writer.close().await;
 }
+
+/// Bytes of frames gathered before they are written out.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 async fn heartbeat_loop(out: mpsc::Sender<Message>, every: Duration) {
     let mut nonce = 0u64;

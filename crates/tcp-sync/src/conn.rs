@@ -179,6 +179,7 @@ async fn write_loop(
     kill: CancellationToken,
     shared: Arc<Shared>,
 ) {
+    writer.set_backpressure_boundary(WRITE_BUFFER);
     loop {
         let msg = tokio::select! {
             biased;
@@ -187,7 +188,17 @@ async fn write_loop(
             Some(m) = events.recv() => m,
             () = done.cancelled() => break,
         };
-        if !write_one(&mut writer, msg, &shared).await {
+        // Frames already queued go out with this one in one write (the queues are bounded, and the
+        // codec flushes on its own past WRITE_BUFFER): a burst of changes costs a few syscalls.
+        let mut next = Some(msg);
+        while let Some(msg) = next {
+            if !write_one(&mut writer, msg, &shared).await {
+                kill.cancel();
+                return;
+            }
+            next = resp.try_recv().or_else(|_| events.try_recv()).ok();
+        }
+        if writer.flush().await.is_err() {
             kill.cancel();
             return;
         }
@@ -201,12 +212,16 @@ async fn write_loop(
     let _ = writer.close().await;
 }
 
+/// Bytes of frames gathered before they are written out.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Queues one frame in the writer's buffer (written out by the next flush, or once it is full).
 async fn write_one(writer: &mut Writer, msg: Message, shared: &Shared) -> bool {
     if let Message::Chunk { data, .. } = &msg {
         shared.metrics.chunks_sent.inc();
         shared.metrics.chunk_bytes_sent.inc_by(data.len() as u64);
     }
-    match writer.send(msg).await {
+    match writer.feed(msg).await {
         Ok(()) => {
             shared.metrics.frames_out.inc();
             true

@@ -137,6 +137,27 @@ struct Staged {
     reused: u64,
 }
 
+/// What a prefetch gathered: the files to write, and where their chunks come from.
+#[derive(Debug, Default)]
+struct Gathered {
+    jobs: Vec<StageJob>,
+    fetched: HashMap<Hash, Vec<u8>>,
+    /// Chunks some local file holds: its path and the offset.
+    local: HashMap<Hash, (PathBuf, u64)>,
+}
+
+impl Gathered {
+    fn extend(&mut self, other: Gathered) {
+        self.jobs.extend(other.jobs);
+        self.fetched.extend(other.fetched);
+        self.local.extend(other.local);
+    }
+
+    fn has_all(&self, job: &StageJob) -> bool {
+        job.manifest.chunks.iter().all(|r| self.fetched.contains_key(&r.hash) || self.local.contains_key(&r.hash))
+    }
+}
+
 /// A download to fetch ahead: one version of a small file.
 #[derive(Debug)]
 struct StageJob {
@@ -383,25 +404,60 @@ impl FolderSync {
         if wanted.len() < 2 {
             return Ok(()); // a lone download keeps its own path (and its own fsync)
         }
-        let seqs: Vec<i64> = wanted.iter().map(|c| c.seq).collect();
+        let started = std::time::Instant::now();
+        let (one_chunk, ask): (Vec<&Change>, Vec<&Change>) =
+            wanted.into_iter().partition(|c| c.size <= u64::from(chunking::MIN_CHUNK));
+        let mut manifests = self.fetch_manifests(remote, ask).await?;
+        let (mut gathered, guessed_wrong) = self.fetch_guessed(remote, one_chunk).await?;
+        manifests.extend(self.fetch_manifests(remote, guessed_wrong).await?);
+        gathered.extend(self.fetch_chunks(remote, manifests).await?);
+        let fetched_ms = started.elapsed().as_millis();
+        let (root, ws) = (self.root.clone(), self.ws);
+        let staged = tokio::task::spawn_blocking(move || stage_all(&root, ws, gathered)).await.unwrap_or_default();
+        tracing::debug!(workspace.id = %self.ws, files = staged.len(), fetched_ms, total_ms = started.elapsed().as_millis(), "fetched ahead");
+        self.staged = staged;
+        Ok(())
+    }
+
+    /// Fetches files no larger than the smallest chunk without asking for their manifests: such
+    /// a file is one chunk, whose hash is the content hash, so the change tells the manifest.
+    /// Returns the changes guessed wrong (cut otherwise by some other uploader: their chunk is
+    /// refused), to be fetched by manifest after all. Contents are verified either way.
+    async fn fetch_guessed<'a, R: Remote>(
+        &mut self,
+        remote: &mut R,
+        changes: Vec<&'a Change>,
+    ) -> Result<(Gathered, Vec<&'a Change>), SyncError> {
+        let files = changes.iter().map(|&c| (c, one_chunk_manifest(c))).collect();
+        let mut gathered = self.fetch_chunks(remote, files).await?;
+        let (whole, wrong): (Vec<StageJob>, Vec<StageJob>) =
+            std::mem::take(&mut gathered.jobs).into_iter().partition(|j| gathered.has_all(j));
+        gathered.jobs = whole;
+        let wrong: BTreeSet<i64> = wrong.iter().map(|j| j.seq).collect();
+        Ok((gathered, changes.into_iter().filter(|c| wrong.contains(&c.seq)).collect()))
+    }
+
+    /// The manifests of `changes`, many requests in flight; the refused ones are left out
+    /// (decided and reported when their change is applied).
+    async fn fetch_manifests<'a, R: Remote>(
+        &mut self,
+        remote: &mut R,
+        changes: Vec<&'a Change>,
+    ) -> Result<Vec<(&'a Change, Manifest)>, SyncError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
         let manifests = remote.manifests(self.ws, &seqs).await;
-        let mut files = Vec::with_capacity(wanted.len());
-        for (c, m) in wanted.into_iter().zip(manifests) {
+        let mut files = Vec::with_capacity(changes.len());
+        for (c, m) in changes.into_iter().zip(manifests) {
             match m {
                 Ok(m) if m.size <= PREFETCH_FILE_BYTES => files.push((c, m)),
-                // Refused: decided and reported when the change is applied.
                 Ok(_) | Err(RemoteError::Refused { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let (jobs, sets, local_chunks) = self.plan_fetch(files);
-        let fetched = self.fetch_sets(remote, sets).await?;
-        let (root, ws) = (self.root.clone(), self.ws);
-        let staged = tokio::task::spawn_blocking(move || stage_all(&root, ws, jobs, &fetched, &local_chunks))
-            .await
-            .unwrap_or_default();
-        self.staged = staged;
-        Ok(())
+        Ok(files)
     }
 
     /// The changes of a batch whose download may be fetched ahead: puts of small files that
@@ -426,13 +482,9 @@ impl FolderSync {
         out
     }
 
-    /// Which chunks to ask for, grouped per request (a file's chunks in one request), within
-    /// [`PREFETCH_BYTES`]; the files to stage; and where the chunks local files hold can be read.
-    #[allow(clippy::type_complexity)]
-    fn plan_fetch(
-        &self,
-        files: Vec<(&Change, Manifest)>,
-    ) -> (Vec<StageJob>, Vec<Vec<Hash>>, HashMap<Hash, (PathBuf, u64)>) {
+    /// The files to stage and where the chunks local files hold can be read; and which chunks
+    /// to ask for, grouped per request (a file's chunks in one request), within [`PREFETCH_BYTES`].
+    fn plan_fetch(&self, files: Vec<(&Change, Manifest)>) -> (Gathered, Vec<Vec<Hash>>) {
         let (mut jobs, mut sets, mut local_chunks) = (Vec::new(), Vec::new(), HashMap::new());
         let mut asked: std::collections::HashSet<Hash> = std::collections::HashSet::new();
         let (mut set, mut set_bytes, mut total) = (Vec::new(), 0u64, 0u64);
@@ -462,7 +514,18 @@ impl FolderSync {
         if !set.is_empty() {
             sets.push(set);
         }
-        (jobs, sets, local_chunks)
+        (Gathered { jobs, fetched: HashMap::new(), local: local_chunks }, sets)
+    }
+
+    /// The chunks `files` lack locally ([`FolderSync::plan_fetch`], [`FolderSync::fetch_sets`]).
+    async fn fetch_chunks<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        files: Vec<(&Change, Manifest)>,
+    ) -> Result<Gathered, SyncError> {
+        let (mut gathered, sets) = self.plan_fetch(files);
+        gathered.fetched = self.fetch_sets(remote, sets).await?;
+        Ok(gathered)
     }
 
     /// The chunks of every set; a refused set is left out (its files download one by one).
@@ -1080,6 +1143,15 @@ impl FolderSync {
     }
 }
 
+/// The manifest of a file that is a single chunk (not larger than [`chunking::MIN_CHUNK`]).
+fn one_chunk_manifest(c: &Change) -> Manifest {
+    let chunks = match u32::try_from(c.size) {
+        Ok(len) if len > 0 => vec![ChunkRef { hash: c.content_hash, len }],
+        _ => Vec::new(),
+    };
+    Manifest { size: c.size, mtime_ms: c.mtime_ms, content_hash: c.content_hash, chunks }
+}
+
 /// Puts that a later change of the same list overwrites or deletes: they need not be downloaded.
 fn superseded(changes: &[Change]) -> BTreeSet<usize> {
     let mut last_touch: HashMap<&str, usize> = HashMap::new();
@@ -1099,24 +1171,22 @@ fn superseded(changes: &[Change]) -> BTreeSet<usize> {
 /// Writes each job's file beside its destination from the fetched and local chunks, then makes
 /// them durable together. A file that cannot be built whole is left out (it downloads one by
 /// one); if the barrier fails, all are.
-fn stage_all(
-    root: &Path,
-    ws: WorkspaceId,
-    jobs: Vec<StageJob>,
-    fetched: &HashMap<Hash, Vec<u8>>,
-    local_chunks: &HashMap<Hash, (PathBuf, u64)>,
-) -> HashMap<i64, Staged> {
+fn stage_all(root: &Path, ws: WorkspaceId, gathered: Gathered) -> HashMap<i64, Staged> {
+    let Gathered { jobs, fetched, local } = gathered;
     let mut staged = Vec::with_capacity(jobs.len());
     for job in jobs {
         let (seq, rel) = (job.seq, job.rel.clone());
-        match stage_one(job, fetched, local_chunks) {
+        match stage_one(job, &fetched, &local) {
             Ok(Some(s)) => staged.push((seq, s)),
             Ok(None) => tracing::debug!(workspace.id = %ws, path = %rel, "not fetched ahead whole; downloading alone"),
             Err(e) => tracing::warn!(workspace.id = %ws, path = %rel, error = %e, "cannot write a download"),
         }
     }
     let files: Vec<&StagedFile> = staged.iter().map(|(_, s)| &s.file).collect();
-    if let Err(e) = local::make_durable(root, &files) {
+    let barrier = std::time::Instant::now();
+    let durable = local::make_durable(root, &files);
+    tracing::debug!(workspace.id = %ws, files = files.len(), ms = barrier.elapsed().as_millis(), "downloads made durable");
+    if let Err(e) = durable {
         tracing::warn!(workspace.id = %ws, error = %e, "cannot flush downloads to disk; downloading one by one");
         return HashMap::new();
     }

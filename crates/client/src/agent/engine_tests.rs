@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
-use filesync_core::chunking::{self, FileScan, Hash};
+use filesync_core::chunking::{self, ChunkRef, FileScan, Hash};
 use filesync_core::proto::{Change, ChangeOp, EntryKind, Notice};
 use filesync_core::testing::noise;
 use filesync_core::{Role, UserId, WorkspaceId};
@@ -157,7 +157,7 @@ impl Remote for FakeNode {
         if self.break_chunks {
             return Err(RemoteError::Connection("connection reset".into()));
         }
-        if hashes.iter().any(|h| self.refuse_chunks.contains(h)) {
+        if hashes.iter().any(|h| self.refuse_chunks.contains(h) || !self.chunks.contains_key(h)) {
             return Err(RemoteError::Refused { code: "not_found".into(), message: "no such chunk".into() });
         }
         self.chunks_sent += hashes.len();
@@ -396,14 +396,51 @@ async fn a_batch_of_changes_is_fetched_ahead_and_every_file_lands_whole() {
     assert_eq!(s.read("big.bin").as_deref(), Some(&big[..]));
     assert!(s.temps().is_empty(), "{:?}", s.temps());
     assert_eq!(s.sync.store.state.last_seq, big_change.seq);
-    // The 40 small files' chunks came in one request, not 40; the large file asked for its own.
-    let manifests = s.node.calls.iter().filter(|c| c.starts_with("manifest")).count();
-    assert_eq!(manifests, 41, "one manifest per file: {:?}", s.node.calls);
+    // The 40 small files are one chunk each: no manifest needed, and their chunks came in one
+    // request, not 40. The large file asked for its own.
+    assert_eq!(s.node.calls, vec![format!("manifest {}", big_change.seq)]);
     assert_eq!(s.node.chunk_requests, 2);
     // Applying them again (a replay after reconnect) fetches nothing.
     s.node.calls.clear();
     s.sync.apply_changes(&mut s.node, changes, false).await.unwrap();
     assert!(s.node.calls.is_empty(), "{:?}", s.node.calls);
+}
+
+#[tokio::test]
+async fn files_fetched_ahead_by_manifest_and_by_their_single_chunk_both_land() {
+    let mut s = Setup::new(Role::Editor);
+    // Between one chunk and the large-file limit: fetched ahead after asking for manifests.
+    let medium = small_files(4, 100_000, 21);
+    let mut changes = s.publish_all(&medium);
+    // A small file some other uploader cut in two: the node holds two chunks, not one whole.
+    let odd = noise(6000, 22);
+    let halves = [&odd[..3000], &odd[3000..]];
+    for h in halves {
+        s.node.chunks.insert(chunking::hash(h), h.to_vec());
+    }
+    s.node.seq += 1;
+    let chunks = halves.iter().map(|h| ChunkRef { hash: chunking::hash(h), len: 3000 }).collect();
+    let m = Manifest { size: 6000, mtime_ms: 1_700_000_000_000, content_hash: chunking::hash(&odd), chunks };
+    s.node.versions.insert(s.node.seq, m);
+    changes.push(change(s.node.seq, ChangeOp::Put, "odd.bin", None, chunking::hash(&odd), 6000));
+    let small = small_files(3, 2000, 23);
+    changes.extend(s.publish_all(&small).into_iter().map(|c| Change { path: format!("s/{}", c.path), ..c }));
+    let last = changes.last().unwrap().seq;
+    s.sync.apply_changes(&mut s.node, changes, false).await.unwrap();
+    for (path, data) in &medium {
+        assert_eq!(s.read(path).as_deref(), Some(&data[..]), "{path}");
+    }
+    for (path, data) in &small {
+        assert_eq!(s.read(&format!("s/{path}")).as_deref(), Some(&data[..]), "{path}");
+    }
+    assert_eq!(s.read("odd.bin").as_deref(), Some(&odd[..]));
+    // The guess for the small files' set was refused (odd.bin is not one chunk): they asked for
+    // their manifests after all, and everything still came in one more request, none alone.
+    let manifests: Vec<&String> = s.node.calls.iter().filter(|c| c.starts_with("manifest")).collect();
+    assert_eq!(manifests.len(), 8, "the four medium files, then the four guessed wrong: {manifests:?}");
+    assert_eq!(s.node.chunk_requests, 2, "the refused guess, then one request for all");
+    assert_eq!(s.sync.store.state.last_seq, last);
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
 }
 
 #[tokio::test]

@@ -350,6 +350,37 @@ mod tests {
         assert!(open_fds() < before + 20, "{} descriptors open after 200 downloads, {before} before", open_fds());
     }
 
+    /// A batch of downloads: written and closed, made durable together, then renamed; the ones
+    /// never placed leave nothing behind.
+    #[test]
+    fn staged_downloads_appear_only_when_placed_and_hold_no_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+        let before = open_fds();
+        let mut staged = Vec::new();
+        for i in 0..40 {
+            let mut t = TempFile::beside(&dir.path().join(format!("d/f{i}"))).unwrap();
+            t.write(format!("file {i}").as_bytes()).unwrap();
+            staged.push(t.stage(0o600, 1_600_000_000_000 + i).unwrap());
+        }
+        assert!(open_fds() < before + 20, "staged files keep no descriptor open");
+        assert_eq!(stat(dir.path(), "d/f0"), None, "nothing at the destination before the rename");
+        // Above the syncfs threshold, and below it (one fsync each).
+        make_durable(dir.path(), &staged.iter().collect::<Vec<_>>()).unwrap();
+        make_durable(dir.path(), &staged.iter().take(3).collect::<Vec<_>>()).unwrap();
+        let unplaced = staged.split_off(30);
+        for (i, s) in staged.into_iter().enumerate() {
+            let facts = s.finish().unwrap();
+            assert_eq!(std::fs::read(dir.path().join(format!("d/f{i}"))).unwrap(), format!("file {i}").as_bytes());
+            assert_eq!(stat(dir.path(), &format!("d/f{i}")), Some(facts));
+            assert_eq!(facts.mtime_ms, 1_600_000_000_000 + i as i64);
+            #[cfg(unix)]
+            assert_eq!(facts.mode, 0o600);
+        }
+        drop(unplaced);
+        assert_eq!(std::fs::read_dir(dir.path().join("d")).unwrap().count(), 30, "no temp file is left");
+    }
+
     #[test]
     fn scan_skips_ignored_and_temp_files_and_stale_temps_are_removed() {
         let dir = tempfile::tempdir().unwrap();

@@ -77,8 +77,10 @@ async fn serve_transport<S>(
 {
     let (rd, wr) = tokio::io::split(stream);
     let max = shared.config.max_frame_bytes;
-    let reader: Reader = FramedRead::new(Box::new(rd), FrameCodec::new(max));
-    let mut writer: Writer = FramedWrite::new(Box::new(wr), FrameCodec::new(max));
+    // Small buffers to start with (they grow with the frames): most connections sit idle, and the
+    // codec's default 8 KiB each way would be half of an idle connection's memory.
+    let reader: Reader = FramedRead::with_capacity(Box::new(rd), FrameCodec::new(max), IDLE_BUFFER);
+    let mut writer: Writer = FramedWrite::with_capacity(Box::new(wr), FrameCodec::new(max), IDLE_BUFFER);
     match permit {
         Some(permit) => serve_session(shared, reader, writer, peer, permit, deadline).await,
         None => {
@@ -213,7 +215,9 @@ async fn write_loop(
 }
 
 /// Bytes of frames gathered before they are written out.
-const WRITE_BUFFER: usize = 64 * 1024;
+const WRITE_BUFFER: usize = 32 * 1024;
+/// First capacity of a connection's read and write buffers.
+const IDLE_BUFFER: usize = 1024;
 
 /// Queues one frame in the writer's buffer (written out by the next flush, or once it is full).
 async fn write_one(writer: &mut Writer, msg: Message, shared: &Shared) -> bool {

@@ -374,8 +374,8 @@ pub fn commit_many(
         seq += 1;
         batch.written(&row.path);
         let done = Committed { seq, path: row.path.clone(), conflict_path: row.conflict_path.clone(), new_seq: true };
-        if row.head_absent && row.from_path.is_none() && !row.deleted {
-            // A new path (most of an initial sync): written with the others in a few multi-row inserts.
+        if new_file && row.kind == EntryKind::File && row.from_path.is_none() && !row.deleted {
+            // A put (most of an initial sync): written with the others in a few multi-row statements.
             batch.new_files.insert(row.path.clone());
             batch.unwritten.push((seq, row));
         } else {
@@ -400,9 +400,9 @@ struct BatchState {
     held: HashSet<Hash>,
     /// Ancestor directories already found not to be live files (most files of a batch share them).
     not_files: HashSet<String>,
-    /// New paths this batch made live files; their rows may still be in `unwritten`.
+    /// Paths this batch made live files by a put; their rows may still be in `unwritten`.
     new_files: std::collections::BTreeSet<String>,
-    /// New files decided but not yet inserted (see [`BatchState::flush`]).
+    /// Puts decided but not yet written (see [`BatchState::flush`]).
     unwritten: Vec<(i64, Row)>,
 }
 
@@ -424,7 +424,7 @@ impl BatchState {
         })
     }
 
-    /// Inserts the new files decided so far: their versions and heads in multi-row inserts.
+    /// Writes the puts decided so far: their versions and heads in multi-row statements.
     fn flush(&mut self, conn: &mut DbConn, ws: WorkspaceId, author: &Author) -> Result<(), DbError> {
         if self.unwritten.is_empty() {
             return Ok(());
@@ -432,6 +432,15 @@ impl BatchState {
         let rows = std::mem::take(&mut self.unwritten);
         let refs: Vec<(i64, &Row)> = rows.iter().map(|(seq, row)| (*seq, row)).collect();
         insert_versions(conn, ws, author, &refs)?;
+        // Heads that exist (a deleted file put again, an edit) are replaced: one delete, then one insert for all.
+        let replaced: Vec<Vec<u8>> =
+            rows.iter().filter(|(_, row)| !row.head_absent).map(|(_, row)| path_hash(&row.path).to_vec()).collect();
+        for part in replaced.chunks(IN_BATCH) {
+            diesel::delete(
+                file_heads::table.filter(file_heads::workspace_id.eq(ws.0)).filter(file_heads::path_hash.eq_any(part)),
+            )
+            .execute(conn)?;
+        }
         let heads: Vec<NewHead> = rows
             .iter()
             .map(|(seq, row)| NewHead {
@@ -553,6 +562,8 @@ fn plan(
                     Ok(Plan::Noop { seq, path: path.clone() })
                 }
                 Some(_) => {
+                    // The copy's name is checked against the heads: write the batch's own first.
+                    batch.flush(conn, ws, author)?;
                     let copy = free_conflict_name(conn, ws, author, path)?;
                     Ok(Plan::Write(Row {
                         op: ChangeOp::Put,
@@ -973,9 +984,24 @@ mod tests {
             let live: Vec<String> = live_heads(c, ws).unwrap().into_iter().map(|h| h.path).collect();
             assert!(live.contains(&"nest".to_owned()) && !live.contains(&"nest/inner".to_owned()));
             assert!(live.contains(&"deep/x".to_owned()) && !live.contains(&"deep".to_owned()));
+            // A deleted path put again and an edit on its current base, in one batch: heads replaced in bulk.
+            let gone = commit(&a, Edit::Delete { path: "nest".into(), base_version: results[0].as_ref().unwrap().seq });
+            let gone = gone.unwrap().seq;
+            let deep_x = results[2].as_ref().unwrap().seq;
+            let again = db
+                .write_blocking(|c| {
+                    commit_many(c, ws, &a, &[put("nest", gone, n2.clone()), put("deep/x", deep_x, n2.clone())])
+                })
+                .unwrap();
+            let seqs: Vec<i64> = again.iter().map(|r| r.as_ref().unwrap().seq).collect();
+            assert_eq!(seqs, vec![gone + 1, gone + 2]);
+            assert_eq!(head_of(c, ws, "nest").unwrap(), Some(Head { seq: gone + 1, deleted: false }));
+            assert_eq!(head_of(c, ws, "deep/x").unwrap(), Some(Head { seq: gone + 2, deleted: false }));
+            let results = db.write_blocking(|c| commit_many(c, ws, &a, &[put("nest", 0, n1.clone())])).unwrap();
+            assert!(results[0].as_ref().unwrap().conflict_path.is_some(), "a stale base still gives a copy");
+            let seq_of_nest = gone + 1;
             // Heads of the bulk-inserted files are real heads: an edit on the right base wins.
-            let seq_of_nest = results[0].as_ref().unwrap().seq;
-            assert!(commit(&a, put("nest", seq_of_nest, n2.clone())).unwrap().conflict_path.is_none());
+            assert!(commit(&a, put("nest", seq_of_nest, n1.clone())).unwrap().conflict_path.is_none());
 
             // Unknown workspace.
             let nowhere = commit_in(WorkspaceId(9999), &a, Edit::MakeDir { path: "x".into(), base_version: 0 });

@@ -9,6 +9,7 @@ use filesync_core::chunking::{self, Hash};
 use filesync_core::proto::{BatchFile, BatchOutcome, Message, PutFile};
 use filesync_core::WorkspaceId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use crate::{committed, unexpected, Client, ClientError, Committed, Manifest};
 
@@ -33,6 +34,37 @@ fn index_of(scan: &chunking::FileScan) -> ChunkIndex {
         index.entry(c.chunk.hash).or_insert((c.offset, c.chunk.len));
     }
     index
+}
+
+/// Chunks a batch upload reads ahead of the one being sent.
+const READ_AHEAD_CHUNKS: usize = 16;
+
+/// One chunk read for a batch: its bytes, `None` if the file no longer has it (changed since its scan).
+type ReadChunk = Result<Option<(Hash, Vec<u8>)>, ClientError>;
+
+/// Reads `wanted` chunks (hash, file index, place) from `files` in order into `tx`, each checked
+/// against its hash; stops at the first that no longer matches. Blocking.
+fn read_chunks(files: &[PathBuf], wanted: Vec<(Hash, usize, (u64, u32))>, tx: &mpsc::Sender<ReadChunk>) {
+    use std::io::{Read, Seek};
+    let mut open: Option<(usize, std::fs::File)> = None;
+    for (hash, i, (offset, len)) in wanted {
+        let read = (|| -> ReadChunk {
+            let file = match &mut open {
+                Some((j, f)) if *j == i => f,
+                _ => &mut open.insert((i, std::fs::File::open(&files[i])?)).1,
+            };
+            file.seek(SeekFrom::Start(offset))?;
+            let mut data = vec![0u8; len as usize];
+            if file.read_exact(&mut data).is_err() || chunking::hash(&data) != hash {
+                return Ok(None);
+            }
+            Ok(Some((hash, data)))
+        })();
+        let stop = !matches!(read, Ok(Some(_)));
+        if tx.blocking_send(read).is_err() || stop {
+            return;
+        }
+    }
 }
 
 /// Reads one chunk of a local file and checks it still has the hash it was indexed with.
@@ -161,10 +193,22 @@ impl Client {
         ws: WorkspaceId,
         files: &[BatchUpload<'_>],
     ) -> Result<Vec<Result<Committed, ClientError>>, ClientError> {
+        // The disk work runs on the blocking pool, one hand-off for all the stats and one reader
+        // for all the chunks, not a few per file.
+        let locals: Vec<PathBuf> = files.iter().map(|f| f.local.to_path_buf()).collect();
+        let stat_paths = locals.clone();
+        let metas = tokio::task::spawn_blocking(move || {
+            stat_paths
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| (mtime_ms(&m), mode_of(&m))))
+                .collect::<std::io::Result<Vec<(i64, u32)>>>()
+        })
+        .await
+        .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+        let metas = metas?;
         let mut list = Vec::with_capacity(files.len());
         let mut index: HashMap<Hash, (usize, (u64, u32))> = HashMap::new();
-        for (i, f) in files.iter().enumerate() {
-            let meta = tokio::fs::metadata(f.local).await?;
+        for (i, (f, (mtime, mode))) in files.iter().zip(metas).enumerate() {
             for c in &f.scan.chunks {
                 index.entry(c.chunk.hash).or_insert((i, (c.offset, c.chunk.len)));
             }
@@ -172,8 +216,8 @@ impl Client {
                 path: f.path.to_owned(),
                 base_version: f.base_version,
                 size: f.scan.size,
-                mtime_ms: mtime_ms(&meta),
-                mode: mode_of(&meta),
+                mtime_ms: mtime,
+                mode,
                 content_hash: f.scan.content_hash,
                 chunks: f.scan.refs(),
             });
@@ -184,28 +228,30 @@ impl Client {
             Message::NeedChunks { hashes, .. } => hashes,
             other => return Err(unexpected("NeedChunks", &other)),
         };
-        // The node asks in first-seen order, so files are opened one after the other.
-        let mut open: Option<(usize, tokio::fs::File)> = None;
+        let mut wanted = Vec::with_capacity(needed.len());
         for hash in needed {
+            let &(i, at) = index
+                .get(&hash)
+                .ok_or_else(|| ClientError::Protocol("the node asked for a chunk not in the batch".into()))?;
+            wanted.push((hash, i, at));
+        }
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+        let reader = tokio::task::spawn_blocking(move || read_chunks(&locals, wanted, &tx));
+        while let Some(read) = rx.recv().await {
+            // The node gave up on this batch (it answered Error): stop sending.
             if let Ok(msg) = pending.rx.try_recv() {
                 return match msg {
                     Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
                     other => Err(unexpected("no answer before the chunks", &other)),
                 };
             }
-            let &(i, at) = index
-                .get(&hash)
-                .ok_or_else(|| ClientError::Protocol("the node asked for a chunk not in the batch".into()))?;
-            let file = match &mut open {
-                Some((j, f)) if *j == i => f,
-                _ => &mut open.insert((i, tokio::fs::File::open(files[i].local).await?)).1,
-            };
-            let Some(data) = read_chunk(file, at, &hash).await? else {
+            let Some((hash, data)) = read? else {
                 self.send(Message::Cancel { request_id: pending.id }).await?;
                 return Err(ClientError::FileChanged);
             };
             self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
         }
+        drop(reader);
         let results = match pending.recv().await? {
             Message::CommittedMany { results, .. } if results.len() == files.len() => results,
             other => return Err(unexpected("CommittedMany with one result per file", &other)),

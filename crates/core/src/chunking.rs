@@ -89,6 +89,22 @@ pub fn scan<R: Read>(source: R) -> io::Result<FileScan> {
     Ok(FileScan { size, content_hash: *whole.finalize().as_bytes(), chunks: list })
 }
 
+/// [`scan`] of content already in memory and at most [`MIN_CHUNK`] bytes long: FastCDC never cuts
+/// below its minimum, so such content is one chunk (none if empty), hashed once, without the
+/// streaming chunker's buffers (a small-file tree would otherwise allocate 256 KiB per file).
+pub fn scan_small(data: &[u8]) -> Option<FileScan> {
+    if data.len() > MIN_CHUNK as usize {
+        return None;
+    }
+    let content_hash = hash(data);
+    let chunks = if data.is_empty() {
+        Vec::new()
+    } else {
+        vec![ScannedChunk { chunk: ChunkRef { hash: content_hash, len: data.len() as u32 }, offset: 0 }]
+    };
+    Some(FileScan { size: data.len() as u64, content_hash, chunks })
+}
+
 /// The manifest stored with a version: [`MANIFEST_RECORD_BYTES`] per chunk.
 pub fn encode_manifest(chunks: &[ChunkRef]) -> Vec<u8> {
     let mut out = Vec::with_capacity(chunks.len() * MANIFEST_RECORD_BYTES);
@@ -123,6 +139,16 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn small_content_scans_as_the_stream_does() {
+        for len in [0, 1, 4096, MIN_CHUNK as usize - 1, MIN_CHUNK as usize] {
+            let data = pseudo_random(len, 9);
+            let streamed = scan(std::io::Cursor::new(&data)).unwrap();
+            assert_eq!(scan_small(&data), Some(streamed), "{len} bytes");
+        }
+        assert_eq!(scan_small(&pseudo_random(MIN_CHUNK as usize + 1, 9)), None);
+    }
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;

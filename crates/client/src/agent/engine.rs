@@ -17,6 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
+
 use chrono::Utc;
 
 use filesync_core::chunking::{self, ChunkRef, FileScan, Hash};
@@ -46,6 +48,9 @@ const PREFETCH_BYTES: u64 = 32 << 20;
 /// Chunk bytes asked for in one `GetChunks` while fetching ahead: several requests overlap, and
 /// one refused request only sends its own files down the one-by-one path.
 const PREFETCH_REQUEST_BYTES: u64 = 1 << 20;
+
+/// Paths whose local state is read in one blocking task.
+const STATUS_GROUP: usize = 256;
 
 /// Files uploaded per batch: the connection overlaps their requests, and the state
 /// records each batch before the next starts.
@@ -602,32 +607,47 @@ impl FolderSync {
 
     /// Compares a path on disk with its state entry. Reads (hashes) the file only if size or mtime moved.
     async fn local_status(&mut self, rel: &str) -> Local {
-        let entry = self.store.get(rel).cloned();
-        let Some(meta) = local::stat(&self.root, rel) else {
-            return if entry.is_some() { Local::Gone } else { Local::Absent };
-        };
-        if let Some(e) = &entry {
-            if e.size == meta.size && e.mtime_ms == meta.mtime_ms {
-                return Local::Same;
+        let mut out = self.local_statuses(vec![rel.to_owned()]).await;
+        out.pop().map(|(_, local)| local).unwrap_or(Local::Absent)
+    }
+
+    /// [`Local`] of each path, in order. The disk work runs on the blocking pool in groups of
+    /// [`STATUS_GROUP`] paths, two groups at once: an initial sync of a large tree is not one
+    /// thread hand-off per file.
+    async fn local_statuses(&mut self, rels: Vec<String>) -> Vec<(String, Local)> {
+        let jobs: Vec<Vec<(String, Option<Entry>)>> = rels
+            .chunks(STATUS_GROUP)
+            .map(|group| group.iter().map(|rel| (rel.clone(), self.store.get(rel).cloned())).collect())
+            .collect();
+        let root = self.root.clone();
+        let groups = futures::stream::iter(jobs).map(|group| {
+            let root = root.clone();
+            async move {
+                let judged = tokio::task::spawn_blocking(move || {
+                    group.into_iter().map(|(rel, entry)| (judge(&root, &rel, entry.as_ref()), rel)).collect::<Vec<_>>()
+                })
+                .await;
+                judged.unwrap_or_default()
             }
+        });
+        let judged: Vec<Vec<(Judged, String)>> = groups.buffered(2).collect().await;
+        let mut out = Vec::with_capacity(rels.len());
+        for (judged, rel) in judged.into_iter().flatten() {
+            let local = match judged {
+                Judged::Local(local) => local,
+                Judged::Touched(meta) => {
+                    // Touched, not changed: remember the new mtime so we do not read it again.
+                    if let Some(mut e) = self.store.get(&rel).cloned() {
+                        e.mtime_ms = meta.mtime_ms;
+                        e.mode = meta.mode;
+                        self.store.set(&rel, e);
+                    }
+                    Local::Same
+                }
+            };
+            out.push((rel, local));
         }
-        let abs = local::abs_of(&self.root, rel);
-        let scanned = tokio::task::spawn_blocking(move || local::scan_file(&abs)).await;
-        let scan = match scanned {
-            Ok(Ok(scan)) => scan,
-            // Vanished or unreadable between stat and read: the next event will tell.
-            _ => return if entry.is_some() { Local::Gone } else { Local::Absent },
-        };
-        match entry {
-            Some(mut e) if e.hash == scan.content_hash && e.size == scan.size => {
-                // Touched, not changed: remember the new mtime so we do not read it again.
-                e.mtime_ms = meta.mtime_ms;
-                e.mode = meta.mode;
-                self.store.set(rel, e);
-                Local::Same
-            }
-            _ => Local::Changed(meta, scan),
-        }
+        out
     }
 
     /// Applies one journal change from the server.
@@ -768,11 +788,9 @@ impl FolderSync {
     async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
         let mut gone: Vec<(String, Entry)> = Vec::new();
         let mut changed: BTreeMap<String, (LocalFile, FileScan)> = BTreeMap::new();
-        for rel in paths {
-            if self.rules.is_ignored(&rel, false) {
-                continue;
-            }
-            match self.local_status(&rel).await {
+        let wanted: Vec<String> = paths.into_iter().filter(|rel| !self.rules.is_ignored(rel, false)).collect();
+        for (rel, local) in self.local_statuses(wanted).await {
+            match local {
                 Local::Gone => {
                     if let Some(e) = self.store.get(&rel).cloned() {
                         gone.push((rel, e));
@@ -1223,6 +1241,31 @@ fn stage_one(
     }
     let file = tmp.stage(job.mode, job.manifest.mtime_ms)?;
     Ok(Some(Staged { file, manifest: job.manifest, reused }))
+}
+
+/// What the disk says about one path, decided off the async threads.
+enum Judged {
+    Local(Local),
+    /// Same content as `entry`, newer mtime.
+    Touched(LocalFile),
+}
+
+/// Compares the file at `rel` with what both sides last agreed on (`entry`): metadata first, the
+/// content only when the metadata differs. Blocking.
+fn judge(root: &Path, rel: &str, entry: Option<&Entry>) -> Judged {
+    let missing = || Judged::Local(if entry.is_some() { Local::Gone } else { Local::Absent });
+    let Some(meta) = local::stat(root, rel) else { return missing() };
+    if entry.is_some_and(|e| e.size == meta.size && e.mtime_ms == meta.mtime_ms) {
+        return Judged::Local(Local::Same);
+    }
+    let Ok(scan) = local::scan_file(&local::abs_of(root, rel)) else {
+        // Vanished or unreadable between stat and read: the next event will tell.
+        return missing();
+    };
+    match entry {
+        Some(e) if e.hash == scan.content_hash && e.size == scan.size => Judged::Touched(meta),
+        _ => Judged::Local(Local::Changed(meta, scan)),
+    }
 }
 
 fn index_chunks(index: &mut HashMap<Hash, (String, u64)>, path: &str, chunks: &[ChunkRef]) {

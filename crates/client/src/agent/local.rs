@@ -122,8 +122,16 @@ pub fn scan_under(root: &Path, dir: &Path, rules: &IgnoreRules) -> BTreeMap<Stri
 
 /// Chunks and hashes a file, streaming (never the whole file in memory). Blocking: call from a blocking task.
 pub fn scan_file(path: &Path) -> std::io::Result<FileScan> {
-    let file = std::fs::File::open(path)?;
-    chunking::scan(std::io::BufReader::with_capacity(1 << 20, file))
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    // Small files (most of a source tree) are read whole and hashed once; the streaming chunker
+    // reads big ones in its own large blocks.
+    let mut head = Vec::new();
+    (&mut file).take(u64::from(chunking::MIN_CHUNK) + 1).read_to_end(&mut head)?;
+    if let Some(scan) = chunking::scan_small(&head) {
+        return Ok(scan);
+    }
+    chunking::scan(std::io::Cursor::new(head).chain(file))
 }
 
 /// Reads the chunk `want` at `offset` of `path` and returns it if its hash still matches.

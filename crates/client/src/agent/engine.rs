@@ -34,6 +34,9 @@ use super::watch::WatchEvent;
 
 /// Chunks fetched per `GetChunks` request (bounded memory: 64 × 256 KiB).
 const CHUNK_BATCH: usize = 64;
+/// `GetChunks` windows of one large download in flight together (at most 64 MiB held, 16 MiB at the
+/// average chunk size).
+const WINDOWS_AHEAD: usize = 4;
 
 /// Journal changes applied as one batch: their small downloads are fetched ahead together and
 /// made durable with one barrier. Also the most live changes taken from the queue at once.
@@ -1058,9 +1061,11 @@ impl FolderSync {
         let bar = self.ui.bytes(manifest.size, rel);
         let mut whole = blake3::Hasher::new();
         let mut reused = 0u64;
-        for window in manifest.chunks.chunks(CHUNK_BATCH) {
+        // A few windows are asked for at once (the node serves them concurrently), so the network,
+        // the node's disk and our writes overlap instead of taking turns.
+        for group in manifest.chunks.chunks(CHUNK_BATCH * WINDOWS_AHEAD) {
             let mut have: HashMap<Hash, Vec<u8>> = HashMap::new();
-            for c in window {
+            for c in group {
                 if have.contains_key(&c.hash) {
                     continue;
                 }
@@ -1069,22 +1074,23 @@ impl FolderSync {
                     have.insert(c.hash, data);
                 }
             }
-            let mut missing: Vec<Hash> = Vec::new();
-            for c in window {
-                if !have.contains_key(&c.hash) && !missing.contains(&c.hash) {
-                    missing.push(c.hash);
-                }
-            }
-            if !missing.is_empty() {
-                let fetched = remote.chunks(self.ws, &missing).await?;
-                for (hash, data) in missing.iter().zip(fetched) {
+            let mut asked: std::collections::HashSet<Hash> = std::collections::HashSet::new();
+            let sets: Vec<Vec<Hash>> = group
+                .chunks(CHUNK_BATCH)
+                .map(|window| {
+                    window.iter().map(|c| c.hash).filter(|h| !have.contains_key(h) && asked.insert(*h)).collect()
+                })
+                .filter(|set: &Vec<Hash>| !set.is_empty())
+                .collect();
+            for (set, fetched) in sets.iter().zip(remote.chunk_sets(self.ws, &sets).await) {
+                for (hash, data) in set.iter().zip(fetched?) {
                     if chunking::hash(&data) != *hash {
                         return Err(SyncError::Connection("a chunk arrived damaged".into()));
                     }
                     have.insert(*hash, data);
                 }
             }
-            for c in window {
+            for c in group {
                 let Some(data) = have.get(&c.hash) else {
                     return Err(SyncError::Connection("the node did not send a chunk it listed".into()));
                 };

@@ -28,19 +28,28 @@ const BATCH_FILE_BYTES: u64 = 1024 * 1024;
 /// Chunk bytes of one `PutFiles` batch (one `NeedChunks` answer, one durability barrier on the node).
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Splits the jobs named by `small` into batches within the protocol's limits and [`BATCH_BYTES`].
-fn batches<'a>(small: &'a [usize], jobs: &[PutJob]) -> Vec<&'a [usize]> {
+/// Splits the jobs named by `small` into batches within the protocol's limits, [`BATCH_BYTES`] of
+/// content and `frame_budget` bytes of `PutFiles` frame (long paths count).
+fn batches<'a>(small: &'a [usize], jobs: &[PutJob], frame_budget: usize) -> Vec<&'a [usize]> {
     let mut out = Vec::new();
-    let (mut start, mut files, mut chunks, mut bytes) = (0, 0usize, 0usize, 0u64);
+    let (mut start, mut files, mut chunks, mut bytes, mut frame) = (0, 0usize, 0usize, 0u64, 0usize);
     for (k, &i) in small.iter().enumerate() {
         let (c, b) = (jobs[i].scan.chunks.len(), jobs[i].scan.size);
-        if files > 0 && (files == MAX_BATCH_FILES || chunks + c > MAX_BATCH_CHUNKS || bytes + b > BATCH_BYTES) {
+        // Generous per-file estimate of the encoded entry: path, fixed fields, 32-byte hash + length per chunk.
+        let f = jobs[i].path.len() + 96 + c * 40;
+        if files > 0
+            && (files == MAX_BATCH_FILES
+                || chunks + c > MAX_BATCH_CHUNKS
+                || bytes + b > BATCH_BYTES
+                || frame + f > frame_budget)
+        {
             out.push(&small[start..k]);
-            (start, files, chunks, bytes) = (k, 0, 0, 0);
+            (start, files, chunks, bytes, frame) = (k, 0, 0, 0, 0);
         }
         files += 1;
         chunks += c;
         bytes += b;
+        frame += f;
     }
     if files > 0 {
         out.push(&small[start..]);
@@ -146,7 +155,9 @@ impl Remote for Session {
         let mut out: Vec<Option<Result<Committed, RemoteError>>> = vec![None; jobs.len()];
         // Small files go in `PutFiles` batches: one request and one transaction for many files.
         let small: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].scan.size <= BATCH_FILE_BYTES).collect();
-        for group in batches(&small, jobs) {
+        // Half the node's frame limit leaves room for the encoding's own overhead.
+        let budget = self.client.welcome().max_frame_bytes as usize / 2;
+        for group in batches(&small, jobs, budget) {
             let uploads: Vec<BatchUpload<'_>> = group
                 .iter()
                 .map(|&i| BatchUpload {
@@ -277,4 +288,46 @@ async fn get_chunks(client: Client, ws: WorkspaceId, hashes: Vec<Hash>) -> Resul
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use filesync_core::chunking::{ChunkRef, ScannedChunk};
+
+    use super::*;
+
+    fn job(path: String, size: u64, chunks: usize) -> PutJob {
+        let chunk = ScannedChunk { chunk: ChunkRef { hash: [1; 32], len: 1 }, offset: 0 };
+        PutJob {
+            abs: path.clone().into(),
+            path,
+            base_version: 0,
+            meta: LocalFile { size, mtime_ms: 0, mode: 0o644 },
+            scan: FileScan { size, content_hash: [0; 32], chunks: vec![chunk; chunks] },
+        }
+    }
+
+    fn sizes(groups: &[&[usize]]) -> Vec<usize> {
+        groups.iter().map(|g| g.len()).collect()
+    }
+
+    #[test]
+    fn batches_stay_within_every_limit() {
+        let all = |jobs: &[PutJob]| (0..jobs.len()).collect::<Vec<_>>();
+        let tiny: Vec<PutJob> = (0..2500).map(|i| job(format!("f{i}"), 10, 1)).collect();
+        assert_eq!(sizes(&batches(&all(&tiny), &tiny, usize::MAX)), vec![1024, 1024, 452]);
+        // 16 MiB of content per batch.
+        let mib: Vec<PutJob> = (0..40).map(|i| job(format!("m{i}"), 1 << 20, 16)).collect();
+        assert_eq!(sizes(&batches(&all(&mib), &mib, usize::MAX)), vec![16, 16, 8]);
+        // Chunk references.
+        let many: Vec<PutJob> = (0..3).map(|i| job(format!("c{i}"), 100, 10_000)).collect();
+        assert_eq!(sizes(&batches(&all(&many), &many, usize::MAX)), vec![1, 1, 1]);
+        // Long paths against a small frame limit; a file that alone exceeds it still goes (alone).
+        let long: Vec<PutJob> = (0..10).map(|i| job(format!("{i}{}", "x".repeat(3000)), 10, 1)).collect();
+        assert_eq!(sizes(&batches(&all(&long), &long, 10_000)), vec![3, 3, 3, 1]);
+        assert_eq!(sizes(&batches(&all(&long), &long, 100)), vec![1; 10]);
+        // Only the jobs named are batched, in order.
+        let some = [1, 3, 5];
+        assert_eq!(batches(&some, &tiny, usize::MAX), vec![&some[..]]);
+    }
 }

@@ -270,7 +270,18 @@ impl Deployment {
             if holds(&placed) {
                 return placed;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}; presence: {placed:?}");
+            if tokio::time::Instant::now() >= deadline {
+                let log = |home: &Path| {
+                    let text = std::fs::read_to_string(home.join("agent.log")).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                };
+                panic!(
+                    "timed out waiting for: {what}; presence: {placed:?}\n--- alice's agent ---\n{}\n--- bob's agent ---\n{}",
+                    log(&self.alice.home),
+                    log(&self.bob.home)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -68,6 +68,17 @@ async fn batch_story(cluster: &Cluster) {
     within("download", b.download(ws, last.seq, &got)).await.unwrap();
     assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&locals[299].1).unwrap());
 
+    // Many manifest requests in flight at once on one connection (the node serves them concurrently):
+    // every answer reaches its own request, and a refused one does not disturb the others.
+    let asks = seqs.iter().map(|&seq| b.manifest(ws, seq)).chain([b.manifest(ws, 10_000)]);
+    let answers = within("300 manifests at once", futures::future::join_all(asks)).await;
+    for ((answer, &seq), (path, _)) in answers.iter().zip(&seqs).zip(&locals) {
+        let m = answer.as_ref().unwrap();
+        assert_eq!(m.seq, seq);
+        assert_eq!(m.path, if seq == 105 { copy.clone() } else { path.clone() });
+    }
+    assert_eq!(code(answers.into_iter().last().unwrap()), "not_found");
+
     // Sending the same batch again (a retry after a lost answer) changes nothing: each path already
     // has that content, so no new seq and no conflict copy.
     let again: Vec<BatchUpload> = uploads.iter().filter(|u| u.path != "d2/f103.txt").copied().collect();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use filesync_core::chunking::{self, Hash};
-use filesync_core::proto::{BatchFile, BatchOutcome, Message, PutFile};
+use filesync_core::proto::{BatchOutcome, FileUpload, Message, PutFile};
 use filesync_core::WorkspaceId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -139,9 +139,7 @@ impl Client {
         // A large file whose base version this connection knows goes as a delta.
         let base = self.manifests().get(ws, base_version, path);
         let put = |request_id| {
-            let put = PutFile {
-                request_id,
-                workspace_id: ws,
+            let file = FileUpload {
                 path: path.to_owned(),
                 base_version,
                 size: scan.size,
@@ -150,6 +148,7 @@ impl Client {
                 content_hash: scan.content_hash,
                 chunks: chunks.clone(),
             };
+            let put = PutFile { request_id, workspace_id: ws, file };
             match &base {
                 Some(base) => Message::PutDelta(put.to_delta(base_version, base)),
                 None => Message::PutFile(put),
@@ -212,7 +211,7 @@ impl Client {
             for c in &f.scan.chunks {
                 index.entry(c.chunk.hash).or_insert((i, (c.offset, c.chunk.len)));
             }
-            list.push(BatchFile {
+            list.push(FileUpload {
                 path: f.path.to_owned(),
                 base_version: f.base_version,
                 size: f.scan.size,

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use filesync_core::chunking::ChunkRef;
 use filesync_core::proto::frame::encode_frame;
-use filesync_core::proto::{Message, PutFile};
+use filesync_core::proto::{FileUpload, Message, PutFile};
 use filesync_core::WorkspaceId;
 
 /// Per chunk in a `PutFile`: 32-byte hash + length varint (3 bytes for 16 KiB..2 MiB).
@@ -39,9 +39,7 @@ fn delta_frame(before: &[([u8; 32], usize)], after: &[([u8; 32], usize)]) -> usi
     let refs = |l: &[([u8; 32], usize)]| -> Vec<ChunkRef> {
         l.iter().map(|c| ChunkRef { hash: c.0, len: c.1 as u32 }).collect()
     };
-    let put = PutFile {
-        request_id: 1,
-        workspace_id: WorkspaceId(1),
+    let file = FileUpload {
         path: "big.bin".into(),
         base_version: 1,
         size: after.iter().map(|c| c.1 as u64).sum(),
@@ -50,6 +48,7 @@ fn delta_frame(before: &[([u8; 32], usize)], after: &[([u8; 32], usize)]) -> usi
         content_hash: [0; 32],
         chunks: refs(after),
     };
+    let put = PutFile { request_id: 1, workspace_id: WorkspaceId(1), file };
     let msg = Message::PutDelta(put.to_delta(1, &refs(before)));
     encode_frame(&msg, usize::MAX).map(|f| f.len()).unwrap_or(0)
 }

@@ -17,7 +17,7 @@ use filesync_core::path;
 use filesync_core::proto::delta;
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{
-    BatchFile, BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, Message, PutDelta, PutFile, RequestId,
+    BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, FileUpload, Message, PutDelta, PutFile, RequestId,
     MAX_BATCH_CHUNKS, MAX_BATCH_FILES,
 };
 use filesync_core::storage::{StorageError, Stored};
@@ -60,7 +60,7 @@ type ChunkWrite = JoinHandle<Result<Stored, StorageError>>;
 /// What an upload commits once its chunks are in.
 enum Job {
     One(PutFile),
-    Many { request_id: RequestId, workspace_id: WorkspaceId, files: Vec<BatchFile> },
+    Many { request_id: RequestId, workspace_id: WorkspaceId, files: Vec<FileUpload> },
 }
 
 impl Job {
@@ -252,8 +252,8 @@ impl Session {
     }
 
     async fn put_file(&mut self, put: PutFile) -> Result<(), ReqError> {
-        check_path(&put.path)?;
-        let lengths = check_chunks(&put.chunks, put.size)?;
+        check_path(&put.file.path)?;
+        let lengths = check_chunks(&put.file.chunks, put.file.size)?;
         self.open_upload(put.request_id, put.workspace_id, lengths, Job::One(put)).await
     }
 
@@ -263,7 +263,7 @@ impl Session {
         &mut self,
         request_id: RequestId,
         ws: WorkspaceId,
-        files: Vec<BatchFile>,
+        files: Vec<FileUpload>,
     ) -> Result<(), ReqError> {
         if files.is_empty() || files.len() > MAX_BATCH_FILES {
             return Err(ReqError::bad_request(format!("a batch carries 1 to {MAX_BATCH_FILES} files")));
@@ -395,17 +395,7 @@ impl Session {
 
     async fn commit_upload(&mut self, job: Job) -> Result<(), ReqError> {
         match job {
-            Job::One(put) => {
-                let content = Content {
-                    size: put.size,
-                    mtime_ms: put.mtime_ms,
-                    mode: put.mode,
-                    content_hash: put.content_hash,
-                    chunks: put.chunks,
-                };
-                let edit = Edit::Put { path: put.path, base_version: put.base_version, content };
-                self.commit(put.request_id, put.workspace_id, edit).await
-            }
+            Job::One(put) => self.commit(put.request_id, put.workspace_id, put_edit(put.file)).await,
             Job::Many { request_id, workspace_id, files } => self.commit_batch(request_id, workspace_id, files).await,
         }
     }
@@ -415,23 +405,10 @@ impl Session {
         &mut self,
         request_id: RequestId,
         ws: WorkspaceId,
-        files: Vec<BatchFile>,
+        files: Vec<FileUpload>,
     ) -> Result<(), ReqError> {
         authorize(&self.shared.db, self.identity.user, ws, Access::Write).await?;
-        let edits: Vec<Edit> = files
-            .into_iter()
-            .map(|f| Edit::Put {
-                path: f.path,
-                base_version: f.base_version,
-                content: Content {
-                    size: f.size,
-                    mtime_ms: f.mtime_ms,
-                    mode: f.mode,
-                    content_hash: f.content_hash,
-                    chunks: f.chunks,
-                },
-            })
-            .collect();
+        let edits: Vec<Edit> = files.into_iter().map(put_edit).collect();
         let author = self.author();
         let done = self.shared.db.write(move |c| journal::commit_many(c, ws, &author, &edits)).await?;
         let mut last = None;
@@ -670,6 +647,13 @@ async fn send_answer(resp: &mpsc::Sender<Message>, conn: &ConnHandle, msg: Messa
         sent = resp.send(msg) => sent.is_ok(),
         () = conn.kill.cancelled() => false,
     }
+}
+
+/// The journal edit an uploaded file asks for.
+fn put_edit(f: FileUpload) -> Edit {
+    let content =
+        Content { size: f.size, mtime_ms: f.mtime_ms, mode: f.mode, content_hash: f.content_hash, chunks: f.chunks };
+    Edit::Put { path: f.path, base_version: f.base_version, content }
 }
 
 fn check_path(p: &str) -> Result<(), ReqError> {

@@ -153,7 +153,7 @@ impl Encoder<Message> for FrameCodec {
 mod tests {
     use super::*;
     use crate::ids::WorkspaceId;
-    use crate::proto::{ChunkRef, ErrorCode, PutFile};
+    use crate::proto::{ChunkRef, ErrorCode, FileUpload, PutFile};
 
     fn samples() -> Vec<Message> {
         vec![
@@ -162,13 +162,15 @@ mod tests {
             Message::PutFile(PutFile {
                 request_id: 1,
                 workspace_id: WorkspaceId(2),
-                path: "a/b".into(),
-                base_version: 0,
-                size: 5,
-                mtime_ms: -3,
-                mode: 0o644,
-                content_hash: [1; 32],
-                chunks: vec![ChunkRef { hash: [2; 32], len: 5 }],
+                file: FileUpload {
+                    path: "a/b".into(),
+                    base_version: 0,
+                    size: 5,
+                    mtime_ms: -3,
+                    mode: 0o644,
+                    content_hash: [1; 32],
+                    chunks: vec![ChunkRef { hash: [2; 32], len: 5 }],
+                },
             }),
             Message::Chunk { request_id: 9, hash: [3; 32], data: (0..=255).collect() },
             Message::Ping { nonce: u64::MAX },

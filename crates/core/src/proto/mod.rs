@@ -130,7 +130,7 @@ pub enum Message {
     /// 26, client → node: up to [`MAX_BATCH_FILES`] files of one workspace, committed together
     /// (one authorization, one chunk lookup, one transaction, one announcement). Answered by one
     /// `NeedChunks` for the chunks of all of them, then `CommittedMany` or an `Error` for the whole batch.
-    PutFiles { request_id: RequestId, workspace_id: WorkspaceId, files: Vec<BatchFile> },
+    PutFiles { request_id: RequestId, workspace_id: WorkspaceId, files: Vec<FileUpload> },
     /// 27, node → client: the outcome of each file of a `PutFiles`, in the order sent. Consecutive
     /// seqs; a refused file (stale base of a …) does not stop the others.
     CommittedMany { request_id: RequestId, workspace_id: WorkspaceId, results: Vec<BatchOutcome> },
@@ -141,14 +141,19 @@ pub const MAX_BATCH_FILES: usize = 1024;
 /// Chunk references one `PutFiles` may carry in all (a batch is for many small files; big ones go alone).
 pub const MAX_BATCH_CHUNKS: usize = 16 * 1024;
 
-/// One file of a `PutFiles`: a `PutFile` without the request and workspace.
+/// One file's upload: where it goes, what it was based on, and its content as a chunk list. The
+/// body of a `PutFile` and each entry of a `PutFiles` (postcard writes a nested struct's fields in
+/// place, so `PutFile` is on the wire exactly its request, workspace, then these fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchFile {
+pub struct FileUpload {
     pub path: String,
+    /// The version the client's copy was based on; 0 = "I believe this path does not exist".
     pub base_version: i64,
     pub size: u64,
     pub mtime_ms: i64,
+    /// Unix permission bits (0 if unknown).
     pub mode: u32,
+    /// BLAKE3 of the whole content.
     pub content_hash: Hash,
     pub chunks: Vec<ChunkRef>,
 }
@@ -185,33 +190,25 @@ pub struct PutDelta {
 pub struct PutFile {
     pub request_id: RequestId,
     pub workspace_id: WorkspaceId,
-    pub path: String,
-    /// The version the client's copy was based on; 0 = "I believe this path does not exist".
-    pub base_version: i64,
-    pub size: u64,
-    pub mtime_ms: i64,
-    /// Unix permission bits (0 if unknown).
-    pub mode: u32,
-    /// BLAKE3 of the whole content.
-    pub content_hash: Hash,
-    pub chunks: Vec<ChunkRef>,
+    pub file: FileUpload,
 }
 
 impl PutFile {
     /// This upload with its chunk list as runs over `base`, the list of version `base_seq`.
     pub fn to_delta(&self, base_seq: i64, base: &[ChunkRef]) -> PutDelta {
+        let f = &self.file;
         PutDelta {
             request_id: self.request_id,
             workspace_id: self.workspace_id,
-            path: self.path.clone(),
-            base_version: self.base_version,
-            size: self.size,
-            mtime_ms: self.mtime_ms,
-            mode: self.mode,
-            content_hash: self.content_hash,
+            path: f.path.clone(),
+            base_version: f.base_version,
+            size: f.size,
+            mtime_ms: f.mtime_ms,
+            mode: f.mode,
+            content_hash: f.content_hash,
             base_seq,
-            runs: delta::diff(base, &self.chunks),
-            manifest_hash: delta::manifest_hash(&self.chunks),
+            runs: delta::diff(base, &f.chunks),
+            manifest_hash: delta::manifest_hash(&f.chunks),
         }
     }
 }
@@ -222,13 +219,15 @@ impl PutDelta {
         PutFile {
             request_id: self.request_id,
             workspace_id: self.workspace_id,
-            path: self.path,
-            base_version: self.base_version,
-            size: self.size,
-            mtime_ms: self.mtime_ms,
-            mode: self.mode,
-            content_hash: self.content_hash,
-            chunks,
+            file: FileUpload {
+                path: self.path,
+                base_version: self.base_version,
+                size: self.size,
+                mtime_ms: self.mtime_ms,
+                mode: self.mode,
+                content_hash: self.content_hash,
+                chunks,
+            },
         }
     }
 }
@@ -547,6 +546,30 @@ mod tests {
         // A run is a variant tag then varints: a 16,000-chunk copy costs 4 bytes.
         assert_eq!(postcard::to_allocvec(&delta::Run::Copy { start: 1, count: 16_000 }).unwrap(), [0, 1, 0x80, 0x7d]);
         assert_eq!(PROTOCOL_VERSION, 3);
+    }
+
+    /// `PutFile` nests a `FileUpload`; on the wire that is its fields in place, as documented (and as
+    /// protocol 2 sent them flat).
+    #[test]
+    fn a_put_file_is_its_fields_in_place() {
+        let file = FileUpload {
+            path: "a/b".into(),
+            base_version: 3,
+            size: 5,
+            mtime_ms: -1,
+            mode: 0o644,
+            content_hash: [9; 32],
+            chunks: vec![ChunkRef { hash: [8; 32], len: 5 }],
+        };
+        let put = postcard::to_allocvec(&Message::PutFile(PutFile {
+            request_id: 300,
+            workspace_id: WorkspaceId(2),
+            file: file.clone(),
+        }))
+        .unwrap();
+        let mut want = vec![6, 0xac, 0x02, 4];
+        want.extend(postcard::to_allocvec(&file).unwrap());
+        assert_eq!(put, want);
     }
 
     #[test]

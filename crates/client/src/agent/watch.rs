@@ -1,8 +1,9 @@
 //! A recursive watcher on a linked folder whose events are debounced per
 //! path: a path is reported once it has been quiet for the configured period,
 //! so an editor's burst of writes becomes one upload. A file its writer has
-//! closed (inotify close-write) is complete and is reported after only
-//! [`CLOSED_SETTLE`], unless it is written again meanwhile.
+//! closed (inotify close-write) is complete, and a removed one is gone: both
+//! are reported after only [`CLOSED_SETTLE`], unless the path is written (or
+//! created again) meanwhile.
 //!
 //! The watcher only says *where* to look; what changed is always decided by
 //! comparing the file with the state, so lost or duplicated events cost a
@@ -29,9 +30,20 @@ pub enum WatchEvent {
 
 enum Raw {
     Path(PathBuf),
-    /// A writer closed the file: it is complete, report it almost at once.
+    /// A writer closed the file, or it was removed: nothing more is coming, report it almost at once.
     Closed(PathBuf),
     Rescan,
+}
+
+/// How the debouncer treats an event: `None` ignores it, `Some(true)` means the path is settled
+/// (closed after writing, or removed), `Some(false)` that more may follow.
+fn settled(kind: &EventKind) -> Option<bool> {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Remove(_) => Some(true),
+        // Reads (ours included: hashing a file opens it) change nothing.
+        EventKind::Access(_) => None,
+        _ => Some(false),
+    }
 }
 
 /// How long a closed file waits for the events that come with it (a rename, another writer)
@@ -59,12 +71,7 @@ pub fn watch(root: &Path, quiet: Duration) -> notify::Result<FolderWatcher> {
                 let _ = raw_tx.send(Raw::Rescan);
                 return;
             }
-            // Reads (ours included: hashing a file opens it) change nothing.
-            let closed = match ev.kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                EventKind::Access(_) => return,
-                _ => false,
-            };
+            let Some(closed) = settled(&ev.kind) else { return };
             for p in ev.paths {
                 let _ = raw_tx.send(if closed { Raw::Closed(p) } else { Raw::Path(p) });
             }
@@ -182,6 +189,30 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), WatchEvent::Paths(vec![PathBuf::from("/r/b")]));
         assert_eq!(before.elapsed(), Duration::from_millis(50));
         assert!(rx.try_recv().is_err(), "reported once");
+    }
+
+    #[test]
+    fn closes_and_removals_settle_a_path_and_reads_are_ignored() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind};
+        assert_eq!(settled(&EventKind::Access(AccessKind::Close(AccessMode::Write))), Some(true));
+        assert_eq!(settled(&EventKind::Remove(RemoveKind::File)), Some(true));
+        assert_eq!(settled(&EventKind::Remove(RemoveKind::Folder)), Some(true));
+        assert_eq!(settled(&EventKind::Create(CreateKind::File)), Some(false));
+        assert_eq!(settled(&EventKind::Modify(ModifyKind::Any)), Some(false));
+        assert_eq!(settled(&EventKind::Access(AccessKind::Close(AccessMode::Read))), None);
+    }
+
+    /// A deletion is final: it is reported long before a (here: one minute) quiet period ends.
+    #[tokio::test]
+    async fn a_real_delete_does_not_wait_out_the_quiet_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(root.join("old.txt"), b"x").unwrap();
+        let mut w = watch(&root, Duration::from_secs(60)).unwrap();
+        std::fs::remove_file(root.join("old.txt")).unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(20), w.events.recv()).await;
+        let ev = ev.expect("the delete was held for the quiet period").unwrap();
+        assert_eq!(ev, WatchEvent::Paths(vec![root.join("old.txt")]));
     }
 
     #[tokio::test]

@@ -112,11 +112,8 @@ impl LocalDirStore {
                 return Ok(Stored { stored_size: meta.len(), written: false });
             }
         }
-        let compressed = if worth_compressing(data) {
-            Some(zstd::bulk::compress(data, ZSTD_LEVEL).map_err(io_err(&path))?)
-        } else {
-            None
-        };
+        let compressed =
+            if worth_compressing(data) { Some(compress(data, ZSTD_LEVEL).map_err(io_err(&path))?) } else { None };
         let (format, payload) = match &compressed {
             Some(c) if c.len() < data.len() => (FORMAT_ZSTD, &c[..]),
             _ => (FORMAT_RAW, data),
@@ -138,10 +135,31 @@ fn worth_compressing(data: &[u8]) -> bool {
     if data.len() <= 2 * SAMPLE {
         return true;
     }
-    match zstd::bulk::compress(&data[..SAMPLE], 1) {
+    match compress(&data[..SAMPLE], 1) {
         Ok(c) => c.len() < SAMPLE * 97 / 100,
         Err(_) => true,
     }
+}
+
+thread_local! {
+    /// One zstd context per blocking thread and level: creating one per chunk showed in profiles.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `zstd::bulk::compress` on this thread's reused context for `level`.
+fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    COMPRESSORS.with(|cell| {
+        let mut all = cell.borrow_mut();
+        let at = match all.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                all.push((level, zstd::bulk::Compressor::new(level)?));
+                all.len() - 1
+            }
+        };
+        all[at].1.compress(data)
+    })
 }
 
 impl ChunkStore for LocalDirStore {

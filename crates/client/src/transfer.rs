@@ -159,24 +159,14 @@ impl Client {
             Message::NeedChunks { hashes, .. } => hashes,
             other => return Err(unexpected("NeedChunks", &other)),
         };
-        let mut file = tokio::fs::File::open(local).await?;
+        let mut wanted = Vec::with_capacity(needed.len());
         for hash in needed {
-            // The node gave up on this upload (it answered Error): stop sending.
-            if let Ok(msg) = pending.rx.try_recv() {
-                return match msg {
-                    Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
-                    other => Err(unexpected("no answer before the chunks", &other)),
-                };
-            }
             let at = *index
                 .get(&hash)
                 .ok_or_else(|| ClientError::Protocol("the node asked for a chunk not in the manifest".into()))?;
-            let Some(data) = read_chunk(&mut file, at, &hash).await? else {
-                self.send(Message::Cancel { request_id: pending.id }).await?;
-                return Err(ClientError::FileChanged);
-            };
-            self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
+            wanted.push((hash, 0, at));
         }
+        self.send_chunks(&mut pending, vec![local.to_path_buf()], wanted).await?;
         let done = committed(pending.recv().await?)?;
         self.remember(ws, done.seq, &done.path, &chunks);
         Ok(done)
@@ -234,23 +224,7 @@ impl Client {
                 .ok_or_else(|| ClientError::Protocol("the node asked for a chunk not in the batch".into()))?;
             wanted.push((hash, i, at));
         }
-        let (tx, mut rx) = mpsc::channel(READ_AHEAD_CHUNKS);
-        let reader = tokio::task::spawn_blocking(move || read_chunks(&locals, wanted, &tx));
-        while let Some(read) = rx.recv().await {
-            // The node gave up on this batch (it answered Error): stop sending.
-            if let Ok(msg) = pending.rx.try_recv() {
-                return match msg {
-                    Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
-                    other => Err(unexpected("no answer before the chunks", &other)),
-                };
-            }
-            let Some((hash, data)) = read? else {
-                self.send(Message::Cancel { request_id: pending.id }).await?;
-                return Err(ClientError::FileChanged);
-            };
-            self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
-        }
-        drop(reader);
+        self.send_chunks(&mut pending, locals, wanted).await?;
         let results = match pending.recv().await? {
             Message::CommittedMany { results, .. } if results.len() == files.len() => results,
             other => return Err(unexpected("CommittedMany with one result per file", &other)),
@@ -264,6 +238,34 @@ impl Client {
                 BatchOutcome::Refused { code, message } => Err(ClientError::Server { code, message }),
             })
             .collect())
+    }
+
+    /// Sends the `wanted` chunks (hash, index into `files`, place) of the upload `pending`, read on
+    /// one blocking reader a few ahead. Stops at the node's error, or cancels the upload if a file
+    /// no longer has a chunk it was scanned with.
+    async fn send_chunks(
+        &self,
+        pending: &mut crate::Pending,
+        files: Vec<PathBuf>,
+        wanted: Vec<(Hash, usize, (u64, u32))>,
+    ) -> Result<(), ClientError> {
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+        let _reader = tokio::task::spawn_blocking(move || read_chunks(&files, wanted, &tx));
+        while let Some(read) = rx.recv().await {
+            // The node gave up on this upload (it answered Error): stop sending.
+            if let Ok(msg) = pending.rx.try_recv() {
+                return match msg {
+                    Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+                    other => Err(unexpected("no answer before the chunks", &other)),
+                };
+            }
+            let Some((hash, data)) = read? else {
+                self.send(Message::Cancel { request_id: pending.id }).await?;
+                return Err(ClientError::FileChanged);
+            };
+            self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
+        }
+        Ok(())
     }
 
     /// Downloads the version made by `seq` to `dest` (temporary file, verified, renamed).

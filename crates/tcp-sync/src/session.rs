@@ -526,11 +526,6 @@ impl Reads {
         send_answer(&self.resp, &self.conn, msg).await;
     }
 
-    /// The journal entry and chunk list of a file version of `ws`.
-    async fn file_version(&self, ws: WorkspaceId, seq: i64) -> Result<(Change, Vec<ChunkRef>), ReqError> {
-        file_version(&self.shared, ws, seq).await
-    }
-
     async fn manifest(self, request_id: RequestId, ws: WorkspaceId, seq: i64) -> Result<(), ReqError> {
         let user = self.user;
         let (role, found) = self
@@ -563,10 +558,10 @@ impl Reads {
         bases: Vec<i64>,
     ) -> Result<(), ReqError> {
         authorize(&self.shared.db, self.user, ws, Access::Read).await?;
-        let (change, chunks) = self.file_version(ws, seq).await?;
+        let (change, chunks) = file_version(&self.shared, ws, seq).await?;
         let mut base: Option<(i64, Vec<ChunkRef>)> = None;
         for b in bases.into_iter().take(MAX_DELTA_BASES) {
-            if let Ok((c, list)) = self.file_version(ws, b).await {
+            if let Ok((c, list)) = file_version(&self.shared, ws, b).await {
                 if c.path == change.path {
                     base = Some((b, list));
                     break;

@@ -7,7 +7,7 @@ use common::*;
 use filesync_client::{BatchUpload, ClientError};
 use filesync_core::chunking::{self, FileScan};
 use filesync_core::db::Backend;
-use filesync_core::proto::MAX_BATCH_FILES;
+use filesync_core::proto::{MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::Role;
 
 fn scan(path: &std::path::Path) -> FileScan {
@@ -95,6 +95,13 @@ async fn batch_story(cluster: &Cluster) {
         (vec![], "bad_request"),
         (vec![bad("ok/1"); MAX_BATCH_FILES + 1], "bad_request"),
     ];
+    // More chunk references than a batch may carry (each file's list adds up on its own).
+    assert!(2 * 8193 > MAX_BATCH_CHUNKS);
+    let chunk = chunking::ScannedChunk { chunk: chunking::ChunkRef { hash: [5; 32], len: 1 }, offset: 0 };
+    let huge = FileScan { size: 8193, content_hash: [5; 32], chunks: vec![chunk; 8193] };
+    let wide = |path: &'static str| BatchUpload { path, local: &locals[0].1, base_version: 0, scan: &huge };
+    let refused: Vec<(Vec<BatchUpload>, &str)> =
+        refused.into_iter().chain([(vec![wide("w/1"), wide("w/2")], "bad_request")]).collect();
     for (files, want) in refused {
         let err = within("a bad batch", a.put_files_scanned(ws, &files)).await.unwrap_err();
         assert!(matches!(&err, ClientError::Server { code, .. } if code == want), "{err:?}");

@@ -96,7 +96,7 @@ async fn batch_story(cluster: &Cluster) {
         (vec![bad("ok/1"); MAX_BATCH_FILES + 1], "bad_request"),
     ];
     // More chunk references than a batch may carry (each file's list adds up on its own).
-    assert!(2 * 8193 > MAX_BATCH_CHUNKS);
+    const { assert!(2 * 8193 > MAX_BATCH_CHUNKS) };
     let chunk = chunking::ScannedChunk { chunk: chunking::ChunkRef { hash: [5; 32], len: 1 }, offset: 0 };
     let huge = FileScan { size: 8193, content_hash: [5; 32], chunks: vec![chunk; 8193] };
     let wide = |path: &'static str| BatchUpload { path, local: &locals[0].1, base_version: 0, scan: &huge };

@@ -92,14 +92,20 @@ impl From<DbError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
+pub struct ErrorDetail<'a> {
+    /// Stable, snake_case; see docs/http-api.md for the codes of each status.
+    #[schema(value_type = String, example = "workspace_not_found")]
     code: &'a str,
+    /// For people; may change between versions.
     message: String,
 }
 

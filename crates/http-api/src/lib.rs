@@ -17,6 +17,7 @@
 //! - [`throttle`]: in-memory login throttling; [`bus`]: Redis announcements;
 //!   [`metrics`]: Prometheus; [`state`]: what requests share; [`tls`]: HTTPS.
 //! - [`help`]: the environment variables, for `--help`.
+//! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 //!
 //! **Architecture Invariant:** handlers never read headers for credentials
 //! and never compare roles; they take an `AuthUser` and ask `authz`.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod help;
 pub mod known_users;
 pub mod metrics;
+pub mod openapi;
 pub mod presence;
 mod routes;
 pub mod state;

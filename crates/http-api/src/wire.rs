@@ -6,12 +6,14 @@ use chrono::{DateTime, Utc};
 use filesync_core::chunking::hex;
 use filesync_core::db::accounts::{Member, MemberWorkspace, User};
 use filesync_core::proto::presence::PresenceEntry;
-use filesync_core::proto::{Change, EntryKind};
+use filesync_core::proto::{Change, ChangeOp, EntryKind};
 use filesync_core::Role;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserJson {
     pub id: i64,
     pub username: String,
@@ -26,18 +28,19 @@ impl From<User> for UserJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OwnerJson {
     pub id: i64,
     pub username: String,
 }
 
 /// A workspace as listed for one member.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WorkspaceItem {
     pub id: i64,
     pub name: String,
     pub owner: OwnerJson,
+    #[schema(schema_with = role_schema)]
     pub role: Role,
 }
 
@@ -52,11 +55,12 @@ impl From<MemberWorkspace> for WorkspaceItem {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MemberJson {
     pub user_id: i64,
     pub username: String,
     pub email: String,
+    #[schema(schema_with = role_schema)]
     pub role: Role,
 }
 
@@ -67,10 +71,11 @@ impl From<Member> for MemberJson {
 }
 
 /// The current head of a path, as `/workspaces/{id}/files` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FileJson {
     pub path: String,
     /// `file` or `dir`.
+    #[schema(schema_with = kind_schema)]
     pub kind: &'static str,
     /// The seq of the journal row that made this head (`version` and `seq` are the same number).
     pub version: i64,
@@ -98,12 +103,14 @@ impl FileJson {
 }
 
 /// One journal row touching a path, as `/workspaces/{id}/history` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VersionJson {
     /// The seq of the journal row.
     pub version: i64,
     /// `put`, `delete`, `move` or `restore`.
+    #[schema(schema_with = op_schema)]
     pub op: &'static str,
+    #[schema(schema_with = kind_schema)]
     pub kind: &'static str,
     /// The path after the change (a move's destination).
     pub path: String,
@@ -150,7 +157,7 @@ fn committed_at(c: &Change) -> DateTime<Utc> {
 }
 
 /// One connected device, as `/workspaces/{id}/presence` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceJson {
     pub user_id: i64,
     pub username: String,
@@ -173,6 +180,24 @@ impl DeviceJson {
             connected_at: e.connected_at,
         }
     }
+}
+
+/// A member's role as the API writes it: `owner`, `editor` or `viewer`.
+pub fn role_schema() -> utoipa::openapi::Object {
+    let names = [Role::Owner, Role::Editor, Role::Viewer].map(Role::as_str);
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build()
+}
+
+/// An entry's kind: `file` or `dir`.
+pub fn kind_schema() -> utoipa::openapi::Object {
+    let names = [EntryKind::File, EntryKind::Dir].map(EntryKind::as_str);
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build()
+}
+
+/// A journal operation: `put`, `delete`, `move` or `restore`.
+pub fn op_schema() -> utoipa::openapi::Object {
+    let names = [ChangeOp::Put, ChangeOp::Delete, ChangeOp::Move, ChangeOp::Restore].map(ChangeOp::as_str);
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build()
 }
 
 /// An id given as a JSON number or, as the original client sends every

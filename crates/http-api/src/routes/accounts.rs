@@ -7,14 +7,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use filesync_core::db::accounts::{self, NewUser};
 use filesync_core::db::DbError;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
 use crate::wire::UserJson;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
     first_name: String,
     last_name: String,
@@ -23,11 +25,24 @@ pub struct RegisterRequest {
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserResponse {
     user: UserJson,
 }
 
+#[utoipa::path(
+    post,
+    path = "/register",
+    tag = "accounts",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The new account", body = UserResponse),
+        (status = 409, description = "`email_taken` or `username_taken`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_email`, `invalid_password`, `invalid_username` or `invalid_name`", body = ErrorBody),
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn register(state: web::Data<AppState>, body: web::Json<RegisterRequest>) -> ApiResult<HttpResponse> {
     let req = body.into_inner();
     validate::person_name("first_name", &req.first_name)?;
@@ -61,16 +76,20 @@ pub async fn register(state: web::Data<AppState>, body: web::Json<RegisterReques
     Ok(HttpResponse::Created().json(UserResponse { user: user.into() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LoginResponse {
     token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
+    /// RFC 3339, UTC, whole seconds.
+    #[schema(format = DateTime)]
     expires_at: String,
     user: UserJson,
 }
@@ -82,6 +101,22 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A token for `Authorization: Bearer <token>`", body = LoginResponse),
+        (status = 401, description = "`invalid_credentials`: unknown email or wrong password (one answer for both)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -119,13 +154,26 @@ pub async fn login(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CheckTokenResponse {
     valid: bool,
     user_id: i64,
+    /// RFC 3339, UTC, whole seconds.
+    #[schema(format = DateTime)]
     expires_at: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/check-token",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token is valid", body = CheckTokenResponse),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn check_token(user: AuthUser) -> HttpResponse {
     HttpResponse::Ok().json(CheckTokenResponse {
         valid: true,

@@ -13,11 +13,13 @@ use filesync_core::proto::{Change, EntryKind};
 use filesync_core::{UserId, WorkspaceId};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::archive;
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
 use crate::wire::{self, FileJson, VersionJson};
@@ -42,12 +44,25 @@ fn usernames(conn: &mut DbConn, ids: impl Iterator<Item = UserId>) -> Result<Has
     Ok(names)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FilesResponse {
     files: Vec<FileJson>,
 }
 
 /// The live heads, ordered by path.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/files",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The workspace")),
+    responses(
+        (status = 200, description = "The live files and directories, ordered by path", body = FilesResponse),
+        (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn list_files(state: web::Data<AppState>, user: AuthUser, ws: web::Path<i64>) -> ApiResult<HttpResponse> {
     let ws = WorkspaceId(ws.into_inner());
     let (heads, names) = state
@@ -68,18 +83,34 @@ pub async fn list_files(state: web::Data<AppState>, user: AuthUser, ws: web::Pat
     Ok(HttpResponse::Ok().json(FilesResponse { files }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// A path in the workspace (`/`-separated, relative).
     path: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HistoryResponse {
     path: String,
     versions: Vec<VersionJson>,
 }
 
 /// Every journal row that touched the path, newest first.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/history",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The workspace"), HistoryQuery),
+    responses(
+        (status = 200, description = "Every version of the path, newest first", body = HistoryResponse),
+        (status = 404, description = "`workspace_not_found` or `path_not_found` (the path never existed)", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (no `path`) or `invalid_path`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn history(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -112,14 +143,15 @@ pub async fn history(
     Ok(HttpResponse::Ok().json(HistoryResponse { path, versions }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RestoreRequest {
     path: String,
+    /// The version (seq) of `path` to restore; a string of digits is accepted too.
     #[serde(deserialize_with = "wire::id")]
     version: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Restored {
     path: String,
     /// The seq of the new head.
@@ -127,7 +159,7 @@ struct Restored {
     restored_from: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RestoreResponse {
     restored: Restored,
 }
@@ -150,6 +182,24 @@ fn restore_refusal(path: &str, old: Option<&Change>, path_known: bool) -> Option
 }
 
 /// Makes the content of an old version the path's new head, then tells the nodes.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/restore",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The workspace")),
+    request_body = RestoreRequest,
+    responses(
+        (status = 200, description = "The new head", body = RestoreResponse),
+        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found`, `path_not_found` or `version_not_found`", body = ErrorBody),
+        (status = 409, description = "`restore_conflict`: a directory is at the path now, or a parent is a file", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_path`, `version_is_delete` or `not_a_file`", body = ErrorBody),
+        AuthErrors,
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn restore(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -187,14 +237,31 @@ pub async fn restore(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct DownloadRequest {
+    /// A string of digits is accepted too.
     #[serde(deserialize_with = "wire::id")]
     workspace_id: i64,
 }
 
 /// The live heads as a zip, streamed; the response starts before the first
 /// chunk is read.
+#[utoipa::path(
+    post,
+    path = "/download-workspace",
+    tag = "files",
+    security(("bearer" = [])),
+    request_body = DownloadRequest,
+    responses(
+        (status = 200, description = "The current head of every live file and directory, as a zip", content_type = "application/zip", body = Vec<u8>,
+            headers(("Content-Disposition" = String, description = "`attachment` with the workspace's name"))),
+        (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+        AuthErrors,
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn download_workspace(
     state: web::Data<AppState>,
     user: AuthUser,

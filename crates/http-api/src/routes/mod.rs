@@ -1,11 +1,15 @@
 //! The route table. Each path serves one method; any other method on it is a
 //! JSON 405, and any unknown path a JSON 404 (see [`crate::app`]).
+//!
+//! Every route here is described in `/openapi.json`: annotate its handler
+//! with `#[utoipa::path(...)]` and list it in [`crate::openapi::ApiDoc`]
+//! (`tests/openapi.rs` fails otherwise).
 
-mod accounts;
-mod files;
-mod health;
-mod presence;
-mod workspaces;
+pub(crate) mod accounts;
+pub(crate) mod files;
+pub(crate) mod health;
+pub(crate) mod presence;
+pub(crate) mod workspaces;
 
 use actix_web::{web, Resource};
 
@@ -31,5 +35,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/workspaces/{id}/presence").route(web::get().to(presence::presence)))
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)));
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(crate::openapi::openapi_json)));
 }

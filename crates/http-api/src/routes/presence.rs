@@ -6,22 +6,38 @@ use actix_web::{web, HttpResponse};
 use filesync_core::db::accounts;
 use filesync_core::{UserId, WorkspaceId};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
 use crate::bus::REDIS_TIMEOUT;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi::{AuthErrors, ServerErrors};
 use crate::presence;
 use crate::state::AppState;
 use crate::wire::DeviceJson;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PresenceResponse {
     /// `redis`, or `none` when this process has no Redis to read presence from.
+    #[schema(value_type = String, example = "redis")]
     source: &'static str,
     devices: Vec<DeviceJson>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/presence",
+    tag = "presence",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The workspace")),
+    responses(
+        (status = 200, description = "The members' connected devices", body = PresenceResponse),
+        (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn presence(state: web::Data<AppState>, user: AuthUser, ws: web::Path<i64>) -> ApiResult<HttpResponse> {
     let ws = WorkspaceId(ws.into_inner());
     let members = state

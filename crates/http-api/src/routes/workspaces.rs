@@ -7,32 +7,50 @@ use filesync_core::db::DbError;
 use filesync_core::events::UserEvent;
 use filesync_core::{Role, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
 use crate::wire::{self, MemberJson, WorkspaceItem};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateWorkspaceRequest {
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedWorkspace {
     id: i64,
     name: String,
     owner_id: i64,
+    #[schema(schema_with = wire::role_schema)]
     role: Role,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreateWorkspaceResponse {
     workspace: CreatedWorkspace,
 }
 
+#[utoipa::path(
+    post,
+    path = "/create-workspace",
+    tag = "workspaces",
+    security(("bearer" = [])),
+    request_body = CreateWorkspaceRequest,
+    responses(
+        (status = 201, description = "The new workspace, owned by the caller", body = CreateWorkspaceResponse),
+        (status = 409, description = "`workspace_exists`: the caller has a workspace with this name", body = ErrorBody),
+        (status = 422, description = "`invalid_request` or `invalid_workspace_name`", body = ErrorBody),
+        AuthErrors,
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn create_workspace(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -53,21 +71,41 @@ pub async fn create_workspace(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct AddUserRequest {
+    /// A string of digits is accepted too.
     #[serde(deserialize_with = "wire::id")]
     workspace_id: i64,
     email: String,
+    /// `editor` (the default) or `viewer`.
+    #[schema(example = "editor")]
     role: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AddUserResponse {
     member: MemberJson,
 }
 
 const NO_SUCH_USER: ApiError = ApiError::NotFound { code: "user_not_found", message: "no user has this email" };
 
+#[utoipa::path(
+    post,
+    path = "/add-user",
+    tag = "workspaces",
+    security(("bearer" = [])),
+    request_body = AddUserRequest,
+    responses(
+        (status = 201, description = "The new member", body = AddUserResponse),
+        (status = 403, description = "`forbidden`: the caller is a member but not the owner", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of) or `user_not_found`", body = ErrorBody),
+        (status = 409, description = "`already_member`", body = ErrorBody),
+        (status = 422, description = "`invalid_request` or `invalid_role`", body = ErrorBody),
+        AuthErrors,
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn add_user(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -111,7 +149,7 @@ pub async fn add_user(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct WorkspacesResponse {
     workspaces: Vec<WorkspaceItem>,
 }
@@ -122,26 +160,64 @@ async fn list_workspaces(state: &AppState, user: UserId, shared_only: bool) -> A
 }
 
 /// Workspaces others shared with the caller.
+#[utoipa::path(
+    get,
+    path = "/view-shared-workspaces",
+    tag = "workspaces",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The workspaces shared with the caller, not those it owns", body = WorkspacesResponse),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn shared_workspaces(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
     list_workspaces(&state, user.id, true).await
 }
 
 /// Every workspace of the caller, owned and shared.
+#[utoipa::path(
+    get,
+    path = "/workspaces",
+    tag = "workspaces",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every workspace of the caller, owned and shared", body = WorkspacesResponse),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn all_workspaces(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
     list_workspaces(&state, user.id, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MembersQuery {
+    /// The workspace whose members to list.
     #[serde(deserialize_with = "wire::id")]
     workspace_id: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MembersResponse {
     users: Vec<MemberJson>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/view-shared-users",
+    tag = "workspaces",
+    security(("bearer" = [])),
+    params(MembersQuery),
+    responses(
+        (status = 200, description = "The members, the owner first", body = MembersResponse),
+        (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: `workspace_id` is missing or not a number", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn shared_users(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -1,0 +1,129 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of every route, generated
+//! from the `#[utoipa::path]` annotation on each handler and the
+//! `utoipa::ToSchema` derives on the JSON shapes (`wire` and the request and
+//! response structs of `routes`).
+//!
+//! A handler added to the route table must be annotated and listed in
+//! [`ApiDoc`]'s `paths(...)`: `tests/openapi.rs` fails while a route and the
+//! document disagree, and `.ci/schemathesis.sh` checks the live server's
+//! answers against the document.
+//!
+//! The error statuses every route of a kind can answer are grouped here
+//! ([`AuthErrors`], [`JsonBodyErrors`], [`ServerErrors`]); a route lists its
+//! own 403/404/409/422/429 with the codes it uses.
+
+use std::sync::LazyLock;
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use crate::error::ErrorBody;
+use crate::routes::{accounts, files, health, presence, workspaces};
+
+/// The name of the security scheme: `Authorization: Bearer <token>`.
+pub const BEARER: &str = "bearer";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "filesync HTTP API",
+        description = "Accounts, login, workspaces and sharing, and the HTTP side of the sync journal. \
+            Every error answers `{\"error\": {\"code\", \"message\"}}`; see docs/http-api.md."
+    ),
+    paths(
+        accounts::register,
+        accounts::login,
+        accounts::check_token,
+        workspaces::create_workspace,
+        workspaces::add_user,
+        workspaces::shared_workspaces,
+        workspaces::shared_users,
+        workspaces::all_workspaces,
+        files::download_workspace,
+        files::list_files,
+        files::history,
+        files::restore,
+        presence::presence,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "accounts", description = "Registration, login and tokens"),
+        (name = "workspaces", description = "Workspaces and their members"),
+        (name = "files", description = "The sync journal: files, history, restore, downloads"),
+        (name = "presence", description = "Who is connected"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the authenticated routes name.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some("The token from `POST /login`."))
+            .build();
+        components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+    }
+}
+
+/// What a route that takes an `AuthUser` answers without a usable token.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // a description of responses, never built
+pub enum AuthErrors<'a> {
+    /// `missing_token`, `invalid_token` (malformed, wrong signature, user gone) or `token_expired`.
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
+    Unauthorized(ErrorBody<'a>),
+}
+
+/// What a route with a JSON body answers when the body cannot be read.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // a description of responses, never built
+pub enum JsonBodyErrors<'a> {
+    /// `malformed_json`: the body is not JSON.
+    #[response(status = 400)]
+    Malformed(ErrorBody<'a>),
+    /// `payload_too_large`: the body is over 64 KiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody<'a>),
+    /// `unsupported_media_type`: the body is not sent as `application/json`.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody<'a>),
+}
+
+/// What any route that reads the database may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // a description of responses, never built
+pub enum ServerErrors<'a> {
+    /// `internal`: the cause is logged, never sent.
+    #[response(status = 500)]
+    Internal(ErrorBody<'a>),
+    /// `unavailable`: the database (or, for presence, Redis) does not answer.
+    #[response(status = 503)]
+    Unavailable(ErrorBody<'a>),
+}
+
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 description of every route", body = Object),
+    )
+)]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(&*DOCUMENT)
+}

@@ -55,7 +55,7 @@ struct FilesResponse {
     path = "/workspaces/{id}/files",
     tag = "files",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The workspace")),
+    params(("id" = i64, Path, description = "The workspace", example = 1)),
     responses(
         (status = 200, description = "The live files and directories, ordered by path", body = FilesResponse),
         (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
@@ -102,7 +102,7 @@ struct HistoryResponse {
     path = "/workspaces/{id}/history",
     tag = "files",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The workspace"), HistoryQuery),
+    params(("id" = i64, Path, description = "The workspace", example = 1), HistoryQuery),
     responses(
         (status = 200, description = "Every version of the path, newest first", body = HistoryResponse),
         (status = 404, description = "`workspace_not_found` or `path_not_found` (the path never existed)", body = ErrorBody),
@@ -187,7 +187,7 @@ fn restore_refusal(path: &str, old: Option<&Change>, path_known: bool) -> Option
     path = "/workspaces/{id}/restore",
     tag = "files",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The workspace")),
+    params(("id" = i64, Path, description = "The workspace", example = 1)),
     request_body = RestoreRequest,
     responses(
         (status = 200, description = "The new head", body = RestoreResponse),
@@ -253,7 +253,7 @@ pub struct DownloadRequest {
     security(("bearer" = [])),
     request_body = DownloadRequest,
     responses(
-        (status = 200, description = "The current head of every live file and directory, as a zip", content_type = "application/zip", body = Vec<u8>,
+        (status = 200, description = "The current head of every live file and directory, as a zip", content_type = "application/zip", body = [u8],
             headers(("Content-Disposition" = String, description = "`attachment` with the workspace's name"))),
         (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
         (status = 422, description = "`invalid_request`", body = ErrorBody),

@@ -30,7 +30,7 @@ struct PresenceResponse {
     path = "/workspaces/{id}/presence",
     tag = "presence",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The workspace")),
+    params(("id" = i64, Path, description = "The workspace", example = 1)),
     responses(
         (status = 200, description = "The members' connected devices", body = PresenceResponse),
         (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),

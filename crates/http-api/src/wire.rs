@@ -182,22 +182,34 @@ impl DeviceJson {
     }
 }
 
+/// A string schema that allows exactly `names`.
+fn one_of(names: impl IntoIterator<Item = &'static str>) -> utoipa::openapi::Object {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build()
+}
+
 /// A member's role as the API writes it: `owner`, `editor` or `viewer`.
 pub fn role_schema() -> utoipa::openapi::Object {
-    let names = [Role::Owner, Role::Editor, Role::Viewer].map(Role::as_str);
-    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build()
+    // The match fails to compile when a role is added, so the list cannot fall behind.
+    let _every_role_listed = |r: Role| match r {
+        Role::Owner | Role::Editor | Role::Viewer => (),
+    };
+    one_of([Role::Owner, Role::Editor, Role::Viewer].map(Role::as_str))
 }
 
 /// An entry's kind: `file` or `dir`.
 pub fn kind_schema() -> utoipa::openapi::Object {
-    let names = [EntryKind::File, EntryKind::Dir].map(EntryKind::as_str);
-    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build()
+    let _every_kind_listed = |k: EntryKind| match k {
+        EntryKind::File | EntryKind::Dir => (),
+    };
+    one_of([EntryKind::File, EntryKind::Dir].map(EntryKind::as_str))
 }
 
 /// A journal operation: `put`, `delete`, `move` or `restore`.
 pub fn op_schema() -> utoipa::openapi::Object {
-    let names = [ChangeOp::Put, ChangeOp::Delete, ChangeOp::Move, ChangeOp::Restore].map(ChangeOp::as_str);
-    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build()
+    let _every_op_listed = |op: ChangeOp| match op {
+        ChangeOp::Put | ChangeOp::Delete | ChangeOp::Move | ChangeOp::Restore => (),
+    };
+    one_of([ChangeOp::Put, ChangeOp::Delete, ChangeOp::Move, ChangeOp::Restore].map(ChangeOp::as_str))
 }
 
 /// An id given as a JSON number or, as the original client sends every

@@ -18,10 +18,17 @@ use crate::wire::UserJson;
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    #[schema(max_length = 255)]
     first_name: String,
+    #[schema(max_length = 255)]
     last_name: String,
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,32}$", example = "alice")]
     username: String,
+    /// Trimmed and lower-cased; must look like `name@example.com`.
+    #[schema(format = Email, max_length = 254, example = "alice@example.com")]
     email: String,
+    /// At least 8 characters, at most 72 bytes, no NUL.
+    #[schema(min_length = 8, max_length = 72, example = "correct horse battery")]
     password: String,
 }
 

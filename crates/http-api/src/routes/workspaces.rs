@@ -19,6 +19,8 @@ use crate::wire::{self, MemberJson, WorkspaceItem};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateWorkspaceRequest {
+    /// At most 255 bytes, not `.` or `..`, no `/`, `\` or control characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^/\\\u0000-\u001F\u007F-\u009F]+$", example = "Team")]
     name: String,
 }
 

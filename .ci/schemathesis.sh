@@ -86,7 +86,7 @@ status=0
   cd "$work" # hypothesis keeps its files in the working directory
   timeout 600 "$st" run "$base/openapi.json" \
     --header "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth,unsupported_method,allow_header_conformance \
     --phases examples,coverage,fuzzing \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
     --seed "${SCHEMATHESIS_SEED:-20261201}" \

@@ -191,9 +191,15 @@ pub async fn route_not_found() -> ApiResult<HttpResponse> {
     Err(ApiError::NotFound { code: "route_not_found", message: "no such route" })
 }
 
-/// A known path asked with a method it does not serve.
-pub async fn method_not_allowed(req: HttpRequest) -> ApiResult<HttpResponse> {
-    Err(ApiError::MethodNotAllowed(req.method().to_string()))
+/// A known path asked with a method it does not serve; `Allow` lists the
+/// methods `/openapi.json` describes for it.
+pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut res = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
+    let allowed = req.match_pattern().map(|p| crate::openapi::methods_of(&p)).unwrap_or_default();
+    if let Ok(value) = header::HeaderValue::from_str(&allowed.join(", ")) {
+        res.headers_mut().insert(header::ALLOW, value);
+    }
+    res
 }
 
 #[cfg(test)]

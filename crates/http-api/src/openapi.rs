@@ -115,6 +115,26 @@ pub enum ServerErrors<'a> {
 
 static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
 
+/// The methods the document describes for a route pattern such as
+/// `/workspaces/{id}/files`, for the `Allow` header of a 405.
+pub fn methods_of(pattern: &str) -> Vec<&'static str> {
+    let Some(item) = DOCUMENT.paths.paths.get(pattern) else {
+        return Vec::new();
+    };
+    [
+        ("GET", &item.get),
+        ("HEAD", &item.head),
+        ("POST", &item.post),
+        ("PUT", &item.put),
+        ("PATCH", &item.patch),
+        ("DELETE", &item.delete),
+        ("OPTIONS", &item.options),
+    ]
+    .into_iter()
+    .filter_map(|(name, op)| op.as_ref().map(|_| name))
+    .collect()
+}
+
 /// This document.
 #[utoipa::path(
     get,

@@ -149,5 +149,27 @@ async fn the_document_describes_exactly_the_routes() {
             assert_ne!(got, StatusCode::UNAUTHORIZED, "{method} {path} needs a token but does not declare it: {body}");
         }
     }
+
+    // A method the document does not list for a path is a 405 whose `Allow` lists the ones it does.
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let listed: Vec<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+            .into_iter()
+            .filter(|m| item.get(m.to_lowercase()).is_some())
+            .map(String::from)
+            .collect();
+        let other = ["PATCH", "PUT", "DELETE", "POST"]
+            .into_iter()
+            .find(|m| !listed.iter().any(|l| l == m))
+            .expect("an unlisted method");
+        let res = server
+            .raw()
+            .request(Method::from_bytes(other.as_bytes()).unwrap(), server.url(&concrete(path)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{other} {path}");
+        let allow = res.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(allow, Some(listed.join(", ")), "{other} {path}: Allow");
+    }
     server.stop().await.unwrap();
 }

@@ -10,6 +10,8 @@
 //! - [`chunking`]: FastCDC content-defined chunks, BLAKE3 hashes, manifests.
 //! - [`proto`]: the sync protocol's messages and frame codec, presence key layout.
 //! - [`storage`] (feature `storage`): the chunk store trait and its local directory backend.
+//! - [`ingest`] (feature `ingest`): the one upload pipeline (store, durable, record, commit)
+//!   of the sync node and the HTTP API.
 //! - [`db`] (feature `db`): diesel schema, models, the two-backend connection,
 //!   the pool and the embedded migrations; [`password`] (feature `db`): bcrypt.
 //!
@@ -31,6 +33,8 @@ pub mod storage;
 pub mod bin_support;
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "ingest")]
+pub mod ingest;
 #[cfg(feature = "db")]
 pub mod password;
 #[cfg(feature = "testing")]

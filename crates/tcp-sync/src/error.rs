@@ -2,6 +2,7 @@
 //! [`ErrorCode`] and a sentence. Internal details are logged, never sent.
 
 use filesync_core::db::DbError;
+use filesync_core::ingest::IngestError;
 use filesync_core::proto::{ErrorCode, Message, RequestId};
 use filesync_core::storage::StorageError;
 
@@ -51,6 +52,19 @@ impl From<StorageError> for ReqError {
             StorageError::NotFound(_) => ReqError::new(ErrorCode::NotFound, e.to_string()),
             other => {
                 tracing::error!(error = %other, "chunk store error");
+                ReqError::internal()
+            }
+        }
+    }
+}
+
+impl From<IngestError> for ReqError {
+    fn from(e: IngestError) -> ReqError {
+        match e {
+            IngestError::Storage(e) => e.into(),
+            IngestError::Db(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "storing an upload failed");
                 ReqError::internal()
             }
         }

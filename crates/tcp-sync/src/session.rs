@@ -7,12 +7,13 @@
 //! loop, so a shutdown signal is only seen between frames: an upload whose
 //! last chunk has arrived is always committed and answered.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
 use filesync_core::db::accounts;
 use filesync_core::db::journal::{self, Author, Content, Edit};
+use filesync_core::ingest::{self, ChunkSink, Progress};
 use filesync_core::path;
 use filesync_core::proto::delta;
 use filesync_core::proto::presence::PresenceEntry;
@@ -20,11 +21,10 @@ use filesync_core::proto::{
     BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, FileUpload, Message, PutDelta, PutFile, RequestId,
     MAX_BATCH_CHUNKS, MAX_BATCH_FILES,
 };
-use filesync_core::storage::{StorageError, Stored};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::auth::{self, authorize, Access};
 use crate::conn::{End, Reader, Refresh};
@@ -42,20 +42,10 @@ const MAX_DELTA_CHUNKS: usize = 1 << 20;
 /// Bases of a `GetManifestDelta` looked at; the rest are ignored.
 const MAX_DELTA_BASES: usize = 8;
 
-/// Received chunks of one upload being stored at once (the blocking pool does the hashing and writing).
-const STORE_AHEAD: usize = 4;
 /// Chunks of one `GetChunks` read from the store ahead of the one being sent.
 const READ_AHEAD: usize = 4;
 /// Read-only requests (manifests, chunk downloads) of one connection served at once.
 const READS_IN_FLIGHT: usize = 16;
-
-/// Received chunks made durable and recorded together: one sync and one
-/// transaction per batch instead of per chunk (~16 MiB at the usual chunk size),
-/// while an interrupted upload still keeps what it sent.
-const RECORD_BATCH: usize = 256;
-
-/// A received chunk being verified and written on the blocking pool.
-type ChunkWrite = JoinHandle<Result<Stored, StorageError>>;
 
 /// What an upload commits once its chunks are in.
 enum Job {
@@ -63,24 +53,13 @@ enum Job {
     Many { request_id: RequestId, workspace_id: WorkspaceId, files: Vec<FileUpload> },
 }
 
-impl Job {
-    fn workspace_id(&self) -> WorkspaceId {
-        match self {
-            Job::One(p) => p.workspace_id,
-            Job::Many { workspace_id, .. } => *workspace_id,
-        }
-    }
-}
-
 /// An upload waiting for its chunks.
 struct Upload {
     job: Job,
     /// Chunks still to come, with their lengths.
     needed: HashMap<Hash, u32>,
-    /// Being hashed and written, in arrival order.
-    storing: VecDeque<(Hash, u32, ChunkWrite)>,
-    /// Stored but not yet durable and recorded: (hash, length, stored size).
-    unrecorded: Vec<(Hash, u32, u64)>,
+    /// Where the received chunks go: core's ingest pipeline (verify, store, durable, record).
+    sink: ChunkSink,
 }
 
 pub struct Session {
@@ -311,7 +290,8 @@ impl Session {
         if needed.is_empty() {
             return self.commit_upload(job).await;
         }
-        self.uploads.insert(request_id, Upload { job, needed, storing: VecDeque::new(), unrecorded: Vec::new() });
+        let sink = ChunkSink::new(self.shared.db.clone(), self.shared.store.clone(), ws);
+        self.uploads.insert(request_id, Upload { job, needed, sink });
         Ok(())
     }
 
@@ -338,14 +318,22 @@ impl Session {
             return Err(mismatch("the chunk's length differs from the manifest"));
         }
         upload.needed.remove(&hash);
-        let store = self.shared.store.clone();
-        let write = tokio::task::spawn_blocking(move || store.put_deferred(&hash, &data));
-        upload.storing.push_back((hash, len, write));
         let complete = upload.needed.is_empty();
-        // A few chunks are hashed and written on the blocking pool while the next frames are read.
-        if let Err(e) = self.settle(request_id, if complete { 0 } else { STORE_AHEAD }).await {
-            self.uploads.remove(&request_id);
-            return Err(e);
+        // A few chunks are hashed and written on the blocking pool while the next frames are read;
+        // the last one waits for all of them, makes them durable and records them.
+        let mut stored = upload.sink.push(hash, data).await;
+        if complete {
+            stored = match stored {
+                Ok(a) => upload.sink.finish().await.map(|b| a + b),
+                Err(e) => Err(e),
+            };
+        }
+        match stored {
+            Ok(progress) => self.count(progress),
+            Err(e) => {
+                self.uploads.remove(&request_id);
+                return Err(e.into());
+            }
         }
         if complete {
             if let Some(done) = self.uploads.remove(&request_id) {
@@ -355,42 +343,12 @@ impl Session {
         Ok(())
     }
 
-    /// Waits for stored chunks until at most `keep` are in flight; records full batches (all of
-    /// them once nothing is in flight).
-    async fn settle(&mut self, request_id: RequestId, keep: usize) -> Result<(), ReqError> {
-        loop {
-            let Some(upload) = self.uploads.get_mut(&request_id) else { return Ok(()) };
-            let ws = upload.job.workspace_id();
-            let full = upload.unrecorded.len() >= RECORD_BATCH || (upload.storing.is_empty() && keep == 0);
-            if full && !upload.unrecorded.is_empty() {
-                let batch = std::mem::take(&mut upload.unrecorded);
-                self.record(ws, batch).await?;
-                continue;
-            }
-            if upload.storing.len() <= keep {
-                return Ok(());
-            }
-            let Some((hash, len, write)) = upload.storing.pop_front() else { return Ok(()) };
-            let stored = write.await??;
-            self.shared.metrics.chunks_received.inc();
-            self.shared.metrics.chunk_bytes_received.inc_by(u64::from(len));
-            if stored.written {
-                self.shared.metrics.chunks_stored.inc();
-                self.shared.metrics.chunk_store_bytes_written.inc_by(stored.stored_size);
-            }
-            if let Some(upload) = self.uploads.get_mut(&request_id) {
-                upload.unrecorded.push((hash, len, stored.stored_size));
-            }
-        }
-    }
-
-    /// Makes a batch of chunks durable, then records them for `ws` in one transaction.
-    async fn record(&self, ws: WorkspaceId, batch: Vec<(Hash, u32, u64)>) -> Result<(), ReqError> {
-        let store = self.shared.store.clone();
-        let hashes: Vec<Hash> = batch.iter().map(|(h, _, _)| *h).collect();
-        tokio::task::spawn_blocking(move || store.make_durable(&hashes)).await??;
-        self.shared.db.write(move |c| journal::record_chunks(c, ws, &batch)).await?;
-        Ok(())
+    fn count(&self, p: Progress) {
+        let m = &self.shared.metrics;
+        m.chunks_received.inc_by(p.chunks);
+        m.chunk_bytes_received.inc_by(p.bytes);
+        m.chunks_stored.inc_by(p.chunks_written);
+        m.chunk_store_bytes_written.inc_by(p.bytes_written);
     }
 
     async fn commit_upload(&mut self, job: Job) -> Result<(), ReqError> {
@@ -409,8 +367,7 @@ impl Session {
     ) -> Result<(), ReqError> {
         authorize(&self.shared.db, self.identity.user, ws, Access::Write).await?;
         let edits: Vec<Edit> = files.into_iter().map(put_edit).collect();
-        let author = self.author();
-        let done = self.shared.db.write(move |c| journal::commit_many(c, ws, &author, &edits)).await?;
+        let done = ingest::commit_many(&self.shared.db, ws, self.author(), edits).await?;
         let mut last = None;
         let results: Vec<BatchOutcome> = done
             .into_iter()
@@ -448,8 +405,7 @@ impl Session {
             Edit::Move { .. } => ChangeOp::Move,
             Edit::Restore { .. } => ChangeOp::Restore,
         };
-        let author = self.author();
-        let done = self.shared.db.write(move |c| journal::commit(c, ws, &author, &edit)).await?;
+        let done = ingest::commit(&self.shared.db, ws, self.author(), edit).await?;
         if done.new_seq {
             self.shared.metrics.commits.with_label_values(&[op.as_str()]).inc();
             if done.conflict_path.is_some() {

@@ -1,0 +1,303 @@
+//! Ingest: how new content enters a workspace, for the sync node and for HTTP
+//! uploads alike (feature `ingest`).
+//!
+//! 1. Each chunk is verified against its hash and written by the
+//!    [`ChunkStore`] on the blocking pool ([`ChunkStore::put_deferred`]), a few
+//!    at once ([`STORE_AHEAD`]) while the caller reads the next one.
+//! 2. Every [`RECORD_BATCH`] chunks, and at the end, the batch is made durable
+//!    with one [`ChunkStore::make_durable`] and only then recorded in
+//!    `workspace_chunks` ([`journal::record_chunks`], one transaction), so an
+//!    interrupted upload keeps what it sent and a committed version never names
+//!    a chunk a crash can lose.
+//! 3. The version is committed with [`journal::commit`] in one transaction; a
+//!    stale base becomes a conflict copy there.
+//!
+//! The node feeds [`ChunkSink`] with the chunks its client sends (the client
+//! chunked the file); an HTTP upload hands a byte stream to [`put_stream`],
+//! which cuts it with the same FastCDC parameters as
+//! [`crate::chunking::chunks`] while reading, so memory stays flat whatever
+//! the size: one chunker buffer and [`STORE_AHEAD`] chunks of at most
+//! [`MAX_CHUNK`] bytes.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+
+use futures::io::AsyncRead;
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use crate::chunking::{self, ChunkRef, Hash, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
+use crate::db::journal::{self, Author, Committed, Content, Edit};
+use crate::db::{Db, DbError};
+use crate::storage::{ChunkStore, StorageError, Stored};
+use crate::WorkspaceId;
+
+/// Received chunks of one upload being verified and written at once.
+pub const STORE_AHEAD: usize = 4;
+
+/// Chunks made durable and recorded together: one sync and one transaction per
+/// batch instead of per chunk (~16 MiB at the usual chunk size), while an
+/// interrupted upload still keeps what it sent.
+pub const RECORD_BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Reading the upload's bytes failed (the client went away, a body error).
+    #[error("reading the upload: {0}")]
+    Read(#[source] io::Error),
+    #[error("blocking task failed: {0}")]
+    Task(String),
+}
+
+/// What settled during a [`ChunkSink`] call, for the caller's metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Chunks stored (or found already there) and their bytes.
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Of those, the chunks actually written and the bytes they take at rest.
+    pub chunks_written: u64,
+    pub bytes_written: u64,
+}
+
+impl Progress {
+    fn add(&mut self, len: u32, stored: Stored) {
+        self.chunks += 1;
+        self.bytes += u64::from(len);
+        if stored.written {
+            self.chunks_written += 1;
+            self.bytes_written += stored.stored_size;
+        }
+    }
+}
+
+impl std::ops::Add for Progress {
+    type Output = Progress;
+
+    fn add(self, b: Progress) -> Progress {
+        Progress {
+            chunks: self.chunks + b.chunks,
+            bytes: self.bytes + b.bytes,
+            chunks_written: self.chunks_written + b.chunks_written,
+            bytes_written: self.bytes_written + b.bytes_written,
+        }
+    }
+}
+
+type ChunkWrite = JoinHandle<Result<Stored, StorageError>>;
+
+/// The chunks of one upload to one workspace on their way into the store and
+/// `workspace_chunks`. Dropping it abandons the chunks not yet recorded (they
+/// stay in the store, unreferenced, like any interrupted upload's).
+#[derive(Debug)]
+pub struct ChunkSink {
+    db: Db,
+    store: Arc<dyn ChunkStore>,
+    ws: WorkspaceId,
+    /// Being verified and written, in arrival order.
+    storing: VecDeque<(Hash, u32, ChunkWrite)>,
+    /// Stored but not yet durable and recorded: (hash, length, stored size).
+    unrecorded: Vec<(Hash, u32, u64)>,
+}
+
+impl ChunkSink {
+    pub fn new(db: Db, store: Arc<dyn ChunkStore>, ws: WorkspaceId) -> ChunkSink {
+        ChunkSink { db, store, ws, storing: VecDeque::new(), unrecorded: Vec::new() }
+    }
+
+    pub fn workspace(&self) -> WorkspaceId {
+        self.ws
+    }
+
+    /// Starts verifying and writing `data` under `hash` on the blocking pool; waits for older
+    /// chunks until at most [`STORE_AHEAD`] are in flight, recording full batches.
+    pub async fn push(&mut self, hash: Hash, data: Vec<u8>) -> Result<Progress, IngestError> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let store = self.store.clone();
+        self.storing.push_back((hash, len, tokio::task::spawn_blocking(move || store.put_deferred(&hash, &data))));
+        self.settle(STORE_AHEAD).await
+    }
+
+    /// Waits for every chunk, makes them durable and records them: from then on the workspace
+    /// holds them and a version may name them.
+    pub async fn finish(&mut self) -> Result<Progress, IngestError> {
+        self.settle(0).await
+    }
+
+    async fn settle(&mut self, keep: usize) -> Result<Progress, IngestError> {
+        let mut progress = Progress::default();
+        while self.storing.len() > keep {
+            let Some((hash, len, write)) = self.storing.pop_front() else { break };
+            let stored = write.await.map_err(|e| IngestError::Task(e.to_string()))??;
+            progress.add(len, stored);
+            self.unrecorded.push((hash, len, stored.stored_size));
+            if self.unrecorded.len() >= RECORD_BATCH {
+                self.record().await?;
+            }
+        }
+        if keep == 0 && !self.unrecorded.is_empty() {
+            self.record().await?;
+        }
+        Ok(progress)
+    }
+
+    /// Makes the unrecorded chunks durable, then records them in one transaction.
+    async fn record(&mut self) -> Result<(), IngestError> {
+        let batch = std::mem::take(&mut self.unrecorded);
+        let store = self.store.clone();
+        let hashes: Vec<Hash> = batch.iter().map(|(h, _, _)| *h).collect();
+        tokio::task::spawn_blocking(move || store.make_durable(&hashes))
+            .await
+            .map_err(|e| IngestError::Task(e.to_string()))??;
+        let ws = self.ws;
+        self.db.write(move |c| journal::record_chunks(c, ws, &batch)).await?;
+        Ok(())
+    }
+}
+
+/// Commits `edits` in one transaction (see [`journal::commit_many`]).
+pub async fn commit_many(
+    db: &Db,
+    ws: WorkspaceId,
+    author: Author,
+    edits: Vec<Edit>,
+) -> Result<Vec<Result<Committed, DbError>>, DbError> {
+    db.write(move |c| journal::commit_many(c, ws, &author, &edits)).await
+}
+
+/// Commits one edit in one transaction (see [`journal::commit`]).
+pub async fn commit(db: &Db, ws: WorkspaceId, author: Author, edit: Edit) -> Result<Committed, DbError> {
+    db.write(move |c| journal::commit(c, ws, &author, &edit)).await
+}
+
+/// The version a change was made against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// The version the writer saw (0: it saw no file). Another head makes a put a conflict copy.
+    Seen(i64),
+    /// Whatever the path's head is when the change commits (read in the commit's transaction).
+    Current,
+}
+
+impl Base {
+    /// The base version for `path`, read in the caller's transaction for [`Base::Current`].
+    pub fn resolve(self, conn: &mut crate::db::DbConn, ws: WorkspaceId, path: &str) -> Result<i64, DbError> {
+        match self {
+            Base::Seen(v) => Ok(v),
+            Base::Current => Ok(journal::head_of(conn, ws, path)?.filter(|h| !h.deleted).map_or(0, |h| h.seq)),
+        }
+    }
+}
+
+/// Metadata of a put that comes as a byte stream.
+#[derive(Debug, Clone)]
+pub struct StreamedPut {
+    pub path: String,
+    pub base: Base,
+    pub mtime_ms: i64,
+    pub mode: u32,
+}
+
+/// What [`put_stream`] committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCommitted {
+    pub committed: Committed,
+    /// The path had no live file before (the put created one).
+    pub created: bool,
+    pub size: u64,
+    pub content_hash: Hash,
+    pub progress: Progress,
+}
+
+/// Cuts `reader` into chunks while reading (FastCDC, the parameters of [`chunking::chunks`]),
+/// stores and records them through a [`ChunkSink`], then commits the put in one transaction.
+/// Memory does not grow with the size of the content.
+pub async fn put_stream<R: AsyncRead + Unpin>(
+    db: &Db,
+    store: Arc<dyn ChunkStore>,
+    ws: WorkspaceId,
+    author: Author,
+    put: StreamedPut,
+    reader: R,
+) -> Result<StreamCommitted, IngestError> {
+    let mut sink = ChunkSink::new(db.clone(), store, ws);
+    let mut progress = Progress::default();
+    let mut whole = blake3::Hasher::new();
+    let mut size = 0u64;
+    let mut refs: Vec<ChunkRef> = Vec::new();
+    {
+        let mut cdc =
+            fastcdc::v2020::AsyncStreamCDC::new(reader, MIN_CHUNK as usize, AVG_CHUNK as usize, MAX_CHUNK as usize);
+        let mut chunks = std::pin::pin!(cdc.as_stream());
+        while let Some(next) = chunks.next().await {
+            let chunk = next.map_err(|e| match e {
+                fastcdc::v2020::Error::IoError(io) => IngestError::Read(io),
+                other => IngestError::Read(io::Error::other(other.to_string())),
+            })?;
+            let len = u32::try_from(chunk.length).map_err(|_| IngestError::Read(io::Error::other("chunk too long")))?;
+            let hash = chunking::hash(&chunk.data);
+            whole.update(&chunk.data);
+            size += u64::from(len);
+            refs.push(ChunkRef { hash, len });
+            let p = sink.push(hash, chunk.data).await?;
+            progress = progress + p;
+        }
+    }
+    progress = progress + sink.finish().await?;
+    let content_hash = *whole.finalize().as_bytes();
+    let content = Content { size, mtime_ms: put.mtime_ms, mode: put.mode, content_hash, chunks: refs };
+    let StreamedPut { path, base, .. } = put;
+    let (committed, created) = db
+        .write(move |c| {
+            let base_version = base.resolve(c, ws, &path)?;
+            let live_before = journal::head_of(c, ws, &path)?.is_some_and(|h| !h.deleted);
+            let done = journal::commit(c, ws, &author, &Edit::Put { path, base_version, content })?;
+            let created = !live_before || done.conflict_path.is_some();
+            Ok((done, created))
+        })
+        .await?;
+    Ok(StreamCommitted { committed, created, size, content_hash, progress })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streaming chunker cuts exactly where the agent's does, so HTTP uploads dedupe with agents'.
+    #[test]
+    fn async_cuts_match_the_agents() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..3 * 1024 * 1024 + 5)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let sync: Vec<ChunkRef> = chunking::scan(&data[..]).unwrap().refs();
+        let cuts = futures::executor::block_on(async {
+            let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(
+                &data[..],
+                MIN_CHUNK as usize,
+                AVG_CHUNK as usize,
+                MAX_CHUNK as usize,
+            );
+            let chunks: Vec<_> = cdc.as_stream().collect().await;
+            chunks
+                .into_iter()
+                .map(|c| {
+                    let c = c.unwrap();
+                    ChunkRef { hash: chunking::hash(&c.data), len: c.length as u32 }
+                })
+                .collect::<Vec<_>>()
+        });
+        assert!(sync.len() > 10);
+        assert_eq!(cuts, sync);
+    }
+}

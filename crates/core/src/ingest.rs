@@ -194,37 +194,24 @@ impl Base {
     }
 }
 
-/// Metadata of a put that comes as a byte stream.
-#[derive(Debug, Clone)]
-pub struct StreamedPut {
-    pub path: String,
-    pub base: Base,
-    pub mtime_ms: i64,
-    pub mode: u32,
-}
-
-/// What [`put_stream`] committed.
+/// Content read from a byte stream, stored, durable and recorded: ready to commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamCommitted {
-    pub committed: Committed,
-    /// The path had no live file before (the put created one).
-    pub created: bool,
+pub struct Streamed {
     pub size: u64,
     pub content_hash: Hash,
+    pub chunks: Vec<ChunkRef>,
     pub progress: Progress,
 }
 
-/// Cuts `reader` into chunks while reading (FastCDC, the parameters of [`chunking::chunks`]),
-/// stores and records them through a [`ChunkSink`], then commits the put in one transaction.
-/// Memory does not grow with the size of the content.
-pub async fn put_stream<R: AsyncRead + Unpin>(
+/// Cuts `reader` into chunks while reading (FastCDC with the parameters of [`chunking::chunks`], so
+/// the cuts are the agent's), stores and records them through a [`ChunkSink`]. Memory does not
+/// grow with the size of the content: one chunker buffer and [`STORE_AHEAD`] chunks.
+pub async fn store_stream<R: AsyncRead + Unpin>(
     db: &Db,
     store: Arc<dyn ChunkStore>,
     ws: WorkspaceId,
-    author: Author,
-    put: StreamedPut,
     reader: R,
-) -> Result<StreamCommitted, IngestError> {
+) -> Result<Streamed, IngestError> {
     let mut sink = ChunkSink::new(db.clone(), store, ws);
     let mut progress = Progress::default();
     let mut whole = blake3::Hasher::new();
@@ -244,24 +231,56 @@ pub async fn put_stream<R: AsyncRead + Unpin>(
             whole.update(&chunk.data);
             size += u64::from(len);
             refs.push(ChunkRef { hash, len });
-            let p = sink.push(hash, chunk.data).await?;
-            progress = progress + p;
+            progress = progress + sink.push(hash, chunk.data).await?;
         }
     }
     progress = progress + sink.finish().await?;
-    let content_hash = *whole.finalize().as_bytes();
-    let content = Content { size, mtime_ms: put.mtime_ms, mode: put.mode, content_hash, chunks: refs };
-    let StreamedPut { path, base, .. } = put;
-    let (committed, created) = db
-        .write(move |c| {
-            let base_version = base.resolve(c, ws, &path)?;
-            let live_before = journal::head_of(c, ws, &path)?.is_some_and(|h| !h.deleted);
-            let done = journal::commit(c, ws, &author, &Edit::Put { path, base_version, content })?;
-            let created = !live_before || done.conflict_path.is_some();
-            Ok((done, created))
-        })
-        .await?;
-    Ok(StreamCommitted { committed, created, size, content_hash, progress })
+    Ok(Streamed { size, content_hash: *whole.finalize().as_bytes(), chunks: refs, progress })
+}
+
+/// What [`commit_put`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutDone {
+    pub committed: Committed,
+    /// The put made a file where there was none (a new path, or a conflict copy).
+    pub created: bool,
+}
+
+/// Where and how stored content is to be committed.
+#[derive(Debug, Clone)]
+pub struct NewPut {
+    pub path: String,
+    pub base: Base,
+    pub mtime_ms: i64,
+    /// `None` keeps the mode of the file it replaces (0, "the reader's default", for a new one).
+    pub mode: Option<u32>,
+}
+
+/// Commits stored content as a put in one transaction; a base other than the head makes it a
+/// conflict copy.
+pub async fn commit_put(
+    db: &Db,
+    ws: WorkspaceId,
+    author: Author,
+    put: NewPut,
+    streamed: Streamed,
+) -> Result<PutDone, DbError> {
+    let NewPut { path, base, mtime_ms, mode } = put;
+    db.write(move |c| {
+        let base_version = base.resolve(c, ws, &path)?;
+        let head = journal::head_of(c, ws, &path)?.filter(|h| !h.deleted);
+        let mode = match (mode, head) {
+            (Some(m), _) => m,
+            (None, Some(h)) => journal::version_at(c, ws, h.seq)?.map_or(0, |(v, _)| v.mode),
+            (None, None) => 0,
+        };
+        let Streamed { size, content_hash, chunks, .. } = streamed;
+        let content = Content { size, mtime_ms, mode, content_hash, chunks };
+        let committed = journal::commit(c, ws, &author, &Edit::Put { path, base_version, content })?;
+        let created = head.is_none() || committed.conflict_path.is_some();
+        Ok(PutDone { committed, created })
+    })
+    .await
 }
 
 #[cfg(test)]

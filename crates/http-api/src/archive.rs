@@ -36,7 +36,7 @@ use filesync_core::storage::{ChunkStore, StorageError};
 use filesync_core::WorkspaceId;
 use futures::future::{self, BoxFuture};
 use futures::stream::{self, BoxStream};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryFutureExt};
 use zip::write::{FullFileOptions, SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipWriter};
 
@@ -110,7 +110,8 @@ fn pieces(db: Db, store: Arc<dyn ChunkStore>, ws: WorkspaceId, heads: Vec<Change
                 Ok((head, manifest)) => {
                     let store = store.clone();
                     let start = future::ok(Piece::File(head)).boxed();
-                    let chunks = stream::iter(manifest).map(move |c| read_chunk(store.clone(), c).boxed());
+                    let chunks =
+                        stream::iter(manifest).map(move |c| read_chunk(store.clone(), c).map_ok(Piece::Data).boxed());
                     stream::once(future::ready(start)).chain(chunks).boxed()
                 }
             }
@@ -129,14 +130,44 @@ async fn manifest_of(db: Db, ws: WorkspaceId, head: Change) -> Result<(Change, V
     Ok((head, manifest))
 }
 
-async fn read_chunk(store: Arc<dyn ChunkStore>, chunk: ChunkRef) -> Result<Piece, ArchiveError> {
+/// Bytes `start..end` of a file whose chunk list is `manifest`, as a body stream: the chunks that
+/// overlap the range are read from the store (verified) as the client reads, [`READ_AHEAD`] ahead,
+/// and cut to the range. The one download path of single files; the zip reads its chunks with the
+/// same [`read_chunk`]. A chunk whose length differs from the manifest ends the stream with an error.
+pub fn file_stream(
+    store: Arc<dyn ChunkStore>,
+    manifest: Vec<ChunkRef>,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = Result<Bytes, ArchiveError>> {
+    let mut parts = Vec::new();
+    let mut offset = 0u64;
+    for c in manifest {
+        if offset >= end {
+            break;
+        }
+        let c_end = offset + u64::from(c.len);
+        if c_end > start {
+            let from = start.saturating_sub(offset) as usize;
+            let to = (end.min(c_end) - offset) as usize;
+            parts.push((c, from, to));
+        }
+        offset = c_end;
+    }
+    stream::iter(parts)
+        .map(move |(c, from, to)| read_chunk(store.clone(), c).map_ok(move |data| Bytes::from(data).slice(from..to)))
+        .buffered(READ_AHEAD)
+}
+
+/// One chunk, verified by the store, of the length its manifest says.
+async fn read_chunk(store: Arc<dyn ChunkStore>, chunk: ChunkRef) -> Result<Vec<u8>, ArchiveError> {
     let data = tokio::task::spawn_blocking(move || store.get(&chunk.hash))
         .await
         .map_err(|e| ArchiveError::Task(e.to_string()))??;
     if data.len() != chunk.len as usize {
         return Err(ArchiveError::ChunkLength { hash: hex(&chunk.hash), expected: chunk.len, actual: data.len() });
     }
-    Ok(Piece::Data(data))
+    Ok(data)
 }
 
 /// Where the zip writer puts its bytes until the stream hands them on.

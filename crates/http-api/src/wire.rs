@@ -148,6 +148,40 @@ impl VersionJson {
 }
 
 /// A directory or a deletion has no content, hence no hash.
+/// One journal entry in `/workspaces/{id}/activity`.
+#[derive(Debug, Serialize)]
+pub struct ActivityJson {
+    pub seq: i64,
+    pub op: &'static str,
+    pub kind: &'static str,
+    pub path: String,
+    pub from_path: Option<String>,
+    pub deleted: bool,
+    /// The author's username; `None` if the account is gone.
+    pub author: Option<String>,
+    pub author_id: i64,
+    /// The device that made the change (`http-api` for the API and the web UI).
+    pub device_id: String,
+    pub time: DateTime<Utc>,
+}
+
+impl ActivityJson {
+    pub fn new(c: Change, author: Option<String>) -> ActivityJson {
+        ActivityJson {
+            seq: c.seq,
+            op: c.op.as_str(),
+            kind: c.kind.as_str(),
+            deleted: c.deleted,
+            author,
+            author_id: c.author_id.0,
+            time: committed_at(&c),
+            path: c.path,
+            from_path: c.from_path,
+            device_id: c.device_id,
+        }
+    }
+}
+
 fn content_hash(c: &Change) -> Option<String> {
     (c.kind == EntryKind::File && !c.deleted).then(|| hex(&c.content_hash))
 }

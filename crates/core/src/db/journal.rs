@@ -247,6 +247,37 @@ pub fn history(conn: &mut DbConn, ws: WorkspaceId, path: &str) -> Result<Vec<Cha
     rows.iter().map(VersionRow::to_change).collect()
 }
 
+/// Up to `limit` journal rows with a seq below `before` (from the newest if `None`), newest first.
+pub fn recent(conn: &mut DbConn, ws: WorkspaceId, before: Option<i64>, limit: i64) -> Result<Vec<Change>, DbError> {
+    let rows: Vec<VersionRow> = file_versions::table
+        .filter(file_versions::workspace_id.eq(ws.0))
+        .filter(file_versions::seq.lt(before.unwrap_or(i64::MAX)))
+        .order(file_versions::seq.desc())
+        .limit(limit)
+        .select(VersionRow::as_select())
+        .load(conn)?;
+    rows.iter().map(VersionRow::to_change).collect()
+}
+
+/// The live heads strictly under directory `dir` (paths starting with `dir/`), ordered by path.
+pub fn live_under(conn: &mut DbConn, ws: WorkspaceId, dir: &str) -> Result<Vec<Change>, DbError> {
+    // The byte-wise range of `has_live_descendants`.
+    let (low, high) = (format!("{dir}/"), format!("{dir}0"));
+    let rows: Vec<VersionRow> =
+        file_heads::table
+            .inner_join(file_versions::table.on(
+                file_versions::workspace_id.eq(file_heads::workspace_id).and(file_versions::seq.eq(file_heads::seq)),
+            ))
+            .filter(file_heads::workspace_id.eq(ws.0))
+            .filter(file_heads::deleted.eq(false))
+            .filter(file_heads::path.ge(low))
+            .filter(file_heads::path.lt(high))
+            .order(file_heads::path.asc())
+            .select(VersionRow::as_select())
+            .load(conn)?;
+    rows.iter().map(VersionRow::to_change).collect()
+}
+
 /// Which of `hashes` the workspace does not hold yet: unique, in first-seen order.
 pub fn missing_chunks(conn: &mut DbConn, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Hash>, DbError> {
     let held = held_chunks(conn, ws, hashes)?;

@@ -33,7 +33,7 @@ const VERSION_NOT_FOUND: ApiError =
     ApiError::NotFound { code: "version_not_found", message: "this path has no such version" };
 
 /// The username of each author; an account that no longer exists maps to nothing.
-fn usernames(conn: &mut DbConn, ids: impl Iterator<Item = UserId>) -> Result<HashMap<UserId, String>, DbError> {
+pub(crate) fn usernames(conn: &mut DbConn, ids: impl Iterator<Item = UserId>) -> Result<HashMap<UserId, String>, DbError> {
     let distinct: HashSet<UserId> = ids.collect();
     let mut names = HashMap::with_capacity(distinct.len());
     for id in distinct {
@@ -299,14 +299,14 @@ pub async fn download_workspace(
     });
     Ok(HttpResponse::Ok()
         .content_type("application/zip")
-        .insert_header(attachment(&workspace.name))
+        .insert_header(attachment(&format!("{}.zip", workspace.name)))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .streaming(body))
 }
 
-/// `attachment; filename="<ascii>.zip"; filename*=UTF-8''<name>.zip`.
-fn attachment(name: &str) -> ContentDisposition {
-    let file = format!("{name}.zip");
+/// `attachment; filename="<ascii>"; filename*=UTF-8''<file>`: the ASCII fallback has every other
+/// character replaced, the extended value carries the real name percent-encoded.
+pub(crate) fn attachment(file: &str) -> ContentDisposition {
     let ascii: String =
         file.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     ContentDisposition {
@@ -316,7 +316,7 @@ fn attachment(name: &str) -> ContentDisposition {
             DispositionParam::FilenameExt(ExtendedValue {
                 charset: header::Charset::Ext("UTF-8".into()),
                 language_tag: None,
-                value: file.into_bytes(),
+                value: file.as_bytes().to_vec(),
             }),
         ],
     }

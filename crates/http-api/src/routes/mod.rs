@@ -6,6 +6,7 @@
 //! (`tests/openapi.rs` fails otherwise).
 
 pub(crate) mod accounts;
+pub(crate) mod file;
 pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod presence;
@@ -32,6 +33,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/workspaces/{id}/files").route(web::get().to(files::list_files)))
         .service(resource("/workspaces/{id}/history").route(web::get().to(files::history)))
         .service(resource("/workspaces/{id}/restore").route(web::post().to(files::restore)))
+        .service(
+            resource("/workspaces/{id}/file")
+                .route(web::get().to(file::download))
+                .route(web::put().to(file::upload))
+                .route(web::delete().to(file::delete)),
+        )
+        .service(resource("/workspaces/{id}/move").route(web::post().to(file::move_path)))
+        .service(resource("/workspaces/{id}/mkdir").route(web::post().to(file::mkdir)))
+        .service(resource("/workspaces/{id}/activity").route(web::get().to(file::activity)))
         .service(resource("/workspaces/{id}/presence").route(web::get().to(presence::presence)))
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))

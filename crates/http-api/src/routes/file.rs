@@ -176,7 +176,10 @@ pub async fn download(
     let size = change.size;
     let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
     if total != size {
-        return Err(ApiError::internal(format!("version {} of {path:?}: chunks add up to {total}, not {size}", change.seq)));
+        return Err(ApiError::internal(format!(
+            "version {} of {path:?}: chunks add up to {total}, not {size}",
+            change.seq
+        )));
     }
     // Versions never change: the seq names the bytes.
     let etag = format!("\"{}\"", change.seq);
@@ -238,7 +241,14 @@ pub async fn upload(
     let done = ingest::commit_put(&state.db, ws, author(&user), put, streamed).await.map_err(refused)?;
     let Committed { seq, path, conflict_path, new_seq } = done.committed;
     if new_seq {
-        tracing::info!(workspace.id = ws.0, user.id = user.id.0, seq, size, conflict = conflict_path.is_some(), "file uploaded");
+        tracing::info!(
+            workspace.id = ws.0,
+            user.id = user.id.0,
+            seq,
+            size,
+            conflict = conflict_path.is_some(),
+            "file uploaded"
+        );
         announce(&state, ws, seq).await;
     }
     let status = if done.created { StatusCode::CREATED } else { StatusCode::OK };

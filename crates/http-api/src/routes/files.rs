@@ -33,7 +33,10 @@ const VERSION_NOT_FOUND: ApiError =
     ApiError::NotFound { code: "version_not_found", message: "this path has no such version" };
 
 /// The username of each author; an account that no longer exists maps to nothing.
-pub(crate) fn usernames(conn: &mut DbConn, ids: impl Iterator<Item = UserId>) -> Result<HashMap<UserId, String>, DbError> {
+pub(crate) fn usernames(
+    conn: &mut DbConn,
+    ids: impl Iterator<Item = UserId>,
+) -> Result<HashMap<UserId, String>, DbError> {
     let distinct: HashSet<UserId> = ids.collect();
     let mut names = HashMap::with_capacity(distinct.len());
     for id in distinct {

@@ -19,7 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::{accounts, files, health, presence, workspaces};
+use crate::routes::{accounts, file, files, health, presence, workspaces};
 
 /// The name of the security scheme: `Authorization: Bearer <token>`.
 pub const BEARER: &str = "bearer";
@@ -44,6 +44,12 @@ pub const BEARER: &str = "bearer";
         files::list_files,
         files::history,
         files::restore,
+        file::download,
+        file::upload,
+        file::delete,
+        file::move_path,
+        file::mkdir,
+        file::activity,
         presence::presence,
         health::healthz,
         health::readyz,

@@ -149,10 +149,13 @@ impl VersionJson {
 
 /// A directory or a deletion has no content, hence no hash.
 /// One journal entry in `/workspaces/{id}/activity`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActivityJson {
     pub seq: i64,
+    /// `put`, `delete`, `move` or `restore` (a new directory is a `put` of kind `dir`).
+    #[schema(schema_with = op_schema)]
     pub op: &'static str,
+    #[schema(schema_with = kind_schema)]
     pub kind: &'static str,
     pub path: String,
     pub from_path: Option<String>,

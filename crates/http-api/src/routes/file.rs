@@ -22,12 +22,14 @@ use filesync_core::proto::{Change, EntryKind};
 use filesync_core::WorkspaceId;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::files::{attachment, usernames, HTTP_DEVICE_ID};
 use crate::archive;
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
 use crate::wire::ActivityJson;
@@ -97,14 +99,22 @@ async fn announce(state: &AppState, ws: WorkspaceId, seq: i64) {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
+    /// A path in the workspace (`/`-separated, relative).
+    #[param(min_length = 1, max_length = 4096, example = "docs/report.txt")]
     path: String,
+    /// A version (seq) of this path; the current one without it.
+    #[param(minimum = 1)]
     version: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PathQuery {
+    /// A path in the workspace (`/`-separated, relative).
+    #[param(min_length = 1, max_length = 4096, example = "docs/report.txt")]
     path: String,
 }
 
@@ -156,6 +166,35 @@ fn byte_range(req: &HttpRequest, size: u64) -> ApiResult<Option<(u64, u64)>> {
 }
 
 /// The bytes of a file (a version of it with `version`), streamed from the chunk store.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/file",
+    tag = "files",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "The workspace", example = 1),
+        FileQuery,
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023`"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag seen before: 304 if it is still this version"),
+    ),
+    responses(
+        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = [u8],
+            headers(
+                ("ETag" = String, description = "The version, quoted"),
+                ("Content-Disposition" = String, description = "`attachment` with the file's name"),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+            )),
+        (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = [u8],
+            headers(("Content-Range" = String, description = "`bytes first-last/size`"))),
+        (status = 304, description = "`If-None-Match` names this version"),
+        (status = 404, description = "`workspace_not_found`, `file_not_found` or `version_not_found`", body = ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`", body = ErrorBody,
+            headers(("Content-Range" = String, description = "`bytes */size`"))),
+        (status = 422, description = "`invalid_request`, `invalid_path` or `not_a_file`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn download(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -210,7 +249,7 @@ pub async fn download(
     Ok(res.no_chunking(end - start).streaming(body))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PutResponse {
     path: String,
     version: i64,
@@ -219,6 +258,29 @@ struct PutResponse {
 }
 
 /// The body becomes the new content of `path`, chunked and stored while it is read.
+#[utoipa::path(
+    put,
+    path = "/workspaces/{id}/file",
+    tag = "files",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "The workspace", example = 1),
+        PathQuery,
+        ("If-Match" = Option<String>, Header, description = "The version the content was based on; a newer head makes a conflict copy"),
+    ),
+    request_body(content = [u8], content_type = "application/octet-stream", description = "The new content, any size"),
+    responses(
+        (status = 200, description = "The file was updated", body = PutResponse),
+        (status = 201, description = "A new file, or a conflict copy (`conflict_path`)", body = PutResponse),
+        (status = 400, description = "`malformed_json`: the body could not be read", body = ErrorBody),
+        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found`", body = ErrorBody),
+        (status = 409, description = "`parent_is_file` or `kind_mismatch` (a directory is at the path)", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_path`, `invalid_if_match` or `no_conflict_name`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn upload(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -309,7 +371,7 @@ async fn commit_all(
     Ok(done)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ChangedResponse {
     path: String,
     version: i64,
@@ -318,6 +380,26 @@ struct ChangedResponse {
 }
 
 /// Deletes a file, or a directory with everything under it.
+#[utoipa::path(
+    delete,
+    path = "/workspaces/{id}/file",
+    tag = "files",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "The workspace", example = 1),
+        PathQuery,
+        ("If-Match" = Option<String>, Header, description = "The version the caller saw; another head refuses the delete"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = ChangedResponse),
+        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found` or `path_not_found`", body = ErrorBody),
+        (status = 409, description = "`stale_base`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_path` or `invalid_if_match`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -336,15 +418,35 @@ pub async fn delete(
     Ok(HttpResponse::Ok().json(ChangedResponse { path, version: done.seq, from: None }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct MoveRequest {
+    #[schema(min_length = 1, max_length = 4096, example = "docs/old.txt")]
     from: String,
+    #[schema(min_length = 1, max_length = 4096, example = "docs/new.txt")]
     to: String,
     /// The version of `from` the caller saw; without it, the current one.
     base_version: Option<i64>,
 }
 
 /// Moves (renames) a file, or a directory with everything under it.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/move",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The workspace", example = 1)),
+    request_body = MoveRequest,
+    responses(
+        (status = 200, description = "Moved", body = ChangedResponse),
+        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found` or `path_not_found`", body = ErrorBody),
+        (status = 409, description = "`stale_base`, `destination_exists` or `parent_is_file`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_path`, `same_path` or `move_into_itself`", body = ErrorBody),
+        AuthErrors,
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn move_path(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -372,12 +474,32 @@ pub async fn move_path(
     Ok(HttpResponse::Ok().json(ChangedResponse { path: to, version: done.seq, from: Some(from) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct MkdirRequest {
+    #[schema(min_length = 1, max_length = 4096, example = "docs/drafts")]
     path: String,
 }
 
 /// Creates a directory (201), or answers 200 if it is one already.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/mkdir",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The workspace", example = 1)),
+    request_body = MkdirRequest,
+    responses(
+        (status = 200, description = "It is a directory already", body = ChangedResponse),
+        (status = 201, description = "Created", body = ChangedResponse),
+        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found`", body = ErrorBody),
+        (status = 409, description = "`parent_is_file` or `kind_mismatch` (a file is at the path)", body = ErrorBody),
+        (status = 422, description = "`invalid_request` or `invalid_path`", body = ErrorBody),
+        AuthErrors,
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 pub async fn mkdir(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -399,13 +521,18 @@ pub async fn mkdir(
     Ok(HttpResponse::build(status).json(ChangedResponse { path, version: done.seq, from: None }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
+    /// Entries older than this seq (the `next_before_seq` of the previous page).
+    #[param(minimum = 1)]
     before_seq: Option<i64>,
+    /// Entries per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ActivityResponse {
     entries: Vec<ActivityJson>,
     /// Pass as `before_seq` for the next (older) page; absent on the last page.
@@ -414,6 +541,20 @@ struct ActivityResponse {
 }
 
 /// The journal, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/activity",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The workspace", example = 1), ActivityQuery),
+    responses(
+        (status = 200, description = "Journal entries, newest first", body = ActivityResponse),
+        (status = 404, description = "`workspace_not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_limit` or `invalid_before_seq`", body = ErrorBody),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 pub async fn activity(
     state: web::Data<AppState>,
     user: AuthUser,

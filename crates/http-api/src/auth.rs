@@ -1,5 +1,6 @@
 //! Authentication: the [`AuthUser`] extractor is the only code that reads the
-//! `Authorization` header. A handler that takes an `AuthUser` argument is
+//! `Authorization` header (or, without one, the web UI's session cookie
+//! through [`crate::session_cookie`]). A handler that takes an `AuthUser` argument is
 //! authenticated; one that does not is public.
 
 use std::time::Instant;
@@ -15,6 +16,7 @@ use futures::future::LocalBoxFuture;
 
 use crate::error::ApiError;
 use crate::known_users::KnownUser;
+use crate::session_cookie;
 use crate::state::AppState;
 
 /// The caller, proven by a valid token whose user still exists.
@@ -56,10 +58,20 @@ impl FromRequest for AuthUser {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let header = req.headers().get(AUTHORIZATION).map(|v| v.to_str().map(str::to_owned).map_err(|_| INVALID));
+        // Without an Authorization header, the web UI's session cookie (CSRF-checked).
+        let cookie = match (&header, &state) {
+            (None, Some(state)) => session_cookie::credential(req, &state.csrf),
+            _ => Ok(None),
+        };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("AppState missing"))?;
             let header = header.transpose()?;
-            let info = state.jwt.verify(token_of(header.as_deref())?).map_err(|e| match e {
+            let cookie = cookie?;
+            let token = match (&header, &cookie) {
+                (None, Some(cookie)) => cookie.as_str(),
+                _ => token_of(header.as_deref())?,
+            };
+            let info = state.jwt.verify(token).map_err(|e| match e {
                 JwtError::Expired => EXPIRED,
                 _ => INVALID,
             })?;

@@ -18,6 +18,8 @@
 //!   [`metrics`]: Prometheus; [`state`]: what requests share; [`tls`]: HTTPS.
 //! - [`help`]: the environment variables, for `--help`.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
+//! - [`ui`]: the web UI at `/` (embedded assets, `/session`, live events);
+//!   [`session_cookie`]: its HttpOnly session cookie and CSRF rule.
 //!
 //! **Architecture Invariant:** handlers never read headers for credentials
 //! and never compare roles; they take an `AuthUser` and ask `authz`.
@@ -33,15 +35,18 @@ pub mod metrics;
 pub mod openapi;
 pub mod presence;
 mod routes;
+pub mod session_cookie;
 pub mod state;
 pub mod throttle;
 pub mod tls;
+pub mod ui;
 pub mod validate;
 pub mod wire;
 
 use std::future::Future;
 use std::time::Duration;
 
+use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use filesync_core::config::Config;
@@ -77,7 +82,15 @@ pub async fn run(
             .app_data(error::query_config())
             .app_data(error::path_config())
             .wrap(middleware::from_fn(metrics::track))
+            // UI responses set their own policy; everything else may run nothing.
+            .wrap(
+                middleware::DefaultHeaders::new()
+                    .add((header::CONTENT_SECURITY_POLICY, ui::API_CSP))
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    .add((header::REFERRER_POLICY, "no-referrer")),
+            )
             .configure(routes::configure)
+            .configure(ui::configure)
             .default_service(web::to(error::route_not_found))
     })
     // Signals belong to `main`; the seam stops only through `shutdown`.

@@ -16,6 +16,7 @@ use crate::bus::Bus;
 use crate::error::{ApiError, ApiResult};
 use crate::known_users::KnownUsers;
 use crate::metrics::Metrics;
+use crate::session_cookie::CsrfKey;
 use crate::throttle::LoginThrottle;
 
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct AppState {
     /// The chunks the sync nodes stored (`config.storage_dir()`); read-only here.
     pub store: Arc<dyn ChunkStore>,
     pub jwt: JwtKeys,
+    /// Makes the web UI's CSRF tokens ([`crate::session_cookie`]).
+    pub csrf: CsrfKey,
     pub passwords: Passwords,
     pub throttle: LoginThrottle,
     /// `None` when `redis_url` is unset: a single node needs no announcements.
@@ -60,6 +63,7 @@ impl AppState {
             db,
             store: Arc::new(store),
             jwt: JwtKeys::new(&config.jwt_secret, config.jwt_ttl_secs),
+            csrf: CsrfKey::from_jwt_secret(config.jwt_secret.expose()),
             passwords,
             throttle: LoginThrottle::new(config.login_max_failures, Duration::from_secs(config.login_window_secs)),
             bus,

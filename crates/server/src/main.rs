@@ -82,6 +82,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
 
     println!(
         "filesync is running\n  \
+         Web UI:    {http_addr}/   (open it in a browser: register, create a workspace, share it)\n  \
          HTTP API:  {http_addr}\n  \
          sync node: {sync_addr}\n  \
          data:      {}\n\n\

@@ -1,0 +1,85 @@
+//! `/session`: the web UI's login, current session and logout.
+//!
+//! `POST /session` is `POST /login` (the same handler: the same checks,
+//! throttling and token), except that the token goes into the HttpOnly
+//! session cookie instead of the body, and the answer names the CSRF token
+//! the page must send with every state-changing request.
+
+use actix_web::body::to_bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::accounts;
+use crate::session_cookie::{self, cleared_cookie, session_cookie};
+use crate::state::AppState;
+
+#[derive(Serialize)]
+struct SessionUser {
+    id: i64,
+    username: String,
+    email: String,
+}
+
+#[derive(Serialize)]
+struct SessionResponse {
+    user: SessionUser,
+    /// Send as `X-CSRF-Token` with every request that is not GET/HEAD.
+    /// `null` when the caller authenticated with a Bearer token, not the cookie.
+    csrf_token: Option<String>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What the UI needs from `/login`'s answer.
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    user: LoginUser,
+}
+
+#[derive(Deserialize)]
+struct LoginUser {
+    id: i64,
+    username: String,
+    email: String,
+}
+
+/// `GET /session`: who the cookie (or Bearer token) belongs to, and the CSRF token.
+pub async fn current(state: web::Data<AppState>, req: HttpRequest, user: AuthUser) -> HttpResponse {
+    // Only a cookie session gets a CSRF token; a Bearer client needs none.
+    let csrf_token = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        Some(_) => None,
+        None => session_cookie::cookie_token(&req).map(|t| state.csrf.token_for(&t)),
+    };
+    HttpResponse::Ok().json(SessionResponse {
+        user: SessionUser { id: user.id.0, username: user.username, email: user.email },
+        csrf_token,
+        expires_at: user.token_expires_at,
+    })
+}
+
+/// `POST /session` `{email, password}`: logs in exactly as `POST /login`
+/// does and sets the session cookie.
+pub async fn log_in(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<accounts::LoginRequest>,
+) -> ApiResult<HttpResponse> {
+    let res = accounts::login(state.clone(), req.clone(), body).await?;
+    let bytes = to_bytes(res.into_body()).await.map_err(|_| ApiError::internal("cannot read the login answer"))?;
+    let login: Login = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+    let csrf_token = Some(state.csrf.token_for(&login.token));
+    Ok(HttpResponse::Ok().cookie(session_cookie(&req, &login.token, login.expires_at)).json(SessionResponse {
+        user: SessionUser { id: login.user.id, username: login.user.username, email: login.user.email },
+        csrf_token,
+        expires_at: login.expires_at,
+    }))
+}
+
+/// `DELETE /session`: the browser forgets the session cookie. Always 204,
+/// whether or not the cookie was still valid.
+pub async fn log_out(req: HttpRequest) -> HttpResponse {
+    HttpResponse::NoContent().cookie(cleared_cookie(&req)).finish()
+}

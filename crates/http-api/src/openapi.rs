@@ -20,6 +20,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::routes::{accounts, file, files, health, presence, workspaces};
+use crate::ui::session;
 
 /// The name of the security scheme: `Authorization: Bearer <token>`.
 pub const BEARER: &str = "bearer";
@@ -35,6 +36,9 @@ pub const BEARER: &str = "bearer";
         accounts::register,
         accounts::login,
         accounts::check_token,
+        session::current,
+        session::log_in,
+        session::log_out,
         workspaces::create_workspace,
         workspaces::add_user,
         workspaces::shared_workspaces,

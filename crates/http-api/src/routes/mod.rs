@@ -15,6 +15,7 @@ pub(crate) mod workspaces;
 use actix_web::{web, Resource};
 
 use crate::error::method_not_allowed;
+use crate::ui;
 
 fn resource(path: &str) -> Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
@@ -43,6 +44,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/workspaces/{id}/mkdir").route(web::post().to(file::mkdir)))
         .service(resource("/workspaces/{id}/activity").route(web::get().to(file::activity)))
         .service(resource("/workspaces/{id}/presence").route(web::get().to(presence::presence)))
+        .service(
+            resource("/session")
+                .route(web::get().to(ui::session::current))
+                .route(web::post().to(ui::session::log_in))
+                .route(web::delete().to(ui::session::log_out)),
+        )
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))

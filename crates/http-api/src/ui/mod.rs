@@ -1,7 +1,6 @@
 //! The web UI: a single page of plain JavaScript and CSS, embedded in the
-//! binary and served at `/` (assets under `/ui/`), plus the cookie session it
-//! logs in with (`/session`) and the live change feed of an open workspace
-//! (`/workspaces/{id}/events`).
+//! binary and served at `/` (assets under `/ui/`), plus the handlers of the
+//! cookie session it logs in with (`/session`, in the API's route table).
 //!
 //! The page is a client of the JSON API: it calls the same routes the CLI
 //! does, authenticated by the session cookie ([`crate::session_cookie`])
@@ -13,7 +12,7 @@
 //! this origin only (no inline script).
 
 mod assets;
-mod session;
+pub(crate) mod session;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -35,13 +34,7 @@ fn resource(path: &str) -> actix_web::Resource {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/").route(web::get().to(index)).route(web::head().to(index)))
-        .service(resource("/ui/{name}").route(web::get().to(asset)).route(web::head().to(asset)))
-        .service(
-            resource("/session")
-                .route(web::get().to(session::current))
-                .route(web::post().to(session::log_in))
-                .route(web::delete().to(session::log_out)),
-        );
+        .service(resource("/ui/{name}").route(web::get().to(asset)).route(web::head().to(asset)));
 }
 
 async fn index(req: HttpRequest) -> HttpResponse {

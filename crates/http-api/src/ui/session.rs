@@ -9,21 +9,24 @@ use actix_web::body::to_bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use utoipa::ToSchema;
+
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::routes::accounts;
 use crate::session_cookie::{self, cleared_cookie, session_cookie};
 use crate::state::AppState;
 
-#[derive(Serialize)]
-struct SessionUser {
+#[derive(Serialize, ToSchema)]
+pub struct SessionUser {
     id: i64,
     username: String,
     email: String,
 }
 
-#[derive(Serialize)]
-struct SessionResponse {
+#[derive(Serialize, ToSchema)]
+pub struct SessionResponse {
     user: SessionUser,
     /// Send as `X-CSRF-Token` with every request that is not GET/HEAD.
     /// `null` when the caller authenticated with a Bearer token, not the cookie.
@@ -46,6 +49,17 @@ struct LoginUser {
     email: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/session",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller and, for a cookie session, the CSRF token its page must send", body = SessionResponse),
+        AuthErrors,
+        ServerErrors,
+    )
+)]
 /// `GET /session`: who the cookie (or Bearer token) belongs to, and the CSRF token.
 pub async fn current(state: web::Data<AppState>, req: HttpRequest, user: AuthUser) -> HttpResponse {
     // Only a cookie session gets a CSRF token; a Bearer client needs none.
@@ -60,6 +74,23 @@ pub async fn current(state: web::Data<AppState>, req: HttpRequest, user: AuthUse
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/session",
+    tag = "accounts",
+    request_body = accounts::LoginRequest,
+    responses(
+        (status = 200, description = "Logged in: the `filesync_session` cookie is set (HttpOnly, SameSite=Strict); the token is not in the body", body = SessionResponse,
+            headers(("Set-Cookie" = String, description = "`filesync_session=<token>; HttpOnly; SameSite=Strict; Path=/; Max-Age=…`"))),
+        (status = 401, description = "`invalid_credentials`: unknown email or wrong password (one answer for both)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
 /// `POST /session` `{email, password}`: logs in exactly as `POST /login`
 /// does and sets the session cookie.
 pub async fn log_in(
@@ -78,6 +109,14 @@ pub async fn log_in(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/session",
+    tag = "accounts",
+    responses(
+        (status = 204, description = "The cookie is cleared", headers(("Set-Cookie" = String, description = "`filesync_session=; Max-Age=0; …`"))),
+    )
+)]
 /// `DELETE /session`: the browser forgets the session cookie. Always 204,
 /// whether or not the cookie was still valid.
 pub async fn log_out(req: HttpRequest) -> HttpResponse {

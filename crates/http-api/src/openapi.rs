@@ -20,7 +20,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::routes::{accounts, file, files, health, presence, workspaces};
-use crate::ui::session;
+use crate::ui::{self, session};
 
 /// The name of the security scheme: `Authorization: Bearer <token>`.
 pub const BEARER: &str = "bearer";
@@ -39,6 +39,8 @@ pub const BEARER: &str = "bearer";
         session::current,
         session::log_in,
         session::log_out,
+        ui::index,
+        ui::asset,
         workspaces::create_workspace,
         workspaces::add_user,
         workspaces::shared_workspaces,
@@ -67,6 +69,7 @@ pub const BEARER: &str = "bearer";
         (name = "workspaces", description = "Workspaces and their members"),
         (name = "files", description = "The sync journal: files, history, restore, downloads"),
         (name = "presence", description = "Who is connected"),
+        (name = "ui", description = "The web UI's page and assets (HTML, JavaScript, CSS; not JSON)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

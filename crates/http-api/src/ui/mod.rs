@@ -14,10 +14,11 @@
 mod assets;
 pub(crate) mod session;
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::error::method_not_allowed;
+use crate::error::{method_not_allowed, ApiError, ApiResult, ErrorBody};
+
+const NO_ASSET: ApiError = ApiError::NotFound { code: "asset_not_found", message: "the web UI has no such file" };
 
 /// The policy of every UI page and asset: this origin only, no inline script.
 pub const UI_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -33,20 +34,34 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/").route(web::get().to(index)).route(web::head().to(index)))
-        .service(resource("/ui/{name}").route(web::get().to(asset)).route(web::head().to(asset)));
+    cfg.service(resource("/").route(web::get().to(index))).service(resource("/ui/{name}").route(web::get().to(asset)));
 }
 
-async fn index(req: HttpRequest) -> HttpResponse {
-    assets::serve(&req, "index.html").unwrap_or_else(|| HttpResponse::NotFound().finish())
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ui",
+    responses(
+        (status = 200, description = "The web UI's page (its scripts and styles are under `/ui/`)", content_type = "text/html", body = String),
+        (status = 304, description = "The browser's copy is current (`If-None-Match`)"),
+    )
+)]
+pub async fn index(req: HttpRequest) -> ApiResult<HttpResponse> {
+    assets::serve(&req, "index.html").ok_or(NO_ASSET)
 }
 
-async fn asset(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
-    match assets::serve(&req, &name) {
-        Some(res) => res,
-        None => HttpResponse::NotFound()
-            .insert_header((header::CONTENT_SECURITY_POLICY, UI_CSP))
-            .content_type("text/plain; charset=utf-8")
-            .body("no such file"),
-    }
+#[utoipa::path(
+    get,
+    path = "/ui/{name}",
+    tag = "ui",
+    params(("name" = String, Path, description = "An asset of the page: `app.js`, `app.css`, …")),
+    responses(
+        (status = 200, description = "The asset", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"), (String = "text/html"))),
+        (status = 304, description = "The browser's copy is current (`If-None-Match`)"),
+        (status = 404, description = "`asset_not_found`: no such asset", body = ErrorBody),
+    )
+)]
+pub async fn asset(req: HttpRequest, name: web::Path<String>) -> ApiResult<HttpResponse> {
+    assets::serve(&req, &name).ok_or(NO_ASSET)
 }

@@ -22,7 +22,8 @@ use crate::throttle::LoginThrottle;
 #[derive(Debug)]
 pub struct AppState {
     pub db: Db,
-    /// The chunks the sync nodes stored (`config.storage_dir()`); read-only here.
+    /// The chunk store the sync nodes use too (`config.storage_dir()`): downloads read it, HTTP
+    /// uploads write it through core's `ingest`, exactly as a node does.
     pub store: Arc<dyn ChunkStore>,
     pub jwt: JwtKeys,
     /// Makes the web UI's CSRF tokens ([`crate::session_cookie`]).

@@ -178,13 +178,13 @@ fn byte_range(req: &HttpRequest, size: u64) -> ApiResult<Option<(u64, u64)>> {
         ("If-None-Match" = Option<String>, Header, description = "An ETag seen before: 304 if it is still this version"),
     ),
     responses(
-        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = [u8],
+        (status = 200, description = "The whole file; its `Content-Type` follows its name", content_type = "*/*", body = [u8],
             headers(
                 ("ETag" = String, description = "The version, quoted"),
                 ("Content-Disposition" = String, description = "`attachment` with the file's name"),
                 ("Accept-Ranges" = String, description = "`bytes`"),
             )),
-        (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = [u8],
+        (status = 206, description = "The range asked for", content_type = "*/*", body = [u8],
             headers(("Content-Range" = String, description = "`bytes first-last/size`"))),
         (status = 304, description = "`If-None-Match` names this version"),
         (status = 404, description = "`workspace_not_found`, `file_not_found` or `version_not_found`", body = ErrorBody),

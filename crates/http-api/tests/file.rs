@@ -358,3 +358,41 @@ async fn delete_move_mkdir_and_activity() {
     })
     .await;
 }
+
+/// A client that goes away in the middle of its body commits nothing; the
+/// next upload of the same path is an ordinary new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_upload_commits_nothing() {
+    on_both_backends(|backend| async move {
+        let storage = tempfile::tempdir().unwrap();
+        let dir = storage.path().to_path_buf();
+        let srv = Server::start(backend, move |c| c.storage = Some(dir)).await;
+        let p = people(&srv).await;
+        let ws = p.ws;
+        let body = futures::stream::iter(0..8u64).map(|i| {
+            if i < 5 {
+                Ok(noise(1024 * 1024, i))
+            } else {
+                Err(std::io::Error::other("the client gave up"))
+            }
+        });
+        let res = srv
+            .raw()
+            .put(file_url(&srv, ws, "half.bin"))
+            .bearer_auth(&p.alice)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await;
+        assert!(res.as_ref().map_or(true, |r| !r.status().is_success()), "{res:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, files) = srv.get(&format!("/workspaces/{ws}/files"), Some(&p.bob)).await;
+        assert_eq!(files["files"], json!([]));
+        let (_, activity) = srv.get(&format!("/workspaces/{ws}/activity"), Some(&p.bob)).await;
+        assert_eq!(activity["entries"], json!([]));
+        let (status, body) = put(&srv, &p.alice, ws, "half.bin", b"whole", None).await;
+        assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(1)), "{body}");
+        assert_eq!(bytes_of(&srv, &p.bob, ws, "half.bin").await, b"whole");
+        srv.stop().await.expect("clean shutdown");
+    })
+    .await;
+}

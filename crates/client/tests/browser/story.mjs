@@ -75,10 +75,12 @@ const browser = await chromium.launch({
 });
 
 const problems = [];
+const pages = new Map();
 async function person(name) {
   const context = await browser.newContext({ viewport: { width: 1200, height: 800 }, acceptDownloads: true });
   const page = await context.newPage();
   page.setDefaultTimeout(20000);
+  pages.set(name, page);
   page.on('pageerror', (err) => problems.push(`${name}: page error: ${err.message}`));
   page.on('console', (msg) => {
     // 401 before logging in and 404s for routes a server may lack are expected answers, not faults.
@@ -113,126 +115,224 @@ async function openWorkspace(page, name) {
 
 // ---- the story -------------------------------------------------------------
 
-const alice = await person('alice');
-const bob = await person('bob');
-const ALICE = { first: 'Alice', last: 'Liddell', username: 'alice', email: 'alice@example.com', password: 'alice-secret-1' };
-const BOB = { first: 'Bob', last: 'Builder', username: 'bob', email: 'bob@example.com', password: 'bob-secret-12' };
+let alice;
+let bob;
+async function story() {
+  alice = await person('alice');
+  bob = await person('bob');
+  const ALICE = { first: 'Alice', last: 'Liddell', username: 'alice', email: 'alice@example.com', password: 'alice-secret-1' };
+  const BOB = { first: 'Bob', last: 'Builder', username: 'bob', email: 'bob@example.com', password: 'bob-secret-12' };
 
-step('the login page');
-await alice.goto(`${base}/`);
-await alice.getByRole('heading', { name: 'Log in' }).waitFor();
-await shot(alice, 'login');
+  step('the login page');
+  await alice.goto(`${base}/`);
+  await alice.getByRole('heading', { name: 'Log in' }).waitFor();
+  await shot(alice, 'login');
 
-step('two people register');
-await register(alice, ALICE);
-await shot(alice, 'workspaces-empty');
-await register(bob, BOB);
+  step('two people register');
+  await register(alice, ALICE);
+  await shot(alice, 'workspaces-empty');
+  await register(bob, BOB);
 
-step('bob logs out, then logs in again with the keyboard only');
-await bob.getByRole('button', { name: 'Log out' }).click();
-await bob.getByRole('heading', { name: 'Log in' }).waitFor();
-// The email field has the focus; Tab to the password, Enter submits.
-await bob.keyboard.type(BOB.email);
-await bob.keyboard.press('Tab');
-await bob.keyboard.type(BOB.password);
-await bob.keyboard.press('Enter');
-await bob.getByRole('heading', { name: 'Workspaces' }).waitFor();
-const me = await bob.evaluate(async () => (await fetch('/session')).json());
-if (me.user.username !== 'bob') fail(`bob's session belongs to ${me.user.username}`);
+  step('bob logs out, then logs in again with the keyboard only');
+  await bob.getByRole('button', { name: 'Log out' }).click();
+  await bob.getByRole('heading', { name: 'Log in' }).waitFor();
+  // The email field has the focus; Tab to the password, Enter submits.
+  await bob.keyboard.type(BOB.email);
+  await bob.keyboard.press('Tab');
+  await bob.keyboard.type(BOB.password);
+  await bob.keyboard.press('Enter');
+  await bob.getByRole('heading', { name: 'Workspaces' }).waitFor();
+  const me = await bob.evaluate(async () => (await fetch('/session')).json());
+  if (me.user.username !== 'bob') fail(`bob's session belongs to ${me.user.username}`);
 
-step('a wrong password is refused with a message');
-const stranger = await person('stranger');
-await stranger.goto(`${base}/`);
-await stranger.getByLabel('Email').fill(ALICE.email);
-await stranger.getByLabel('Password').fill('not-the-password');
-await stranger.getByRole('button', { name: 'Log in' }).click();
-await stranger.getByRole('alert').filter({ hasText: 'incorrect' }).waitFor();
-await shot(stranger, 'login-refused');
-await stranger.context().close();
+  step('a wrong password is refused with a message');
+  const stranger = await person('stranger');
+  await stranger.goto(`${base}/`);
+  await stranger.getByLabel('Email').fill(ALICE.email);
+  await stranger.getByLabel('Password').fill('not-the-password');
+  await stranger.getByRole('button', { name: 'Log in' }).click();
+  await stranger.getByRole('alert').filter({ hasText: 'incorrect' }).waitFor();
+  await shot(stranger, 'login-refused');
+  await stranger.context().close();
 
-step('alice creates a workspace');
-await alice.getByLabel('Workspace name').fill('Team');
-await alice.getByRole('button', { name: 'Create workspace' }).click();
-await alice.getByRole('heading', { name: 'Team', exact: true }).waitFor();
-await shot(alice, 'workspace-empty');
-
-step('an agent syncs the workspace to a folder');
-const folder = await ask(`agent ${ALICE.email} ${ALICE.password} Team`);
-
-step("the agent's new file appears in the page");
-fs.mkdirSync(path.join(folder, 'Reports'), { recursive: true });
-fs.writeFileSync(path.join(folder, 'notes.txt'), 'version one\n');
-fs.writeFileSync(path.join(folder, 'Reports', 'q1.txt'), 'first quarter\n');
-await eventually('notes.txt listed', async () => {
-  await alice.reload();
+  step('alice creates a workspace');
+  await alice.getByLabel('Workspace name').fill('Team');
+  await alice.getByRole('button', { name: 'Create workspace' }).click();
   await alice.getByRole('heading', { name: 'Team', exact: true }).waitFor();
-  return (await row(alice, 'notes.txt').count()) === 1 && (await alice.getByRole('link', { name: 'Reports' }).count()) === 1;
-});
-await shot(alice, 'files');
+  await shot(alice, 'workspace-empty');
 
-step('folders and breadcrumbs');
-await alice.getByRole('link', { name: 'Reports' }).click();
-await row(alice, 'q1.txt').waitFor();
-const crumbs = alice.getByRole('navigation', { name: 'Breadcrumbs' });
-await crumbs.getByText('Reports').waitFor();
-await shot(alice, 'folder');
-await crumbs.getByRole('link', { name: 'Team' }).click();
-await row(alice, 'notes.txt').waitFor();
+  step('an agent syncs the workspace to a folder');
+  const folder = await ask(`agent ${ALICE.email} ${ALICE.password} Team`);
 
-step('two more versions, then the history');
-for (const text of ['the second version\n', 'version three, the last one\n']) {  // sizes differ: the row shows it
-  const before = await row(alice, 'notes.txt').textContent();
-  fs.writeFileSync(path.join(folder, 'notes.txt'), text);
-  await eventually('the new version listed', async () => {
+  step("the agent's new file appears in the page");
+  fs.mkdirSync(path.join(folder, 'Reports'), { recursive: true });
+  fs.writeFileSync(path.join(folder, 'notes.txt'), 'version one\n');
+  fs.writeFileSync(path.join(folder, 'Reports', 'q1.txt'), 'first quarter\n');
+  await eventually('notes.txt listed', async () => {
     await alice.reload();
-    await row(alice, 'notes.txt').waitFor();
-    return (await row(alice, 'notes.txt').textContent()) !== before;
+    await alice.getByRole('heading', { name: 'Team', exact: true }).waitFor();
+    return (await row(alice, 'notes.txt').count()) === 1 && (await alice.getByRole('link', { name: 'Reports' }).count()) === 1;
   });
+  await shot(alice, 'files');
+
+  step('folders and breadcrumbs');
+  await alice.getByRole('link', { name: 'Reports' }).click();
+  await row(alice, 'q1.txt').waitFor();
+  const crumbs = alice.getByRole('navigation', { name: 'Breadcrumbs' });
+  await crumbs.getByText('Reports').waitFor();
+  await shot(alice, 'folder');
+  await crumbs.getByRole('link', { name: 'Team' }).click();
+  await row(alice, 'notes.txt').waitFor();
+
+  step('two more versions, then the history');
+  for (const text of ['the second version\n', 'version three, the last one\n']) {  // sizes differ: the row shows it
+    const before = await row(alice, 'notes.txt').textContent();
+    fs.writeFileSync(path.join(folder, 'notes.txt'), text);
+    await eventually('the new version listed', async () => {
+      await alice.reload();
+      await row(alice, 'notes.txt').waitFor();
+      return (await row(alice, 'notes.txt').textContent()) !== before;
+    });
+  }
+  await row(alice, 'notes.txt').getByRole('button', { name: 'History' }).click();
+  const history = dialog(alice);
+  await history.getByRole('heading', { name: 'History of notes.txt' }).waitFor();
+  const versions = history.getByRole('row').filter({ has: alice.getByRole('rowheader', { name: /^#\d+$/ }) });
+  await eventually('three versions', async () => (await versions.count()) === 3);
+  await shot(alice, 'history');
+
+  step('restore the first version: it reaches the agent');
+  await versions.last().getByRole('button', { name: 'Restore' }).click();
+  await history.waitFor({ state: 'detached' });
+  await eventually('the agent has version one again', () => readIf(path.join(folder, 'notes.txt')) === 'version one\n');
+
+  step('upload with the Upload button: the file lands in the agent\'s folder');
+  const chooser = alice.waitForEvent('filechooser');
+  await alice.getByRole('button', { name: 'Upload' }).click();
+  await (await chooser).setFiles([{ name: 'hello.txt', mimeType: 'text/plain', buffer: Buffer.from('hello from the browser\n') }]);
+  await row(alice, 'hello.txt').waitFor();
+  await eventually('hello.txt in the agent folder', () => readIf(path.join(folder, 'hello.txt')) === 'hello from the browser\n');
+
+  step('upload a larger file: progress, then the agent has every byte');
+  const big = Buffer.alloc(6 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 1) big[i] = (i * 7 + (i >> 12)) & 0xff;
+  const chooser2 = alice.waitForEvent('filechooser');
+  await alice.getByRole('button', { name: 'Upload' }).click();
+  await (await chooser2).setFiles([{ name: 'big.bin', mimeType: 'application/octet-stream', buffer: big }]);
+  await alice.getByRole('progressbar', { name: 'Uploading big.bin' }).waitFor({ state: 'attached' });
+  await shot(alice, 'upload-progress');
+  await row(alice, 'big.bin').waitFor();
+  await eventually('big.bin in the agent folder', () => {
+    try { return fs.readFileSync(path.join(folder, 'big.bin')).equals(big); } catch { return false; }
+  }, 60000);
+
+  step('upload by dropping a file on the list');
+  const dropped = await alice.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['dropped in\n'], 'dropped.txt', { type: 'text/plain' }));
+    return dt;
+  });
+  const zone = alice.getByRole('region', { name: 'Files' });
+  await zone.dispatchEvent('dragenter', { dataTransfer: dropped });
+  await zone.dispatchEvent('dragover', { dataTransfer: dropped });
+  await shot(alice, 'drag-over');
+  await zone.dispatchEvent('drop', { dataTransfer: dropped });
+  await row(alice, 'dropped.txt').waitFor();
+  await eventually('dropped.txt in the agent folder', () => readIf(path.join(folder, 'dropped.txt')) === 'dropped in\n');
+
+  step('download a file');
+  const download = alice.waitForEvent('download');
+  await row(alice, 'notes.txt').getByRole('button', { name: 'Download' }).click();
+  const saved = path.join(shots, '..', 'downloaded-notes.txt');
+  await (await download).saveAs(saved);
+  if (fs.readFileSync(saved, 'utf8') !== 'version one\n') fail(`the download has ${fs.readFileSync(saved, 'utf8')}`);
+  fs.rmSync(saved);
+
+  step('new folder, then move a file into it');
+  await alice.getByRole('button', { name: 'New folder' }).click();
+  await dialog(alice).getByLabel('Folder name').fill('Plans');
+  await shot(alice, 'new-folder');
+  await dialog(alice).getByRole('button', { name: 'Create folder' }).click();
+  await alice.getByRole('link', { name: 'Plans', exact: true }).waitFor();
+  await eventually('the agent has the folder Plans', () => fs.existsSync(path.join(folder, 'Plans')));
+  await row(alice, 'hello.txt').getByRole('button', { name: 'Rename' }).click();
+  await dialog(alice).getByLabel('New name or path').fill('Plans/hello-renamed.txt');
+  await shot(alice, 'rename');
+  await dialog(alice).getByRole('button', { name: 'Rename' }).click();
+  await eventually('hello.txt moved in the agent folder', () => readIf(path.join(folder, 'Plans', 'hello-renamed.txt')) === 'hello from the browser\n'
+    && !fs.existsSync(path.join(folder, 'hello.txt')));
+  await alice.getByRole('link', { name: 'Plans', exact: true }).click();
+  await row(alice, 'hello-renamed.txt').waitFor();
+  await alice.getByRole('navigation', { name: 'Breadcrumbs' }).getByRole('link', { name: 'Team' }).click();
+
+  step('delete a file, then restore it from Deleted files');
+  await row(alice, 'dropped.txt').getByRole('button', { name: 'Delete' }).click();
+  await shot(alice, 'delete-confirm');
+  await dialog(alice).getByRole('button', { name: 'Delete' }).click();
+  await eventually('dropped.txt gone from the page', async () => (await row(alice, 'dropped.txt').count()) === 0);
+  await eventually('dropped.txt gone from the agent folder', () => !fs.existsSync(path.join(folder, 'dropped.txt')));
+  await alice.getByRole('link', { name: 'Deleted files' }).click();
+  await row(alice, 'dropped.txt').waitFor();
+  await shot(alice, 'deleted-files');
+  await row(alice, 'dropped.txt').getByRole('button', { name: 'Restore' }).click();
+  await eventually('dropped.txt back in the agent folder', () => readIf(path.join(folder, 'dropped.txt')) === 'dropped in\n');
+  await eventually('dropped.txt no longer listed as deleted', async () => (await row(alice, 'dropped.txt').count()) === 0);
+
+  step('who is online and what happened');
+  await alice.getByRole('link', { name: 'Activity' }).click();
+  await alice.getByRole('heading', { name: 'Online now' }).waitFor();
+  await eventually('the agent is online', async () => {
+    await alice.reload();
+    await alice.getByRole('heading', { name: 'Recent activity' }).waitFor();
+    return (await alice.getByRole('listitem').filter({ hasText: /alice on / }).count()) > 0;
+  });
+  await alice.getByRole('listitem').filter({ hasText: 'dropped.txt' }).first().waitFor();
+  await shot(alice, 'activity');
+
+  step('alice shares the workspace with bob as a viewer');
+  await alice.getByRole('link', { name: 'Members' }).click();
+  await alice.getByRole('heading', { name: 'Share this workspace' }).waitFor();
+  await alice.getByLabel('Email').fill(BOB.email);
+  await alice.getByLabel('Role', { exact: true }).selectOption('viewer');
+  await alice.getByRole('button', { name: 'Share' }).click();
+  await row(alice, 'bob').waitFor();
+  await shot(alice, 'members');
+
+  step('bob sees it, as a viewer: he can read, not change');
+  await bob.reload();
+  await row(bob, 'Team').getByText('viewer').waitFor();
+  await shot(bob, 'workspaces-shared');
+  await openWorkspace(bob, 'Team');
+  await row(bob, 'notes.txt').waitFor();
+  if (await bob.getByRole('button', { name: 'Upload' }).count()) fail('a viewer is offered Upload');
+  if (await row(bob, 'notes.txt').getByRole('button', { name: 'Delete' }).count()) fail('a viewer is offered Delete');
+  await row(bob, 'notes.txt').getByRole('button', { name: 'History' }).waitFor();
+
+  step('on a phone');
+  await alice.setViewportSize({ width: 390, height: 844 });
+  await alice.getByRole('link', { name: 'Files', exact: true }).click();
+  await row(alice, 'notes.txt').waitFor();
+  await shot(alice, 'phone-files');
+  await alice.setViewportSize({ width: 1200, height: 800 });
+
+  step('alice logs out');
+  await alice.getByRole('button', { name: 'Log out' }).click();
+  await alice.getByRole('heading', { name: 'Log in' }).waitFor();
+  const after = await alice.evaluate(async () => (await fetch('/session')).status);
+  if (after !== 401) fail(`after logging out, GET /session answers ${after}`);
 }
-await row(alice, 'notes.txt').getByRole('button', { name: 'History' }).click();
-const history = dialog(alice);
-await history.getByRole('heading', { name: 'History of notes.txt' }).waitFor();
-const versions = history.getByRole('row').filter({ has: alice.getByRole('rowheader', { name: /^#\d+$/ }) });
-await eventually('three versions', async () => (await versions.count()) === 3);
-await shot(alice, 'history');
 
-step('restore the first version: it reaches the agent');
-await versions.last().getByRole('button', { name: 'Restore' }).click();
-await history.waitFor({ state: 'detached' });
-await eventually('the agent has version one again', () => readIf(path.join(folder, 'notes.txt')) === 'version one\n');
-
-step('alice shares the workspace with bob as a viewer');
-await alice.getByRole('link', { name: 'Members' }).click();
-await alice.getByRole('heading', { name: 'Share this workspace' }).waitFor();
-await alice.getByLabel('Email').fill(BOB.email);
-await alice.getByLabel('Role', { exact: true }).selectOption('viewer');
-await alice.getByRole('button', { name: 'Share' }).click();
-await row(alice, 'bob').waitFor();
-await shot(alice, 'members');
-
-step('bob sees it, as a viewer: he can read, not change');
-await bob.reload();
-await row(bob, 'Team').getByText('viewer').waitFor();
-await shot(bob, 'workspaces-shared');
-await openWorkspace(bob, 'Team');
-await row(bob, 'notes.txt').waitFor();
-if (await bob.getByRole('button', { name: 'Upload' }).count()) fail('a viewer is offered Upload');
-if (await row(bob, 'notes.txt').getByRole('button', { name: 'Delete' }).count()) fail('a viewer is offered Delete');
-await row(bob, 'notes.txt').getByRole('button', { name: 'History' }).waitFor();
-
-step('on a phone');
-await alice.setViewportSize({ width: 390, height: 844 });
-await alice.getByRole('link', { name: 'Files', exact: true }).click();
-await row(alice, 'notes.txt').waitFor();
-await shot(alice, 'phone-files');
-await alice.setViewportSize({ width: 1200, height: 800 });
-
-step('alice logs out');
-await alice.getByRole('button', { name: 'Log out' }).click();
-await alice.getByRole('heading', { name: 'Log in' }).waitFor();
-const after = await alice.evaluate(async () => (await fetch('/session')).status);
-if (after !== 401) fail(`after logging out, GET /session answers ${after}`);
-
+try {
+  await story();
+} catch (err) {
+  for (const [name, page] of pages) {
+    await page.screenshot({ path: path.join(shots, `failed-${name}.png`), fullPage: true }).catch(() => {});
+  }
+  console.error(err);
+  if (problems.length) console.error(`the pages reported:\n${problems.join('\n')}`);
+  await browser.close().catch(() => {});
+  process.exit(1);
+}
 if (problems.length) fail(`the pages reported problems:\n${problems.join('\n')}`);
 await browser.close();
 step('done');

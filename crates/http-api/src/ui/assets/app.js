@@ -114,6 +114,9 @@ function renderTopbar(r) {
 
 // ---- session -------------------------------------------------------------
 
+/** How this login is listed among the user's devices. */
+const BROWSER = 'Web browser';
+
 function signedIn(session) {
   app.user = session.user;
   setCsrfToken(session.csrf_token);
@@ -166,7 +169,7 @@ function showLogin() {
   const email = field('Email', { type: 'email', autocomplete: 'username', required: true });
   const password = field('Password', { type: 'password', autocomplete: 'current-password', required: true });
   authForm('Log in', [email, password], 'Log in', async () => {
-    const session = await api('POST', '/session', { json: { email: email.input.value, password: password.input.value } });
+    const session = await api('POST', '/session', { json: { email: email.input.value, password: password.input.value, device_name: BROWSER } });
     signedIn(session);
     go('#/');
   }, h('p', { class: 'center' }, 'New here? ', h('a', { href: '#/register' }, 'Create an account')));
@@ -191,7 +194,7 @@ function showRegister() {
         password: password.input.value,
       },
     });
-    const session = await api('POST', '/session', { json: { email: email.input.value, password: password.input.value } });
+    const session = await api('POST', '/session', { json: { email: email.input.value, password: password.input.value, device_name: BROWSER } });
     signedIn(session);
     notice(`Welcome, ${session.user.username}!`);
     go('#/');
@@ -400,8 +403,8 @@ async function showWorkspace(r) {
     members: () => showMembers(w, body, gen),
     activity: () => showActivity(w, body, gen),
   }[tab];
-  app.refresh = () => load().catch((err) => { if (err.status !== 401) showError(err); });
   openLive(w.id);
+  app.refresh = () => load().catch((err) => { if (err.status !== 401) showError(err); });
   await load();
 }
 
@@ -745,7 +748,7 @@ async function restoreVersion(w, path, version) {
 async function showDeleted(w, body, gen) {
   let activity;
   try {
-    activity = await api('GET', `/workspaces/${w.id}/activity`, { query: { limit: 1000 } });
+    activity = await api('GET', `/workspaces/${w.id}/activity`, { query: { limit: 500 } });
   } catch (err) {
     if (err.status !== 404 || err.code === 'workspace_not_found') throw err;
     replace(body, h('p', { class: 'muted' }, 'This server cannot list deleted files yet.'));
@@ -768,7 +771,7 @@ async function showDeleted(w, body, gen) {
   const writable = canWrite(w);
   const rows = deleted.map(({ path, entry }) => h('tr', {},
     h('th', { scope: 'row' }, path),
-    h('td', { 'data-label': 'Deleted' }, when(entry.time || entry.created_at)),
+    h('td', { 'data-label': 'Deleted' }, when(entry.time)),
     h('td', { 'data-label': 'By' }, entry.author || ''),
     h('td', { class: 'row-actions' },
       writable ? button('Restore', () => restoreDeleted(w, path)) : null,
@@ -898,6 +901,11 @@ async function cancelInvitation(w, inv) {
 
 // ---- activity and presence -------------------------------------------------
 
+function deviceLabel(deviceId) {
+  if (!deviceId) return '';
+  return deviceId === 'http-api' ? 'web · ' : `device ${deviceId.slice(0, 8)} · `;
+}
+
 async function showActivity(w, body, gen) {
   const [presence, activity] = await Promise.all([
     api('GET', `/workspaces/${w.id}/presence`).catch((err) => ({ error: err })),
@@ -924,10 +932,11 @@ async function showActivity(w, body, gen) {
     feed = h('p', { class: 'empty' }, 'Nothing has happened here yet.');
   } else {
     feed = h('ol', { class: 'feed' }, activity.entries.map((e) => h('li', {},
-      h('strong', {}, e.author || 'a former member'), ` ${OPS[e.op] || e.op} `,
+      h('strong', {}, e.author || 'a former member'),
+      ` ${e.op === 'put' && e.kind === 'dir' ? 'created folder' : (OPS[e.op] || e.op)} `,
       h('span', { class: 'path' }, e.path),
       e.from_path ? ` (from ${e.from_path})` : '',
-      h('span', { class: 'muted' }, ' · ', e.device ? `${e.device} · ` : '', when(e.time || e.created_at)))));
+      h('span', { class: 'muted' }, ' · ', deviceLabel(e.device_id), when(e.time)))));
   }
   replace(body,
     h('section', { class: 'card', 'aria-labelledby': 'online-title' }, h('h2', { id: 'online-title' }, 'Online now'), online),

@@ -90,7 +90,7 @@ pub async fn list_files(state: web::Data<AppState>, user: AuthUser, ws: web::Pat
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// A path in the workspace (`/`-separated, relative).
-    #[param(min_length = 1, max_length = 4096, example = "docs/report.txt")]
+    #[param(min_length = 1, max_length = 4096, example = "report.txt")]
     path: String,
 }
 
@@ -150,10 +150,11 @@ pub async fn history(
 #[derive(Deserialize, ToSchema)]
 pub struct RestoreRequest {
     /// A path in the workspace (`/`-separated, relative).
-    #[schema(min_length = 1, max_length = 4096, example = "docs/report.txt")]
+    #[schema(min_length = 1, max_length = 4096, example = "report.txt")]
     path: String,
     /// The version (seq) of `path` to restore; a string of digits is accepted too.
     #[serde(deserialize_with = "wire::id")]
+    #[schema(example = 1)]
     version: i64,
 }
 

@@ -43,7 +43,7 @@ FILESYNC_HTTP_ADDR=127.0.0.1:0 \
 FILESYNC_JWT_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')" \
 FILESYNC_BCRYPT_COST=4 \
 FILESYNC_LOG_FORMAT=text \
-NO_COLOR=1 RUST_LOG=info \
+NO_COLOR=1 RUST_LOG=info,filesync_http_api::metrics=warn \
   "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 
@@ -57,7 +57,7 @@ done
 [ -n "$base" ] || { echo "filesync-http did not start within 60s" >&2; show_log; exit 1; }
 echo "filesync-http on $base"
 
-# A user with a token and a workspace (id 1, the id the document's examples use).
+# A user with a token, a workspace (id 1) and a file in it (report.txt): what the document's examples name.
 token=$(BASE="$base" python3 - <<'PY'
 import json, os, urllib.request
 
@@ -77,6 +77,11 @@ call("/register", user)
 token = call("/login", {"email": user["email"], "password": user["password"]})["token"]
 workspace = call("/create-workspace", {"name": "fuzzed"}, token)["workspace"]
 assert workspace["id"] == 1, workspace
+# The file the document's examples name, so history, restore and download reach a real file.
+req = urllib.request.Request(base + "/workspaces/1/file?path=report.txt", data=b"version one\n", method="PUT")
+req.add_header("Content-Type", "application/octet-stream")
+req.add_header("Authorization", "Bearer " + token)
+urllib.request.urlopen(req, timeout=30).close()
 print(token)
 PY
 )

@@ -19,7 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::{accounts, file, files, health, presence, workspaces};
+use crate::routes::{accounts, activity, file, files, health, presence, tree, workspaces};
 use crate::ui::{self, session};
 
 /// The name of the security scheme: `Authorization: Bearer <token>`.
@@ -52,10 +52,10 @@ pub const BEARER: &str = "bearer";
         files::restore,
         file::download,
         file::upload,
-        file::delete,
-        file::move_path,
-        file::mkdir,
-        file::activity,
+        tree::delete,
+        tree::move_path,
+        tree::mkdir,
+        activity::activity,
         presence::presence,
         health::healthz,
         health::readyz,

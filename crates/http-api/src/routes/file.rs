@@ -1,20 +1,20 @@
-//! One file over HTTP: `GET`/`PUT`/`DELETE /workspaces/{id}/file`,
-//! `POST /workspaces/{id}/move`, `POST /workspaces/{id}/mkdir` and
-//! `GET /workspaces/{id}/activity`.
+//! One file over HTTP: `GET` and `PUT /workspaces/{id}/file` (its `DELETE`,
+//! moves and new folders are in [`super::tree`], the feed in
+//! [`super::activity`]), and what those share: the journal's refusals as API
+//! errors, `If-Match`, the author and the announcement of a commit.
 //!
 //! Uploads go through core's `ingest` (the node's pipeline: chunks verified,
-//! stored, made durable and recorded before the one-transaction commit);
-//! deletes, moves and new folders are the journal edits agents send, so the
-//! same rules decide (a stale base is a conflict copy or a refusal). Every
-//! change is announced on the bus after it commits. Downloads stream the
-//! chunks through `archive::file_stream`, the zip's reader.
+//! stored, made durable and recorded before the one-transaction commit); a
+//! stale base is a conflict copy, as for an agent. Every change is announced
+//! on the bus after it commits. Downloads stream the chunks through
+//! `archive::file_stream`, the zip's reader.
 
 use std::io;
 
 use actix_web::http::header::{self, ByteRangeSpec, Range};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use filesync_core::db::journal::{self, Author, Committed, Edit};
+use filesync_core::db::journal::{self, Author, Committed};
 use filesync_core::db::{DbConn, DbError};
 use filesync_core::events::WorkspaceEvent;
 use filesync_core::ingest::{self, Base, IngestError, NewPut};
@@ -24,15 +24,14 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::files::{attachment, usernames, HTTP_DEVICE_ID};
+use super::files::{attachment, HTTP_DEVICE_ID};
 use crate::archive;
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
+use crate::openapi::{AuthErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
-use crate::wire::ActivityJson;
 
 const FILE_NOT_FOUND: ApiError = ApiError::NotFound { code: "file_not_found", message: "no file at this path" };
 const PATH_NOT_FOUND: ApiError =
@@ -40,17 +39,13 @@ const PATH_NOT_FOUND: ApiError =
 const VERSION_NOT_FOUND: ApiError =
     ApiError::NotFound { code: "version_not_found", message: "this path has no such version" };
 
-/// Activity entries per page unless `limit` says otherwise, and the most one page may hold.
-const DEFAULT_ACTIVITY: i64 = 50;
-const MAX_ACTIVITY: i64 = 500;
-
-fn author(user: &AuthUser) -> Author {
+pub(super) fn author(user: &AuthUser) -> Author {
     Author { user_id: user.id, device_id: HTTP_DEVICE_ID.into(), device_name: "web".into() }
 }
 
 /// The journal's refusals as API errors: a missing path is a 404, a stale base or a clash with
 /// what exists a 409, a request that can never succeed a 422.
-fn refused(e: DbError) -> ApiError {
+pub(super) fn refused(e: DbError) -> ApiError {
     match e {
         DbError::NotFound => PATH_NOT_FOUND,
         DbError::Conflict(message) => {
@@ -78,7 +73,7 @@ fn ingest_failed(e: IngestError) -> ApiError {
 }
 
 /// `If-Match: <version>` (quoted or not; `*` is the current head): the version the writer saw.
-fn base_of(req: &HttpRequest) -> ApiResult<Base> {
+pub(super) fn base_of(req: &HttpRequest) -> ApiResult<Base> {
     let Some(raw) = req.headers().get(header::IF_MATCH) else { return Ok(Base::Current) };
     let text = raw.to_str().unwrap_or("").trim();
     if text == "*" {
@@ -93,7 +88,7 @@ fn base_of(req: &HttpRequest) -> ApiResult<Base> {
 }
 
 /// Announces the workspace's new seq to the nodes (and so to agents), after the commit.
-async fn announce(state: &AppState, ws: WorkspaceId, seq: i64) {
+pub(super) async fn announce(state: &AppState, ws: WorkspaceId, seq: i64) {
     if let Some(bus) = &state.bus {
         bus.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq }).await;
     }
@@ -115,7 +110,7 @@ pub struct FileQuery {
 pub struct PathQuery {
     /// A path in the workspace (`/`-separated, relative).
     #[param(min_length = 1, max_length = 4096, example = "docs/report.txt")]
-    path: String,
+    pub(super) path: String,
 }
 
 /// The version of `path` asked for (its head without `version`), with its chunk list.
@@ -315,276 +310,4 @@ pub async fn upload(
     }
     let status = if done.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(HttpResponse::build(status).json(PutResponse { path, version: seq, conflict_path }))
-}
-
-/// The edits that delete `path` or move it to `to`: the path itself and, for a directory,
-/// everything under it (children deleted before their parent, moved after it).
-fn subtree(conn: &mut DbConn, ws: WorkspaceId, path: &str, base: Base, to: Option<&str>) -> Result<Vec<Edit>, DbError> {
-    let head = journal::head_of(conn, ws, path)?.filter(|h| !h.deleted);
-    let under = journal::live_under(conn, ws, path)?;
-    if head.is_none() && under.is_empty() {
-        return Err(DbError::NotFound);
-    }
-    let top_base = base.resolve(conn, ws, path)?;
-    let moved = |p: &str| to.map(|to| format!("{to}{}", &p[path.len()..]));
-    let edit = |p: &str, base_version: i64| match moved(p) {
-        Some(to) => Edit::Move { from: p.to_owned(), to, base_version },
-        None => Edit::Delete { path: p.to_owned(), base_version },
-    };
-    let mut edits: Vec<Edit> = under.iter().map(|c| edit(&c.path, c.seq)).collect();
-    if head.is_some() {
-        match to {
-            Some(_) => edits.insert(0, edit(path, top_base)),
-            None => {
-                edits.reverse();
-                edits.push(edit(path, top_base));
-            }
-        }
-    } else if to.is_none() {
-        edits.reverse();
-    }
-    Ok(edits)
-}
-
-/// Commits `edits` as one transaction: all of them or, if the journal refuses one, none.
-async fn commit_all(
-    state: &AppState,
-    ws: WorkspaceId,
-    author: Author,
-    make: impl FnOnce(&mut DbConn) -> Result<Vec<Edit>, DbError> + Send + 'static,
-) -> ApiResult<Committed> {
-    let done = state
-        .db
-        .write(move |c| {
-            let edits = make(c)?;
-            let mut last = None;
-            for r in journal::commit_many(c, ws, &author, &edits)? {
-                last = Some(r?);
-            }
-            last.ok_or(DbError::NotFound)
-        })
-        .await
-        .map_err(refused)?;
-    if done.new_seq {
-        announce(state, ws, done.seq).await;
-    }
-    Ok(done)
-}
-
-#[derive(Serialize, ToSchema)]
-struct ChangedResponse {
-    path: String,
-    version: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<String>,
-}
-
-/// Deletes a file, or a directory with everything under it.
-#[utoipa::path(
-    delete,
-    path = "/workspaces/{id}/file",
-    tag = "files",
-    security(("bearer" = [])),
-    params(
-        ("id" = i64, Path, description = "The workspace", example = 1),
-        PathQuery,
-        ("If-Match" = Option<String>, Header, description = "The version the caller saw; another head refuses the delete"),
-    ),
-    responses(
-        (status = 200, description = "Deleted", body = ChangedResponse),
-        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
-        (status = 404, description = "`workspace_not_found` or `path_not_found`", body = ErrorBody),
-        (status = 409, description = "`stale_base`", body = ErrorBody),
-        (status = 422, description = "`invalid_request`, `invalid_path` or `invalid_if_match`", body = ErrorBody),
-        AuthErrors,
-        ServerErrors,
-    )
-)]
-pub async fn delete(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    ws: web::Path<i64>,
-    query: web::Query<PathQuery>,
-    req: HttpRequest,
-) -> ApiResult<HttpResponse> {
-    let ws = WorkspaceId(ws.into_inner());
-    let path = query.into_inner().path;
-    validate::workspace_path(&path)?;
-    let base = base_of(&req)?;
-    state.read(move |conn| authorize(conn, user.id, ws, Action::WriteFiles).map(|_| ())).await?;
-    let key = path.clone();
-    let done = commit_all(&state, ws, author(&user), move |c| subtree(c, ws, &key, base, None)).await?;
-    tracing::info!(workspace.id = ws.0, user.id = user.id.0, seq = done.seq, "deleted over HTTP");
-    Ok(HttpResponse::Ok().json(ChangedResponse { path, version: done.seq, from: None }))
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct MoveRequest {
-    #[schema(min_length = 1, max_length = 4096, example = "docs/old.txt")]
-    from: String,
-    #[schema(min_length = 1, max_length = 4096, example = "docs/new.txt")]
-    to: String,
-    /// The version of `from` the caller saw; without it, the current one.
-    base_version: Option<i64>,
-}
-
-/// Moves (renames) a file, or a directory with everything under it.
-#[utoipa::path(
-    post,
-    path = "/workspaces/{id}/move",
-    tag = "files",
-    security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The workspace", example = 1)),
-    request_body = MoveRequest,
-    responses(
-        (status = 200, description = "Moved", body = ChangedResponse),
-        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
-        (status = 404, description = "`workspace_not_found` or `path_not_found`", body = ErrorBody),
-        (status = 409, description = "`stale_base`, `destination_exists` or `parent_is_file`", body = ErrorBody),
-        (status = 422, description = "`invalid_request`, `invalid_path`, `same_path` or `move_into_itself`", body = ErrorBody),
-        AuthErrors,
-        JsonBodyErrors,
-        ServerErrors,
-    )
-)]
-pub async fn move_path(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    ws: web::Path<i64>,
-    body: web::Json<MoveRequest>,
-) -> ApiResult<HttpResponse> {
-    let ws = WorkspaceId(ws.into_inner());
-    let MoveRequest { from, to, base_version } = body.into_inner();
-    validate::workspace_path(&from)?;
-    validate::workspace_path(&to)?;
-    if to.starts_with(&format!("{from}/")) {
-        return Err(ApiError::invalid("move_into_itself", "a directory cannot move inside itself"));
-    }
-    let base = base_version.map_or(Base::Current, Base::Seen);
-    state.read(move |conn| authorize(conn, user.id, ws, Action::WriteFiles).map(|_| ())).await?;
-    let (src, dst) = (from.clone(), to.clone());
-    let done = commit_all(&state, ws, author(&user), move |c| {
-        if src == dst {
-            return Err(DbError::Conflict(journal::SAME_PATH));
-        }
-        subtree(c, ws, &src, base, Some(&dst))
-    })
-    .await?;
-    tracing::info!(workspace.id = ws.0, user.id = user.id.0, seq = done.seq, "moved over HTTP");
-    Ok(HttpResponse::Ok().json(ChangedResponse { path: to, version: done.seq, from: Some(from) }))
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct MkdirRequest {
-    #[schema(min_length = 1, max_length = 4096, example = "docs/drafts")]
-    path: String,
-}
-
-/// Creates a directory (201), or answers 200 if it is one already.
-#[utoipa::path(
-    post,
-    path = "/workspaces/{id}/mkdir",
-    tag = "files",
-    security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The workspace", example = 1)),
-    request_body = MkdirRequest,
-    responses(
-        (status = 200, description = "It is a directory already", body = ChangedResponse),
-        (status = 201, description = "Created", body = ChangedResponse),
-        (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
-        (status = 404, description = "`workspace_not_found`", body = ErrorBody),
-        (status = 409, description = "`parent_is_file` or `kind_mismatch` (a file is at the path)", body = ErrorBody),
-        (status = 422, description = "`invalid_request` or `invalid_path`", body = ErrorBody),
-        AuthErrors,
-        JsonBodyErrors,
-        ServerErrors,
-    )
-)]
-pub async fn mkdir(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    ws: web::Path<i64>,
-    body: web::Json<MkdirRequest>,
-) -> ApiResult<HttpResponse> {
-    let ws = WorkspaceId(ws.into_inner());
-    let path = body.into_inner().path;
-    validate::workspace_path(&path)?;
-    state.read(move |conn| authorize(conn, user.id, ws, Action::WriteFiles).map(|_| ())).await?;
-    let edit = Edit::MakeDir { path: path.clone(), base_version: 0 };
-    let done = ingest::commit(&state.db, ws, author(&user), edit).await.map_err(refused)?;
-    let status = if done.new_seq {
-        announce(&state, ws, done.seq).await;
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(HttpResponse::build(status).json(ChangedResponse { path, version: done.seq, from: None }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ActivityQuery {
-    /// Entries older than this seq (the `next_before_seq` of the previous page).
-    #[param(minimum = 1)]
-    before_seq: Option<i64>,
-    /// Entries per page, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct ActivityResponse {
-    entries: Vec<ActivityJson>,
-    /// Pass as `before_seq` for the next (older) page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_before_seq: Option<i64>,
-}
-
-/// The journal, newest first, a page at a time.
-#[utoipa::path(
-    get,
-    path = "/workspaces/{id}/activity",
-    tag = "files",
-    security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The workspace", example = 1), ActivityQuery),
-    responses(
-        (status = 200, description = "Journal entries, newest first", body = ActivityResponse),
-        (status = 404, description = "`workspace_not_found`", body = ErrorBody),
-        (status = 422, description = "`invalid_request`, `invalid_limit` or `invalid_before_seq`", body = ErrorBody),
-        AuthErrors,
-        ServerErrors,
-    )
-)]
-pub async fn activity(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    ws: web::Path<i64>,
-    query: web::Query<ActivityQuery>,
-) -> ApiResult<HttpResponse> {
-    let ws = WorkspaceId(ws.into_inner());
-    let ActivityQuery { before_seq, limit } = query.into_inner();
-    let limit = limit.unwrap_or(DEFAULT_ACTIVITY);
-    if !(1..=MAX_ACTIVITY).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {MAX_ACTIVITY}")));
-    }
-    if before_seq.is_some_and(|b| b < 1) {
-        return Err(ApiError::invalid("invalid_before_seq", "before_seq must be a seq, 1 or more"));
-    }
-    let (rows, names) = state
-        .read(move |conn| {
-            authorize(conn, user.id, ws, Action::ReadFiles)?;
-            let rows = journal::recent(conn, ws, before_seq, limit)?;
-            let names = usernames(conn, rows.iter().map(|r| r.author_id))?;
-            Ok((rows, names))
-        })
-        .await?;
-    let next_before_seq = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.seq)).flatten();
-    let entries = rows
-        .into_iter()
-        .map(|r| {
-            let by = names.get(&r.author_id).cloned();
-            ActivityJson::new(r, by)
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(ActivityResponse { entries, next_before_seq }))
 }

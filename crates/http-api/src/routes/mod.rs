@@ -6,10 +6,12 @@
 //! (`tests/openapi.rs` fails otherwise).
 
 pub(crate) mod accounts;
+pub(crate) mod activity;
 pub(crate) mod file;
 pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod presence;
+pub(crate) mod tree;
 pub(crate) mod workspaces;
 
 use actix_web::{web, Resource};
@@ -38,11 +40,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/workspaces/{id}/file")
                 .route(web::get().to(file::download))
                 .route(web::put().to(file::upload))
-                .route(web::delete().to(file::delete)),
+                .route(web::delete().to(tree::delete)),
         )
-        .service(resource("/workspaces/{id}/move").route(web::post().to(file::move_path)))
-        .service(resource("/workspaces/{id}/mkdir").route(web::post().to(file::mkdir)))
-        .service(resource("/workspaces/{id}/activity").route(web::get().to(file::activity)))
+        .service(resource("/workspaces/{id}/move").route(web::post().to(tree::move_path)))
+        .service(resource("/workspaces/{id}/mkdir").route(web::post().to(tree::mkdir)))
+        .service(resource("/workspaces/{id}/activity").route(web::get().to(activity::activity)))
         .service(resource("/workspaces/{id}/presence").route(web::get().to(presence::presence)))
         .service(
             resource("/session")

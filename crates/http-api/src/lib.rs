@@ -13,8 +13,8 @@
 //! - [`error`]: `ApiError`, the single error type and JSON error body.
 //! - [`validate`]: input rules; [`wire`]: the JSON shapes of the API.
 //! - [`archive`]: a workspace as a zip streamed chunk by chunk from the store.
-//! - [`presence`]: who is connected, read from the nodes' Redis entries.
-//! - [`throttle`]: in-memory login throttling; [`bus`]: Redis announcements;
+//! - [`throttle`]: in-memory login throttling; the bus and presence are
+//!   `filesync_bus`'s, shared with the sync node in `filesync-server`;
 //!   [`metrics`]: Prometheus; [`state`]: what requests share; [`tls`]: HTTPS.
 //! - [`help`]: the environment variables, for `--help`.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
@@ -27,13 +27,11 @@
 pub mod archive;
 pub mod auth;
 pub mod authz;
-pub mod bus;
 pub mod error;
 pub mod help;
 pub mod known_users;
 pub mod metrics;
 pub mod openapi;
-pub mod presence;
 mod routes;
 pub mod session_cookie;
 pub mod state;
@@ -49,7 +47,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
-use filesync_core::config::Config;
+pub use filesync_bus::{Deps, Services};
 
 use crate::state::AppState;
 
@@ -59,20 +57,26 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Serves the API on `listener` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish and returns.
 ///
-/// Opens and migrates the database first; fails if the configuration cannot
-/// serve (no or short JWT secret outside dev mode, bad bcrypt cost, database
-/// unreachable, invalid Redis URL).
+/// `deps` is a `Config` (everything is built from it) or [`Services`] built
+/// once and shared, as `filesync-server` shares one database pool and one bus
+/// with its node. What is not given is opened first (the database migrated);
+/// fails if the configuration cannot serve (no or short JWT secret outside dev
+/// mode, bad bcrypt cost, database unreachable, invalid Redis URL).
 pub async fn run(
     listener: std::net::TcpListener,
-    mut config: Config,
+    deps: impl Into<Deps>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    config.prepare_for_serving()?;
-    let tls = match (&config.tls_cert, &config.tls_key) {
+    let mut deps = deps.into();
+    deps.config.prepare_for_serving()?;
+    let tls = match (&deps.config.tls_cert, &deps.config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         _ => None,
     };
-    let state = web::Data::new(AppState::open(&config).await?);
+    // A bus this daemon makes for itself without Redis shares presence with no node.
+    let presence_visible = deps.bus.is_some() || deps.config.redis_url.is_some();
+    let services = deps.open().await?;
+    let state = web::Data::new(AppState::new(services, presence_visible).await?);
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = HttpServer::new(move || {

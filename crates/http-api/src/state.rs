@@ -4,15 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use filesync_core::config::Config;
+use filesync_bus::{Bus, Services};
 use filesync_core::db::{Db, DbConn};
 use filesync_core::jwt::JwtKeys;
 use filesync_core::password::Passwords;
-use filesync_core::storage::{ChunkStore, LocalDirStore};
+use filesync_core::storage::ChunkStore;
 use tokio::sync::Semaphore;
 
-use crate::bus::Bus;
 use crate::error::{ApiError, ApiResult};
 use crate::known_users::KnownUsers;
 use crate::metrics::Metrics;
@@ -30,8 +28,11 @@ pub struct AppState {
     pub csrf: CsrfKey,
     pub passwords: Passwords,
     pub throttle: LoginThrottle,
-    /// `None` when `redis_url` is unset: a single node needs no announcements.
-    pub bus: Option<Bus>,
+    /// Announcements to the sync nodes (and live pages), and presence. Without
+    /// Redis it is the in-process bus, shared with the node in `filesync-server`.
+    pub bus: Bus,
+    /// False when the bus is this daemon's own in-process bus: no node writes presence into it.
+    pub presence_visible: bool,
     pub metrics: Metrics,
     /// Users named by recently checked tokens.
     pub known_users: KnownUsers,
@@ -46,28 +47,21 @@ fn bcrypt_parallelism() -> usize {
 }
 
 impl AppState {
-    /// Opens (and migrates) the database and prepares the password hasher,
-    /// both on the blocking pool. `config` must already be prepared for serving.
-    pub async fn open(config: &Config) -> anyhow::Result<AppState> {
-        let url = config.database_url();
-        let pool_size = config.db_pool_size;
-        let db = tokio::task::spawn_blocking(move || Db::open(&url, pool_size)).await??;
+    /// Takes the built dependencies and prepares the password hasher (on the blocking pool).
+    pub async fn new(services: Services, presence_visible: bool) -> anyhow::Result<AppState> {
+        let Services { config, db, store, bus } = services;
         let cost = config.bcrypt_cost;
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(cost)).await??;
-        let storage = config.storage_dir();
-        let store = tokio::task::spawn_blocking(move || LocalDirStore::open(&storage))
-            .await?
-            .with_context(|| format!("cannot open the chunk store {}", config.storage_dir().display()))?;
-        let bus = config.redis_url.as_deref().map(Bus::new).transpose().context("invalid FILESYNC_REDIS_URL")?;
         tracing::info!(db.backend = ?db.backend(), bcrypt.cost = cost, "state ready");
         Ok(AppState {
             db,
-            store: Arc::new(store),
+            store,
             jwt: JwtKeys::new(&config.jwt_secret, config.jwt_ttl_secs),
             csrf: CsrfKey::from_jwt_secret(config.jwt_secret.expose()),
             passwords,
             throttle: LoginThrottle::new(config.login_max_failures, Duration::from_secs(config.login_window_secs)),
             bus,
+            presence_visible,
             metrics: Metrics::new()?,
             known_users: KnownUsers::default(),
             bcrypt_slots: Arc::new(Semaphore::new(bcrypt_parallelism())),

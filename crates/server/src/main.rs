@@ -4,12 +4,18 @@
 //! generated and kept in the data dir. Production runs the two daemons
 //! (`filesync-http`, `filesync-tcp`) separately; this binary only links their
 //! libraries, so they stay independent of each other.
+//!
+//! Both are given the same [`Services`]: one database pool (so one SQLite
+//! writer lock), one chunk store, and one bus, so a change made through the
+//! API reaches the node's subscribers at once, share notices arrive, and the
+//! API reads the node's presence — with or without Redis.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use filesync_bus::{Deps, Services};
 use filesync_core::config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -72,10 +78,11 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     let http_addr = format!("{web}://{}", http.local_addr()?);
     let sync_addr = format!("{wire}{}", sync.local_addr()?);
 
-    let node = filesync_tcp_sync::Node::start(config.clone()).await?;
+    let services: Services = Deps::from(config.clone()).open().await?;
+    let node = filesync_tcp_sync::Node::start(services.clone()).await?;
     let stop = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(filesync_http_api::run(http, config.clone(), stop.clone().cancelled_owned()));
+    servers.spawn(filesync_http_api::run(http, services, stop.clone().cancelled_owned()));
     servers.spawn(filesync_tcp_sync::run_admin(admin, node.clone(), stop.clone().cancelled_owned()));
     let sync_stop = stop.clone();
     servers.spawn(async move { node.serve(sync, sync_stop.cancelled_owned()).await });

@@ -2,60 +2,15 @@
 //! serves the HTTP API and a sync node that accepts the API's tokens, prints
 //! both addresses, and stops cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use filesync_client::{Client, ConnectOptions};
 use filesync_core::WorkspaceId;
 use serde_json::{json, Value};
+use support::start;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary on free ports; returns it with the two printed addresses.
-fn start(data: &std::path::Path) -> (Server, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_filesync-server"))
-        .arg("--data-dir")
-        .arg(data)
-        .env("FILESYNC_HTTP_ADDR", "127.0.0.1:0")
-        .env("FILESYNC_TCP_ADDR", "127.0.0.1:0")
-        .env("FILESYNC_TCP_ADMIN_ADDR", "127.0.0.1:0")
-        .env("FILESYNC_BCRYPT_COST", "4")
-        .env_remove("FILESYNC_JWT_SECRET")
-        .env_remove("FILESYNC_DATABASE_URL")
-        .env_remove("FILESYNC_REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start filesync-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
-    let (mut http, mut sync) = (None, None);
-    let mut printed = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("read stdout");
-        printed.push_str(&line);
-        printed.push('\n');
-        if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
-            http = Some(rest.trim().to_owned());
-        }
-        if let Some(rest) = line.trim().strip_prefix("sync node:") {
-            sync = Some(rest.trim().to_owned());
-        }
-        if line.trim_start().starts_with("filesync ") && line.contains(" sync") && line.trim_end().ends_with("sync") {
-            break;
-        }
-    }
-    assert!(printed.contains("register") && printed.contains("workspace create"), "{printed}");
-    (server, http.expect("HTTP address printed"), sync.expect("sync address printed"))
-}
+mod support;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_command_serves_api_and_sync_node_and_stops_on_sigterm() {

@@ -19,14 +19,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use filesync_bus::{BusMessage, Interest, Topic};
 use filesync_core::db::{journal, Db};
-use filesync_core::events::{user_channel, workspace_channel, UserEvent, WorkspaceEvent};
+use filesync_core::events::{UserEvent, WorkspaceEvent};
 use filesync_core::proto::{ErrorCode, Message, Notice, RequestId};
 use filesync_core::{UserId, WorkspaceId};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusInput};
 use crate::error::ReqError;
 use crate::metrics::Metrics;
 
@@ -71,7 +71,8 @@ struct State {
 
 pub struct Hub {
     db: Db,
-    bus: Arc<dyn Bus>,
+    /// What this node's bus subscription watches: the workspaces and users of its connections.
+    bus: Interest,
     metrics: Metrics,
     state: Mutex<State>,
 }
@@ -101,7 +102,7 @@ fn gone() -> ReqError {
 }
 
 impl Hub {
-    pub fn new(db: Db, bus: Arc<dyn Bus>, metrics: Metrics) -> Hub {
+    pub fn new(db: Db, bus: Interest, metrics: Metrics) -> Hub {
         Hub { db, bus, metrics, state: Mutex::new(State::default()) }
     }
 
@@ -114,7 +115,7 @@ impl Hub {
         let mut st = self.state();
         let list = st.users.entry(conn.user).or_default();
         if list.is_empty() {
-            self.bus.watch(&user_channel(conn.user));
+            self.bus.watch(Topic::User(conn.user));
         }
         list.push(conn);
     }
@@ -130,7 +131,7 @@ impl Hub {
             list.retain(|c| c.conn_id != conn_id);
             if list.is_empty() {
                 st.users.remove(&user);
-                self.bus.unwatch(&user_channel(user));
+                self.bus.unwatch(Topic::User(user));
             }
         }
     }
@@ -140,7 +141,7 @@ impl Hub {
         st.watches
             .entry(ws)
             .or_insert_with(|| {
-                self.bus.watch(&workspace_channel(ws));
+                self.bus.watch(Topic::Workspace(ws));
                 Arc::new(Watch { inner: tokio::sync::Mutex::new(WatchInner::default()) })
             })
             .clone()
@@ -154,7 +155,7 @@ impl Hub {
     fn close_watch(&self, ws: WorkspaceId, inner: &mut WatchInner) {
         inner.closed = true;
         self.state().watches.remove(&ws);
-        self.bus.unwatch(&workspace_channel(ws));
+        self.bus.unwatch(Topic::Workspace(ws));
     }
 
     /// Queues (waiting for room) every change in `(from, to]`; returns `to`.
@@ -326,31 +327,20 @@ impl Hub {
         }
     }
 
-    /// Handles one bus input.
-    pub async fn on_bus(self: &Arc<Self>, input: BusInput) {
-        let (channel, payload) = match input {
-            BusInput::Resync => return self.resync_all().await,
-            BusInput::Message { channel, payload } => (channel, payload),
-        };
-        if channel.starts_with("filesync:ws:") {
-            match serde_json::from_str::<WorkspaceEvent>(&payload) {
-                Ok(WorkspaceEvent::Committed { workspace_id, seq }) => {
-                    let hub = self.clone();
-                    let committed_at = crate::bus::committed_at(&payload);
-                    tokio::spawn(async move {
-                        hub.poke(workspace_id, seq).await;
-                        if let Some(lag) = committed_at.and_then(|at| (chrono::Utc::now() - at).to_std().ok()) {
-                            hub.metrics.bus_lag.observe(lag.as_secs_f64());
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(%channel, error = %e, "unreadable workspace event"),
+    /// Handles one bus message.
+    pub async fn on_bus(self: &Arc<Self>, input: BusMessage) {
+        match input {
+            BusMessage::Resync => self.resync_all().await,
+            BusMessage::Workspace { event: WorkspaceEvent::Committed { workspace_id, seq }, committed_at, .. } => {
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    hub.poke(workspace_id, seq).await;
+                    if let Some(lag) = committed_at.and_then(|at| (chrono::Utc::now() - at).to_std().ok()) {
+                        hub.metrics.bus_lag.observe(lag.as_secs_f64());
+                    }
+                });
             }
-        } else if let Some(id) = channel.strip_prefix("filesync:user:") {
-            match (id.parse::<UserId>(), serde_json::from_str::<UserEvent>(&payload)) {
-                (Ok(user), Ok(event)) => self.user_event(user, event).await,
-                _ => tracing::warn!(%channel, "unreadable user event"),
-            }
+            BusMessage::User { user_id, event } => self.user_event(user_id, event).await,
         }
     }
 

@@ -8,7 +8,8 @@
 //!   [`handshake`]: `Hello` checks; [`session`]: the requests.
 //! - [`auth`]: the one place where membership and roles are checked.
 //! - [`hub`]: per-node fan-out of journal entries to subscribers.
-//! - [`bus`]: Redis pub/sub or the in-process stand-in; [`presence`]: who is connected.
+//! - the bus (Redis pub/sub or in-process) and presence are `filesync_bus`'s,
+//!   shared with the HTTP API in `filesync-server`.
 //! - [`tls`]: rustls on the sync port when a certificate and key are configured.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the counters.
 //!
@@ -17,7 +18,6 @@
 
 pub mod admin;
 pub mod auth;
-pub mod bus;
 pub mod conn;
 pub mod error;
 pub mod handshake;
@@ -25,19 +25,23 @@ pub mod hub;
 mod metered;
 pub mod metrics;
 pub mod node;
-pub mod presence;
 pub mod session;
 pub mod tls;
 
 use std::future::Future;
 
 pub use admin::run_admin;
-use filesync_core::config::Config;
+pub use filesync_bus::{Deps, Services};
 pub use node::{Node, Tuning};
 use tokio::net::TcpListener;
 
 /// Runs a node on `listener` until `shutdown` resolves (then: Goodbye to
-/// every client, in-flight commits finish, return).
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    Node::start(config).await?.serve(listener, shutdown).await
+/// every client, in-flight commits finish, return). `deps` is a `Config` or
+/// [`Services`] built once and shared (see [`Node::start`]).
+pub async fn run(
+    listener: TcpListener,
+    deps: impl Into<Deps>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    Node::start(deps).await?.serve(listener, shutdown).await
 }

@@ -25,10 +25,6 @@ pub struct Metrics {
     pub subscriptions_active: IntGauge,
     pub events_forwarded: IntCounter,
     pub slow_consumers_dropped: IntCounter,
-    pub bus_reconnects: IntCounter,
-    pub bus_publish_failures: IntCounter,
-    pub bus_messages_received: IntCounter,
-    pub bus_messages_published: IntCounter,
     pub bus_lag: Histogram,
 }
 
@@ -92,10 +88,6 @@ impl Metrics {
             subscriptions_active: gauge(&r, "subscriptions_active", "Workspace subscriptions, now"),
             events_forwarded: counter(&r, "events_forwarded_total", "Change frames queued to subscribers"),
             slow_consumers_dropped: counter(&r, "slow_consumers_dropped_total", "Connections closed for a full queue"),
-            bus_reconnects: counter(&r, "bus_reconnects_total", "Reconnections to the Redis bus"),
-            bus_publish_failures: counter(&r, "bus_publish_failures_total", "Bus publications that failed"),
-            bus_messages_received: counter(&r, "bus_messages_received_total", "Messages received from the bus"),
-            bus_messages_published: counter(&r, "bus_messages_published_total", "Messages published on the bus"),
             bus_lag: histogram(
                 &r,
                 "bus_lag_seconds",
@@ -103,6 +95,11 @@ impl Metrics {
             ),
             registry: r,
         }
+    }
+
+    /// The registry, for collectors shared with others (the bus's counters).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The Prometheus text exposition.

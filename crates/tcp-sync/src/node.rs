@@ -5,24 +5,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use filesync_bus::{Bus, Deps, Presence, Services};
 use filesync_core::config::Config;
 use filesync_core::db::Db;
-use filesync_core::events::{user_channel, workspace_channel, UserEvent, WorkspaceEvent};
+use filesync_core::events::{UserEvent, WorkspaceEvent};
 use filesync_core::jwt::JwtKeys;
 use filesync_core::proto::presence::PresenceEntry;
-use filesync_core::storage::{ChunkStore, LocalDirStore};
+use filesync_core::storage::ChunkStore;
 use filesync_core::{UserId, WorkspaceId};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::presence::Presence;
+
+/// Queue of the hub's bus subscription; a burst beyond it costs a resync, not memory.
+const HUB_BUS_QUEUE: usize = 4096;
 
 /// Timings and queue sizes. The defaults are for production; tests shorten them.
 #[derive(Debug, Clone)]
@@ -68,7 +69,8 @@ pub struct Shared {
     pub db: Db,
     pub store: Arc<dyn ChunkStore>,
     pub jwt: JwtKeys,
-    pub bus: Arc<dyn Bus>,
+    /// Shared with the HTTP API in `filesync-server`.
+    pub bus: Bus,
     pub hub: Arc<Hub>,
     pub presence: Presence,
     pub metrics: Metrics,
@@ -89,8 +91,7 @@ impl Shared {
     /// A change was committed: forward it to local subscribers now and wake the other nodes.
     pub async fn announce(&self, ws: WorkspaceId, seq: i64) {
         self.hub.poke(ws, seq).await;
-        let Some(payload) = crate::bus::stamped(&WorkspaceEvent::Committed { workspace_id: ws, seq }) else { return };
-        tokio::spawn(self.bus.publish(workspace_channel(ws), payload));
+        tokio::spawn(self.bus.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq }));
     }
 }
 
@@ -113,42 +114,32 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Opens the database (running migrations) and the chunk store, and starts the bus.
-    pub async fn start(config: Config) -> anyhow::Result<Node> {
-        Node::start_with(config, Tuning::default()).await
+    /// `deps` is a `Config` (the database is opened and migrated, the chunk
+    /// store opened and the bus started from it) or [`Services`] built once and
+    /// shared with the HTTP API, as `filesync-server` does.
+    pub async fn start(deps: impl Into<Deps>) -> anyhow::Result<Node> {
+        Node::start_with(deps, Tuning::default()).await
     }
 
-    pub async fn start_with(mut config: Config, tuning: Tuning) -> anyhow::Result<Node> {
-        config.prepare_for_serving()?;
-        let tls = crate::tls::acceptor(&config)?;
-        let url = config.database_url();
-        let pool = config.db_pool_size;
-        let db = tokio::task::spawn_blocking(move || Db::open(&url, pool)).await?.context("opening the database")?;
-        let storage = config.storage_dir();
-        let store: Arc<dyn ChunkStore> = Arc::new(
-            LocalDirStore::open(&storage).with_context(|| format!("opening the chunk store {}", storage.display()))?,
-        );
+    pub async fn start_with(deps: impl Into<Deps>, tuning: Tuning) -> anyhow::Result<Node> {
+        let mut deps = deps.into();
+        deps.config.prepare_for_serving()?;
+        let tls = crate::tls::acceptor(&deps.config)?;
+        let Services { config, db, store, bus } = deps.open().await?;
         let jwt = JwtKeys::new(&config.jwt_secret, config.jwt_ttl_secs);
         let node_id = config
             .node_id
             .clone()
             .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         let metrics = Metrics::new();
+        bus.register_metrics(metrics.registry());
         let stop = CancellationToken::new();
-        let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
-        let (bus, presence): (Arc<dyn Bus>, Presence) = match &config.redis_url {
-            Some(url) => {
-                let redis =
-                    RedisBus::start(url, bus_tx, metrics.clone(), stop.clone()).context("FILESYNC_REDIS_URL")?;
-                let conn = redis.connection();
-                (redis, Presence::Redis(conn))
-            }
-            None => (Arc::new(LocalBus::new(bus_tx)), Presence::Local(Default::default())),
-        };
+        let presence = bus.presence().clone();
         if config.node_id.is_some() {
             presence.purge_node(&node_id).await;
         }
-        let hub = Arc::new(Hub::new(db.clone(), bus.clone(), metrics.clone()));
+        let (interest, mut bus_rx) = bus.subscribe(HUB_BUS_QUEUE).split();
+        let hub = Arc::new(Hub::new(db.clone(), interest, metrics.clone()));
         let (hub_bg, stop_bg, every) = (hub.clone(), stop.clone(), tuning.head_check_interval);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -164,7 +155,7 @@ impl Node {
                 }
             }
         });
-        tracing::info!(node.id = %node_id, redis = config.redis_url.is_some(), tls = tls.is_some(), "node started");
+        tracing::info!(node.id = %node_id, redis = bus.is_redis(), tls = tls.is_some(), "node started");
         let shared = Arc::new(Shared {
             config,
             tuning,
@@ -207,15 +198,19 @@ impl Node {
         !self.shared.shutdown.is_cancelled() && self.shared.db.ping().await && self.shared.bus.healthy().await
     }
 
-    /// This node's connections, in single-node mode (with Redis, presence lives in Redis).
+    /// The connections in this process's presence, without Redis (with Redis, presence lives in Redis).
     pub fn local_presence(&self) -> Vec<PresenceEntry> {
         self.shared.presence.local_entries()
     }
 
     /// Publishes a membership event as the HTTP API does (on this node's bus).
     pub async fn publish_user_event(&self, user: UserId, event: &UserEvent) -> bool {
-        let Ok(payload) = serde_json::to_string(event) else { return false };
-        self.shared.bus.publish(user_channel(user), payload).await
+        self.shared.bus.publish_user(user, event).await
+    }
+
+    /// The bus this node publishes on and listens to.
+    pub fn bus(&self) -> &Bus {
+        &self.shared.bus
     }
 
     /// Accepts connections until `shutdown` resolves, then says Goodbye to

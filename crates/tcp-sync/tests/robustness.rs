@@ -147,7 +147,7 @@ async fn redis_restart_mid_stream_both_nodes_recover() {
     assert_eq!(next_change(&mut be, "a change after the restart").await.seq, c3.seq);
     let mut bus_reconnects = 0.0;
     for line in n2.node.metrics().render().lines() {
-        if let Some(v) = line.strip_prefix("filesync_tcp_bus_reconnects_total ") {
+        if let Some(v) = line.strip_prefix("filesync_bus_reconnects_total ") {
             bus_reconnects = v.parse().unwrap();
         }
     }

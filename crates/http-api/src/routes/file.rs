@@ -89,9 +89,7 @@ pub(super) fn base_of(req: &HttpRequest) -> ApiResult<Base> {
 
 /// Announces the workspace's new seq to the nodes (and so to agents), after the commit.
 pub(super) async fn announce(state: &AppState, ws: WorkspaceId, seq: i64) {
-    if let Some(bus) = &state.bus {
-        bus.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq }).await;
-    }
+    state.bus.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq }).await;
 }
 
 #[derive(Deserialize, IntoParams)]

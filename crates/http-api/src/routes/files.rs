@@ -236,9 +236,7 @@ pub async fn restore(
             other => other.into(),
         })?;
     tracing::info!(workspace.id = ws.0, user.id = user.id.0, seq = committed.seq, from = version, "version restored");
-    if let Some(bus) = &state.bus {
-        bus.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq: committed.seq }).await;
-    }
+    state.bus.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq: committed.seq }).await;
     Ok(HttpResponse::Ok().json(RestoreResponse {
         restored: Restored { path: committed.path, version: committed.seq, restored_from: version },
     }))

@@ -10,16 +10,15 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::bus::REDIS_TIMEOUT;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::openapi::{AuthErrors, ServerErrors};
-use crate::presence;
 use crate::state::AppState;
 use crate::wire::DeviceJson;
 
 #[derive(Serialize, ToSchema)]
 struct PresenceResponse {
-    /// `redis`, or `none` when this process has no Redis to read presence from.
+    /// `redis`; `local` for the in-process presence `filesync-server`'s node
+    /// shares; `none` when this process can see no node's presence.
     #[schema(value_type = String, example = "redis")]
     source: &'static str,
     devices: Vec<DeviceJson>,
@@ -46,23 +45,16 @@ pub async fn presence(state: web::Data<AppState>, user: AuthUser, ws: web::Path<
             Ok(accounts::members_of(conn, ws)?)
         })
         .await?;
-    let Some(bus) = &state.bus else {
+    if !state.presence_visible {
         return Ok(HttpResponse::Ok().json(PresenceResponse { source: "none", devices: Vec::new() }));
-    };
+    }
+    let presence = state.bus.presence();
     let names: HashMap<UserId, String> = members.into_iter().map(|m| (UserId(m.user_id), m.username)).collect();
     let ids: Vec<UserId> = names.keys().copied().collect();
-    let mut conn = bus.connection();
-    let entries = match tokio::time::timeout(REDIS_TIMEOUT, presence::devices_of(&mut conn, &ids)).await {
-        Ok(Ok(entries)) => entries,
-        Ok(Err(e)) => {
-            tracing::warn!(workspace.id = ws.0, error = %e, "cannot read presence from Redis");
-            return Err(ApiError::Unavailable);
-        }
-        Err(_) => {
-            tracing::warn!(workspace.id = ws.0, "reading presence from Redis timed out");
-            return Err(ApiError::Unavailable);
-        }
-    };
+    let entries = presence.devices_of(&ids).await.map_err(|e| {
+        tracing::warn!(workspace.id = ws.0, error = %e, "cannot read presence");
+        ApiError::Unavailable
+    })?;
     let mut devices: Vec<DeviceJson> = entries
         .into_iter()
         .filter_map(|e| names.get(&e.user_id).cloned().map(|name| DeviceJson::new(e, name)))
@@ -70,5 +62,6 @@ pub async fn presence(state: web::Data<AppState>, user: AuthUser, ws: web::Path<
     devices.sort_by(|a, b| {
         (&a.username, &a.device_name, a.connected_at).cmp(&(&b.username, &b.device_name, b.connected_at))
     });
-    Ok(HttpResponse::Ok().json(PresenceResponse { source: "redis", devices }))
+    let source = if presence.is_redis() { "redis" } else { "local" };
+    Ok(HttpResponse::Ok().json(PresenceResponse { source, devices }))
 }

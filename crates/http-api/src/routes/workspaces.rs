@@ -136,16 +136,14 @@ pub async fn add_user(
         },
     )?;
     tracing::info!(workspace.id = ws_id.0, user.id = target.id, role = %role, "member added");
-    if let Some(bus) = &state.bus {
-        let event = UserEvent::WorkspaceShared {
-            workspace_id: ws_id,
-            workspace_name: workspace.name,
-            role,
-            by_user_id: caller.id,
-            by_username: caller.username,
-        };
-        bus.publish_user(target_id, &event).await;
-    }
+    let event = UserEvent::WorkspaceShared {
+        workspace_id: ws_id,
+        workspace_name: workspace.name,
+        role,
+        by_user_id: caller.id,
+        by_username: caller.username,
+    };
+    state.bus.publish_user(target_id, &event).await;
     Ok(HttpResponse::Created().json(AddUserResponse {
         member: MemberJson { user_id: target.id, username: target.username, email: target.email, role },
     }))

@@ -316,9 +316,20 @@ impl Bus {
         }
     }
 
-    /// Publishes a workspace event (stamped with the current time as its
-    /// commit time), after the commit it announces. Like [`Bus::publish_user`].
+    /// Publishes a workspace event, after the commit it announces. Like [`Bus::publish_user`].
     pub fn publish_workspace(&self, ws: WorkspaceId, event: &WorkspaceEvent) -> BoxFuture<'static, bool> {
+        match serde_json::to_string(event) {
+            Ok(payload) => self.publish(self.inner.registry.channel(Topic::Workspace(ws)), payload),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a workspace event");
+                futures::future::ready(false).boxed()
+            }
+        }
+    }
+
+    /// [`Bus::publish_workspace`] with the current time as the commit time
+    /// (`committed_at_ms`), so that receivers can measure the bus lag.
+    pub fn publish_workspace_stamped(&self, ws: WorkspaceId, event: &WorkspaceEvent) -> BoxFuture<'static, bool> {
         match stamped(event) {
             Some(payload) => self.publish(self.inner.registry.channel(Topic::Workspace(ws)), payload),
             None => {
@@ -589,7 +600,7 @@ mod tests {
         let bus = Bus::local();
         let mut sub = bus.subscribe_to(&[Topic::Workspace(WorkspaceId(1)), Topic::User(UserId(5))]);
         assert!(bus.publish_workspace(WorkspaceId(2), &committed(2, 1)).await);
-        assert!(bus.publish_workspace(WorkspaceId(1), &committed(1, 4)).await);
+        assert!(bus.publish_workspace_stamped(WorkspaceId(1), &committed(1, 4)).await);
         let shared = UserEvent::WorkspaceShared {
             workspace_id: WorkspaceId(1),
             workspace_name: "Docs".into(),

@@ -28,7 +28,7 @@ async fn publications_cross_processes_and_presence_is_shared() {
     // Subscriptions are set up asynchronously: publish until one arrives.
     let mut got = None;
     for _ in 0..50 {
-        assert!(api.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq: 3 }).await);
+        assert!(api.publish_workspace_stamped(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq: 3 }).await);
         got = next_matching(&mut sub, Duration::from_millis(100), |m| match m {
             BusMessage::Workspace { workspace_id, event, committed_at } => Some((workspace_id, event, committed_at)),
             _ => None,

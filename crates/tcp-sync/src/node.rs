@@ -91,7 +91,7 @@ impl Shared {
     /// A change was committed: forward it to local subscribers now and wake the other nodes.
     pub async fn announce(&self, ws: WorkspaceId, seq: i64) {
         self.hub.poke(ws, seq).await;
-        tokio::spawn(self.bus.publish_workspace(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq }));
+        tokio::spawn(self.bus.publish_workspace_stamped(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq }));
     }
 }
 

@@ -285,7 +285,127 @@ pub async fn commit_put(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::db::accounts::{self, NewUser};
+    use crate::storage::LocalDirStore;
+    use crate::UserId;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A directory store that remembers which chunks were made durable, and checks at each
+    /// `make_durable` that none of them was recorded for the workspace before.
+    #[derive(Debug)]
+    struct Watched {
+        inner: LocalDirStore,
+        db: Db,
+        ws: WorkspaceId,
+        durable: Mutex<HashSet<Hash>>,
+    }
+
+    impl ChunkStore for Watched {
+        fn put(&self, hash: &Hash, data: &[u8]) -> Result<Stored, StorageError> {
+            self.inner.put(hash, data)
+        }
+        fn get(&self, hash: &Hash) -> Result<Vec<u8>, StorageError> {
+            self.inner.get(hash)
+        }
+        fn contains(&self, hash: &Hash) -> Result<bool, StorageError> {
+            self.inner.contains(hash)
+        }
+        fn put_deferred(&self, hash: &Hash, data: &[u8]) -> Result<Stored, StorageError> {
+            self.inner.put_deferred(hash, data)
+        }
+        fn make_durable(&self, hashes: &[Hash]) -> Result<(), StorageError> {
+            let held = self.db.write_blocking(|c| journal::held_chunks(c, self.ws, hashes)).unwrap();
+            assert!(held.is_empty(), "a chunk was recorded before it was durable");
+            self.durable.lock().unwrap().extend(hashes.iter().copied());
+            self.inner.make_durable(hashes)
+        }
+    }
+
+    fn setup(dir: &std::path::Path) -> (Db, WorkspaceId, Author) {
+        let db = Db::open(&format!("sqlite://{}", dir.join("db.sqlite").display()), 2).unwrap();
+        let (user, ws) = db
+            .write_blocking(|c| {
+                let new = NewUser {
+                    first_name: "A",
+                    last_name: "B",
+                    username: "alice",
+                    email: "alice@example.com",
+                    password_hash: "x",
+                };
+                let user = accounts::create_user(c, &new)?;
+                let ws = accounts::create_workspace(c, UserId(user.id), "team")?;
+                Ok((UserId(user.id), WorkspaceId(ws.id)))
+            })
+            .unwrap();
+        (db, ws, Author { user_id: user, device_id: "test".into(), device_name: "test".into() })
+    }
+
+    /// A streamed put: every chunk durable before it is recorded, recorded before the commit
+    /// names it, the cuts the agent's; a stale base becomes a conflict copy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streamed_puts_are_durable_before_recorded_and_stale_bases_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ws, author) = setup(dir.path());
+        let store = Arc::new(Watched {
+            inner: LocalDirStore::open(dir.path().join("chunks")).unwrap(),
+            db: db.clone(),
+            ws,
+            durable: Mutex::default(),
+        });
+        // More than one record batch.
+        let data = noise(RECORD_BATCH * AVG_CHUNK as usize * 5 / 4, 7);
+        let streamed = store_stream(&db, store.clone(), ws, &data[..]).await.unwrap();
+        assert_eq!((streamed.size, streamed.content_hash), (data.len() as u64, chunking::hash(&data)));
+        assert_eq!(streamed.chunks, chunking::scan(&data[..]).unwrap().refs());
+        let hashes: Vec<Hash> = streamed.chunks.iter().map(|c| c.hash).collect();
+        let held = db.run(move |c| journal::held_chunks(c, ws, &hashes)).await.unwrap();
+        assert_eq!(held.len(), streamed.chunks.iter().map(|c| c.hash).collect::<HashSet<_>>().len());
+        assert!(held.iter().all(|h| store.durable.lock().unwrap().contains(h)));
+        assert!(streamed.progress.chunks_written > 0);
+
+        let put = |base| NewPut { path: "big.bin".into(), base, mtime_ms: 1, mode: None };
+        let first = commit_put(&db, ws, author.clone(), put(Base::Current), streamed).await.unwrap();
+        assert!(first.created && first.committed.conflict_path.is_none());
+        let v1 = first.committed.seq;
+        let edit = store_stream(&db, store.clone(), ws, &b"edited"[..]).await.unwrap();
+        let second = commit_put(&db, ws, author.clone(), put(Base::Seen(v1)), edit).await.unwrap();
+        assert!(!second.created && second.committed.conflict_path.is_none());
+        let stale = store_stream(&db, store.clone(), ws, &b"stale"[..]).await.unwrap();
+        let third = commit_put(&db, ws, author.clone(), put(Base::Seen(v1)), stale).await.unwrap();
+        let copy = third.committed.conflict_path.clone().expect("a conflict copy");
+        assert!(third.created && copy.starts_with("big (conflict alice test "), "{copy}");
+        let head = db.run(move |c| journal::head_of(c, ws, "big.bin")).await.unwrap().unwrap();
+        assert_eq!(head.seq, second.committed.seq);
+    }
+
+    /// A chunk whose bytes do not match its name is refused and nothing of it is recorded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_chunk_is_refused_and_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ws, _) = setup(dir.path());
+        let store: Arc<dyn ChunkStore> = Arc::new(LocalDirStore::open(dir.path().join("chunks")).unwrap());
+        let mut sink = ChunkSink::new(db.clone(), store, ws);
+        let claimed = chunking::hash(b"what was announced");
+        sink.push(claimed, b"something else".to_vec()).await.unwrap();
+        assert!(matches!(sink.finish().await, Err(IngestError::Storage(StorageError::HashMismatch { .. }))));
+        let held = db.run(move |c| journal::held_chunks(c, ws, &[claimed])).await.unwrap();
+        assert!(held.is_empty());
+    }
 
     /// The streaming chunker cuts exactly where the agent's does, so HTTP uploads dedupe with agents'.
     #[test]

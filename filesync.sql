@@ -133,6 +133,26 @@ CREATE TABLE workspace_chunks (
 -- only checked on the rows the prefix selects.
 CREATE INDEX file_heads_path_idx ON file_heads (workspace_id, path(255));
 
+-- migration 2026-12-01-000002_invitations
+-- Pending invitations: a workspace shared with an email that has no account
+-- yet. Registering with that email turns each into a membership (and deletes
+-- it); the owner can cancel one. Deleting the workspace or the inviter drops it.
+CREATE TABLE invitations (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  workspace_id BIGINT NOT NULL,
+  email VARCHAR(254) NOT NULL,
+  role VARCHAR(16) NOT NULL,
+  invited_by BIGINT NOT NULL,
+  created_at DATETIME NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY invitations_workspace_email_key (workspace_id, email),
+  KEY invitations_email_idx (email),
+  KEY invitations_invited_by_idx (invited_by),
+  CONSTRAINT invitations_workspace_fk FOREIGN KEY (workspace_id) REFERENCES workspaces (id) ON DELETE CASCADE,
+  CONSTRAINT invitations_invited_by_fk FOREIGN KEY (invited_by) REFERENCES users (id) ON DELETE CASCADE,
+  CONSTRAINT invitations_role_check CHECK (role IN ('editor', 'viewer'))
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- diesel's record of the migrations above (their directory names without
 -- dashes up to the underscore).
 CREATE TABLE __diesel_schema_migrations (
@@ -144,4 +164,5 @@ CREATE TABLE __diesel_schema_migrations (
 INSERT INTO __diesel_schema_migrations (version) VALUES
   ('20261124000001'),
   ('20261124000002'),
-  ('20261125000001');
+  ('20261125000001'),
+  ('20261201000002');

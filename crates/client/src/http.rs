@@ -101,6 +101,33 @@ pub struct ApiMember {
     pub role: Role,
 }
 
+/// A workspace shared with an email that has no account yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiInvitation {
+    pub id: i64,
+    pub email: String,
+    pub role: Role,
+}
+
+/// What `/add-user` did.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Shared {
+    /// The email has an account: a member now.
+    Member { member: ApiMember },
+    /// No account yet: invited; a member once they register with this email.
+    Invited { invitation: ApiInvitation },
+}
+
+/// The members of a workspace and its pending invitations (`/view-shared-users`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct People {
+    #[serde(alias = "members")]
+    pub users: Vec<ApiMember>,
+    #[serde(default)]
+    pub invitations: Vec<ApiInvitation>,
+}
+
 /// One version of a file, from `/workspaces/{id}/history`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiVersion {
@@ -262,21 +289,57 @@ impl Api {
         Ok(created.workspace)
     }
 
-    pub async fn add_user(&self, ws: WorkspaceId, email: &str, role: Role) -> Result<(), HttpError> {
+    /// Shares `ws` with `email`: a member at once if the email has an account, else a pending
+    /// invitation that becomes membership when that email registers.
+    pub async fn add_user(&self, ws: WorkspaceId, email: &str, role: Role) -> Result<Shared, HttpError> {
         let body = serde_json::json!({ "workspace_id": ws, "email": email, "role": role });
-        self.send(self.request(reqwest::Method::POST, "/add-user").json(&body), "sharing").await?;
-        Ok(())
+        self.json(self.request(reqwest::Method::POST, "/add-user").json(&body), "sharing").await
     }
 
     pub async fn members(&self, ws: WorkspaceId) -> Result<Vec<ApiMember>, HttpError> {
-        #[derive(Deserialize)]
-        struct List {
-            #[serde(alias = "members")]
-            users: Vec<ApiMember>,
-        }
+        Ok(self.people(ws).await?.users)
+    }
+
+    /// The members of `ws` and its pending invitations.
+    pub async fn people(&self, ws: WorkspaceId) -> Result<People, HttpError> {
         let path = format!("/view-shared-users?workspace_id={ws}");
-        let list: List = self.json(self.request(reqwest::Method::GET, &path), "member lists").await?;
-        Ok(list.users)
+        self.json(self.request(reqwest::Method::GET, &path), "member lists").await
+    }
+
+    /// Gives a member another role (owner only).
+    pub async fn set_role(&self, ws: WorkspaceId, user_id: i64, role: Role) -> Result<ApiMember, HttpError> {
+        #[derive(Deserialize)]
+        struct Changed {
+            member: ApiMember,
+        }
+        let body = serde_json::json!({ "role": role });
+        let req = self.request(reqwest::Method::PUT, &format!("/workspaces/{ws}/members/{user_id}")).json(&body);
+        let changed: Changed = self.json(req, "changing roles").await?;
+        Ok(changed.member)
+    }
+
+    /// Removes a member (owner), or leaves (`user_id` is the caller's own).
+    pub async fn remove_member(&self, ws: WorkspaceId, user_id: i64) -> Result<(), HttpError> {
+        let req = self.request(reqwest::Method::DELETE, &format!("/workspaces/{ws}/members/{user_id}"));
+        self.send(req, "removing members").await?;
+        Ok(())
+    }
+
+    pub async fn cancel_invitation(&self, ws: WorkspaceId, invitation_id: i64) -> Result<(), HttpError> {
+        let req = self.request(reqwest::Method::DELETE, &format!("/workspaces/{ws}/invitations/{invitation_id}"));
+        self.send(req, "cancelling invitations").await?;
+        Ok(())
+    }
+
+    pub async fn rename_workspace(&self, ws: WorkspaceId, name: &str) -> Result<(), HttpError> {
+        let body = serde_json::json!({ "name": name });
+        self.send(self.request(reqwest::Method::PATCH, &format!("/workspaces/{ws}")).json(&body), "renaming").await?;
+        Ok(())
+    }
+
+    pub async fn delete_workspace(&self, ws: WorkspaceId) -> Result<(), HttpError> {
+        self.send(self.request(reqwest::Method::DELETE, &format!("/workspaces/{ws}")), "deleting workspaces").await?;
+        Ok(())
     }
 
     pub async fn history(&self, ws: WorkspaceId, path: &str) -> Result<Vec<ApiVersion>, HttpError> {

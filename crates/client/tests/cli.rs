@@ -73,9 +73,15 @@ async fn account_and_workspace_story(backend: Backend) {
     let members = alice.ok(&["workspace", "members", "docs"], None).await;
     assert!(members.contains("alice@example.com") && members.contains("bob@example.com"), "{members}");
 
+    // An email without an account is invited, and listed as such.
+    let out = alice.ok(&["workspace", "share", "docs", "nobody@example.com"], None).await;
+    assert!(out.contains("invited nobody@example.com to docs as editor"), "{out}");
+    let members = alice.ok(&["workspace", "members", "docs"], None).await;
+    assert!(members.contains("nobody@example.com") && members.contains("invited, no account yet"), "{members}");
+
     // Wrong inputs name the problem.
-    let err = alice.fails(&["workspace", "share", "docs", "nobody@example.com"], None).await;
-    assert!(err.contains("no user has this email"), "{err}");
+    let err = alice.fails(&["workspace", "share", "docs", "not an email"], None).await;
+    assert!(err.contains("email must look like"), "{err}");
     let err = alice.fails(&["workspace", "members", "nope"], None).await;
     assert!(err.contains("no workspace \"nope\""), "{err}");
     let err = bob.fails(&["workspace", "share", "docs", "alice@example.com"], None).await;

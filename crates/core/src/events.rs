@@ -35,6 +35,20 @@ pub enum UserEvent {
     MemberRemoved { workspace_id: WorkspaceId },
     /// The user's role in a workspace changed.
     RoleChanged { workspace_id: WorkspaceId, role: Role },
+    /// The workspace was deleted by its owner: like `MemberRemoved` for every member.
+    WorkspaceDeleted { workspace_id: WorkspaceId },
+}
+
+impl UserEvent {
+    /// The workspace this event takes away from the user, if it does.
+    pub fn ends_access_to(&self) -> Option<WorkspaceId> {
+        match self {
+            UserEvent::MemberRemoved { workspace_id } | UserEvent::WorkspaceDeleted { workspace_id } => {
+                Some(*workspace_id)
+            }
+            UserEvent::WorkspaceShared { .. } | UserEvent::RoleChanged { .. } => None,
+        }
+    }
 }
 
 /// Published on `filesync:ws:<workspace_id>`.
@@ -65,6 +79,14 @@ mod tests {
                                "role": "editor", "by_user_id": 1, "by_username": "alice"})
         );
         assert_eq!(user_channel(UserId(3)), "filesync:user:3");
+        let gone = UserEvent::WorkspaceDeleted { workspace_id: WorkspaceId(7) };
+        assert_eq!(
+            serde_json::to_value(&gone).unwrap(),
+            serde_json::json!({"type": "workspace_deleted", "workspace_id": 7})
+        );
+        assert_eq!(gone.ends_access_to(), Some(WorkspaceId(7)));
+        assert_eq!(UserEvent::MemberRemoved { workspace_id: WorkspaceId(8) }.ends_access_to(), Some(WorkspaceId(8)));
+        assert_eq!(UserEvent::RoleChanged { workspace_id: WorkspaceId(8), role: Role::Viewer }.ends_access_to(), None);
         assert_eq!(workspace_channel(WorkspaceId(9)), "filesync:ws:9");
     }
 }

@@ -58,10 +58,7 @@ impl Role {
         }
     }
 
-    /// Owners and editors may upload, delete, move and restore.
-    pub fn can_write(self) -> bool {
-        matches!(self, Role::Owner | Role::Editor)
-    }
+    // What a role allows is [`crate::access`]'s: `Role::may`, `Role::can_write`.
 }
 
 impl fmt::Display for Role {

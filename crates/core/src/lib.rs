@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`ids`]: domain newtypes (`UserId`, `WorkspaceId`, `Role`).
+//! - [`access`]: the access policy, what each role may do with a workspace (both daemons ask it).
 //! - [`secret`]: a string that never shows up in `Debug` or logs.
 //! - [`config`]: daemon configuration: defaults → TOML file → `FILESYNC_*` env.
 //! - [`jwt`]: issuing and verifying the HS256 access tokens both daemons accept.
@@ -18,6 +19,7 @@
 //! **Architecture Invariant:** this crate opens no socket. It describes data
 //! and rules; the daemons and the client do the I/O.
 
+pub mod access;
 pub mod chunking;
 pub mod config;
 pub mod events;

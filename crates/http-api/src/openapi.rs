@@ -19,7 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::{accounts, activity, file, files, health, presence, tree, workspaces};
+use crate::routes::{accounts, activity, file, files, health, members, presence, tree, workspaces};
 use crate::ui::{self, session};
 
 /// The name of the security scheme: `Authorization: Bearer <token>`.
@@ -46,6 +46,11 @@ pub const BEARER: &str = "bearer";
         workspaces::shared_workspaces,
         workspaces::shared_users,
         workspaces::all_workspaces,
+        members::set_role,
+        members::remove_member,
+        members::rename_workspace,
+        members::delete_workspace,
+        members::cancel_invitation,
         files::download_workspace,
         files::list_files,
         files::history,

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use filesync_core::chunking::hex;
 use filesync_core::db::accounts::{Member, MemberWorkspace, User};
+use filesync_core::db::invitations::Invitation;
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{Change, ChangeOp, EntryKind};
 use filesync_core::Role;
@@ -67,6 +68,35 @@ pub struct MemberJson {
 impl From<Member> for MemberJson {
     fn from(m: Member) -> MemberJson {
         MemberJson { user_id: m.user_id, username: m.username, email: m.email, role: m.role }
+    }
+}
+
+/// A pending invitation: a workspace shared with an email that has no account yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationJson {
+    pub id: i64,
+    pub workspace_id: i64,
+    pub email: String,
+    #[schema(schema_with = role_schema)]
+    pub role: Role,
+    /// Always `pending`: an accepted invitation is a member, a cancelled one is gone.
+    #[schema(schema_with = pending_schema)]
+    pub status: &'static str,
+    pub invited_by: OwnerJson,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Invitation> for InvitationJson {
+    fn from(i: Invitation) -> InvitationJson {
+        InvitationJson {
+            id: i.id,
+            workspace_id: i.workspace_id.0,
+            email: i.email,
+            role: i.role,
+            status: "pending",
+            invited_by: OwnerJson { id: i.invited_by.0, username: i.invited_by_username },
+            created_at: i.created_at.and_utc(),
+        }
     }
 }
 
@@ -231,6 +261,11 @@ pub fn role_schema() -> utoipa::openapi::Object {
         Role::Owner | Role::Editor | Role::Viewer => (),
     };
     one_of([Role::Owner, Role::Editor, Role::Viewer].map(Role::as_str))
+}
+
+/// An invitation's status: always `pending`.
+pub fn pending_schema() -> utoipa::openapi::Object {
+    one_of(["pending"])
 }
 
 /// An entry's kind: `file` or `dir`.

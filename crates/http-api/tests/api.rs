@@ -189,12 +189,14 @@ async fn workspaces_sharing_and_membership() {
         assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "owner"})).await, 422, "invalid_role");
         assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "admin"})).await, 422, "invalid_role");
         assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "viewer' OR '1'='1"})).await, 422, "invalid_role");
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "x' OR '1'='1@example.com"})).await, 404, "user_not_found");
+        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "x' OR '1'='1@example.com"})).await, 422, "invalid_email");
         assert_error(&add(alice.clone(), json!({"workspace_id": "abc", "email": "bob@example.com"})).await, 422, "invalid_request");
         assert_error(&add(alice.clone(), json!({"email": "bob@example.com"})).await, 422, "invalid_request");
         assert_error(&add(carol.clone(), json!({"workspace_id": ws, "email": "bob@example.com"})).await, 404, "workspace_not_found");
         assert_error(&add(alice.clone(), json!({"workspace_id": ws + 999, "email": "bob@example.com"})).await, 404, "workspace_not_found");
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "nobody@example.com"})).await, 404, "user_not_found");
+        // An email without an account: a pending invitation (tests/members.rs).
+        let (status, body) = add(alice.clone(), json!({"workspace_id": ws, "email": "nobody@example.com"})).await;
+        assert_eq!((status, &body["invitation"]["email"]), (StatusCode::ACCEPTED, &json!("nobody@example.com")), "{body}");
         assert_error(&srv.post("/add-user", None, json!({"workspace_id": ws, "email": "bob@example.com"})).await, 401, "missing_token");
 
         // The original client sends ids as strings and emails in any case.

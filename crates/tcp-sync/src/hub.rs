@@ -344,12 +344,13 @@ impl Hub {
         }
     }
 
-    /// A membership change for `user`: drop subscriptions it ends, then tell every connection of the user.
+    /// A membership change for `user`: drop the subscriptions it ends (removed from the workspace, or
+    /// the workspace deleted), then tell every connection of the user.
     pub async fn user_event(&self, user: UserId, event: UserEvent) {
         let conns: Vec<ConnHandle> = self.state().users.get(&user).cloned().unwrap_or_default();
-        if let UserEvent::MemberRemoved { workspace_id } = &event {
+        if let Some(workspace_id) = event.ends_access_to() {
             for c in &conns {
-                self.unsubscribe(*workspace_id, c.conn_id).await;
+                self.unsubscribe(workspace_id, c.conn_id).await;
             }
         }
         let notice = Notice::from(event);

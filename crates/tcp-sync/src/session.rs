@@ -26,7 +26,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::auth::{self, authorize, Access};
+use crate::auth::{self, authorize, Action};
 use crate::conn::{End, Reader, Refresh};
 use crate::error::ReqError;
 use crate::handshake::Identity;
@@ -282,7 +282,7 @@ impl Session {
         if self.uploads.len() >= MAX_OPEN_UPLOADS {
             return Err(ReqError::bad_request(format!("at most {MAX_OPEN_UPLOADS} uploads may be open at once")));
         }
-        authorize(&self.shared.db, self.identity.user, ws, Access::Write).await?;
+        authorize(&self.shared.db, self.identity.user, ws, Action::WriteFiles).await?;
         let hashes: Vec<Hash> = lengths.keys().copied().collect();
         let missing = self.shared.db.run(move |c| journal::missing_chunks(c, ws, &hashes)).await?;
         let needed: HashMap<Hash, u32> = missing.iter().map(|h| (*h, lengths[h])).collect();
@@ -297,7 +297,7 @@ impl Session {
 
     /// Rebuilds the full chunk list from the base version and the runs, then continues as `PutFile`.
     async fn put_delta(&mut self, d: PutDelta) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.identity.user, d.workspace_id, Access::Write).await?;
+        authorize(&self.shared.db, self.identity.user, d.workspace_id, Action::WriteFiles).await?;
         let (_, base) = file_version(&self.shared, d.workspace_id, d.base_seq).await?;
         let chunks = delta::apply(&base, &d.runs, MAX_DELTA_CHUNKS, &d.manifest_hash)
             .map_err(|e| ReqError::bad_request(format!("the delta against seq {} does not add up: {e}", d.base_seq)))?;
@@ -365,7 +365,7 @@ impl Session {
         ws: WorkspaceId,
         files: Vec<FileUpload>,
     ) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.identity.user, ws, Access::Write).await?;
+        authorize(&self.shared.db, self.identity.user, ws, Action::WriteFiles).await?;
         let edits: Vec<Edit> = files.into_iter().map(put_edit).collect();
         let done = ingest::commit_many(&self.shared.db, ws, self.author(), edits).await?;
         let mut last = None;
@@ -398,7 +398,7 @@ impl Session {
 
     /// Authorizes (again, for uploads: the role may have changed meanwhile), commits, announces, answers.
     async fn commit(&mut self, request_id: RequestId, ws: WorkspaceId, edit: Edit) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.identity.user, ws, Access::Write).await?;
+        authorize(&self.shared.db, self.identity.user, ws, Action::WriteFiles).await?;
         let op = match &edit {
             Edit::Put { .. } | Edit::MakeDir { .. } => ChangeOp::Put,
             Edit::Delete { .. } => ChangeOp::Delete,
@@ -456,7 +456,7 @@ impl Session {
     }
 
     async fn subscribe(&mut self, request_id: RequestId, ws: WorkspaceId, since_seq: i64) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.identity.user, ws, Access::Read).await?;
+        authorize(&self.shared.db, self.identity.user, ws, Action::ReadFiles).await?;
         let (shared, resp, conn) = (self.shared.clone(), self.resp.clone(), self.conn.clone());
         // The catch-up may be long: it runs beside the reader loop.
         self.tasks.spawn(async move {
@@ -489,7 +489,7 @@ impl Reads {
             .db
             .run(move |c| Ok((accounts::role_of(c, ws, user)?, journal::version_at(c, ws, seq)?)))
             .await?;
-        auth::check(role, ws, Access::Read)?;
+        auth::check(role, ws, Action::ReadFiles)?;
         let (change, chunks) = file_content(found, ws, seq)?;
         self.reply(Message::Manifest {
             request_id,
@@ -513,7 +513,7 @@ impl Reads {
         seq: i64,
         bases: Vec<i64>,
     ) -> Result<(), ReqError> {
-        authorize(&self.shared.db, self.user, ws, Access::Read).await?;
+        authorize(&self.shared.db, self.user, ws, Action::ReadFiles).await?;
         let (change, chunks) = file_version(&self.shared, ws, seq).await?;
         let mut base: Option<(i64, Vec<ChunkRef>)> = None;
         for b in bases.into_iter().take(MAX_DELTA_BASES) {
@@ -548,7 +548,7 @@ impl Reads {
             .db
             .run(move |c| Ok((accounts::role_of(c, ws, user)?, journal::held_chunks(c, ws, &wanted)?)))
             .await?;
-        auth::check(role, ws, Access::Read)?;
+        auth::check(role, ws, Action::ReadFiles)?;
         if let Some(h) = hashes.iter().find(|h| !held.contains(*h)) {
             return Err(ReqError::new(
                 ErrorCode::NotFound,

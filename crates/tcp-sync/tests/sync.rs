@@ -10,7 +10,7 @@ use filesync_core::chunking::MAX_CHUNK;
 use filesync_core::db::Backend;
 use filesync_core::events::UserEvent;
 use filesync_core::proto::{ChangeOp, Notice};
-use filesync_core::Role;
+use filesync_core::{Role, WorkspaceId};
 
 /// Upload on one node, event and identical download on the other; a 4 KiB
 /// edit in the middle of a large file moves only the changed chunks; an
@@ -225,12 +225,14 @@ async fn viewers_and_outsiders_are_refused() {
     v.download(ws, c.seq, &out).await.unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&file).unwrap());
 
-    // Someone outside the workspace can neither read nor learn anything, even with a valid hash.
+    // Someone outside the workspace can neither read nor learn anything, even with a valid hash:
+    // the answer is the one for a workspace that does not exist.
     let (e, _ee) = connect(n.addr, &te, "e").await;
-    assert_eq!(code(e.subscribe(ws, 0).await), "forbidden");
-    assert_eq!(code(e.manifest(ws, c.seq).await), "forbidden");
-    assert_eq!(code(e.download(ws, c.seq, &local.path().join("x")).await), "forbidden");
-    assert_eq!(code(e.put_file(ws, "x", &other, 0).await), "forbidden");
+    assert_eq!(code(e.subscribe(ws, 0).await), "workspace_not_found");
+    assert_eq!(code(e.manifest(ws, c.seq).await), "workspace_not_found");
+    assert_eq!(code(e.download(ws, c.seq, &local.path().join("x")).await), "workspace_not_found");
+    assert_eq!(code(e.put_file(ws, "x", &other, 0).await), "workspace_not_found");
+    assert_eq!(code(e.subscribe(WorkspaceId(ws.0 + 999), 0).await), "workspace_not_found");
     // Uploading into one's own workspace a hash known from elsewhere still requires the bytes.
     let (zed, tz) = cluster.user("zed");
     let own = cluster.workspace(zed, "Own");
@@ -318,7 +320,66 @@ async fn a_removed_member_loses_its_subscription_at_once() {
     let visible = a.put_file(ws2, "public.txt", &f, 0).await.unwrap();
     let next = next_change(&mut be, "the change in the still-shared workspace").await;
     assert_eq!((next.workspace_id, next.seq), (ws2, visible.seq));
-    assert_eq!(code(b.subscribe(ws, 0).await), "forbidden");
-    assert_eq!(code(b.put_file(ws, "x", &f, 0).await), "forbidden");
+    assert_eq!(code(b.subscribe(ws, 0).await), "workspace_not_found");
+    assert_eq!(code(b.put_file(ws, "x", &f, 0).await), "workspace_not_found");
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_downgrade_and_a_deleted_workspace_take_effect_at_once() {
+    let cluster = Cluster::new(Backend::Sqlite, false);
+    let n = cluster.node().await;
+    let (alice, ta) = cluster.user("alice");
+    let (bob, tb) = cluster.user("bob");
+    let ws = cluster.workspace(alice, "Team");
+    cluster.share(ws, bob, Role::Editor, alice);
+    let local = tempfile::tempdir().unwrap();
+    let f = write_file(local.path(), "f", b"draft");
+    let (a, mut ae) = connect(n.addr, &ta, "a").await;
+    let (b, mut be) = connect(n.addr, &tb, "b").await;
+    a.subscribe(ws, 0).await.unwrap();
+    b.subscribe(ws, 0).await.unwrap();
+    b.put_file(ws, "by-bob.txt", &f, 0).await.unwrap();
+    next_change(&mut be, "bob's own upload").await;
+    next_change(&mut ae, "bob's upload at alice").await;
+
+    // Bob becomes a viewer (as the HTTP API does it: the row, then the announcement).
+    {
+        use filesync_core::db::membership;
+        let mut c = cluster.db.conn().unwrap();
+        assert!(membership::set_role(&mut c, ws, bob, Role::Viewer).unwrap());
+    }
+    let changed = UserEvent::RoleChanged { workspace_id: ws, role: Role::Viewer };
+    assert!(n.node.publish_user_event(bob, &changed).await);
+    match within("the role notice", be.next()).await {
+        Some(Event::Notice(notice)) => assert_eq!(notice, Notice::RoleChanged { workspace_id: ws, role: Role::Viewer }),
+        other => panic!("expected the notice, got {other:?}"),
+    }
+    assert_eq!(code(b.put_file(ws, "later.txt", &f, 0).await), "forbidden");
+    // Still a reader: Alice's next change reaches Bob.
+    let seq = a.put_file(ws, "by-alice.txt", &f, 0).await.unwrap().seq;
+    assert_eq!(next_change(&mut be, "alice's change at the viewer").await.seq, seq);
+    next_change(&mut ae, "alice's own change").await;
+
+    // Alice deletes the workspace: every member's subscription ends and each is told.
+    let members = {
+        use filesync_core::db::membership;
+        let mut c = cluster.db.conn().unwrap();
+        membership::delete_workspace(&mut c, ws).unwrap()
+    };
+    assert_eq!(members.len(), 2);
+    for user in members {
+        assert!(n.node.publish_user_event(user, &UserEvent::WorkspaceDeleted { workspace_id: ws }).await);
+    }
+    for events in [&mut ae, &mut be] {
+        match within("the deletion notice", events.next()).await {
+            Some(Event::Notice(notice)) => assert_eq!(notice, Notice::WorkspaceDeleted { workspace_id: ws }),
+            other => panic!("expected the notice, got {other:?}"),
+        }
+    }
+    for client in [&a, &b] {
+        assert_eq!(code(client.subscribe(ws, 0).await), "workspace_not_found");
+        assert_eq!(code(client.put_file(ws, "x", &f, 0).await), "workspace_not_found");
+    }
     n.shutdown().await.unwrap();
 }

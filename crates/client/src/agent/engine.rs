@@ -75,9 +75,13 @@ pub enum SyncError {
     /// The node went away politely: move to the next one at once.
     #[error("node said goodbye: {0}")]
     Goodbye(String),
-    /// Retrying cannot help (bad token, no longer a member).
+    /// Retrying cannot help (bad token, an unusable setup).
     #[error("{0}")]
     Fatal(String),
+    /// The user lost this workspace (removed from it, or it was deleted): stop syncing this folder
+    /// and keep its files. The text says why.
+    #[error("{0}")]
+    AccessEnded(&'static str),
     #[error(transparent)]
     State(#[from] crate::home::HomeError),
     /// Shutdown was requested between two files.
@@ -91,6 +95,7 @@ impl From<RemoteError> for SyncError {
             e if e.is_auth() => SyncError::Fatal(format!("the sync node refused the login: {e}; run `filesync login`")),
             RemoteError::Refused { code, message } if code == super::remote::MISCONFIGURED => SyncError::Fatal(message),
             RemoteError::Connection(m) => SyncError::Connection(m),
+            RemoteError::NoWorkspace(_) => SyncError::AccessEnded(NO_LONGER_MEMBER),
             RemoteError::Refused { code, message } => SyncError::Connection(format!("{message} ({code})")),
         }
     }
@@ -111,6 +116,9 @@ enum Local {
 
 /// Outcome of a request about one path that did not break the connection.
 type PathResult = Result<(), SyncError>;
+
+/// Why a folder stops when the node no longer knows the workspace for this user.
+const NO_LONGER_MEMBER: &str = "you are no longer a member of it, or it was deleted";
 
 /// The sync of one folder.
 pub struct FolderSync {
@@ -597,11 +605,10 @@ impl FolderSync {
                 self.role = role;
             }
             Notice::MemberRemoved { workspace_id } if workspace_id == self.ws => {
-                return Err(SyncError::Fatal(format!(
-                    "you were removed from workspace {}; its folder {} is no longer synced",
-                    self.name,
-                    self.root.display()
-                )));
+                return Err(SyncError::AccessEnded("you were removed from it"));
+            }
+            Notice::WorkspaceDeleted { workspace_id } if workspace_id == self.ws => {
+                return Err(SyncError::AccessEnded("its owner deleted it"));
             }
             _ => {}
         }

@@ -529,3 +529,25 @@ async fn live_changes_queued_together_are_applied_together_and_later_events_afte
     assert_eq!(s.sync.store.state.last_seq, last);
     assert!(s.sync.store.state.last_seq > 0 && s.temps().is_empty());
 }
+
+#[tokio::test]
+async fn losing_the_workspace_stops_the_folder_and_keeps_its_files() {
+    for (notice, why) in [
+        (Notice::MemberRemoved { workspace_id: WS }, "you were removed from it"),
+        (Notice::WorkspaceDeleted { workspace_id: WS }, "its owner deleted it"),
+    ] {
+        let mut s = Setup::new(Role::Editor);
+        s.synced("kept.txt", b"mine").await;
+        // A notice about another workspace changes nothing here.
+        s.node.events.push_back(RemoteEvent::Notice(Notice::MemberRemoved { workspace_id: WorkspaceId(2) }));
+        s.node.events.push_back(RemoteEvent::Notice(notice));
+        let later = s.node.publish("never.txt", b"after the removal");
+        s.node.events.push_back(RemoteEvent::Change(later));
+        let (_watch_tx, mut watch) = tokio::sync::mpsc::channel(1);
+        let (_stop_tx, mut shutdown) = tokio::sync::watch::channel(false);
+        let ended = s.sync.live(&mut s.node, &mut watch, &mut shutdown).await;
+        assert!(matches!(ended, Err(SyncError::AccessEnded(w)) if w == why), "{ended:?}");
+        assert_eq!(s.read("kept.txt").as_deref(), Some(&b"mine"[..]), "the files stay");
+        assert!(s.read("never.txt").is_none(), "nothing after the notice is applied");
+    }
+}

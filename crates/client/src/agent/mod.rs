@@ -208,7 +208,7 @@ async fn run_folder(
         username: cfg.username.clone(),
     };
     let mut sync =
-        FolderSync::new(ws, folder.workspace_name.clone(), folder.root.clone(), store, folder.role, ident, ui);
+        FolderSync::new(ws, folder.workspace_name.clone(), folder.root.clone(), store, folder.role, ident, ui.clone());
     sync.stop = Some(stop.clone());
     // Watch before the first scan, so nothing changed during the scan is missed.
     let mut watcher = if cfg.once {
@@ -275,6 +275,11 @@ async fn run_folder(
         sync.store.save()?;
         match outcome {
             Ok(Ended::Stopped | Ended::Reconciled) | Err(SyncError::Stopped) => return Ok(()),
+            Err(SyncError::AccessEnded(why)) => {
+                forget_folder(&cfg.home, ws)?;
+                ui.access_ended(&folder.workspace_name, &folder.root, why);
+                return Ok(());
+            }
             Err(SyncError::Goodbye(reason)) => {
                 tracing::info!(workspace.id = %ws, node.addr = %addr, reason = %reason, "node is leaving; moving to the next");
                 index += 1;
@@ -291,6 +296,20 @@ async fn run_folder(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Serializes edits of the linked-folder list by the folder tasks of one agent.
+static FOLDER_LIST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Unlinks `ws`'s folder (its files stay) and drops its sync state: the workspace is gone for
+/// this user, so no later `filesync sync` tries it again.
+fn forget_folder(home: &Home, ws: WorkspaceId) -> Result<(), HomeError> {
+    let _guard = FOLDER_LIST.lock().unwrap_or_else(|p| p.into_inner());
+    let mut folders = home.folders()?;
+    folders.retain(|f| f.workspace_id != ws);
+    home.save_folders(&folders)?;
+    let _ = std::fs::remove_file(home.state_path(ws));
+    Ok(())
 }
 
 /// What `workspace download` fetched.
@@ -332,7 +351,9 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
                 let files = &sync.store.state.files;
                 return Ok(DownloadReport { files: files.len(), bytes: files.values().map(|e| e.size).sum() });
             }
-            Err(e @ SyncError::Fatal(_)) => return Err(AgentError::Folder { workspace: ws.name.clone(), error: e }),
+            Err(e @ (SyncError::Fatal(_) | SyncError::AccessEnded(_))) => {
+                return Err(AgentError::Folder { workspace: ws.name.clone(), error: e })
+            }
             Err(e) => last = e.to_string(),
         }
     }

@@ -78,12 +78,20 @@ pub enum RemoteError {
     /// The connection failed or closed; reconnect.
     #[error("{0}")]
     Connection(String),
+    /// The workspace is gone for this user (removed from it, or it was deleted): the node
+    /// answered `workspace_not_found`. Retrying cannot help; the folder stops syncing.
+    #[error("{0}")]
+    NoWorkspace(String),
 }
+
+/// The protocol's code for "no such workspace, or not a member of it".
+pub const WORKSPACE_NOT_FOUND: &str = "workspace_not_found";
 
 impl RemoteError {
     pub fn code(&self) -> Option<&str> {
         match self {
             RemoteError::Refused { code, .. } => Some(code),
+            RemoteError::NoWorkspace(_) => Some(WORKSPACE_NOT_FOUND),
             RemoteError::Connection(_) => None,
         }
     }

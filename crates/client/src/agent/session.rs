@@ -79,6 +79,9 @@ impl Drop for Session {
 impl From<ClientError> for RemoteError {
     fn from(e: ClientError) -> RemoteError {
         match e {
+            ClientError::Server { code, message } if code == super::remote::WORKSPACE_NOT_FOUND => {
+                RemoteError::NoWorkspace(message)
+            }
             ClientError::Server { code, message } => RemoteError::Refused { code, message },
             // The file moved under us; the watcher brings it back. Not a connection problem.
             ClientError::FileChanged => RemoteError::Refused {

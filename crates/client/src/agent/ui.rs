@@ -24,6 +24,7 @@ enum Pop {
     Conflict { workspace: String, copy: String },
     KeptLocal { workspace: String, path: String },
     Shared { workspace: String, role: Role, by: String },
+    AccessEnded { workspace: String, why: &'static str },
 }
 
 /// Cheap to clone; one per agent.
@@ -94,6 +95,15 @@ impl Ui {
         self.pop(Pop::KeptLocal { workspace: workspace.to_owned(), path: path.to_owned() });
     }
 
+    /// The folder of `workspace` stopped syncing for good (`why`: removed, or deleted); said once.
+    pub fn access_ended(&self, workspace: &str, root: &std::path::Path, why: &'static str) {
+        tracing::warn!(
+            "stopped syncing workspace {workspace} ({why}); {} is no longer linked and its files are kept",
+            root.display()
+        );
+        self.pop(Pop::AccessEnded { workspace: workspace.to_owned(), why });
+    }
+
     pub fn shared(&self, workspace: &str, role: Role, by: &str) {
         tracing::info!(workspace = workspace, role = %role, by = by, "a workspace was shared with you; link it with `filesync workspace link`");
         self.pop(Pop::Shared { workspace: workspace.to_owned(), role, by: by.to_owned() });
@@ -145,6 +155,10 @@ fn summarize(batch: &[Pop]) -> Vec<(String, String)> {
                 format!("Not uploaded ({workspace})"),
                 format!("You can only view this workspace; {path} stays on this machine"),
             )),
+            Pop::AccessEnded { workspace, why } => out.push((
+                format!("{workspace} is no longer synced"),
+                format!("{}; the files on this machine are kept", capitalized(why)),
+            )),
             Pop::Shared { workspace, role, by } => {
                 out.push((format!("{by} shared {workspace} with you"), format!("You can join as {role}")))
             }
@@ -159,6 +173,11 @@ fn summarize(batch: &[Pop]) -> Vec<(String, String)> {
         out.insert(0, (format!("{ws} updated"), body));
     }
     out
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 #[cfg(feature = "desktop-notifications")]

@@ -3,7 +3,7 @@
 //! one line a person can act on; `main` prints it and exits non-zero.
 //!
 //! - [`account`]: register, login, logout, whoami.
-//! - [`workspace`]: create, list, share, members, download, link, unlink.
+//! - [`workspace`]: create, list, share, members, role, remove, leave, rename, delete, download, link, unlink.
 //! - [`files`]: history, restore, who, status.
 //! - [`sync`]: the agent (`filesync sync [--once]`).
 
@@ -69,7 +69,7 @@ pub enum Command {
     Logout,
     /// Show who is logged in, and whether the server still accepts the token.
     Whoami,
-    /// Create, list, share, download and link workspaces.
+    /// Create, list, share, download and link workspaces; manage their members.
     #[command(subcommand)]
     Workspace(workspace::WorkspaceCommand),
     /// Sync every linked folder until stopped (Ctrl-C finishes the file in flight and saves state).

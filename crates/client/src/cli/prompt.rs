@@ -36,3 +36,18 @@ pub fn password(from_stdin: bool, label: &str) -> anyhow::Result<String> {
     }
     rpassword::prompt_password(format!("{label}: ")).context("cannot read the password from the terminal")
 }
+
+/// Asks `question` (y/N) unless `yes` (`--yes`); without a terminal, a clear error naming `--yes`.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Pass --yes to confirm without a prompt");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("cannot read from the terminal")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}

@@ -1,4 +1,4 @@
-//! Workspaces: create, list, share, members, download, link, unlink.
+//! Workspaces: create, list, share, members, role, remove, leave, rename, delete, download, link, unlink.
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +7,9 @@ use clap::Subcommand;
 
 use filesync_core::Role;
 
-use super::{absolute, share_role, Ctx};
+use super::{absolute, prompt, share_role, Ctx};
 use crate::home::LinkedFolder;
-use crate::http::ApiWorkspace;
+use crate::http::{Api, ApiMember, ApiWorkspace, Shared};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
@@ -31,10 +31,44 @@ pub enum WorkspaceCommand {
         #[arg(long, default_value = "editor", value_parser = share_role)]
         role: Role,
     },
-    /// Who belongs to a workspace.
+    /// Who belongs to a workspace, and who is invited but has no account yet.
     Members {
         /// Workspace id or name.
         workspace: String,
+    },
+    /// Give a member of a workspace you own another role (editor or viewer).
+    Role {
+        /// Workspace id or name.
+        workspace: String,
+        email: String,
+        #[arg(value_parser = share_role)]
+        role: Role,
+    },
+    /// Take someone out of a workspace you own (or cancel their pending invitation). Their agents
+    /// stop syncing it at once; their copies of the files stay on their machines.
+    Remove {
+        /// Workspace id or name.
+        workspace: String,
+        email: String,
+    },
+    /// Leave a workspace someone shared with you; the local folder is unlinked, its files stay.
+    Leave {
+        /// Workspace id or name.
+        workspace: String,
+    },
+    /// Rename a workspace you own.
+    Rename {
+        /// Workspace id or name.
+        workspace: String,
+        new_name: String,
+    },
+    /// Delete a workspace you own, with its history, for every member (their local files stay).
+    Delete {
+        /// Workspace id or name.
+        workspace: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
     /// Copy a workspace's files into DIR once, without linking it (default ./NAME).
     Download {
@@ -90,17 +124,84 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
         WorkspaceCommand::Share { workspace, email, role } => {
             let api = ctx.api()?;
             let ws = ctx.resolve_workspace(&api, &workspace).await?;
-            api.add_user(ws.id, &email, role).await?;
-            println!("shared {} with {email} as {role}", ws.name);
+            match api.add_user(ws.id, &email, role).await? {
+                Shared::Member { .. } => println!("shared {} with {email} as {role}", ws.name),
+                Shared::Invited { invitation } => println!(
+                    "invited {} to {} as {role}: no account has this email yet; they become a member when they \
+                     run `filesync register` with it",
+                    invitation.email, ws.name
+                ),
+            }
             Ok(())
         }
         WorkspaceCommand::Members { workspace } => {
             let api = ctx.api()?;
             let ws = ctx.resolve_workspace(&api, &workspace).await?;
-            for m in api.members(ws.id).await? {
+            let people = api.people(ws.id).await?;
+            for m in people.users {
                 println!("{:<24} {:<32} {}", m.username, m.email, m.role);
             }
+            for i in people.invitations {
+                println!("{:<24} {:<32} {} (invited, no account yet)", "-", i.email, i.role);
+            }
             Ok(())
+        }
+        WorkspaceCommand::Role { workspace, email, role } => {
+            let api = ctx.api()?;
+            let ws = ctx.resolve_workspace(&api, &workspace).await?;
+            let member = find_member(&api, &ws, &email).await?;
+            let member = api.set_role(ws.id, member.user_id, role).await?;
+            println!("{} is now {} in {}", member.email, member.role, ws.name);
+            Ok(())
+        }
+        WorkspaceCommand::Remove { workspace, email } => {
+            let api = ctx.api()?;
+            let ws = ctx.resolve_workspace(&api, &workspace).await?;
+            let people = api.people(ws.id).await?;
+            let wanted = email.trim().to_lowercase();
+            if let Some(m) = people.users.iter().find(|m| m.email == wanted) {
+                api.remove_member(ws.id, m.user_id).await?;
+                println!("removed {} from {}; their copies of the files stay on their machines", m.email, ws.name);
+            } else if let Some(i) = people.invitations.iter().find(|i| i.email == wanted) {
+                api.cancel_invitation(ws.id, i.id).await?;
+                println!("cancelled the invitation of {} to {}", i.email, ws.name);
+            } else {
+                bail!("{email} is neither a member of {} nor invited to it", ws.name);
+            }
+            Ok(())
+        }
+        WorkspaceCommand::Leave { workspace } => {
+            let api = ctx.api()?;
+            let ws = ctx.resolve_workspace(&api, &workspace).await?;
+            if ws.role == Role::Owner {
+                bail!("you own {}; an owner cannot leave (delete it with `filesync workspace delete`)", ws.name);
+            }
+            api.remove_member(ws.id, ctx.token()?.user_id).await?;
+            println!("left {}", ws.name);
+            forget_link(ctx, &ws)
+        }
+        WorkspaceCommand::Rename { workspace, new_name } => {
+            let api = ctx.api()?;
+            let ws = ctx.resolve_workspace(&api, &workspace).await?;
+            api.rename_workspace(ws.id, &new_name).await?;
+            let mut folders = ctx.home.folders()?;
+            if let Some(f) = folders.iter_mut().find(|f| f.workspace_id == ws.id) {
+                f.workspace_name = new_name.clone();
+                ctx.home.save_folders(&folders)?;
+            }
+            println!("renamed {} to {new_name}", ws.name);
+            Ok(())
+        }
+        WorkspaceCommand::Delete { workspace, yes } => {
+            let api = ctx.api()?;
+            let ws = ctx.resolve_workspace(&api, &workspace).await?;
+            let question = format!("Delete workspace {} (id {}) and its history for every member?", ws.name, ws.id);
+            if !prompt::confirm(&question, yes)? {
+                bail!("not deleted");
+            }
+            api.delete_workspace(ws.id).await?;
+            println!("deleted {}; every member lost access", ws.name);
+            forget_link(ctx, &ws)
         }
         WorkspaceCommand::Download { workspace, dir } => {
             let api = ctx.api()?;
@@ -145,6 +246,30 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The member of `ws` with `email`.
+async fn find_member(api: &Api, ws: &ApiWorkspace, email: &str) -> anyhow::Result<ApiMember> {
+    let wanted = email.trim().to_lowercase();
+    match api.members(ws.id).await?.into_iter().find(|m| m.email == wanted) {
+        Some(m) => Ok(m),
+        None => bail!("{email} is not a member of {} (see `filesync workspace members {}`)", ws.name, ws.id),
+    }
+}
+
+/// Unlinks `ws`'s folder after the workspace went away for us; its files stay.
+fn forget_link(ctx: &Ctx, ws: &ApiWorkspace) -> anyhow::Result<()> {
+    let (gone, kept): (Vec<LinkedFolder>, Vec<LinkedFolder>) =
+        ctx.home.folders()?.into_iter().partition(|f| f.workspace_id == ws.id);
+    if gone.is_empty() {
+        return Ok(());
+    }
+    ctx.home.save_folders(&kept)?;
+    for f in gone {
+        let _ = std::fs::remove_file(ctx.home.state_path(f.workspace_id));
+        println!("unlinked {}; the files stay where they are", f.root.display());
+    }
+    Ok(())
 }
 
 /// A folder can be linked if it is not a file, and neither inside nor around another linked folder.

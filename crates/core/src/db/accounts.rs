@@ -59,13 +59,13 @@ pub struct Member {
     pub role: Role,
 }
 
-fn parse_role(s: &str) -> Result<Role, DbError> {
+pub(crate) fn parse_role(s: &str) -> Result<Role, DbError> {
     s.parse().map_err(|e: crate::ids::UnknownRole| DbError::Task(e.to_string()))
 }
 
 /// Names which unique key a violation hit, from the backend's message
 /// (MySQL: `... for key 'users_email_key'`; SQLite: `UNIQUE constraint failed: users.email`).
-fn conflict_of(err: DieselError, candidates: &[(&str, &'static str)], fallback: &'static str) -> DbError {
+pub(crate) fn conflict_of(err: DieselError, candidates: &[(&str, &'static str)], fallback: &'static str) -> DbError {
     if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &err {
         let msg = info.message();
         for (needle, what) in candidates {

@@ -7,7 +7,9 @@
 //! which moves the work to tokio's blocking pool.
 
 pub mod accounts;
+pub mod invitations;
 pub mod journal;
+pub mod membership;
 pub mod schema;
 
 use std::sync::Arc;

@@ -84,12 +84,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invitations (id) {
+        id -> BigInt,
+        workspace_id -> BigInt,
+        email -> Text,
+        role -> Text,
+        invited_by -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(workspaces -> users (owner_id));
 diesel::joinable!(workspace_members -> workspaces (workspace_id));
 diesel::joinable!(workspace_members -> users (user_id));
 diesel::joinable!(file_versions -> workspaces (workspace_id));
 diesel::joinable!(file_versions -> users (author_id));
 diesel::joinable!(file_heads -> workspaces (workspace_id));
+diesel::joinable!(invitations -> workspaces (workspace_id));
+diesel::joinable!(invitations -> users (invited_by));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -99,4 +112,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     file_heads,
     chunks,
     workspace_chunks,
+    invitations,
 );

@@ -327,6 +327,10 @@ pub enum Notice {
         workspace_id: WorkspaceId,
         role: Role,
     },
+    /// The workspace was deleted by its owner; the user's subscription to it has already been ended.
+    WorkspaceDeleted {
+        workspace_id: WorkspaceId,
+    },
 }
 
 impl From<UserEvent> for Notice {
@@ -337,6 +341,7 @@ impl From<UserEvent> for Notice {
             }
             UserEvent::MemberRemoved { workspace_id } => Notice::MemberRemoved { workspace_id },
             UserEvent::RoleChanged { workspace_id, role } => Notice::RoleChanged { workspace_id, role },
+            UserEvent::WorkspaceDeleted { workspace_id } => Notice::WorkspaceDeleted { workspace_id },
         }
     }
 }
@@ -441,7 +446,7 @@ pub enum ErrorCode {
     BadRequest,
     /// The path breaks a path rule.
     InvalidPath,
-    /// Not a member of the workspace, or the role does not allow the operation.
+    /// The caller's role in the workspace does not allow the operation.
     Forbidden,
     /// No such path, version or chunk (in this workspace).
     NotFound,
@@ -453,10 +458,13 @@ pub enum ErrorCode {
     UnknownRequest,
     /// The node failed; the request may be retried.
     Internal,
+    /// No such workspace, or the user is not a member of it (indistinguishable on purpose; the
+    /// HTTP API answers the same code with 404). An agent stops syncing the workspace.
+    WorkspaceNotFound,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::HelloRequired,
@@ -474,6 +482,7 @@ impl ErrorCode {
         ErrorCode::ChunkMismatch,
         ErrorCode::UnknownRequest,
         ErrorCode::Internal,
+        ErrorCode::WorkspaceNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -495,6 +504,7 @@ impl ErrorCode {
             ErrorCode::ChunkMismatch => "chunk_mismatch",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::Internal => "internal",
+            ErrorCode::WorkspaceNotFound => "workspace_not_found",
         }
     }
 

@@ -80,6 +80,8 @@ pub async fn register(state: web::Data<AppState>, body: web::Json<RegisterReques
             other => other.into(),
         })?;
     tracing::info!(user.id = user.id, "user registered");
+    // Pending invitations of this email become memberships (routes/members.rs).
+    super::members::accept_invitations(&state, filesync_core::UserId(user.id), &user.email).await;
     Ok(HttpResponse::Created().json(UserResponse { user: user.into() }))
 }
 

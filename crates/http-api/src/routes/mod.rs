@@ -10,6 +10,7 @@ pub(crate) mod activity;
 pub(crate) mod file;
 pub(crate) mod files;
 pub(crate) mod health;
+pub(crate) mod members;
 pub(crate) mod presence;
 pub(crate) mod tree;
 pub(crate) mod workspaces;
@@ -32,6 +33,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/view-shared-workspaces").route(web::get().to(workspaces::shared_workspaces)))
         .service(resource("/view-shared-users").route(web::get().to(workspaces::shared_users)))
         .service(resource("/workspaces").route(web::get().to(workspaces::all_workspaces)))
+        .service(
+            resource("/workspaces/{id}")
+                .route(web::patch().to(members::rename_workspace))
+                .route(web::delete().to(members::delete_workspace)),
+        )
+        .service(
+            resource("/workspaces/{id}/members/{user_id}")
+                .route(web::put().to(members::set_role))
+                .route(web::delete().to(members::remove_member)),
+        )
+        .service(
+            resource("/workspaces/{id}/invitations/{invitation_id}")
+                .route(web::delete().to(members::cancel_invitation)),
+        )
         .service(resource("/download-workspace").route(web::post().to(files::download_workspace)))
         .service(resource("/workspaces/{id}/files").route(web::get().to(files::list_files)))
         .service(resource("/workspaces/{id}/history").route(web::get().to(files::history)))

@@ -1,9 +1,10 @@
 //! `/create-workspace`, `/add-user`, `/view-shared-workspaces`,
-//! `/view-shared-users`, `/workspaces`.
+//! `/view-shared-users`, `/workspaces`. Changing members and workspaces after
+//! that is [`super::members`].
 
 use actix_web::{web, HttpResponse};
-use filesync_core::db::accounts;
-use filesync_core::db::DbError;
+use filesync_core::db::accounts::{self, User};
+use filesync_core::db::{invitations, membership, DbError};
 use filesync_core::events::UserEvent;
 use filesync_core::{Role, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
-use crate::wire::{self, MemberJson, WorkspaceItem};
+use crate::wire::{self, InvitationJson, MemberJson, WorkspaceItem};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateWorkspaceRequest {
@@ -89,8 +90,21 @@ struct AddUserResponse {
     member: MemberJson,
 }
 
-const NO_SUCH_USER: ApiError = ApiError::NotFound { code: "user_not_found", message: "no user has this email" };
+#[derive(Serialize, ToSchema)]
+struct InvitationResponse {
+    invitation: InvitationJson,
+}
 
+/// Whom `/add-user` named.
+enum Target {
+    Member(User),
+    /// No account has this email yet.
+    Invite(String),
+}
+
+/// `/add-user`: an email with an account becomes a member at once (201 `{"member"}`); one without
+/// becomes a pending invitation (202 `{"invitation"}`) that turns into membership when that email
+/// registers.
 #[utoipa::path(
     post,
     path = "/add-user",
@@ -98,11 +112,12 @@ const NO_SUCH_USER: ApiError = ApiError::NotFound { code: "user_not_found", mess
     security(("bearer" = [])),
     request_body = AddUserRequest,
     responses(
-        (status = 201, description = "The new member", body = AddUserResponse),
+        (status = 201, description = "The email has an account: the new member", body = AddUserResponse),
+        (status = 202, description = "No account has this email yet: a pending invitation, a membership once it registers", body = InvitationResponse),
         (status = 403, description = "`forbidden`: the caller is a member but not the owner", body = ErrorBody),
-        (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of) or `user_not_found`", body = ErrorBody),
-        (status = 409, description = "`already_member`", body = ErrorBody),
-        (status = 422, description = "`invalid_request` or `invalid_role`", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
+        (status = 409, description = "`already_member` or `already_invited`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_role`, or `invalid_email` (an email without an account must be valid)", body = ErrorBody),
         AuthErrors,
         JsonBodyErrors,
         ServerErrors,
@@ -121,10 +136,17 @@ pub async fn add_user(
     let (workspace, target) = state
         .read(move |conn| {
             let (workspace, _) = authorize(conn, caller_id, ws_id, Action::ManageMembers)?;
-            let target = accounts::user_by_email(conn, &email)?.ok_or(NO_SUCH_USER)?;
+            let target = match accounts::user_by_email(conn, &email)? {
+                Some(user) => Target::Member(user),
+                None => Target::Invite(validate::email(&email)?),
+            };
             Ok((workspace, target))
         })
         .await?;
+    let target = match target {
+        Target::Member(user) => user,
+        Target::Invite(email) => return invite(&state, caller_id, ws_id, email, role).await,
+    };
     let target_id = UserId(target.id);
     // Foreign keys hold the workspace and the user in place should either vanish meanwhile.
     state.db.write(move |conn| accounts::add_member(conn, ws_id, target_id, role, caller_id)).await.map_err(
@@ -147,6 +169,39 @@ pub async fn add_user(
     Ok(HttpResponse::Created().json(AddUserResponse {
         member: MemberJson { user_id: target.id, username: target.username, email: target.email, role },
     }))
+}
+
+/// A pending invitation for an email without an account (202). Should the email register
+/// between our look-up and the insert, the registration's hook may have run before the
+/// invitation existed: the invitation is then accepted here and the answer is the member (201).
+async fn invite(state: &AppState, by: UserId, ws: WorkspaceId, email: String, role: Role) -> ApiResult<HttpResponse> {
+    let (invitation, joined) = state
+        .db
+        .write(move |conn| {
+            let invitation = invitations::invite(conn, ws, &email, role, by)?;
+            let joined = match accounts::user_by_email(conn, &email)? {
+                Some(user) => {
+                    invitations::accept_all(conn, UserId(user.id), &email)?;
+                    membership::member(conn, ws, UserId(user.id))?
+                }
+                None => None,
+            };
+            Ok((invitation, joined))
+        })
+        .await
+        .map_err(|e| match e {
+            DbError::Conflict(_) => ApiError::Conflict {
+                code: "already_invited",
+                message: "this email is already invited to the workspace",
+            },
+            other => other.into(),
+        })?;
+    if let Some(member) = joined {
+        tracing::info!(workspace.id = ws.0, user.id = member.user_id, role = %role, "member added");
+        return Ok(HttpResponse::Created().json(AddUserResponse { member: member.into() }));
+    }
+    tracing::info!(workspace.id = ws.0, invitation.id = invitation.id, role = %role, "invitation created");
+    Ok(HttpResponse::Accepted().json(InvitationResponse { invitation: invitation.into() }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -202,6 +257,8 @@ pub struct MembersQuery {
 #[derive(Serialize, ToSchema)]
 struct MembersResponse {
     users: Vec<MemberJson>,
+    /// Pending invitations (emails without an account yet), each marked `"status": "pending"`.
+    invitations: Vec<InvitationJson>,
 }
 
 #[utoipa::path(
@@ -211,7 +268,7 @@ struct MembersResponse {
     security(("bearer" = [])),
     params(MembersQuery),
     responses(
-        (status = 200, description = "The members, the owner first", body = MembersResponse),
+        (status = 200, description = "The members, the owner first, and the pending invitations, oldest first", body = MembersResponse),
         (status = 404, description = "`workspace_not_found` (also for a workspace the caller is not a member of)", body = ErrorBody),
         (status = 422, description = "`invalid_request`: `workspace_id` is missing or not a number", body = ErrorBody),
         AuthErrors,
@@ -224,11 +281,14 @@ pub async fn shared_users(
     query: web::Query<MembersQuery>,
 ) -> ApiResult<HttpResponse> {
     let ws = WorkspaceId(query.workspace_id);
-    let members = state
+    let (members, pending) = state
         .read(move |conn| {
             authorize(conn, user.id, ws, Action::ViewMembers)?;
-            Ok(accounts::members_of(conn, ws)?)
+            Ok((accounts::members_of(conn, ws)?, invitations::invitations_of(conn, ws)?))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(MembersResponse { users: members.into_iter().map(MemberJson::from).collect() }))
+    Ok(HttpResponse::Ok().json(MembersResponse {
+        users: members.into_iter().map(MemberJson::from).collect(),
+        invitations: pending.into_iter().map(InvitationJson::from).collect(),
+    }))
 }

@@ -156,7 +156,12 @@ pub async fn remove_member(
 #[derive(Deserialize, ToSchema)]
 pub struct RenameRequest {
     /// At most 255 bytes, not `.` or `..`, no `/`, `\` or control characters.
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[^/\\\u0000-\u001F\u007F-\u009F]+$", example = "Team 2026")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^/\\\u0000-\u001F\u007F-\u009F]+$",
+        example = "Team 2026"
+    )]
     name: String,
 }
 

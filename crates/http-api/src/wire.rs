@@ -263,6 +263,11 @@ pub fn role_schema() -> utoipa::openapi::Object {
     one_of([Role::Owner, Role::Editor, Role::Viewer].map(Role::as_str))
 }
 
+/// A role that can be given to a member: `editor` or `viewer`.
+pub fn given_role_schema() -> utoipa::openapi::Object {
+    one_of([Role::Editor, Role::Viewer].map(Role::as_str))
+}
+
 /// An invitation's status: always `pending`.
 pub fn pending_schema() -> utoipa::openapi::Object {
     one_of(["pending"])

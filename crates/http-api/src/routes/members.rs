@@ -49,7 +49,7 @@ async fn tell(state: &AppState, user: UserId, event: &UserEvent) {
 #[derive(Deserialize, ToSchema)]
 pub struct SetRoleRequest {
     /// `editor` or `viewer`.
-    #[schema(example = "viewer")]
+    #[schema(schema_with = crate::wire::given_role_schema)]
     role: String,
 }
 

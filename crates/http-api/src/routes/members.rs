@@ -41,9 +41,7 @@ where
 
 /// Announces `event` to `user`'s connections (after the commit; a bus failure is only logged).
 async fn tell(state: &AppState, user: UserId, event: &UserEvent) {
-    if let Some(bus) = &state.bus {
-        bus.publish_user(user, event).await;
-    }
+    state.bus.publish_user(user, event).await;
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -51,8 +51,9 @@ pub async fn run(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Roles may have changed while the agent was off; the sync node announces changes only live.
-/// Best effort: without the HTTP API the recorded roles stand (the node refuses what is not allowed).
+/// Roles (and names: the owner may have renamed a workspace) may have changed while the agent was
+/// off; the sync node announces role changes only live. Best effort: without the HTTP API the
+/// recorded roles stand (the node refuses what is not allowed).
 async fn refresh_roles(ctx: &Ctx) {
     let Ok(api) = ctx.api() else { return };
     let Ok(all) = api.workspaces().await else { return };
@@ -63,6 +64,11 @@ async fn refresh_roles(ctx: &Ctx) {
             if ws.role != f.role {
                 tracing::info!(workspace.id = %f.workspace_id, role = %ws.role, "your role changed");
                 f.role = ws.role;
+                changed = true;
+            }
+            if ws.name != f.workspace_name {
+                tracing::info!(workspace.id = %f.workspace_id, name = %ws.name, "the workspace was renamed");
+                f.workspace_name = ws.name.clone();
                 changed = true;
             }
         }

@@ -26,6 +26,12 @@ use crate::error::ApiError;
 
 /// The cookie that holds the session's access token.
 pub const SESSION_COOKIE: &str = "filesync_session";
+/// The cookie that holds the browser's device credential, sent only to `/session` routes.
+pub const REFRESH_COOKIE: &str = "filesync_refresh";
+/// Where the refresh cookie is sent.
+const REFRESH_PATH: &str = "/session";
+/// How long the browser keeps the refresh cookie (the credential lives until revoked).
+const REFRESH_DAYS: i64 = 30;
 /// The header a cookie-authenticated state-changing request must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -106,16 +112,35 @@ pub fn session_cookie(req: &HttpRequest, token: &str, expires_at: DateTime<Utc>)
         .finish()
 }
 
-/// A cookie that makes the browser forget the session.
-pub fn cleared_cookie(req: &HttpRequest) -> Cookie<'static> {
-    let mut cookie = Cookie::build(SESSION_COOKIE, "")
+/// The cookie that keeps the browser's device credential, for `POST /session/refresh`.
+pub fn refresh_cookie(req: &HttpRequest, credential: &str) -> Cookie<'static> {
+    Cookie::build(REFRESH_COOKIE, credential.to_owned())
         .http_only(true)
         .same_site(SameSite::Strict)
-        .path("/")
+        .path(REFRESH_PATH)
         .secure(over_tls(req))
-        .finish();
-    cookie.make_removal();
-    cookie
+        .max_age(CookieDuration::days(REFRESH_DAYS))
+        .finish()
+}
+
+/// The device credential of the refresh cookie, if any.
+pub fn refresh_credential(req: &HttpRequest) -> Option<String> {
+    req.cookie(REFRESH_COOKIE).map(|c| c.value().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The cookies that make the browser forget the session (access token and device credential).
+pub fn cleared_cookies(req: &HttpRequest) -> [Cookie<'static>; 2] {
+    let clear = |name: &'static str, path: &'static str| {
+        let mut cookie = Cookie::build(name, "")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .path(path)
+            .secure(over_tls(req))
+            .finish();
+        cookie.make_removal();
+        cookie
+    };
+    [clear(SESSION_COOKIE, "/"), clear(REFRESH_COOKIE, REFRESH_PATH)]
 }
 
 #[cfg(test)]

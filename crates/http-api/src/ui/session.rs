@@ -15,7 +15,7 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::routes::accounts;
-use crate::session_cookie::{self, cleared_cookie, session_cookie};
+use crate::session_cookie::{self, cleared_cookies, refresh_cookie, session_cookie};
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -39,6 +39,9 @@ pub struct SessionResponse {
 struct Login {
     token: String,
     expires_at: chrono::DateTime<chrono::Utc>,
+    /// The device's long-lived credential, where the server issues one.
+    #[serde(default)]
+    refresh_token: Option<String>,
     user: LoginUser,
 }
 
@@ -102,7 +105,12 @@ pub async fn log_in(
     let bytes = to_bytes(res.into_body()).await.map_err(|_| ApiError::internal("cannot read the login answer"))?;
     let login: Login = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
     let csrf_token = Some(state.csrf.token_for(&login.token));
-    Ok(HttpResponse::Ok().cookie(session_cookie(&req, &login.token, login.expires_at)).json(SessionResponse {
+    let mut res = HttpResponse::Ok();
+    res.cookie(session_cookie(&req, &login.token, login.expires_at));
+    if let Some(credential) = &login.refresh_token {
+        res.cookie(refresh_cookie(&req, credential));
+    }
+    Ok(res.json(SessionResponse {
         user: SessionUser { id: login.user.id, username: login.user.username, email: login.user.email },
         csrf_token,
         expires_at: login.expires_at,
@@ -120,5 +128,6 @@ pub async fn log_in(
 /// `DELETE /session`: the browser forgets the session cookie. Always 204,
 /// whether or not the cookie was still valid.
 pub async fn log_out(req: HttpRequest) -> HttpResponse {
-    HttpResponse::NoContent().cookie(cleared_cookie(&req)).finish()
+    let [session, refresh] = cleared_cookies(&req);
+    HttpResponse::NoContent().cookie(session).cookie(refresh).finish()
 }

@@ -40,6 +40,7 @@ pub const BEARER: &str = "bearer";
         session::log_in,
         session::log_out,
         ui::index,
+        ui::events::events,
         ui::asset,
         workspaces::create_workspace,
         workspaces::add_user,

@@ -196,3 +196,64 @@ async fn the_session_cookie_is_secure_under_tls() {
     assert!(set.contains("Secure") && set.contains("HttpOnly"), "{set}");
     server.stop().await.unwrap();
 }
+
+/// Reads the event stream until `needle` has arrived (bounded, so a silent stream fails the test).
+async fn read_until(res: &mut reqwest::Response, seen: &mut String, needle: &str) {
+    let wait = async {
+        while !seen.contains(needle) {
+            match res.chunk().await.expect("event stream") {
+                Some(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                None => panic!("the event stream ended before {needle:?}: {seen}"),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} on the event stream: {seen}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_page_hears_of_every_change() {
+    on_both_backends(|backend| async move {
+        let server = Server::start(backend, |_| {}).await;
+        let client = server.raw();
+        let (_, alice) = server.user("alice").await;
+        let (_bob_id, bob) = server.user("bob").await;
+        let (_, carol) = server.user("carol").await;
+        let (_, created) = server.post("/create-workspace", Some(&alice), json!({"name": "Team"})).await;
+        let ws = created["workspace"]["id"].as_i64().unwrap();
+        let (status, _) =
+            server.post("/add-user", Some(&alice), json!({"workspace_id": ws, "email": "bob@example.com"})).await;
+        assert_eq!(status, StatusCode::CREATED);
+
+        // Only members may listen.
+        let (status, body) = json_of(
+            client.get(server.url(&format!("/workspaces/{ws}/events"))).bearer_auth(&carol).send().await.unwrap(),
+        )
+        .await;
+        assert_error(&(status, body), 404, "workspace_not_found");
+
+        let mut events =
+            client.get(server.url(&format!("/workspaces/{ws}/events"))).bearer_auth(&bob).send().await.unwrap();
+        assert_eq!(events.status(), StatusCode::OK);
+        assert!(events.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+        let mut seen = String::new();
+        read_until(&mut events, &mut seen, ": connected").await;
+
+        // A change committed by someone else arrives with its seq.
+        let put = client
+            .put(server.url(&format!("/workspaces/{ws}/file?path=notes.txt")))
+            .bearer_auth(&alice)
+            .body("hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), StatusCode::CREATED);
+        let seq = put.json::<Value>().await.unwrap()["version"].as_i64().unwrap();
+        read_until(&mut events, &mut seen, &format!("event: change\ndata: {{\"seq\":{seq}}}\n\n")).await;
+        drop(events);
+
+        server.stop().await.unwrap();
+    })
+    .await;
+}

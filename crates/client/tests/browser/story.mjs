@@ -164,15 +164,15 @@ async function story() {
   step('an agent syncs the workspace to a folder');
   const folder = await ask(`agent ${ALICE.email} ${ALICE.password} Team`);
 
-  step("the agent's new file appears in the page");
+  step("the agent's new file appears in the open page by itself (no reload)");
+  await alice.locator('.live-state.on').waitFor(); // the page follows the workspace's events
+  await alice.evaluate(() => { window.storyMark = 'not reloaded'; });
   fs.mkdirSync(path.join(folder, 'Reports'), { recursive: true });
   fs.writeFileSync(path.join(folder, 'notes.txt'), 'version one\n');
   fs.writeFileSync(path.join(folder, 'Reports', 'q1.txt'), 'first quarter\n');
-  await eventually('notes.txt listed', async () => {
-    await alice.reload();
-    await alice.getByRole('heading', { name: 'Team', exact: true }).waitFor();
-    return (await row(alice, 'notes.txt').count()) === 1 && (await alice.getByRole('link', { name: 'Reports' }).count()) === 1;
-  });
+  await row(alice, 'notes.txt').waitFor();
+  await alice.getByRole('link', { name: 'Reports' }).waitFor();
+  if (await alice.evaluate(() => window.storyMark) !== 'not reloaded') fail('the page was reloaded');
   await shot(alice, 'files');
 
   step('folders and breadcrumbs');
@@ -184,16 +184,13 @@ async function story() {
   await crumbs.getByRole('link', { name: 'Team' }).click();
   await row(alice, 'notes.txt').waitFor();
 
-  step('two more versions, then the history');
-  for (const text of ['the second version\n', 'version three, the last one\n']) {  // sizes differ: the row shows it
+  step('two more versions, each shown live, then the history');
+  for (const text of ['the second version\n', 'version three, the last one\n']) { // sizes differ: the row shows it
     const before = await row(alice, 'notes.txt').textContent();
     fs.writeFileSync(path.join(folder, 'notes.txt'), text);
-    await eventually('the new version listed', async () => {
-      await alice.reload();
-      await row(alice, 'notes.txt').waitFor();
-      return (await row(alice, 'notes.txt').textContent()) !== before;
-    });
+    await eventually('the new version listed', async () => (await row(alice, 'notes.txt').textContent()) !== before);
   }
+  if (await alice.evaluate(() => window.storyMark) !== 'not reloaded') fail('the page was reloaded');
   await row(alice, 'notes.txt').getByRole('button', { name: 'History' }).click();
   const history = dialog(alice);
   await history.getByRole('heading', { name: 'History of notes.txt' }).waitFor();
@@ -310,16 +307,20 @@ async function story() {
 
   step('on a phone');
   await alice.setViewportSize({ width: 390, height: 844 });
-  await alice.getByRole('link', { name: 'Files', exact: true }).click();
+  await openWorkspace(alice, 'Team');
   await row(alice, 'notes.txt').waitFor();
   await shot(alice, 'phone-files');
   await alice.setViewportSize({ width: 1200, height: 800 });
 
-  step('alice logs out');
+  step('alice logs out, and logs in with her new password');
   await alice.getByRole('button', { name: 'Log out' }).click();
   await alice.getByRole('heading', { name: 'Log in' }).waitFor();
   const after = await alice.evaluate(async () => (await fetch('/session')).status);
   if (after !== 401) fail(`after logging out, GET /session answers ${after}`);
+  await alice.getByLabel('Email').fill(ALICE.email);
+  await alice.getByLabel('Password').fill(ALICE.password);
+  await alice.getByRole('button', { name: 'Log in' }).click();
+  await row(alice, 'Team').waitFor();
 }
 
 try {

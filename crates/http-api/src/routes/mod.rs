@@ -61,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/workspaces/{id}/mkdir").route(web::post().to(tree::mkdir)))
         .service(resource("/workspaces/{id}/activity").route(web::get().to(activity::activity)))
         .service(resource("/workspaces/{id}/presence").route(web::get().to(presence::presence)))
+        .service(resource("/workspaces/{id}/events").route(web::get().to(ui::events::events)))
         .service(
             resource("/session")
                 .route(web::get().to(ui::session::current))

@@ -12,6 +12,7 @@
 //! this origin only (no inline script).
 
 mod assets;
+pub(crate) mod events;
 pub(crate) mod session;
 
 use actix_web::{web, HttpRequest, HttpResponse};

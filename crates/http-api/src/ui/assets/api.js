@@ -50,8 +50,33 @@ async function errorOf(res) {
     (e && e.message) || `${res.status} ${res.statusText}`);
 }
 
+let renewer = null;
+let renewing = null;
+/**
+ * `fn` renews an expired session (resolves true if it did); a request answered
+ * 401 is then sent once more. Concurrent 401s share one renewal.
+ */
+export function setRenewer(fn) {
+  renewer = fn;
+}
+
+function renewOnce() {
+  if (!renewing) renewing = renewer().finally(() => { renewing = null; });
+  return renewing;
+}
+
 /** Calls the API; resolves with the parsed JSON (or null for 204), rejects with an ApiError. */
-export async function api(method, path, { json, query, body, headers = {} } = {}) {
+export async function api(method, path, options = {}) {
+  try {
+    return await call(method, path, options);
+  } catch (err) {
+    if (err.status !== 401 || !renewer || path.startsWith('/session')) throw err;
+    if (!(await renewOnce().catch(() => false))) throw failed(err);
+    return call(method, path, options);
+  }
+}
+
+async function call(method, path, { json, query, body, headers = {} } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json', ...headers } };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
@@ -66,7 +91,11 @@ export async function api(method, path, { json, query, body, headers = {} } = {}
   } catch {
     throw failed(new ApiError(0, 'network', 'Cannot reach the server. Check the connection and try again.'));
   }
-  if (!res.ok) throw failed(await errorOf(res));
+  if (!res.ok) {
+    const err = await errorOf(res);
+    // A 401 may still be renewed; the caller reports it if not.
+    throw res.status === 401 && renewer && !path.startsWith('/session') ? err : failed(err);
+  }
   if (res.status === 204) return null;
   const text = await res.text();
   return text ? JSON.parse(text) : null;

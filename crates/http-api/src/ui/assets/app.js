@@ -1,7 +1,7 @@
 // filesync's web UI: a single page over the JSON API. Routes live in the
 // URL fragment (#/w/3/files/Reports), so the server serves one page.
 
-import { api, putFile, setCsrfToken, onApiError, url, ApiError } from './api.js';
+import { api, putFile, setCsrfToken, setRenewer, onApiError, url, ApiError } from './api.js';
 import { h, replace, field, button, modal, formatSize, when, uid } from './dom.js';
 
 const main = document.getElementById('main');
@@ -431,7 +431,7 @@ function openLive(wsId) {
   closeLive();
   if (typeof EventSource === 'undefined') return;
   const source = new EventSource(`/workspaces/${wsId}/events`);
-  const live = { wsId, source, connected: false, timer: null };
+  const live = { wsId, source, connected: false, opened: false, timer: null };
   app.live = live;
   const changed = () => {
     if (live.timer) return;
@@ -440,9 +440,21 @@ function openLive(wsId) {
       if (app.live === live && app.refresh) app.refresh();
     }, 150);
   };
-  source.addEventListener('open', () => { live.connected = true; setLiveState(true); });
+  source.addEventListener('open', () => {
+    // A reconnection may have missed changes: read again what is on screen.
+    if (live.opened) changed();
+    live.opened = true;
+    live.connected = true;
+    setLiveState(true);
+  });
   source.addEventListener('change', changed);
-  source.addEventListener('members', changed);
+  // The caller's own membership changed (a new role): draw the whole page again.
+  source.addEventListener('members', () => { if (app.live === live) route(); });
+  source.addEventListener('gone', () => {
+    closeLive();
+    notice('You no longer have access to this workspace.', 'error');
+    go('#/');
+  });
   source.addEventListener('error', () => { live.connected = false; setLiveState(false); });
 }
 
@@ -945,12 +957,24 @@ async function showActivity(w, body, gen) {
 
 // ---- start -----------------------------------------------------------------
 
+/** A new access token from the browser's device credential; false if there is none any more. */
+async function renew() {
+  try {
+    signedIn(await api('POST', '/session/refresh'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function boot() {
   try {
     signedIn(await api('GET', '/session'));
   } catch (err) {
     if (err.status !== 401) showError(err);
+    else await renew();
   }
+  setRenewer(async () => (app.user ? renew() : false));
   window.addEventListener('hashchange', route);
   await route();
 }

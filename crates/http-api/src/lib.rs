@@ -77,6 +77,7 @@ pub async fn run(
     let presence_visible = deps.bus.is_some() || deps.config.redis_url.is_some();
     let services = deps.open().await?;
     let state = web::Data::new(AppState::new(services, presence_visible).await?);
+    let stopping = state.stopping.clone();
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = HttpServer::new(move || {
@@ -113,6 +114,7 @@ pub async fn run(
         res = &mut serving => return Ok(res??),
         () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
     }
+    stopping.cancel();
     handle.stop(true).await;
     serving.await??;
     tracing::info!("HTTP API stopped");

@@ -10,6 +10,7 @@ use filesync_core::jwt::JwtKeys;
 use filesync_core::password::Passwords;
 use filesync_core::storage::ChunkStore;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
 use crate::known_users::KnownUsers;
@@ -31,6 +32,8 @@ pub struct AppState {
     /// Announcements to the sync nodes (and live pages), and presence. Without
     /// Redis it is the in-process bus, shared with the node in `filesync-server`.
     pub bus: Bus,
+    /// Cancelled when shutdown begins, so long-lived answers (the UI's event streams) end at once.
+    pub stopping: CancellationToken,
     /// False when the bus is this daemon's own in-process bus: no node writes presence into it.
     pub presence_visible: bool,
     pub metrics: Metrics,
@@ -61,6 +64,7 @@ impl AppState {
             passwords,
             throttle: LoginThrottle::new(config.login_max_failures, Duration::from_secs(config.login_window_secs)),
             bus,
+            stopping: CancellationToken::new(),
             presence_visible,
             metrics: Metrics::new()?,
             known_users: KnownUsers::default(),

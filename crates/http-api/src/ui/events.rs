@@ -11,7 +11,8 @@
 //! stops receiving changes at once. A stream lives at most [`MAX_LIFETIME`]
 //! (the browser reconnects by itself and is authenticated and authorized
 //! again), and a comment every [`KEEPALIVE`] keeps proxies from closing it
-//! and lets the server notice a browser that went away.
+//! and lets the server notice a browser that went away. Shutdown ends every
+//! stream at once, so it never waits for open pages.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -62,7 +63,7 @@ pub async fn events(state: web::Data<AppState>, user: AuthUser, ws: web::Path<i6
         Some((None, ()))
     });
     let deadline = tokio::time::sleep(MAX_LIFETIME);
-    let merged = stream::select(bus, ticks).take_until(deadline);
+    let merged = stream::select(bus, ticks).take_until(deadline).take_until(state.stopping.clone().cancelled_owned());
     let st = state.clone();
     let body = stream::unfold((Box::pin(merged), false), move |(mut items, ended)| {
         let st = st.clone();

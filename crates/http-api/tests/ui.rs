@@ -213,12 +213,12 @@ async fn read_until(res: &mut reqwest::Response, seen: &mut String, needle: &str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_page_hears_of_every_change() {
+async fn an_open_page_hears_of_every_change_and_of_losing_access() {
     on_both_backends(|backend| async move {
         let server = Server::start(backend, |_| {}).await;
         let client = server.raw();
         let (_, alice) = server.user("alice").await;
-        let (_bob_id, bob) = server.user("bob").await;
+        let (bob_id, bob) = server.user("bob").await;
         let (_, carol) = server.user("carol").await;
         let (_, created) = server.post("/create-workspace", Some(&alice), json!({"name": "Team"})).await;
         let ws = created["workspace"]["id"].as_i64().unwrap();
@@ -251,8 +251,18 @@ async fn an_open_page_hears_of_every_change() {
         assert_eq!(put.status(), StatusCode::CREATED);
         let seq = put.json::<Value>().await.unwrap()["version"].as_i64().unwrap();
         read_until(&mut events, &mut seen, &format!("event: change\ndata: {{\"seq\":{seq}}}\n\n")).await;
-        drop(events);
 
+        // Removed from the workspace: told so, and the stream ends.
+        let res = client
+            .delete(server.url(&format!("/workspaces/{ws}/members/{bob_id}")))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        read_until(&mut events, &mut seen, "event: gone").await;
+        let end = tokio::time::timeout(std::time::Duration::from_secs(10), events.chunk()).await;
+        assert!(matches!(end, Ok(Ok(None))), "the stream ends after `gone`: {end:?}");
         server.stop().await.unwrap();
     })
     .await;

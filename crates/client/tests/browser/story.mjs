@@ -305,6 +305,48 @@ async function story() {
   if (await row(bob, 'notes.txt').getByRole('button', { name: 'Delete' }).count()) fail('a viewer is offered Delete');
   await row(bob, 'notes.txt').getByRole('button', { name: 'History' }).waitFor();
 
+  step("alice makes bob an editor: bob's open page offers Upload by itself");
+  await bob.evaluate(() => { window.storyMark = 'not reloaded'; });
+  await row(alice, 'bob').getByRole('combobox').selectOption('editor');
+  await row(alice, 'bob').getByRole('button', { name: 'Change role' }).click();
+  await eventually("bob's role is editor", async () => (await row(alice, 'bob').getByRole('combobox').inputValue()) === 'editor');
+  await bob.getByRole('button', { name: 'Upload' }).waitFor();
+  if (await bob.evaluate(() => window.storyMark) !== 'not reloaded') fail("bob's page was reloaded");
+  await shot(bob, 'editor-view');
+
+  step("alice removes bob: bob's open page leaves the workspace");
+  await row(alice, 'bob').getByRole('button', { name: 'Remove' }).click();
+  await dialog(alice).getByRole('button', { name: 'Remove' }).click();
+  await eventually('bob no longer listed', async () => (await row(alice, 'bob').count()) === 0);
+  await bob.getByRole('heading', { name: 'Workspaces' }).waitFor();
+  await bob.getByText('You no longer have access').waitFor();
+  if (await bob.getByRole('link', { name: 'Team', exact: true }).count()) fail('bob still lists Team');
+  await shot(bob, 'removed');
+
+  step('a second workspace: shared, left by bob, renamed and deleted by alice');
+  await alice.getByRole('link', { name: 'Workspaces' }).click();
+  await alice.getByLabel('Workspace name').fill('Scratch');
+  await alice.getByRole('button', { name: 'Create workspace' }).click();
+  await alice.getByRole('heading', { name: 'Scratch', exact: true }).waitFor();
+  await alice.getByRole('link', { name: 'Members' }).click();
+  await alice.getByLabel('Email').fill(BOB.email);
+  await alice.getByRole('button', { name: 'Share' }).click();
+  await row(alice, 'bob').waitFor();
+  await bob.getByRole('link', { name: 'Workspaces' }).click();
+  await row(bob, 'Scratch').getByRole('button', { name: 'Leave' }).click();
+  await dialog(bob).getByRole('button', { name: 'Leave' }).click();
+  await eventually('bob left Scratch', async () => (await row(bob, 'Scratch').count()) === 0);
+  await alice.getByRole('link', { name: 'Workspaces' }).click();
+  await row(alice, 'Scratch').getByRole('button', { name: 'Rename' }).click();
+  await dialog(alice).getByLabel('New name').fill('Scratch 2');
+  await dialog(alice).getByRole('button', { name: 'Rename' }).click();
+  await row(alice, 'Scratch 2').waitFor();
+  await row(alice, 'Scratch 2').getByRole('button', { name: 'Delete' }).click();
+  await shot(alice, 'delete-workspace');
+  await dialog(alice).getByRole('button', { name: 'Delete' }).click();
+  await eventually('Scratch 2 deleted', async () => (await row(alice, 'Scratch 2').count()) === 0);
+  await row(alice, 'Team').waitFor();
+
   step('on a phone');
   await alice.setViewportSize({ width: 390, height: 844 });
   await openWorkspace(alice, 'Team');

@@ -102,7 +102,12 @@ function renderTopbar(r) {
     replace(topbar, brand);
     return;
   }
-  const link = (href, text, current) => h('a', { href, 'aria-current': current ? 'page' : undefined }, text);
+  // Following the link to the page already shown reads it again.
+  const link = (href, text, current) => h('a', {
+    href,
+    'aria-current': current ? 'page' : undefined,
+    onClick: () => { if (location.hash === href) route(); },
+  }, text);
   replace(topbar, brand,
     h('nav', { 'aria-label': 'Main' },
       link('#/', 'Workspaces', r.name === 'workspaces' || r.name === 'workspace'),
@@ -398,14 +403,24 @@ async function showWorkspace(r) {
   page(w.name, h('p', { class: 'subtitle' }, 'Owner ', h('strong', {}, w.role === 'owner' ? 'you' : w.owner.username),
     ' · your role ', roleBadge(w.role), h('span', { class: 'live-state', id: 'live-state' })), nav, body);
   const load = {
-    files: () => showFiles(w, r.path, body, gen),
-    deleted: () => showDeleted(w, body, gen),
-    members: () => showMembers(w, body, gen),
-    activity: () => showActivity(w, body, gen),
+    files: (current) => showFiles(w, r.path, body, current),
+    deleted: (current) => showDeleted(w, body, current),
+    members: (current) => showMembers(w, body, current),
+    activity: (current) => showActivity(w, body, current),
   }[tab];
   openLive(w.id);
-  app.refresh = () => load().catch((err) => { if (err.status !== 401) showError(err); });
-  await load();
+  // An answer is drawn only while this page is shown and no newer reload of it
+  // was started (its answer may be older); navigating away drops them all.
+  let latest = 0;
+  const refresh = () => {
+    if (app.refresh !== refresh) return Promise.resolve();
+    latest += 1;
+    const mine = latest;
+    return load(() => gen === app.generation && mine === latest)
+      .catch((err) => { if (err.status !== 401) showError(err); });
+  };
+  app.refresh = refresh;
+  await load(() => gen === app.generation && latest === 0);
 }
 
 function canWrite(w) {
@@ -518,9 +533,9 @@ function breadcrumbs(w, dir) {
 
 const uploads = { list: null };
 
-async function showFiles(w, dir, body, gen) {
+async function showFiles(w, dir, body, current) {
   const { files } = await api('GET', `/workspaces/${w.id}/files`);
-  if (gen !== app.generation) return;
+  if (!current()) return;
   const entries = entriesIn(files, dir);
   const writable = canWrite(w);
   const picker = h('input', { type: 'file', multiple: true, hidden: true, 'aria-label': 'Files to upload' });
@@ -757,7 +772,7 @@ async function restoreVersion(w, path, version) {
 
 // ---- deleted files ---------------------------------------------------------
 
-async function showDeleted(w, body, gen) {
+async function showDeleted(w, body, current) {
   let activity;
   try {
     activity = await api('GET', `/workspaces/${w.id}/activity`, { query: { limit: 500 } });
@@ -767,7 +782,7 @@ async function showDeleted(w, body, gen) {
     return;
   }
   const { files } = await api('GET', `/workspaces/${w.id}/files`);
-  if (gen !== app.generation) return;
+  if (!current()) return;
   const live = new Set(files.map((f) => f.path));
   // Newest first: the first entry naming a path says what happened to it last.
   const decided = new Set();
@@ -810,9 +825,9 @@ async function restoreDeleted(w, path) {
 
 // ---- members -------------------------------------------------------------
 
-async function showMembers(w, body, gen) {
+async function showMembers(w, body, current) {
   const res = await api('GET', '/view-shared-users', { query: { workspace_id: w.id } });
-  if (gen !== app.generation) return;
+  if (!current()) return;
   const owner = w.role === 'owner';
   const members = res.users || [];
   const invitations = res.invitations || [];
@@ -918,12 +933,12 @@ function deviceLabel(deviceId) {
   return deviceId === 'http-api' ? 'web · ' : `device ${deviceId.slice(0, 8)} · `;
 }
 
-async function showActivity(w, body, gen) {
+async function showActivity(w, body, current) {
   const [presence, activity] = await Promise.all([
     api('GET', `/workspaces/${w.id}/presence`).catch((err) => ({ error: err })),
     api('GET', `/workspaces/${w.id}/activity`, { query: { limit: 100 } }).catch((err) => ({ error: err })),
   ]);
-  if (gen !== app.generation) return;
+  if (!current()) return;
   let online;
   if (presence.error) {
     online = h('p', { class: 'muted' }, `Cannot tell who is online: ${presence.error.message}`);

@@ -98,7 +98,7 @@ export function modal({ title, body = [], submitLabel, submitClass = 'primary', 
       if (primary) primary.disabled = true;
       try {
         const result = await submit();
-        close(result === undefined ? true : result);
+        close(result ?? true);
       } catch (err) {
         error.textContent = err.message || String(err);
         error.hidden = false;

@@ -46,9 +46,15 @@ pub enum ApiError {
     /// 429, with `Retry-After`.
     #[error("too many failed attempts; retry in {retry_after_secs} seconds")]
     TooManyAttempts { retry_after_secs: u64 },
-    /// 503: the database is not answering.
+    /// 503 with `Retry-After`: something this request needs (Redis) is not answering.
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// A database failure: 503 `database_unavailable` with `Retry-After` when the
+    /// database cannot be reached ([`DbError::is_unavailable`]), else a 500 whose
+    /// cause is logged, never sent. Kept whole so `AppState::read` can hand it
+    /// back to the pool, which heals a dead connection.
+    #[error("{}", if .0.is_unavailable() { "the database is unavailable; retry shortly" } else { "internal server error" })]
+    Database(DbError),
     /// 500. The cause is logged, never sent.
     #[error("internal server error")]
     Internal(String),
@@ -79,22 +85,20 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::Unavailable => "unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::Database(e) if e.is_unavailable() => "database_unavailable",
+            ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
     }
 }
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> ApiError {
-        match err {
-            DbError::Connect(_) | DbError::Pool(_) => {
-                tracing::error!(error = %err, "database unavailable");
-                ApiError::Unavailable
-            }
-            other => ApiError::Internal(other.to_string()),
-        }
+        ApiError::Database(err)
     }
 }
+
+/// What a 503 tells clients to wait before retrying, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 /// The body of every error response.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -128,14 +132,18 @@ impl ResponseError for ApiError {
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Database(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
-            // Logged once, here, where it turns into a response.
-            tracing::error!(error = %cause, "request failed");
+        // Logged once, here, where it turns into a response.
+        match self {
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "request failed"),
+            ApiError::Database(e) if e.is_unavailable() => tracing::warn!(error = %e, "database unavailable"),
+            ApiError::Database(e) => tracing::error!(error = %e, "request failed"),
+            _ => {}
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {
@@ -147,6 +155,9 @@ impl ResponseError for ApiError {
             }
             ApiError::RangeNotSatisfiable { size } => {
                 res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+            _ if self.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
+                res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
             _ => {}
         }
@@ -243,9 +254,17 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn database_outage_is_a_503_not_a_500() {
-        let (status, body, _) = body_of(DbError::Pool("timed out".into()).into()).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["error"]["code"], "unavailable");
+    async fn database_outage_is_a_503_with_retry_after_not_a_500() {
+        for err in [DbError::Pool("timed out".into()), DbError::Unavailable("Server has gone away".into())] {
+            let (status, body, res) = body_of(err.into()).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body["error"]["code"], "database_unavailable");
+            assert!(!body.to_string().contains("gone away"), "{body}");
+            assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "2");
+        }
+        let (status, body, _) = body_of(DbError::Migration("secret".into()).into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("secret"), "{body}");
     }
 }

@@ -127,8 +127,9 @@ pub enum ServerErrors<'a> {
     /// `internal`: the cause is logged, never sent.
     #[response(status = 500)]
     Internal(ErrorBody<'a>),
-    /// `unavailable`: the database (or, for presence, Redis) does not answer.
-    #[response(status = 503)]
+    /// `database_unavailable`: the database cannot be reached (restarting, failing over); `unavailable`: for
+    /// presence, Redis does not answer. Retry after `Retry-After` seconds.
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     Unavailable(ErrorBody<'a>),
 }
 

@@ -73,13 +73,21 @@ impl AppState {
     }
 
     /// Runs read-only database work on the blocking pool. `f` may refuse the
-    /// request with an [`ApiError`]; database failures convert into one.
+    /// request with an [`ApiError`]; database failures convert into one, and
+    /// are handed back to the pool first so that it replaces a dead connection.
     pub async fn read<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
     {
-        self.db.run(move |conn| Ok(f(conn))).await?
+        let outcome = self
+            .db
+            .run(move |conn| match f(conn) {
+                Err(ApiError::Database(e)) => Err(e),
+                other => Ok(other),
+            })
+            .await;
+        outcome.map_err(ApiError::from)?
     }
 
     /// Hashes a new password on the blocking pool.

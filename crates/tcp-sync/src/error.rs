@@ -37,6 +37,10 @@ impl From<DbError> for ReqError {
             DbError::NotFound => ReqError::new(ErrorCode::NotFound, "no such workspace, path or version"),
             // The journal's refusals are full sentences meant for the client.
             DbError::Conflict(sentence) => ReqError::new(ErrorCode::Conflict, sentence),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "database unavailable");
+                ReqError::new(ErrorCode::Unavailable, "the database is unavailable; retry shortly")
+            }
             other => {
                 tracing::error!(error = %other, "database error");
                 ReqError::internal()

@@ -80,12 +80,24 @@ pub enum DbError {
     Query(#[from] DieselError),
     #[error("database task failed: {0}")]
     Task(String),
+    /// The connection died under the call (the server restarted, failed
+    /// over, or cannot be reached): nothing was committed by this call unless
+    /// the loss hit its COMMIT. Retry after a short wait.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl DbError {
     /// True if the error is a unique-key violation.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
+    }
+
+    /// True if the database could not be reached (a lost connection, a
+    /// refused connect, a pool that cannot hand out a connection): the
+    /// request may succeed when retried after a short wait.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_) | DbError::Connect(_) | DbError::Pool(_))
     }
 }
 
@@ -158,8 +170,9 @@ impl ManageConnection for Manager {
         conn.batch_execute("SELECT 1").map_err(|e| ConnectError(e.to_string()))
     }
 
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
+    /// A connection whose transaction state is broken is not given out again.
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        diesel::r2d2::R2D2Connection::is_broken(conn)
     }
 }
 
@@ -314,11 +327,7 @@ impl Db {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn()?;
-            let result = f(&mut conn);
-            if let Err(e) = &result {
-                db.heal(&mut conn, e);
-            }
-            result
+            f(&mut conn).map_err(|e| db.heal(&mut conn, e))
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
@@ -344,26 +353,36 @@ impl Db {
             Backend::Sqlite => Some(self.sqlite_writer.lock().unwrap_or_else(|p| p.into_inner())),
             Backend::Mysql => None,
         };
-        let result = (*conn).transaction(f);
-        if let Err(e) = &result {
-            self.heal(&mut conn, e);
-        }
-        result
+        (*conn).transaction(f).map_err(|e| self.heal(&mut conn, e))
     }
 
-    /// After a failed call: if the connection itself is gone (the server restarted, or killed it),
-    /// a new one takes its place in the pool, so only the call that met the dead connection fails.
-    fn heal(&self, conn: &mut PooledConn, err: &DbError) {
-        if matches!(err, DbError::NotFound | DbError::Conflict(_)) || err.is_unique_violation() {
-            return;
+    /// After a failed call: if the connection itself is gone (the server restarted, failed over, or
+    /// killed it; whatever the driver's words for it), a new one takes its place in the pool — now, or
+    /// if the database is still away, on the next call that meets this one — and the error becomes
+    /// [`DbError::Unavailable`], so that callers answer "retry" rather than fail for good.
+    ///
+    /// Every caller's error must reach here for this to work: code that turned a `DbError` into its own
+    /// error type inside the closure would keep a dead connection in the pool (filesync-http did, and
+    /// answered 500 after every MariaDB restart; `AppState::read` now hands it back).
+    fn heal(&self, conn: &mut PooledConn, err: DbError) -> DbError {
+        if matches!(err, DbError::NotFound | DbError::Conflict(_) | DbError::Unavailable(_))
+            || err.is_unique_violation()
+        {
+            return err;
         }
-        if conn.batch_execute("SELECT 1").is_ok() {
-            return;
+        // A connection whose last transaction could not roll back refuses every later one.
+        let broken = diesel::r2d2::R2D2Connection::is_broken(&mut **conn);
+        if !broken && conn.batch_execute("SELECT 1").is_ok() {
+            return err;
         }
         match self.manager.connect() {
-            Ok(fresh) => **conn = fresh,
-            Err(e) => tracing::warn!(error = %e, "database connection lost and not yet back"),
+            Ok(fresh) => {
+                tracing::warn!(error = %err, "database connection lost; replaced");
+                **conn = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "database connection lost and the database not yet back"),
         }
+        DbError::Unavailable(err.to_string())
     }
 
     /// True if a connection answers `SELECT 1` (readiness).

@@ -461,10 +461,13 @@ pub enum ErrorCode {
     /// No such workspace, or the user is not a member of it (indistinguishable on purpose; the
     /// HTTP API answers the same code with 404). An agent stops syncing the workspace.
     WorkspaceNotFound,
+    /// The database cannot be reached (restarting, failing over): nothing was
+    /// committed; retry the request after a short wait.
+    Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::HelloRequired,
@@ -483,6 +486,7 @@ impl ErrorCode {
         ErrorCode::UnknownRequest,
         ErrorCode::Internal,
         ErrorCode::WorkspaceNotFound,
+        ErrorCode::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -505,7 +509,13 @@ impl ErrorCode {
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::Internal => "internal",
             ErrorCode::WorkspaceNotFound => "workspace_not_found",
+            ErrorCode::Unavailable => "unavailable",
         }
+    }
+
+    /// True if the same request may succeed when sent again after a short wait.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::Busy | ErrorCode::Internal | ErrorCode::Unavailable)
     }
 
     pub fn parse(s: &str) -> Option<ErrorCode> {

@@ -24,6 +24,8 @@ function notice(text, kind = 'info') {
     h('span', {}, text),
     button('Dismiss', () => item.remove(), { class: 'link', 'aria-label': 'Dismiss message' }));
   notices.append(item);
+  // The newest few only: a burst of actions must not cover the page.
+  while (notices.children.length > 2) notices.firstElementChild.remove();
   setTimeout(() => item.remove(), kind === 'error' ? 12000 : 5000);
 }
 

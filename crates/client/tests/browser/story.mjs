@@ -198,6 +198,14 @@ async function story() {
   await eventually('three versions', async () => (await versions.count()) === 3);
   await shot(alice, 'history');
 
+  step('download the first version from the history');
+  const oldDownload = alice.waitForEvent('download');
+  await versions.last().getByRole('button', { name: 'Download' }).click();
+  const oldSaved = path.join(shots, '..', 'downloaded-version-one.txt');
+  await (await oldDownload).saveAs(oldSaved);
+  if (fs.readFileSync(oldSaved, 'utf8') !== 'version one\n') fail(`version one downloads as ${fs.readFileSync(oldSaved, 'utf8')}`);
+  fs.rmSync(oldSaved);
+
   step('restore the first version: it reaches the agent');
   await versions.last().getByRole('button', { name: 'Restore' }).click();
   await history.waitFor({ state: 'detached' });

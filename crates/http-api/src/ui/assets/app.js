@@ -588,8 +588,8 @@ function fileRow(w, e, writable) {
       writable ? button('Delete', () => deleteEntry(w, e), { class: 'danger' }) : null));
 }
 
-function download(w, path) {
-  const a = h('a', { href: url(`/workspaces/${w.id}/file`, { path }), download: basename(path), hidden: true });
+function download(w, path, version) {
+  const a = h('a', { href: url(`/workspaces/${w.id}/file`, { path, version }), download: basename(path), hidden: true });
   document.body.append(a);
   a.click();
   a.remove();
@@ -745,6 +745,7 @@ async function showHistory(w, path) {
     h('td', { 'data-label': 'By' }, v.author || 'a former member'),
     h('td', { 'data-label': 'When' }, when(v.created_at)),
     h('td', { class: 'row-actions' },
+      !v.deleted && v.kind === 'file' ? button('Download', () => download(w, path, v.version)) : null,
       writable && !v.deleted && v.kind === 'file' && v !== newest
         ? button('Restore', async () => {
           try {

@@ -51,7 +51,7 @@ server_pid=$!
 
 base=
 for _ in $(seq 1 300); do
-  base=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$work/server.log" | head -n 1 | sed 's/^listening on //') || true
+  base=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$work/server.log" 2>/dev/null | head -n 1 | sed 's/^listening on //') || true
   [ -n "$base" ] && break
   kill -0 "$server_pid" 2>/dev/null || { echo "filesync-http exited during startup" >&2; show_log; exit 1; }
   sleep 0.2

@@ -8,7 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bench/setup.sh
-cargo build --release --workspace --bins --locked
+# Measure the binaries that ship, built as the Dockerfile builds them (the
+# client in its own invocation: ARCHITECTURE.md, "Cargo features and what ships"), then the harness.
+cargo build --release --locked --bins -p filesync-http-api -p filesync-tcp-sync -p filesync-server --features filesync-server/mysql
+cargo build --release --locked --bins -p filesync-client
+cargo build --release --locked -p filesync-bench
 start=$(date +%s)
 target/release/filesync-bench all --json target/bench-results.json "$@"
 echo "benchmark run took $(( $(date +%s) - start )) s"

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod api;
+mod database;
 pub mod http_bench;
 pub mod load;
 pub mod stack;

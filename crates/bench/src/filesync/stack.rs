@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
-use filesync_core::testing::TestDb;
+use anyhow::{Context, Result};
+
+use super::database::RunDatabase;
 
 use crate::lab::Unavailable;
 use crate::procs::{free_port, wait_for, Proc};
@@ -60,7 +61,7 @@ pub struct Stack {
     /// Why the nodes are missing, if they are.
     pub nodes_missing: Option<String>,
     // Dropped last: the database goes once every process using it has stopped.
-    _db: TestDb,
+    _db: RunDatabase,
 }
 
 impl Drop for Stack {
@@ -86,7 +87,7 @@ pub fn binary(dir: &Path, bin: &str) -> Result<PathBuf> {
 impl Stack {
     pub fn start(root: &Path, bins: &Path, tuning: &Tuning) -> Result<Stack> {
         let http_bin = binary(bins, "filesync-http")?;
-        let db = fresh_database()?;
+        let db = RunDatabase::create()?;
         let secret = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
         let storage = root.join("storage");
         std::fs::create_dir_all(&storage)?;
@@ -149,19 +150,6 @@ impl Stack {
         self.http.ensure_running()?;
         self.nodes.iter_mut().try_for_each(|n| n.proc.ensure_running())
     }
-}
-
-/// A new database on the MariaDB at 127.0.0.1:3306, dropped when the value is dropped.
-fn fresh_database() -> Result<TestDb> {
-    // TestDb panics when the server is unreachable; here that is an error of the run.
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let db = std::panic::catch_unwind(TestDb::mysql);
-    std::panic::set_hook(quiet);
-    db.map_err(|p| {
-        let msg = p.downcast_ref::<String>().cloned().unwrap_or_else(|| "unknown error".into());
-        anyhow!("cannot create a database on MariaDB at 127.0.0.1:3306 (root, no password): {msg}")
-    })
 }
 
 /// Waits until `url` answers 200, failing early if the process dies.

@@ -50,6 +50,9 @@ pub struct Config {
     pub login_max_failures: u32,
     /// Window in seconds in which failed logins are counted.
     pub login_window_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: comma-separated addresses or
+    /// CIDR ranges (`10.0.0.1, 192.168.0.0/16`). Empty: the TCP peer is the client.
+    pub trusted_proxies: String,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// Development mode: generate and keep a JWT secret in the data dir when none is set.
@@ -70,7 +73,7 @@ impl Default for Config {
             tcp_addr: "127.0.0.1:7070".into(),
             tcp_admin_addr: "127.0.0.1:7071".into(),
             jwt_secret: Secret::default(),
-            jwt_ttl_secs: 24 * 3600,
+            jwt_ttl_secs: 3600,
             redis_url: None,
             bcrypt_cost: 12,
             storage: None,
@@ -79,6 +82,7 @@ impl Default for Config {
             max_connections: 10_000,
             login_max_failures: 10,
             login_window_secs: 15 * 60,
+            trusted_proxies: String::new(),
             log_format: "text".into(),
             dev_mode: false,
             tls_cert: None,
@@ -106,6 +110,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_window_secs", &self.login_window_secs)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("log_format", &self.log_format)
             .field("dev_mode", &self.dev_mode)
             .field("tls_cert", &self.tls_cert)
@@ -132,6 +137,7 @@ pub const FIELDS: &[&str] = &[
     "max_connections",
     "login_max_failures",
     "login_window_secs",
+    "trusted_proxies",
     "log_format",
     "dev_mode",
     "tls_cert",
@@ -169,6 +175,8 @@ pub enum ConfigError {
     BcryptCost(u32),
     #[error("FILESYNC_TLS_CERT and FILESYNC_TLS_KEY must be set together")]
     TlsPair,
+    #[error("FILESYNC_TRUSTED_PROXIES: {0:?} is neither an IP address nor a CIDR range")]
+    TrustedProxy(String),
     #[error("cannot keep the generated JWT secret in {path}: {source}")]
     DevSecret { path: PathBuf, source: std::io::Error },
 }
@@ -211,6 +219,20 @@ impl Config {
             .map_err(|e| ConfigError::Env { var: "FILESYNC_*".into(), message: e.to_string() })
     }
 
+    /// The parsed `trusted_proxies`: each entry an address (one host) or a CIDR range.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::TrustedProxy(s.to_owned()))
+            })
+            .collect()
+    }
+
     /// [`Config::load`] with the process environment.
     pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
         Config::load(file, |k| std::env::var(k).ok())
@@ -248,6 +270,7 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::TlsPair);
         }
+        self.trusted_proxy_nets()?;
         Ok(())
     }
 }
@@ -360,6 +383,19 @@ mod tests {
         b.prepare_for_serving().unwrap();
         assert_eq!(a.jwt_secret, b.jwt_secret);
         assert!(a.jwt_secret.expose().len() >= MIN_JWT_SECRET_BYTES);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let c = Config { trusted_proxies: " 10.0.0.1, 192.168.0.0/16 ,::1".into(), ..Config::default() };
+        let nets = c.trusted_proxy_nets().unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[0].contains(&"10.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+        assert!(!nets[0].contains(&"10.0.0.2".parse::<std::net::IpAddr>().unwrap()));
+        assert!(nets[1].contains(&"192.168.4.5".parse::<std::net::IpAddr>().unwrap()));
+        assert!(Config::default().trusted_proxy_nets().unwrap().is_empty());
+        let bad = Config { trusted_proxies: "10.0.0.1, proxy.local".into(), ..Config::default() };
+        assert!(matches!(bad.trusted_proxy_nets(), Err(ConfigError::TrustedProxy(s)) if s == "proxy.local"));
     }
 
     #[test]

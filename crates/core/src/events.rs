@@ -37,6 +37,9 @@ pub enum UserEvent {
     RoleChanged { workspace_id: WorkspaceId, role: Role },
     /// The workspace was deleted by its owner: like `MemberRemoved` for every member.
     WorkspaceDeleted { workspace_id: WorkspaceId },
+    /// Credentials were revoked: every daemon forgets what it cached about the user's tokens,
+    /// and nodes disconnect the connections whose token is no longer valid (see [`Revoked`]).
+    TokensRevoked { revoked: Revoked },
 }
 
 impl UserEvent {
@@ -46,7 +49,39 @@ impl UserEvent {
             UserEvent::MemberRemoved { workspace_id } | UserEvent::WorkspaceDeleted { workspace_id } => {
                 Some(*workspace_id)
             }
-            UserEvent::WorkspaceShared { .. } | UserEvent::RoleChanged { .. } => None,
+            UserEvent::WorkspaceShared { .. } | UserEvent::RoleChanged { .. } | UserEvent::TokensRevoked { .. } => None,
+        }
+    }
+}
+
+/// Which of a user's tokens a [`UserEvent::TokensRevoked`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum Revoked {
+    /// One device (a logout, or `DELETE /devices/{id}`): the tokens issued to it.
+    Device { device_id: i64 },
+    /// The password changed: every token of a generation below `generation`.
+    Password { generation: i64 },
+    /// The account was deleted: every token.
+    Account,
+}
+
+impl Revoked {
+    /// Whether a token with this generation, issued to this device, is ended by the event.
+    pub fn ends(self, generation: i64, device: i64) -> bool {
+        match self {
+            Revoked::Device { device_id } => device == device_id,
+            Revoked::Password { generation: current } => generation < current,
+            Revoked::Account => true,
+        }
+    }
+
+    /// One line for the person whose device was signed out.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Revoked::Device { .. } => "this device was signed out (logged out or removed from the account's devices)",
+            Revoked::Password { .. } => "the account's password was changed",
+            Revoked::Account => "the account was deleted",
         }
     }
 }
@@ -62,6 +97,15 @@ pub enum WorkspaceEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revocations_end_the_tokens_they_name() {
+        assert!(Revoked::Device { device_id: 4 }.ends(0, 4));
+        assert!(!Revoked::Device { device_id: 4 }.ends(0, 5));
+        assert!(Revoked::Password { generation: 2 }.ends(1, 9));
+        assert!(!Revoked::Password { generation: 2 }.ends(2, 9));
+        assert!(Revoked::Account.ends(7, 7));
+    }
 
     #[test]
     fn user_event_json_is_stable() {
@@ -87,6 +131,11 @@ mod tests {
         assert_eq!(gone.ends_access_to(), Some(WorkspaceId(7)));
         assert_eq!(UserEvent::MemberRemoved { workspace_id: WorkspaceId(8) }.ends_access_to(), Some(WorkspaceId(8)));
         assert_eq!(UserEvent::RoleChanged { workspace_id: WorkspaceId(8), role: Role::Viewer }.ends_access_to(), None);
+        let ev = UserEvent::TokensRevoked { revoked: Revoked::Device { device_id: 4 } };
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            serde_json::json!({"type": "tokens_revoked", "revoked": {"what": "device", "device_id": 4}})
+        );
         assert_eq!(workspace_channel(WorkspaceId(9)), "filesync:ws:9");
     }
 }

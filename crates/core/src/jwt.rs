@@ -19,6 +19,20 @@ pub struct Claims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// The user's token generation when it was issued: a password change raises it.
+    #[serde(rename = "gen")]
+    pub generation: i64,
+    /// The device (login) it was issued to: a logout or a revoked device deletes it.
+    #[serde(rename = "did")]
+    pub device: i64,
+}
+
+/// What a token is bound to besides its user: checked against the database (or a cache of
+/// it) by [`crate::db::devices::check`] and the API's `known_users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub generation: i64,
+    pub device: i64,
 }
 
 /// A verified token's facts.
@@ -27,6 +41,7 @@ pub struct TokenInfo {
     pub user_id: UserId,
     pub email: String,
     pub expires_at: DateTime<Utc>,
+    pub grant: Grant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -66,8 +81,13 @@ impl JwtKeys {
     }
 
     /// A new token for `user`, valid for the configured lifetime.
-    pub fn issue(&self, user: UserId, email: &str) -> Result<(String, DateTime<Utc>), JwtError> {
-        self.issue_at(user, email, Utc::now().timestamp(), self.ttl_secs)
+    pub fn issue(&self, user: UserId, email: &str, grant: Grant) -> Result<(String, DateTime<Utc>), JwtError> {
+        self.issue_at(user, email, grant, Utc::now().timestamp(), self.ttl_secs)
+    }
+
+    /// The configured lifetime of an access token, in seconds.
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
     }
 
     /// A token issued at `iat` that lives `ttl_secs` (negative: already expired; for tests).
@@ -75,6 +95,7 @@ impl JwtKeys {
         &self,
         user: UserId,
         email: &str,
+        grant: Grant,
         iat: i64,
         ttl_secs: i64,
     ) -> Result<(String, DateTime<Utc>), JwtError> {
@@ -84,6 +105,8 @@ impl JwtKeys {
             iat,
             exp: iat.saturating_add(ttl_secs),
             jti: uuid::Uuid::new_v4().to_string(),
+            generation: grant.generation,
+            device: grant.device,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| JwtError::Issue)?;
         let expires_at = Utc.timestamp_opt(claims.exp, 0).single().ok_or(JwtError::Issue)?;
@@ -94,6 +117,7 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<TokenInfo, JwtError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // A token without `gen`/`did` (issued before revocation existed) fails to decode: malformed.
         validation.set_required_spec_claims(&["exp", "sub"]);
         let data = decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => JwtError::Expired,
@@ -102,13 +126,16 @@ impl JwtKeys {
         })?;
         let user_id = data.claims.sub.parse::<i64>().map_err(|_| JwtError::Malformed)?;
         let expires_at = Utc.timestamp_opt(data.claims.exp, 0).single().ok_or(JwtError::Malformed)?;
-        Ok(TokenInfo { user_id: UserId(user_id), email: data.claims.email, expires_at })
+        let grant = Grant { generation: data.claims.generation, device: data.claims.device };
+        Ok(TokenInfo { user_id: UserId(user_id), email: data.claims.email, expires_at, grant })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const G: Grant = Grant { generation: 3, device: 9 };
 
     fn keys(secret: &str) -> JwtKeys {
         JwtKeys::new(&Secret::new(secret), 3600)
@@ -117,19 +144,20 @@ mod tests {
     #[test]
     fn issued_token_verifies() {
         let k = keys("0123456789abcdef0123456789abcdef");
-        let (tok, exp) = k.issue(UserId(42), "a@b.c").unwrap();
+        let (tok, exp) = k.issue(UserId(42), "a@b.c", G).unwrap();
         let info = k.verify(&tok).unwrap();
         assert_eq!(info.user_id, UserId(42));
         assert_eq!(info.email, "a@b.c");
         assert_eq!(info.expires_at, exp);
+        assert_eq!(info.grant, G);
     }
 
     #[test]
     fn expired_wrong_key_and_garbage_are_told_apart() {
         let k = keys("0123456789abcdef0123456789abcdef");
-        let (old, _) = k.issue_at(UserId(1), "a@b.c", Utc::now().timestamp() - 100, 10).unwrap();
+        let (old, _) = k.issue_at(UserId(1), "a@b.c", G, Utc::now().timestamp() - 100, 10).unwrap();
         assert_eq!(k.verify(&old), Err(JwtError::Expired));
-        let (other, _) = keys("ffffffffffffffffffffffffffffffff").issue(UserId(1), "a@b.c").unwrap();
+        let (other, _) = keys("ffffffffffffffffffffffffffffffff").issue(UserId(1), "a@b.c", G).unwrap();
         assert_eq!(k.verify(&other), Err(JwtError::BadSignature));
         assert_eq!(k.verify("not.a.token"), Err(JwtError::Malformed));
         assert_eq!(k.verify(""), Err(JwtError::Malformed));
@@ -138,8 +166,8 @@ mod tests {
     #[test]
     fn tokens_have_unique_ids() {
         let k = keys("0123456789abcdef0123456789abcdef");
-        let (a, _) = k.issue(UserId(1), "a@b.c").unwrap();
-        let (b, _) = k.issue(UserId(1), "a@b.c").unwrap();
+        let (a, _) = k.issue(UserId(1), "a@b.c", G).unwrap();
+        let (b, _) = k.issue(UserId(1), "a@b.c", G).unwrap();
         assert_ne!(a, b);
     }
 }

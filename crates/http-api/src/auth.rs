@@ -1,7 +1,9 @@
 //! Authentication: the [`AuthUser`] extractor is the only code that reads the
 //! `Authorization` header (or, without one, the web UI's session cookie
 //! through [`crate::session_cookie`]). A handler that takes an `AuthUser` argument is
-//! authenticated; one that does not is public.
+//! authenticated; one that does not is public. [`authenticate`] is the one
+//! token check (signature, expiry, generation, device), for a token from any
+//! source.
 
 use std::time::Instant;
 
@@ -9,13 +11,13 @@ use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest};
 use chrono::{DateTime, Utc};
-use filesync_core::db::accounts;
+use filesync_core::db::devices;
 use filesync_core::jwt::JwtError;
 use filesync_core::UserId;
 use futures::future::LocalBoxFuture;
 
 use crate::error::ApiError;
-use crate::known_users::KnownUser;
+use crate::known_users::{judge, Verdict};
 use crate::session_cookie;
 use crate::state::AppState;
 
@@ -27,6 +29,8 @@ pub struct AuthUser {
     pub email: String,
     /// When the presented token expires.
     pub token_expires_at: DateTime<Utc>,
+    /// The device (login) the token was issued to.
+    pub device_id: i64,
 }
 
 const MISSING: ApiError = ApiError::Unauthorized {
@@ -34,8 +38,14 @@ const MISSING: ApiError = ApiError::Unauthorized {
     message: "send the token from /login as `Authorization: Bearer <token>`",
 };
 const INVALID: ApiError = ApiError::Unauthorized { code: "invalid_token", message: "the token is not valid" };
-const EXPIRED: ApiError =
-    ApiError::Unauthorized { code: "token_expired", message: "the token has expired; log in again" };
+const EXPIRED: ApiError = ApiError::Unauthorized {
+    code: "token_expired",
+    message: "the token has expired; renew it at /token/refresh or log in again",
+};
+const REVOKED: ApiError = ApiError::Unauthorized {
+    code: "token_revoked",
+    message: "the token was revoked (logged out, device removed or password changed); log in again",
+};
 
 /// The token from `Bearer <token>` or, as the original client sends it, a bare `<token>`.
 fn token_of(header: Option<&str>) -> Result<&str, ApiError> {
@@ -49,6 +59,35 @@ fn token_of(header: Option<&str>) -> Result<&str, ApiError> {
         return Err(MISSING);
     }
     Ok(token)
+}
+
+/// Checks a token: signature and expiry, then that its generation is the user's and its
+/// device still exists — from [`crate::known_users`] when it is fresh, so a valid token
+/// costs no query. The only token check of the API: the extractor and any other source of
+/// tokens (a session cookie) go through it.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    let info = state.jwt.verify(token).map_err(|e| match e {
+        JwtError::Expired => EXPIRED,
+        _ => INVALID,
+    })?;
+    let id = info.user_id;
+    let verdict = match state.known_users.verdict(id, info.grant, Instant::now()) {
+        Verdict::Unknown => {
+            // A user deleted (or a database reset) since the token was issued makes it invalid.
+            let fresh = state.read(move |conn| Ok(devices::token_state(conn, id)?)).await?.ok_or(INVALID)?;
+            let verdict = judge(&fresh, info.grant);
+            state.known_users.remember(id, fresh, Instant::now());
+            verdict
+        }
+        cached => cached,
+    };
+    match verdict {
+        Verdict::Valid { username, email } => {
+            Ok(AuthUser { id, username, email, token_expires_at: info.expires_at, device_id: info.grant.device })
+        }
+        // Fresh from the database and still unknown: the device is gone.
+        Verdict::Revoked | Verdict::Unknown => Err(REVOKED),
+    }
 }
 
 impl FromRequest for AuthUser {
@@ -71,23 +110,7 @@ impl FromRequest for AuthUser {
                 (None, Some(cookie)) => cookie.as_str(),
                 _ => token_of(header.as_deref())?,
             };
-            let info = state.jwt.verify(token).map_err(|e| match e {
-                JwtError::Expired => EXPIRED,
-                _ => INVALID,
-            })?;
-            // A token outlives nothing: a user deleted (or a database reset)
-            // since it was issued makes it invalid (within `known_users::TTL`).
-            let id = info.user_id;
-            let user = match state.known_users.get(id, Instant::now()) {
-                Some(user) => user,
-                None => {
-                    let row = state.read(move |conn| Ok(accounts::user_by_id(conn, id)?)).await?.ok_or(INVALID)?;
-                    let user = KnownUser { username: row.username, email: row.email };
-                    state.known_users.remember(id, user.clone(), Instant::now());
-                    user
-                }
-            };
-            Ok(AuthUser { id, username: user.username, email: user.email, token_expires_at: info.expires_at })
+            authenticate(&state, token).await
         })
     }
 }

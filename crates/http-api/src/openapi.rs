@@ -19,7 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::{accounts, activity, file, files, health, members, presence, tree, workspaces};
+use crate::routes::{accounts, activity, devices, file, files, health, members, presence, tree, workspaces};
 use crate::ui::{self, session};
 
 /// The name of the security scheme: `Authorization: Bearer <token>`.
@@ -42,6 +42,12 @@ pub const BEARER: &str = "bearer";
         ui::index,
         ui::events::events,
         ui::asset,
+        accounts::refresh,
+        accounts::logout,
+        accounts::change_password,
+        accounts::delete_account,
+        devices::list,
+        devices::revoke,
         workspaces::create_workspace,
         workspaces::add_user,
         workspaces::shared_workspaces,
@@ -71,7 +77,7 @@ pub const BEARER: &str = "bearer";
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
     tags(
-        (name = "accounts", description = "Registration, login and tokens"),
+        (name = "accounts", description = "Registration, login, tokens, devices and the account"),
         (name = "workspaces", description = "Workspaces and their members"),
         (name = "files", description = "The sync journal: files, history, restore, downloads"),
         (name = "presence", description = "Who is connected"),
@@ -90,7 +96,7 @@ impl Modify for BearerAuth {
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .bearer_format("JWT")
-            .description(Some("The token from `POST /login`."))
+            .description(Some("An access token from `POST /login` or `POST /token/refresh`."))
             .build();
         components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
     }

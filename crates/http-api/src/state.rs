@@ -36,6 +36,8 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// False when the bus is this daemon's own in-process bus: no node writes presence into it.
     pub presence_visible: bool,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: Metrics,
     /// Users named by recently checked tokens.
     pub known_users: KnownUsers,
@@ -63,6 +65,7 @@ impl AppState {
             csrf: CsrfKey::from_jwt_secret(config.jwt_secret.expose()),
             passwords,
             throttle: LoginThrottle::new(config.login_max_failures, Duration::from_secs(config.login_window_secs)),
+            trusted_proxies: config.trusted_proxy_nets()?,
             bus,
             stopping: CancellationToken::new(),
             presence_visible,

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{assert_error, client_from, on_both_backends, Server, SECRET};
 use filesync_core::db::Backend;
-use filesync_core::jwt::JwtKeys;
+use filesync_core::jwt::{Grant, JwtKeys};
 use filesync_core::secret::Secret;
 use filesync_core::UserId;
 use futures::StreamExt;
@@ -72,7 +71,7 @@ async fn register_then_login() {
         assert_eq!(login["user"]["username"], "bobby.tables");
         let expires: DateTime<Utc> = login["expires_at"].as_str().unwrap().parse().expect("RFC 3339");
         let ttl = expires - Utc::now();
-        assert!(ttl > chrono::Duration::hours(23) && ttl <= chrono::Duration::hours(24), "{ttl}");
+        assert!(ttl > chrono::Duration::minutes(59) && ttl <= chrono::Duration::hours(1), "{ttl}");
         let token = login["token"].as_str().unwrap();
         let user_id = login["user"]["id"].as_i64().unwrap();
 
@@ -93,15 +92,17 @@ async fn register_then_login() {
         assert_error(&srv.get("/check-token", Some("not-a-jwt")).await, 401, "invalid_token");
         let basic = srv.send(srv.raw().get(srv.url("/check-token")).header("Authorization", "Basic YTpi")).await;
         assert_error(&basic, 401, "invalid_token");
+        let grant = Grant { generation: 0, device: login["device_id"].as_i64().unwrap() };
         let (forged, _) = JwtKeys::new(&Secret::new("another-secret-another-secret-0123"), 3600)
-            .issue(UserId(user_id), "o'brien+x@example.com")
+            .issue(UserId(user_id), "o'brien+x@example.com", grant)
             .unwrap();
         assert_error(&srv.get("/check-token", Some(&forged)).await, 401, "invalid_token");
         let (expired, _) = JwtKeys::new(&Secret::new(SECRET), 3600)
-            .issue_at(UserId(user_id), "o'brien+x@example.com", Utc::now().timestamp() - 100, 10)
+            .issue_at(UserId(user_id), "o'brien+x@example.com", grant, Utc::now().timestamp() - 100, 10)
             .unwrap();
         assert_error(&srv.get("/check-token", Some(&expired)).await, 401, "token_expired");
-        let (orphan, _) = JwtKeys::new(&Secret::new(SECRET), 3600).issue(UserId(user_id + 1000), "x@example.com").unwrap();
+        let (orphan, _) =
+            JwtKeys::new(&Secret::new(SECRET), 3600).issue(UserId(user_id + 1000), "x@example.com", grant).unwrap();
         assert_error(&srv.get("/check-token", Some(&orphan)).await, 401, "invalid_token");
         srv.stop().await.expect("clean shutdown");
     })
@@ -253,41 +254,6 @@ async fn workspaces_sharing_and_membership() {
         assert_error(&srv.get("/view-shared-users", Some(&dave)).await, 422, "invalid_request");
         assert_error(&srv.get("/view-shared-users?workspace_id=1%20OR%201=1", Some(&dave)).await, 422, "invalid_request");
         assert_error(&srv.get(&format!("/view-shared-users?workspace_id={ws}"), None).await, 401, "missing_token");
-        srv.stop().await.expect("clean shutdown");
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_logins_are_throttled_per_email_and_per_ip() {
-    on_both_backends(|backend| async move {
-        let srv = Server::start(backend, |c| c.login_max_failures = 3).await;
-        srv.user("alice").await;
-        srv.user("bob").await;
-        let from = |last: u8| client_from(Some(IpAddr::from([127, 0, 0, last])));
-        let (one, two, three) = (from(1), from(2), from(3));
-        let login = |client: &reqwest::Client, email: &str, password: &str| {
-            let req = client.post(srv.url("/login")).json(&json!({"email": email, "password": password}));
-            async move { req.send().await.expect("request") }
-        };
-        for _ in 0..3 {
-            assert_eq!(login(&one, "alice@example.com", "wrong-password").await.status(), 401);
-        }
-        // Alice's email is locked from any address, even with the right password...
-        let locked = login(&two, "ALICE@example.com", "password-alice").await;
-        assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
-        let retry: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-        assert!(retry > 0 && retry <= 900, "{retry}");
-        let body: Value = locked.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "too_many_attempts");
-        // ...while bob, from an address without failures, still gets in.
-        assert_eq!(login(&two, "bob@example.com", "password-bob").await.status(), 200);
-        // Three failures for three different emails lock that address for everyone.
-        for who in ["x1@example.com", "x2@example.com", "x3@example.com"] {
-            assert_eq!(login(&three, who, "whatever1").await.status(), 401);
-        }
-        assert_eq!(login(&three, "bob@example.com", "password-bob").await.status(), 429);
-        assert_eq!(login(&two, "bob@example.com", "password-bob").await.status(), 200);
         srv.stop().await.expect("clean shutdown");
     })
     .await;

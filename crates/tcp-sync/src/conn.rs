@@ -125,7 +125,7 @@ async fn serve_session(
     let (event_tx, event_rx) = mpsc::channel(shared.tuning.event_queue);
     let kill = CancellationToken::new();
     let done = CancellationToken::new();
-    let handle = ConnHandle { conn_id, user: identity.user, events: event_tx, kill: kill.clone() };
+    let handle = ConnHandle::new(conn_id, identity.user, identity.grant, event_tx, kill.clone());
     let entry = PresenceEntry {
         node_id: shared.node_id.clone(),
         session_id,

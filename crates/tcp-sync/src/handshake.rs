@@ -1,7 +1,7 @@
 //! The first frame: `Hello` → who is this? The user comes from the JWT only.
 
-use filesync_core::db::accounts;
-use filesync_core::jwt::JwtError;
+use filesync_core::db::devices;
+use filesync_core::jwt::{Grant, JwtError};
 use filesync_core::proto::frame::FrameError;
 use filesync_core::proto::{ErrorCode, Message, PROTOCOL_VERSION};
 use filesync_core::UserId;
@@ -23,6 +23,8 @@ pub struct Identity {
     pub username: String,
     pub device_id: String,
     pub device_name: String,
+    /// The token's generation and login device: a revocation that names them closes the connection.
+    pub grant: Grant,
 }
 
 /// Maps a frame-level failure to the error frame that answers it.
@@ -74,12 +76,20 @@ pub async fn handshake(
             _ => ReqError::new(ErrorCode::Unauthorized, "the token is not valid"),
         })
     })?;
-    let user = info.user_id;
-    let account = shared.db.run(move |c| accounts::user_by_id(c, user)).await.map_err(|e| Some(e.into()))?;
-    let Some(account) = account else {
-        return Err(Some(ReqError::new(ErrorCode::Unauthorized, "the token's account no longer exists")));
+    let (user, grant) = (info.user_id, info.grant);
+    // One query: the user exists, the token's generation is current and its device not revoked.
+    let username = shared
+        .db
+        .run(move |c| devices::check(c, user, grant.generation, grant.device))
+        .await
+        .map_err(|e| Some(e.into()))?;
+    let Some(username) = username else {
+        return Err(Some(ReqError::new(
+            ErrorCode::TokenRevoked,
+            "the token was revoked (logged out, device removed, password changed or account deleted); log in again",
+        )));
     };
-    Ok(Identity { user, username: account.username, device_id, device_name })
+    Ok(Identity { user, username, device_id, device_name, grant })
 }
 
 fn check_device_field(name: &str, value: &str, max: usize) -> Result<(), Option<ReqError>> {

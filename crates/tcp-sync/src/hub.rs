@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use filesync_bus::{BusMessage, Interest, Topic};
 use filesync_core::db::{journal, Db};
 use filesync_core::events::{UserEvent, WorkspaceEvent};
+use filesync_core::jwt::Grant;
 use filesync_core::proto::{ErrorCode, Message, Notice, RequestId};
 use filesync_core::{UserId, WorkspaceId};
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -42,6 +43,41 @@ pub struct ConnHandle {
     pub events: mpsc::Sender<Message>,
     /// Cancelling closes the connection.
     pub kill: CancellationToken,
+    /// What the connection's token is bound to.
+    pub grant: Grant,
+    /// Cancelled when the token is revoked: the connection says why ([`ConnHandle::revoked_reason`]) and closes.
+    pub revoked: CancellationToken,
+    reason: Arc<std::sync::OnceLock<&'static str>>,
+}
+
+impl ConnHandle {
+    pub fn new(
+        conn_id: u64,
+        user: UserId,
+        grant: Grant,
+        events: mpsc::Sender<Message>,
+        kill: CancellationToken,
+    ) -> ConnHandle {
+        ConnHandle {
+            conn_id,
+            user,
+            events,
+            kill,
+            grant,
+            revoked: CancellationToken::new(),
+            reason: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Why the token was revoked, once [`ConnHandle::revoked`] is cancelled.
+    pub fn revoked_reason(&self) -> &'static str {
+        self.reason.get().copied().unwrap_or("the token was revoked")
+    }
+
+    fn revoke(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
+        self.revoked.cancel();
+    }
 }
 
 struct Sub {
@@ -345,15 +381,23 @@ impl Hub {
     }
 
     /// A membership change for `user`: drop the subscriptions it ends (removed from the workspace, or
-    /// the workspace deleted), then tell every connection of the user.
+    /// the workspace deleted), then tell every connection of the user. A revocation closes the
+    /// connections whose token it ends, with a `token_revoked` error.
     pub async fn user_event(&self, user: UserId, event: UserEvent) {
         let conns: Vec<ConnHandle> = self.state().users.get(&user).cloned().unwrap_or_default();
+        if let UserEvent::TokensRevoked { revoked } = event {
+            for c in conns.iter().filter(|c| revoked.ends(c.grant.generation, c.grant.device)) {
+                tracing::info!(conn.id = c.conn_id, user.id = %user, "token revoked; closing the connection");
+                c.revoke(revoked.reason());
+            }
+            return;
+        }
         if let Some(workspace_id) = event.ends_access_to() {
             for c in &conns {
                 self.unsubscribe(workspace_id, c.conn_id).await;
             }
         }
-        let notice = Notice::from(event);
+        let Some(notice) = Notice::of(event) else { return };
         for c in &conns {
             offer(&self.metrics, c, Message::Notification(notice.clone()));
         }
@@ -368,7 +412,8 @@ mod tests {
     fn a_full_queue_closes_the_connection_instead_of_waiting() {
         let metrics = Metrics::new();
         let (tx, _rx) = mpsc::channel(1);
-        let conn = ConnHandle { conn_id: 1, user: UserId(1), events: tx, kill: CancellationToken::new() };
+        let grant = Grant { generation: 0, device: 1 };
+        let conn = ConnHandle::new(1, UserId(1), grant, tx, CancellationToken::new());
         assert!(offer(&metrics, &conn, Message::Ping { nonce: 1 }));
         assert!(!conn.kill.is_cancelled());
         assert!(!offer(&metrics, &conn, Message::Ping { nonce: 2 }));

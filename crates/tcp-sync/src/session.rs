@@ -122,6 +122,12 @@ impl Session {
             let next = tokio::select! {
                 biased;
                 () = self.conn.kill.cancelled() => return End::Killed,
+                () = self.conn.revoked.cancelled() => {
+                    return End::error(
+                        ErrorCode::TokenRevoked,
+                        format!("{}; log in again", self.conn.revoked_reason()),
+                    )
+                }
                 () = self.shared.shutdown.cancelled() => {
                     return End::Say(Message::Goodbye {
                         reason: "node shutting down".into(),

@@ -72,10 +72,12 @@ async fn bad_frames_are_answered_and_closed_while_others_keep_syncing() {
     let local = tempfile::tempdir().unwrap();
     let (a, mut ae) = connect(n.addr, &ta, "good").await;
     a.subscribe(ws, 0).await.unwrap();
-    let expired = cluster.jwt.issue_at(alice, "alice@example.com", chrono::Utc::now().timestamp() - 100, 10).unwrap().0;
+    let grant = cluster.grant(alice);
+    let expired =
+        cluster.jwt.issue_at(alice, "alice@example.com", grant, chrono::Utc::now().timestamp() - 100, 10).unwrap().0;
     let wrong_key =
         filesync_core::jwt::JwtKeys::new(&filesync_core::Secret::new("another-secret-another-secret-0123456"), 60)
-            .issue(alice, "alice@example.com")
+            .issue(alice, "alice@example.com", grant)
             .unwrap()
             .0;
     let mut wrong_version = frame(&Message::Hello {

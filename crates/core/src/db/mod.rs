@@ -7,6 +7,7 @@
 //! which moves the work to tokio's blocking pool.
 
 pub mod accounts;
+pub mod devices;
 pub mod invitations;
 pub mod journal;
 pub mod membership;

@@ -11,6 +11,18 @@ diesel::table! {
         password_hash -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        token_generation -> BigInt,
+    }
+}
+
+diesel::table! {
+    devices (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        name -> Text,
+        secret_hash -> Binary,
+        created_at -> Timestamp,
+        last_used_at -> Timestamp,
     }
 }
 
@@ -96,6 +108,7 @@ diesel::table! {
 }
 
 diesel::joinable!(workspaces -> users (owner_id));
+diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(workspace_members -> workspaces (workspace_id));
 diesel::joinable!(workspace_members -> users (user_id));
 diesel::joinable!(file_versions -> workspaces (workspace_id));
@@ -106,6 +119,7 @@ diesel::joinable!(invitations -> users (invited_by));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
+    devices,
     workspaces,
     workspace_members,
     file_versions,

@@ -333,16 +333,19 @@ pub enum Notice {
     },
 }
 
-impl From<UserEvent> for Notice {
-    fn from(ev: UserEvent) -> Notice {
-        match ev {
+impl Notice {
+    /// The notice a user event becomes on the user's connections; `None` for an event the
+    /// node acts on itself (a revocation closes connections with an error instead).
+    pub fn of(ev: UserEvent) -> Option<Notice> {
+        Some(match ev {
             UserEvent::WorkspaceShared { workspace_id, workspace_name, role, by_user_id, by_username } => {
                 Notice::WorkspaceShared { workspace_id, workspace_name, role, by_user_id, by_username }
             }
             UserEvent::MemberRemoved { workspace_id } => Notice::MemberRemoved { workspace_id },
             UserEvent::RoleChanged { workspace_id, role } => Notice::RoleChanged { workspace_id, role },
             UserEvent::WorkspaceDeleted { workspace_id } => Notice::WorkspaceDeleted { workspace_id },
-        }
+            UserEvent::TokensRevoked { .. } => return None,
+        })
     }
 }
 
@@ -464,10 +467,14 @@ pub enum ErrorCode {
     /// The database cannot be reached (restarting, failing over): nothing was
     /// committed; retry the request after a short wait.
     Unavailable,
+    /// The token was revoked (a logout, a removed device, a changed password, a deleted
+    /// account): sent at handshake, or to a live connection before it is closed. Refreshing
+    /// cannot help; the user must log in again. Connection closed.
+    TokenRevoked,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::HelloRequired,
@@ -487,6 +494,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::WorkspaceNotFound,
         ErrorCode::Unavailable,
+        ErrorCode::TokenRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -510,6 +518,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::WorkspaceNotFound => "workspace_not_found",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::TokenRevoked => "token_revoked",
         }
     }
 

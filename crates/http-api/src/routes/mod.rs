@@ -7,6 +7,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod activity;
+pub(crate) mod devices;
 pub(crate) mod file;
 pub(crate) mod files;
 pub(crate) mod health;
@@ -28,6 +29,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/register").route(web::post().to(accounts::register)))
         .service(resource("/login").route(web::post().to(accounts::login)))
         .service(resource("/check-token").route(web::get().to(accounts::check_token)))
+        .service(resource("/token/refresh").route(web::post().to(accounts::refresh)))
+        .service(resource("/logout").route(web::post().to(accounts::logout)))
+        .service(resource("/change-password").route(web::post().to(accounts::change_password)))
+        .service(resource("/account").route(web::delete().to(accounts::delete_account)))
+        .service(resource("/devices").route(web::get().to(devices::list)))
+        .service(resource("/devices/{id}").route(web::delete().to(devices::revoke)))
         .service(resource("/create-workspace").route(web::post().to(workspaces::create_workspace)))
         .service(resource("/add-user").route(web::post().to(workspaces::add_user)))
         .service(resource("/view-shared-workspaces").route(web::get().to(workspaces::shared_workspaces)))

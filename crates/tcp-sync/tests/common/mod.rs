@@ -15,8 +15,9 @@ use std::time::Duration;
 use filesync_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_core::config::Config;
 use filesync_core::db::accounts::{self, NewUser};
+use filesync_core::db::devices;
 use filesync_core::db::{Backend, Db};
-use filesync_core::jwt::JwtKeys;
+use filesync_core::jwt::{Grant, JwtKeys};
 use filesync_core::proto::Change;
 use filesync_core::testing::TestDb;
 use filesync_core::{Role, Secret, UserId, WorkspaceId};
@@ -156,8 +157,22 @@ impl Cluster {
             &NewUser { first_name: name, last_name: "Test", username: name, email: &email, password_hash: "x" },
         )
         .unwrap();
-        let (token, _) = self.jwt.issue(UserId(u.id), &email).unwrap();
+        let (token, _) = self.token(UserId(u.id), "agent");
         (UserId(u.id), token)
+    }
+
+    /// A new login (device) of `user` and an access token issued to it, as `/login` makes them.
+    pub fn token(&self, user: UserId, device: &str) -> (String, Grant) {
+        let mut c = self.db.conn().unwrap();
+        let state = devices::token_state(&mut c, user).unwrap().expect("user exists");
+        let d = devices::create(&mut c, user, device, &devices::new_secret().hash).unwrap();
+        let grant = Grant { generation: state.generation, device: d.id };
+        (self.jwt.issue(user, &state.email, grant).unwrap().0, grant)
+    }
+
+    /// The grant of a fresh login of `user`.
+    pub fn grant(&self, user: UserId) -> Grant {
+        self.token(user, "another").1
     }
 
     pub fn workspace(&self, owner: UserId, name: &str) -> WorkspaceId {

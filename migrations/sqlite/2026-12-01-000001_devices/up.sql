@@ -1,0 +1,11 @@
+ALTER TABLE users ADD COLUMN token_generation BIGINT NOT NULL DEFAULT 0;
+
+CREATE TABLE devices (
+  id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  secret_hash BLOB NOT NULL UNIQUE,
+  created_at TIMESTAMP NOT NULL,
+  last_used_at TIMESTAMP NOT NULL
+);
+CREATE INDEX devices_user_idx ON devices (user_id);

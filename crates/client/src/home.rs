@@ -3,7 +3,7 @@
 //! ```text
 //! <home>/
 //!   config.toml        server URL, sync node addresses, debounce (optional; flags and env win)
-//!   token.json         the login token (0600)
+//!   token.json         the login: access token, this device's refresh credential (0600)
 //!   device_id          this installation's random id, sent with every change
 //!   folders.json       linked folders: workspace id, name, local root, role
 //!   state/ws-<id>.json per linked folder: path -> version, hash, size, mtime, mode; last seq
@@ -69,6 +69,13 @@ pub struct SavedToken {
     pub email: String,
     #[serde(default)]
     pub username: String,
+    /// This device's long-lived credential for `/token/refresh`; `None` for a login saved by an
+    /// older client (its token is used until it expires).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// The server's id of this login (`GET /devices`).
+    #[serde(default)]
+    pub device_id: Option<i64>,
 }
 
 impl std::fmt::Debug for SavedToken {
@@ -76,6 +83,8 @@ impl std::fmt::Debug for SavedToken {
         f.debug_struct("SavedToken")
             .field("server", &self.server)
             .field("token", &"<redacted>")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
+            .field("device_id", &self.device_id)
             .field("user_id", &self.user_id)
             .field("email", &self.email)
             .finish()
@@ -250,6 +259,8 @@ mod tests {
             user_id: 3,
             email: "a@b.c".into(),
             username: "a".into(),
+            refresh_token: Some("fsr1_secret".into()),
+            device_id: Some(4),
         };
         home.save_token(&tok).unwrap();
         #[cfg(unix)]
@@ -260,6 +271,8 @@ mod tests {
         }
         assert_eq!(home.token().unwrap().unwrap().token, "abc.def.ghi");
         assert!(!format!("{tok:?}").contains("abc.def"));
+        assert!(!format!("{tok:?}").contains("fsr1_secret"));
+        assert_eq!(home.token().unwrap().unwrap().refresh_token.as_deref(), Some("fsr1_secret"));
         assert!(home.remove_token().unwrap());
         assert!(!home.remove_token().unwrap());
     }

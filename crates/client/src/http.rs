@@ -1,9 +1,12 @@
 //! The HTTP API as the client sees it: typed calls over reqwest (rustls), and
 //! one error type whose message is a single line a person can act on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::home::{Home, SavedToken};
 
 use filesync_core::{Role, WorkspaceId};
 
@@ -59,11 +62,142 @@ pub struct ApiUser {
     pub last_name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct LoginResponse {
     pub token: String,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub user: ApiUser,
+    /// The device's refresh credential (servers before revocable logins send none).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub device_id: Option<i64>,
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse").field("user", &self.user).field("device_id", &self.device_id).finish()
+    }
+}
+
+impl LoginResponse {
+    /// What `token.json` keeps of this login to `server`.
+    pub fn saved(self, server: &str) -> SavedToken {
+        SavedToken {
+            server: server.to_owned(),
+            token: self.token,
+            expires_at: self.expires_at,
+            user_id: self.user.id,
+            email: self.user.email,
+            username: self.user.username,
+            refresh_token: self.refresh_token,
+            device_id: self.device_id,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RefreshResponse {
+    token: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One of the account's logins, as `GET /devices` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiDevice {
+    pub id: i64,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_used_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub current: bool,
+}
+
+/// Renew an access token that expires sooner than this.
+const RENEW_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// A saved login that renews its own short-lived access token with the device's refresh
+/// credential: before it expires, and when a server says `token_expired`. Renewed tokens are
+/// written back to the home's `token.json`. Clones share one state, so concurrent users
+/// renew once.
+#[derive(Clone)]
+pub struct Credentials {
+    inner: Arc<CredInner>,
+}
+
+struct CredInner {
+    /// The API without credentials, for `/token/refresh`.
+    api: Api,
+    home: Option<Home>,
+    saved: tokio::sync::Mutex<SavedToken>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("server", &self.inner.api.base).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// `api` is the server without a token; `home`, if given, keeps renewed tokens.
+    pub fn new(api: Api, saved: SavedToken, home: Option<Home>) -> Credentials {
+        Credentials { inner: Arc::new(CredInner { api, home, saved: tokio::sync::Mutex::new(saved) }) }
+    }
+
+    /// The API at this login's server, authenticated by these credentials.
+    pub fn api(&self) -> Api {
+        Api { creds: Some(self.clone()), ..self.inner.api.clone() }
+    }
+
+    /// The login as saved now.
+    pub async fn saved(&self) -> SavedToken {
+        self.inner.saved.lock().await.clone()
+    }
+
+    /// A current access token: the saved one, or a renewed one if it expires within a minute.
+    pub async fn token(&self) -> Result<String, HttpError> {
+        let mut saved = self.inner.saved.lock().await;
+        let expiring = saved.expires_at.is_some_and(|at| at - chrono::Utc::now() < RENEW_MARGIN);
+        if expiring && saved.refresh_token.is_some() {
+            self.renew_locked(&mut saved).await?;
+        }
+        Ok(saved.token.clone())
+    }
+
+    /// A new access token after a server refused `stale` as expired (unless another task
+    /// renewed it meanwhile).
+    pub async fn renew(&self, stale: &str) -> Result<String, HttpError> {
+        let mut saved = self.inner.saved.lock().await;
+        if saved.token == stale {
+            self.renew_locked(&mut saved).await?;
+        }
+        Ok(saved.token.clone())
+    }
+
+    async fn renew_locked(&self, saved: &mut SavedToken) -> Result<(), HttpError> {
+        let Some(refresh) = saved.refresh_token.clone() else {
+            return Err(HttpError::Server {
+                status: 401,
+                code: "token_expired".into(),
+                message: "the login has expired and this client has no refresh credential; log in again".into(),
+            });
+        };
+        let body = serde_json::json!({ "refresh_token": refresh });
+        let api = &self.inner.api;
+        // Without credentials, straight to the server (not through `send`, which renews).
+        let resp =
+            api.send_once(api.request(reqwest::Method::POST, "/token/refresh").json(&body), "token renewal").await?;
+        let fresh: RefreshResponse = resp.json().await.map_err(|e| HttpError::Decode(format!("token renewal: {e}")))?;
+        saved.token = fresh.token;
+        saved.expires_at = fresh.expires_at;
+        if let Some(home) = &self.inner.home {
+            if let Err(e) = home.save_token(saved) {
+                tracing::warn!(error = %e, "cannot save the renewed token");
+            }
+        }
+        tracing::debug!("access token renewed");
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,11 +302,16 @@ pub struct Api {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Renewing credentials; when set, `token` is unused.
+    creds: Option<Credentials>,
 }
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api").field("base", &self.base).field("authenticated", &self.token.is_some()).finish()
+        f.debug_struct("Api")
+            .field("base", &self.base)
+            .field("authenticated", &(self.token.is_some() || self.creds.is_some()))
+            .finish()
     }
 }
 
@@ -197,7 +336,7 @@ impl Api {
             .tls_certs_merge(extra)
             .build()
             .map_err(|e| HttpError::Unreachable { server: base.clone(), reason: e.to_string() })?;
-        Ok(Api { base, http, token })
+        Ok(Api { base, http, token, creds: None })
     }
 
     pub fn base(&self) -> &str {
@@ -212,7 +351,25 @@ impl Api {
         }
     }
 
+    /// Sends `req` with the credentials' current token; a `token_expired` answer renews the
+    /// token and sends the request once more.
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, HttpError> {
+        let Some(creds) = &self.creds else { return self.send_once(req, what).await };
+        let retry = req.try_clone();
+        let token = creds.token().await?;
+        match self.send_once(req.bearer_auth(&token), what).await {
+            Err(e) if e.code() == Some("token_expired") => match retry {
+                Some(retry) => {
+                    let token = creds.renew(&token).await?;
+                    self.send_once(retry.bearer_auth(token), what).await
+                }
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    async fn send_once(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, HttpError> {
         let resp = req
             .send()
             .await
@@ -260,9 +417,35 @@ impl Api {
         })
     }
 
-    pub async fn login(&self, email: &str, password: &str) -> Result<LoginResponse, HttpError> {
-        let body = serde_json::json!({ "email": email, "password": password });
+    pub async fn login(&self, email: &str, password: &str, device_name: &str) -> Result<LoginResponse, HttpError> {
+        let body = serde_json::json!({ "email": email, "password": password, "device_name": device_name });
         self.json(self.request(reqwest::Method::POST, "/login").json(&body), "login").await
+    }
+
+    /// Signs this login out on the server: its token and refresh credential stop working.
+    pub async fn logout(&self) -> Result<(), HttpError> {
+        self.send(self.request(reqwest::Method::POST, "/logout"), "logout").await?;
+        Ok(())
+    }
+
+    /// Changes the password; every other login is signed out. The answer is this device's new login.
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<LoginResponse, HttpError> {
+        let body = serde_json::json!({ "current_password": current, "new_password": new });
+        self.json(self.request(reqwest::Method::POST, "/change-password").json(&body), "password changes").await
+    }
+
+    pub async fn devices(&self) -> Result<Vec<ApiDevice>, HttpError> {
+        #[derive(Deserialize)]
+        struct List {
+            devices: Vec<ApiDevice>,
+        }
+        let list: List = self.json(self.request(reqwest::Method::GET, "/devices"), "device lists").await?;
+        Ok(list.devices)
+    }
+
+    pub async fn revoke_device(&self, id: i64) -> Result<(), HttpError> {
+        self.send(self.request(reqwest::Method::DELETE, &format!("/devices/{id}")), "device revocation").await?;
+        Ok(())
     }
 
     pub async fn check_token(&self) -> Result<TokenCheck, HttpError> {

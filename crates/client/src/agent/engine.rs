@@ -82,6 +82,9 @@ pub enum SyncError {
     /// and keep its files. The text says why.
     #[error("{0}")]
     AccessEnded(&'static str),
+    /// The server no longer accepts this device's login (revoked, password changed): log in again.
+    #[error("{0}")]
+    SignedOut(String),
     #[error(transparent)]
     State(#[from] crate::home::HomeError),
     /// Shutdown was requested between two files.
@@ -92,7 +95,7 @@ pub enum SyncError {
 impl From<RemoteError> for SyncError {
     fn from(e: RemoteError) -> SyncError {
         match e {
-            e if e.is_auth() => SyncError::Fatal(format!("the sync node refused the login: {e}; run `filesync login`")),
+            e if e.is_auth() => SyncError::SignedOut(format!("signed out: {e}; run `filesync login` to sync again")),
             RemoteError::Refused { code, message } if code == super::remote::MISCONFIGURED => SyncError::Fatal(message),
             RemoteError::Connection(m) => SyncError::Connection(m),
             RemoteError::NoWorkspace(_) => SyncError::AccessEnded(NO_LONGER_MEMBER),

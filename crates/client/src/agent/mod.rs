@@ -48,7 +48,8 @@ pub struct AgentConfig {
     pub sync_addrs: Vec<String>,
     /// What `tls://` nodes' certificates are checked against (`--ca FILE`).
     pub trust: crate::tls::Trust,
-    pub token: String,
+    /// The saved login; renews its access token before it expires and when a node says `token_expired`.
+    pub credentials: crate::http::Credentials,
     pub username: String,
     pub device_id: String,
     pub device_name: String,
@@ -69,7 +70,6 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("home", &self.home)
             .field("sync_addrs", &self.sync_addrs)
-            .field("token", &"<redacted>")
             .field("device_id", &self.device_id)
             .field("once", &self.once)
             .field("only", &self.only)
@@ -88,8 +88,18 @@ pub enum AgentError {
     // Not named `source`: thiserror would chain it, and `{:#}` would print the message twice.
     #[error("{workspace}: {error}")]
     Folder { workspace: String, error: SyncError },
+    /// The server no longer accepts this device's login.
+    #[error("{0}")]
+    SignedOut(String),
     #[error("cannot reach any sync node ({addrs}): {last}")]
     Unreachable { addrs: String, last: String },
+}
+
+impl AgentError {
+    /// The login was refused for good (revoked, password changed, expired without renewal).
+    pub fn is_signed_out(&self) -> bool {
+        matches!(self, AgentError::SignedOut(_) | AgentError::Folder { error: SyncError::SignedOut(_), .. })
+    }
 }
 
 /// Syncs every linked folder until `shutdown` completes (or, with `once`, until each is reconciled).
@@ -114,6 +124,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: impl Future<Output = ()>) 
         tasks.spawn(async move {
             let name = folder.workspace_name.clone();
             run_folder(cfg, folder, ui, stop).await.map_err(|e| match e {
+                FolderFailure::Sync(SyncError::SignedOut(m)) => AgentError::SignedOut(m),
                 FolderFailure::Sync(error) => AgentError::Folder { workspace: name, error },
                 FolderFailure::Other(e) => e,
             })
@@ -132,6 +143,15 @@ pub async fn run_agent(config: AgentConfig, shutdown: impl Future<Output = ()>) 
                 None => break,
                 Some(Ok(Ok(()))) => {}
                 Some(Ok(Err(e))) => {
+                    if e.is_signed_out() {
+                        // Every folder would stop for the same reason: stop them all, say it once.
+                        let _ = stop_tx.send(true);
+                        if first_error.as_ref().is_some_and(AgentError::is_signed_out) {
+                            continue;
+                        }
+                        first_error = Some(e);
+                        continue;
+                    }
                     tracing::error!(error = %e, "folder stopped");
                     first_error.get_or_insert(e);
                 }

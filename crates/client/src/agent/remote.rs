@@ -98,7 +98,7 @@ impl RemoteError {
 
     /// Bad or expired token: retrying cannot help until the user logs in again.
     pub fn is_auth(&self) -> bool {
-        matches!(self.code(), Some("unauthorized" | "token_expired"))
+        matches!(self.code(), Some("unauthorized" | "token_expired" | "token_revoked"))
     }
 
     /// Retrying cannot help: a bad token, or a node this client is not set up to talk to

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::local::LocalFile;
 use super::remote::{Committed, Manifest, PutJob, Remote, RemoteError, RemoteEvent};
-use crate::{BatchUpload, Client, ClientError, ConnectOptions, Event};
+use crate::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events};
 
 /// Longest wait for a node to accept the TCP connection and the handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -97,12 +97,18 @@ impl From<ClientError> for RemoteError {
 }
 
 impl Session {
+    /// Connects with the login's current access token; one the node finds expired is renewed
+    /// (with the device's refresh credential) and the connection tried once more.
     pub async fn connect(addr: &str, config: &super::AgentConfig) -> Result<Session, RemoteError> {
-        let mut opts = ConnectOptions::new(&config.token, &config.device_id, &config.device_name);
-        opts.trust = config.trust.clone();
-        let (client, mut events) = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_to(addr, opts))
-            .await
-            .map_err(|_| RemoteError::Connection(format!("{addr} did not answer in time")))??;
+        let creds = &config.credentials;
+        let token = creds.token().await.map_err(renewal_error)?;
+        let (client, mut events) = match Session::handshake(addr, config, &token).await {
+            Err(RemoteError::Refused { code, .. }) if code == "token_expired" => {
+                let token = creds.renew(&token).await.map_err(renewal_error)?;
+                Session::handshake(addr, config, &token).await?
+            }
+            other => other?,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let forwarder = tokio::spawn(async move {
             while let Some(ev) = events.next().await {
@@ -112,6 +118,14 @@ impl Session {
             }
         });
         Ok(Session { client, events: rx, forwarder })
+    }
+
+    async fn handshake(addr: &str, config: &super::AgentConfig, token: &str) -> Result<(Client, Events), RemoteError> {
+        let mut opts = ConnectOptions::new(token, &config.device_id, &config.device_name);
+        opts.trust = config.trust.clone();
+        Ok(tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_to(addr, opts))
+            .await
+            .map_err(|_| RemoteError::Connection(format!("{addr} did not answer in time")))??)
     }
 
     pub fn node_id(&self) -> &str {
@@ -272,6 +286,16 @@ fn remote_event(ev: Option<Event>) -> RemoteEvent {
             RemoteEvent::Closed { reason: error.unwrap_or_else(|| "the node closed the connection".into()) }
         }
         None => RemoteEvent::Closed { reason: "the connection ended".into() },
+    }
+}
+
+/// A failed renewal: refused by the server (the device was signed out) is for good; anything
+/// else (the API unreachable) is retried like a lost connection.
+fn renewal_error(e: crate::http::HttpError) -> RemoteError {
+    if e.is_unauthorized() {
+        RemoteError::Refused { code: "token_revoked".into(), message: e.to_string() }
+    } else {
+        RemoteError::Connection(format!("cannot renew the access token: {e}"))
     }
 }
 

@@ -1,10 +1,9 @@
-//! Accounts: register, login, logout, whoami.
+//! Accounts: register, login, logout, passwd, devices, whoami.
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::{prompt, Ctx};
-use crate::home::SavedToken;
 use crate::http::{HttpError, RegisterRequest};
 
 #[derive(Debug, Args)]
@@ -32,6 +31,24 @@ pub struct LoginArgs {
     /// Read the password as one line from stdin instead of prompting.
     #[arg(long)]
     pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Read the current and the new password as two lines from stdin instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// The account's logged-in devices, this one marked.
+    List,
+    /// Sign a device out: its agent is disconnected and must log in again.
+    Revoke {
+        /// The device id, as `filesync devices list` shows it.
+        id: i64,
+    },
 }
 
 pub async fn register(ctx: &Ctx, args: RegisterArgs) -> anyhow::Result<()> {
@@ -68,25 +85,74 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> anyhow::Result<()> {
 
 async fn log_in(ctx: &Ctx, email: &str, password: &str) -> anyhow::Result<()> {
     let api = ctx.anonymous_api()?;
-    let resp = api.login(email, password).await?;
-    ctx.home.save_token(&SavedToken {
-        server: api.base().to_owned(),
-        token: resp.token,
-        expires_at: resp.expires_at,
-        user_id: resp.user.id,
-        email: resp.user.email.clone(),
-        username: resp.user.username.clone(),
-    })?;
+    let resp = api.login(email, password, &ctx.device_name()).await?;
+    let (username, email) = (resp.user.username.clone(), resp.user.email.clone());
+    ctx.home.save_token(&resp.saved(api.base()))?;
     ctx.remember_addresses()?;
-    println!("logged in as {} ({})", resp.user.username, resp.user.email);
+    println!("logged in as {username} ({email})");
     Ok(())
 }
 
-pub fn logout(ctx: &Ctx) -> anyhow::Result<()> {
-    if ctx.home.remove_token()? {
-        println!("logged out");
-    } else {
+pub async fn logout(ctx: &Ctx) -> anyhow::Result<()> {
+    if ctx.home.token()?.is_none() {
         println!("not logged in");
+        return Ok(());
+    }
+    let outcome = ctx.api()?.logout().await;
+    // Forgotten here whatever the server said: a login it refuses is worth nothing anyway.
+    ctx.home.remove_token()?;
+    match outcome {
+        Ok(()) => println!("logged out; the server no longer accepts this device's token"),
+        Err(e) if e.is_unauthorized() => println!("logged out (the server had already signed this device out)"),
+        Err(e) => {
+            println!("logged out here, but the server could not be told ({e}); revoke this device with `filesync devices revoke` from another one")
+        }
+    }
+    Ok(())
+}
+
+pub async fn passwd(ctx: &Ctx, args: PasswdArgs) -> anyhow::Result<()> {
+    let creds = ctx.credentials()?;
+    let (current, new) = if args.password_stdin {
+        let mut lines = std::io::stdin().lines();
+        let mut next = || lines.next().transpose().map(|l| l.unwrap_or_default());
+        (next()?, next()?)
+    } else {
+        let current = prompt::password(false, "Current password")?;
+        let new = prompt::password(false, "New password")?;
+        if prompt::password(false, "Repeat the new password")? != new {
+            anyhow::bail!("the passwords do not match; the password was not changed");
+        }
+        (current, new)
+    };
+    let server = creds.saved().await.server;
+    let resp = creds.api().change_password(&current, &new).await.map_err(|e| match e {
+        HttpError::Server { status: 403, .. } => anyhow::anyhow!("the current password is incorrect; nothing changed"),
+        other => other.into(),
+    })?;
+    ctx.home.save_token(&resp.saved(&server))?;
+    println!("password changed; every other device must log in again");
+    Ok(())
+}
+
+pub async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<()> {
+    let api = ctx.api()?;
+    match cmd {
+        DevicesCommand::List => {
+            for d in api.devices().await? {
+                let mark = if d.current { "  (this device)" } else { "" };
+                println!(
+                    "{:>6}  {:<24}  last used {}{mark}",
+                    d.id,
+                    d.name,
+                    d.last_used_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+        }
+        DevicesCommand::Revoke { id } => {
+            api.revoke_device(id).await?;
+            println!("device {id} signed out");
+        }
     }
     Ok(())
 }

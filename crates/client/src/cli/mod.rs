@@ -2,7 +2,7 @@
 //! group of commands. Commands return `anyhow` errors whose top message is
 //! one line a person can act on; `main` prints it and exits non-zero.
 //!
-//! - [`account`]: register, login, logout, whoami.
+//! - [`account`]: register, login, logout, passwd, devices, whoami.
 //! - [`workspace`]: create, list, share, members, role, remove, leave, rename, delete, download, link, unlink.
 //! - [`files`]: history, restore, who, status.
 //! - [`sync`]: the agent (`filesync sync [--once]`).
@@ -21,7 +21,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use filesync_core::{Role, WorkspaceId};
 
 use crate::home::{Home, LinkedFolder, SavedToken, Settings, DEFAULT_DEBOUNCE_MS, DEFAULT_SERVER, DEFAULT_SYNC};
-use crate::http::{Api, ApiWorkspace};
+use crate::http::{Api, ApiWorkspace, Credentials};
 use crate::tls::Trust;
 
 /// Self-hosted real-time file sync: share a folder, keep working in it.
@@ -65,8 +65,13 @@ pub enum Command {
     Register(account::RegisterArgs),
     /// Log in and keep the token in the home directory.
     Login(account::LoginArgs),
-    /// Forget the saved token.
+    /// Sign this device out: the server revokes its token and refresh credential, and the home forgets them.
     Logout,
+    /// Change the account's password; every other device must log in again.
+    Passwd(account::PasswdArgs),
+    /// List the account's logged-in devices, or sign one out.
+    #[command(subcommand)]
+    Devices(account::DevicesCommand),
     /// Show who is logged in, and whether the server still accepts the token.
     Whoami,
     /// Create, list, share, download and link workspaces; manage their members.
@@ -155,11 +160,18 @@ impl Ctx {
         self.home.token()?.ok_or_else(|| anyhow!("not logged in; run `filesync login` first"))
     }
 
-    /// The API with the saved token. The server the token came from is used unless one is given explicitly.
+    /// The API with the saved login, which renews its access token as needed. The server the
+    /// login came from is used unless one is given explicitly.
     pub fn api(&self) -> anyhow::Result<Api> {
+        Ok(self.credentials()?.api())
+    }
+
+    /// The saved login as renewing credentials (renewed tokens are saved back in the home).
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
         let token = self.token()?;
-        let server = self.global.server.clone().unwrap_or(token.server);
-        Ok(Api::with_trust(&server, Some(token.token), &self.trust()?)?)
+        let server = self.global.server.clone().unwrap_or_else(|| token.server.clone());
+        let api = Api::with_trust(&server, None, &self.trust()?)?;
+        Ok(Credentials::new(api, token, Some(self.home.clone())))
     }
 
     /// Remembers `--server`/`--sync` given at login so later commands need no flags.
@@ -269,7 +281,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Register(args) => account::register(&ctx, args).await,
         Command::Login(args) => account::login(&ctx, args).await,
-        Command::Logout => account::logout(&ctx),
+        Command::Logout => account::logout(&ctx).await,
+        Command::Passwd(args) => account::passwd(&ctx, args).await,
+        Command::Devices(cmd) => account::devices(&ctx, cmd).await,
         Command::Whoami => account::whoami(&ctx).await,
         Command::Workspace(cmd) => workspace::run(&ctx, cmd).await,
         Command::Sync(args) => sync::run(&ctx, args).await,

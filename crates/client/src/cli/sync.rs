@@ -111,7 +111,7 @@ impl Ctx {
             home: self.home.clone(),
             sync_addrs: self.sync_addrs(),
             trust: self.trust()?,
-            token: token.token,
+            credentials: self.credentials()?,
             username: if token.username.is_empty() { token.email.clone() } else { token.username },
             device_id: self.home.device_id()?,
             device_name: self.device_name(),

@@ -260,11 +260,17 @@ pub fn test_dir(prefix: &str) -> tempfile::TempDir {
 
 impl Stack {
     pub async fn start(backend: Backend, nodes: usize) -> Stack {
+        Stack::start_with(backend, nodes, |_| {}).await
+    }
+
+    /// [`Stack::start`] with the daemons' config adjusted by `tweak`.
+    pub async fn start_with(backend: Backend, nodes: usize, tweak: impl Fn(&mut Config)) -> Stack {
         let db = test_db(backend).await;
         let dir = test_dir("filesync-e2e-");
         let redis = TestRedis::start();
         let mut cfg = config(&db, &dir.path().join("data"), false);
         cfg.redis_url = Some(redis.url());
+        tweak(&mut cfg);
         let http = start_http(cfg.clone()).await;
         let mut started = Vec::new();
         for i in 0..nodes {
@@ -317,6 +323,11 @@ impl Cli {
 }
 
 impl Agent {
+    /// Waits up to `within` for the agent to exit by itself.
+    pub async fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+
     /// SIGKILL: no chance to clean up or save.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();

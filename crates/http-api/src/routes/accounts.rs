@@ -389,19 +389,19 @@ pub struct DeleteAccountRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct BlockingWorkspace {
+struct BlockingWorkspace {
     id: i64,
     name: String,
     other_members: i64,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct BlockedBody {
+struct BlockedBody {
     error: BlockedDetail,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct BlockedDetail {
+struct BlockedDetail {
     code: &'static str,
     message: String,
     workspaces: Vec<BlockingWorkspace>,
@@ -418,7 +418,7 @@ pub struct BlockedDetail {
     responses(
         (status = 204, description = "Deleted, with the caller's own workspaces, memberships and devices"),
         (status = 403, description = "`forbidden`: the password is wrong", body = ErrorBody),
-        (status = 409, description = "`owns_shared_workspaces`: the caller owns workspaces with other members, listed in `error.workspaces`", body = BlockedBody),
+        (status = 409, description = "`owns_shared_workspaces`: the caller owns workspaces with other members, listed in `error.workspaces` (`[{id, name, other_members}]`)", body = ErrorBody),
         (status = 422, description = "`invalid_request`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),

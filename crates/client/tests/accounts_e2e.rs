@@ -46,7 +46,7 @@ async fn connect(stack: &Stack, token: &str, device: &str) -> Result<(Client, fi
 /// True if the connection still answers (a request the node refuses, but answers).
 async fn alive(client: &Client) -> bool {
     let answer = client.subscribe(filesync_core::WorkspaceId(i64::MAX), 0).await;
-    answer.is_err_and(|e| e.code() == Some(ErrorCode::Forbidden.as_str()))
+    matches!(answer, Err(filesync_client::ClientError::Server { .. }))
 }
 
 /// Waits for the connection to be closed by the node and returns its last error.

@@ -15,6 +15,7 @@
 //!   of the sync node and the HTTP API.
 //! - [`db`] (feature `db`): diesel schema, models, the two-backend connection,
 //!   the pool and the embedded migrations; [`password`] (feature `db`): bcrypt.
+//! - `testing` (feature `testing`, dev-dependencies only): a throw-away database per test.
 //!
 //! **Architecture Invariant:** this crate opens no socket. It describes data
 //! and rules; the daemons and the client do the I/O.

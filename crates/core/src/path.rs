@@ -37,7 +37,79 @@ pub enum PathError {
     Backslash,
 }
 
-/// Checks every path rule.
+/// A workspace path that passed every rule. The only way to make one is [`WsPath::parse`], so a
+/// function that takes `&WsPath` cannot be handed an unchecked string: the client's disk functions
+/// take only this type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WsPath(String);
+
+impl WsPath {
+    /// Checks every path rule ([`validate`]).
+    pub fn parse(path: &str) -> Result<WsPath, PathError> {
+        validate(path)?;
+        Ok(WsPath(path.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The directory part, `""` for a path at the root: `a/b/c` → `a/b`.
+    pub fn dir(&self) -> &str {
+        self.0.rfind('/').map_or("", |i| &self.0[..i])
+    }
+
+    /// The components, outermost first; none is empty, `.` or `..`.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// True if both are in the same directory (a conflict copy must be beside its original).
+    pub fn same_dir(&self, other: &WsPath) -> bool {
+        self.dir() == other.dir()
+    }
+}
+
+impl std::ops::Deref for WsPath {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for WsPath {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for WsPath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for WsPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for WsPath {
+    type Error = PathError;
+    fn try_from(path: String) -> Result<WsPath, PathError> {
+        validate(&path)?;
+        Ok(WsPath(path))
+    }
+}
+
+impl From<WsPath> for String {
+    fn from(p: WsPath) -> String {
+        p.0
+    }
+}
+
+/// Checks every path rule. [`WsPath::parse`] is the same check keeping the result as a type.
 pub fn validate(path: &str) -> Result<(), PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
@@ -171,6 +243,21 @@ mod tests {
         // 255 bytes of multi-byte characters is fine, 256 is not.
         assert_eq!(validate(&"é".repeat(127)), Ok(()));
         assert_eq!(validate(&"é".repeat(128)), Err(PathError::ComponentTooLong(256)));
+    }
+
+    #[test]
+    fn ws_path_is_made_only_by_validation() {
+        for bad in ["", "/abs", "../x", "a/../../b", "a\0b", "a\\b", "a//b"] {
+            assert!(WsPath::parse(bad).is_err(), "{bad:?}");
+            assert!(WsPath::try_from(bad.to_owned()).is_err(), "{bad:?}");
+        }
+        let p = WsPath::parse("a/b/c.txt").unwrap();
+        assert_eq!((p.as_str(), p.dir()), ("a/b/c.txt", "a/b"));
+        assert_eq!(p.components().collect::<Vec<_>>(), vec!["a", "b", "c.txt"]);
+        assert_eq!(WsPath::parse("top").unwrap().dir(), "");
+        assert!(p.same_dir(&WsPath::parse("a/b/c (conflict).txt").unwrap()));
+        assert!(!p.same_dir(&WsPath::parse("a/c.txt").unwrap()));
+        assert!(!p.same_dir(&WsPath::parse("a/b/d/c.txt").unwrap()));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use futures::StreamExt;
 use chrono::Utc;
 
 use filesync_core::chunking::{self, ChunkRef, FileScan, Hash};
+use filesync_core::path::{PathError, WsPath};
 use filesync_core::proto::{Change, ChangeOp, EntryKind, Notice};
 use filesync_core::{Role, WorkspaceId};
 
@@ -135,7 +136,7 @@ pub struct FolderSync {
     ui: Ui,
     /// Where each chunk we have locally can be read: path and offset. Entries may be stale;
     /// every read is checked against the hash.
-    chunk_index: HashMap<Hash, (String, u64)>,
+    chunk_index: HashMap<Hash, (WsPath, u64)>,
     /// The newest change seen per path, to fetch the head after our upload lost a race.
     remote_heads: HashMap<String, Change>,
     /// Download only: never upload, delete or move on the server (`workspace download`).
@@ -181,8 +182,7 @@ impl Gathered {
 #[derive(Debug)]
 struct StageJob {
     seq: i64,
-    rel: String,
-    dest: PathBuf,
+    rel: WsPath,
     mode: u32,
     manifest: Manifest,
 }
@@ -218,7 +218,9 @@ impl FolderSync {
         }
         let mut chunk_index = HashMap::new();
         for (path, entry) in &store.state.files {
-            index_chunks(&mut chunk_index, path, &entry.chunks);
+            if let Ok(path) = WsPath::parse(path) {
+                index_chunks(&mut chunk_index, &path, &entry.chunks);
+            }
         }
         FolderSync {
             ws,
@@ -527,8 +529,9 @@ impl FolderSync {
             }
             set.extend(need);
             set_bytes += need_bytes;
-            let dest = local::abs_of(&self.root, &c.path);
-            jobs.push(StageJob { seq: c.seq, rel: c.path.clone(), dest, mode: c.mode, manifest });
+            // Candidates passed the path rules ([`FolderSync::prefetch_candidates`]).
+            let Ok(rel) = WsPath::parse(&c.path) else { continue };
+            jobs.push(StageJob { seq: c.seq, rel, mode: c.mode, manifest });
         }
         if !set.is_empty() {
             sets.push(set);
@@ -619,16 +622,16 @@ impl FolderSync {
     }
 
     /// Compares a path on disk with its state entry. Reads (hashes) the file only if size or mtime moved.
-    async fn local_status(&mut self, rel: &str) -> Local {
-        let mut out = self.local_statuses(vec![rel.to_owned()]).await;
+    async fn local_status(&mut self, rel: &WsPath) -> Local {
+        let mut out = self.local_statuses(vec![rel.clone()]).await;
         out.pop().map(|(_, local)| local).unwrap_or(Local::Absent)
     }
 
     /// [`Local`] of each path, in order. The disk work runs on the blocking pool in groups of
     /// [`STATUS_GROUP`] paths, two groups at once: an initial sync of a large tree is not one
     /// thread hand-off per file.
-    async fn local_statuses(&mut self, rels: Vec<String>) -> Vec<(String, Local)> {
-        let jobs: Vec<Vec<(String, Option<Entry>)>> = rels
+    async fn local_statuses(&mut self, rels: Vec<WsPath>) -> Vec<(WsPath, Local)> {
+        let jobs: Vec<Vec<(WsPath, Option<Entry>)>> = rels
             .chunks(STATUS_GROUP)
             .map(|group| group.iter().map(|rel| (rel.clone(), self.store.get(rel).cloned())).collect())
             .collect();
@@ -643,7 +646,7 @@ impl FolderSync {
                 judged.unwrap_or_default()
             }
         });
-        let judged: Vec<Vec<(Judged, String)>> = groups.buffered(2).collect().await;
+        let judged: Vec<Vec<(Judged, WsPath)>> = groups.buffered(2).collect().await;
         let mut out = Vec::with_capacity(rels.len());
         for (judged, rel) in judged.into_iter().flatten() {
             let local = match judged {
@@ -674,70 +677,86 @@ impl FolderSync {
     }
 
     async fn apply_change_inner<R: Remote>(&mut self, remote: &mut R, c: &Change) -> PathResult {
-        if filesync_core::path::validate(&c.path).is_err() {
-            tracing::warn!(workspace.id = %self.ws, path = %c.path, "skipping a change with an invalid path");
-            return Ok(());
-        }
-        if self.rules.is_ignored(&c.path, c.kind == EntryKind::Dir) {
+        // A path from the network is checked here, once, and only the checked value goes on.
+        let path = match WsPath::parse(&c.path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.bad_path("a change", &c.path, &e);
+                return Ok(());
+            }
+        };
+        let from = match c.from_path.as_deref().map(WsPath::parse) {
+            None => None,
+            Some(Ok(from)) => Some(from),
+            Some(Err(e)) => {
+                self.bad_path("the source of a move", c.from_path.as_deref().unwrap_or_default(), &e);
+                return Ok(());
+            }
+        };
+        if self.rules.is_ignored(&path, c.kind == EntryKind::Dir) {
             // Someone else does not ignore it; here it stays out of the folder.
             return Ok(());
         }
         if c.kind == EntryKind::Dir {
-            return self.apply_dir(c);
+            return self.apply_dir(c, &path, from.as_ref());
         }
         match c.op {
-            ChangeOp::Put | ChangeOp::Restore => self.apply_put(remote, &c.path, c).await,
-            ChangeOp::Delete => self.apply_delete(remote, &c.path, c.seq).await,
+            ChangeOp::Put | ChangeOp::Restore => self.apply_put(remote, &path, c).await,
+            ChangeOp::Delete => self.apply_delete(remote, &path, c.seq).await,
             ChangeOp::Move => {
-                let Some(from) = c.from_path.clone() else { return self.apply_put(remote, &c.path, c).await };
-                if filesync_core::path::validate(&from).is_err() {
-                    return self.apply_put(remote, &c.path, c).await;
-                }
-                if self.store.get(&c.path).is_some_and(|e| e.version >= c.seq) {
+                let Some(from) = from else { return self.apply_put(remote, &path, c).await };
+                if self.store.get(&path).is_some_and(|e| e.version >= c.seq) {
                     return Ok(()); // our own move, already recorded
                 }
                 let from_entry = self.store.get(&from).cloned();
                 let can_rename = from_entry.as_ref().is_some_and(|e| e.hash == c.content_hash)
-                    && local::stat(&self.root, &c.path).is_none()
+                    && local::stat(&self.root, &path).is_none()
                     && matches!(self.local_status(&from).await, Local::Same);
                 if let (true, Some(mut e)) = (can_rename, from_entry) {
-                    if local::rename(&self.root, &from, &c.path).is_ok() {
-                        let facts = local::stat(&self.root, &c.path);
+                    if local::rename(&self.root, &from, &path).is_ok() {
+                        let facts = local::stat(&self.root, &path);
                         self.store.remove(&from);
                         e.version = c.seq;
                         if let Some(f) = facts {
                             e.mtime_ms = f.mtime_ms;
                         }
-                        index_chunks(&mut self.chunk_index, &c.path, &e.chunks);
-                        self.store.set(&c.path, e);
-                        self.ui.changed_by_other(&self.name, &c.path);
+                        index_chunks(&mut self.chunk_index, &path, &e.chunks);
+                        self.store.set(&path, e);
+                        self.ui.changed_by_other(&self.name, &path);
                         return Ok(());
                     }
                 }
                 // Not a plain rename here (edited locally, or the content differs): a delete and a put.
                 self.apply_delete(remote, &from, c.seq).await?;
-                self.apply_put(remote, &c.path, c).await
+                self.apply_put(remote, &path, c).await
             }
         }
     }
 
     /// Directory entries (the journal's explicit, possibly empty, directories): created, and
     /// removed when empty. A directory move moves only the entry; its files arrive as their own moves.
-    fn apply_dir(&mut self, c: &Change) -> PathResult {
-        let abs = local::abs_of(&self.root, &c.path);
+    fn apply_dir(&mut self, c: &Change, path: &WsPath, from: Option<&WsPath>) -> PathResult {
         if !c.deleted {
-            let _ = std::fs::create_dir_all(&abs);
+            if let Err(e) = local::make_dir(&self.root, path) {
+                self.local_error(path, e);
+            }
         }
-        let gone = if c.op == ChangeOp::Move { c.from_path.as_deref() } else { c.deleted.then_some(c.path.as_str()) };
-        if let Some(gone) = gone.filter(|g| filesync_core::path::validate(g).is_ok()) {
+        let gone = if c.op == ChangeOp::Move { from } else { c.deleted.then_some(path) };
+        if let Some(gone) = gone {
             // Only an empty directory goes; files inside were (or will be) changed one by one.
-            let _ = std::fs::remove_dir(local::abs_of(&self.root, gone));
+            let _ = local::remove_dir(&self.root, gone);
         }
         Ok(())
     }
 
+    /// A path from the node that breaks the path rules: one warning naming the folder; the
+    /// message part it came in is skipped.
+    fn bad_path(&self, what: &str, path: &str, e: &PathError) {
+        tracing::warn!(workspace.id = %self.ws, folder = %self.name, path = ?path, error = %e, "the node sent {what} with an invalid path; skipped");
+    }
+
     /// The server has new content for `rel`.
-    async fn apply_put<R: Remote>(&mut self, remote: &mut R, rel: &str, c: &Change) -> PathResult {
+    async fn apply_put<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, c: &Change) -> PathResult {
         if self.store.get(rel).is_some_and(|e| e.version >= c.seq) {
             return Ok(()); // already applied (our own upload, or a replay after reconnect)
         }
@@ -750,7 +769,7 @@ impl FolderSync {
                 }
                 // Both sides changed it: ours becomes a conflict copy, theirs takes the name.
                 let Some(copy) = self.conflict_name(rel) else {
-                    tracing::warn!(workspace.id = %self.ws, path = rel, "no room for a conflict copy name; keeping the local file");
+                    tracing::warn!(workspace.id = %self.ws, path = %rel, "no room for a conflict copy name; keeping the local file");
                     return Ok(());
                 };
                 if let Err(e) = local::rename(&self.root, rel, &copy) {
@@ -761,7 +780,7 @@ impl FolderSync {
                 self.store.remove(rel);
                 self.store.add_conflict(&copy);
                 self.ui.conflict(&self.name, &copy);
-                tracing::warn!(workspace.id = %self.ws, path = rel, conflict.copy = %copy, "conflicting edits: kept ours as a copy");
+                tracing::warn!(workspace.id = %self.ws, path = %rel, conflict.copy = %copy, "conflicting edits: kept ours as a copy");
                 if let Some(meta) = local::stat(&self.root, &copy) {
                     self.upload(remote, &copy, 0, meta, scan).await?;
                 }
@@ -771,7 +790,7 @@ impl FolderSync {
     }
 
     /// The server deleted `rel` at `seq`.
-    async fn apply_delete<R: Remote>(&mut self, remote: &mut R, rel: &str, seq: i64) -> PathResult {
+    async fn apply_delete<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, seq: i64) -> PathResult {
         if self.store.get(rel).is_some_and(|e| e.version >= seq) {
             return Ok(());
         }
@@ -799,9 +818,13 @@ impl FolderSync {
     /// Sends local changes among `paths` to the server: moves (a vanished file whose content
     /// appeared elsewhere), then uploads, then deletes.
     async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
-        let mut gone: Vec<(String, Entry)> = Vec::new();
-        let mut changed: BTreeMap<String, (LocalFile, FileScan)> = BTreeMap::new();
-        let wanted: Vec<String> = paths.into_iter().filter(|rel| !self.rules.is_ignored(rel, false)).collect();
+        let mut gone: Vec<(WsPath, Entry)> = Vec::new();
+        let mut changed: BTreeMap<WsPath, (LocalFile, FileScan)> = BTreeMap::new();
+        let wanted: Vec<WsPath> = paths
+            .into_iter()
+            .filter(|rel| !self.rules.is_ignored(rel, false))
+            .filter_map(|rel| WsPath::try_from(rel).ok())
+            .collect();
         for (rel, local) in self.local_statuses(wanted).await {
             match local {
                 Local::Gone => {
@@ -859,7 +882,7 @@ impl FolderSync {
         for (rel, (meta, scan)) in changed {
             let base = self.store.get(&rel).map(|e| e.version).unwrap_or(0);
             let abs = local::abs_of(&self.root, &rel);
-            jobs.push(PutJob { path: rel, base_version: base, abs, meta, scan });
+            jobs.push(PutJob { path: rel.into(), base_version: base, abs, meta, scan });
         }
         for batch in jobs.chunks(UPLOAD_BATCH) {
             if self.stopping() {
@@ -892,7 +915,9 @@ impl FolderSync {
         }
         let mut first_error = Ok(());
         for (j, result) in batch.iter().zip(results) {
-            let settled = self.settle_upload(remote, &j.path, j.base_version, j.meta, &j.scan, result).await;
+            // Our own paths (from the disk, checked in `push_local`).
+            let Ok(rel) = WsPath::parse(&j.path) else { continue };
+            let settled = self.settle_upload(remote, &rel, j.base_version, j.meta, &j.scan, result).await;
             if let Err(e) = settled {
                 // A broken connection fails every later answer alike; the next round retries them.
                 first_error = first_error.and(Err(e));
@@ -901,23 +926,23 @@ impl FolderSync {
         first_error
     }
 
-    async fn delete_remote<R: Remote>(&mut self, remote: &mut R, rel: &str, base: i64) -> PathResult {
+    async fn delete_remote<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, base: i64) -> PathResult {
         match remote.delete(self.ws, rel, base).await {
             Ok(done) => {
-                tracing::info!(workspace.id = %self.ws, path = rel, seq = done.seq, "deleted");
+                tracing::info!(workspace.id = %self.ws, path = %rel, seq = done.seq, "deleted");
                 self.store.remove(rel);
                 self.store.advance_past_own(done.seq);
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) if code == "not_found" => {
-                tracing::debug!(workspace.id = %self.ws, path = rel, %message, "already gone on the server");
+                tracing::debug!(workspace.id = %self.ws, path = %rel, %message, "already gone on the server");
                 self.store.remove(rel);
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) => {
                 // Changed on the server since: its change arrives by subscription and is downloaded
                 // (a change beats a delete). Keep the entry so that happens.
-                tracing::info!(workspace.id = %self.ws, path = rel, %code, %message, "delete refused");
+                tracing::info!(workspace.id = %self.ws, path = %rel, %code, %message, "delete refused");
                 if code == "forbidden" {
                     self.forbidden(rel);
                 }
@@ -932,7 +957,7 @@ impl FolderSync {
     async fn upload<R: Remote>(
         &mut self,
         remote: &mut R,
-        rel: &str,
+        rel: &WsPath,
         base: i64,
         meta: LocalFile,
         scan: FileScan,
@@ -956,7 +981,7 @@ impl FolderSync {
     async fn settle_upload<R: Remote>(
         &mut self,
         remote: &mut R,
-        rel: &str,
+        rel: &WsPath,
         base: i64,
         meta: LocalFile,
         scan: &FileScan,
@@ -964,12 +989,27 @@ impl FolderSync {
     ) -> PathResult {
         match result {
             Ok(Committed { version, seq, conflict_path: None, .. }) => {
-                tracing::info!(workspace.id = %self.ws, path = rel, seq, size = scan.size, "uploaded");
+                tracing::info!(workspace.id = %self.ws, path = %rel, seq, size = scan.size, "uploaded");
                 self.record(rel, version, &meta, scan);
                 Ok(())
             }
             Ok(Committed { version, conflict_path: Some(copy), .. }) => {
-                tracing::warn!(workspace.id = %self.ws, path = rel, conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
+                // The copy's name is the node's choice: checked before it is joined, and it must be
+                // beside the original. A bad one moves nothing; the file stays where it is.
+                let copy = match WsPath::parse(&copy) {
+                    Ok(p) if p.same_dir(rel) && p != *rel => p,
+                    Ok(_) => {
+                        tracing::warn!(workspace.id = %self.ws, folder = %self.name, path = %rel, conflict.copy = ?copy, "the node named a conflict copy outside the file's directory; not moved");
+                        self.store.mark_pending(rel, false);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.bad_path("a conflict copy", &copy, &e);
+                        self.store.mark_pending(rel, false);
+                        return Ok(());
+                    }
+                };
+                tracing::warn!(workspace.id = %self.ws, path = %rel, conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
                 let renamed = local::rename(&self.root, rel, &copy);
                 self.store.mark_pending(rel, false);
                 self.store.add_conflict(&copy);
@@ -982,7 +1022,7 @@ impl FolderSync {
                 self.store.remove(rel);
                 // The change that beat us may already be here (then fetch it now) or still on its way
                 // (then it is applied when it arrives: the path is unknown and absent here).
-                if let Some(head) = self.remote_heads.get(rel).cloned().filter(|h| h.seq > base) {
+                if let Some(head) = self.remote_heads.get(rel.as_str()).cloned().filter(|h| h.seq > base) {
                     if !head.deleted {
                         self.download(remote, rel, &head).await?;
                     }
@@ -990,20 +1030,20 @@ impl FolderSync {
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) if code == "forbidden" => {
-                tracing::info!(workspace.id = %self.ws, path = rel, %message, "upload refused");
+                tracing::info!(workspace.id = %self.ws, path = %rel, %message, "upload refused");
                 self.forbidden(rel);
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) => {
                 // Usually the file changed while it was read; the watcher brings it back.
-                tracing::warn!(workspace.id = %self.ws, path = rel, %code, %message, "upload refused");
+                tracing::warn!(workspace.id = %self.ws, path = %rel, %code, %message, "upload refused");
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn forbidden(&mut self, rel: &str) {
+    fn forbidden(&mut self, rel: &WsPath) {
         self.role = Role::Viewer;
         if self.store.keep_local(rel) {
             self.ui.kept_local(&self.name, rel);
@@ -1011,7 +1051,7 @@ impl FolderSync {
     }
 
     /// Records that `rel` on disk (as `meta`/`scan`) is the server's `version`.
-    fn record(&mut self, rel: &str, version: i64, meta: &LocalFile, scan: &FileScan) {
+    fn record(&mut self, rel: &WsPath, version: i64, meta: &LocalFile, scan: &FileScan) {
         let chunks = scan.refs();
         index_chunks(&mut self.chunk_index, rel, &chunks);
         self.store.set(
@@ -1027,7 +1067,7 @@ impl FolderSync {
         );
     }
 
-    fn conflict_name(&self, rel: &str) -> Option<String> {
+    fn conflict_name(&self, rel: &WsPath) -> Option<WsPath> {
         (1..100).find_map(|n| {
             let name = filesync_core::path::conflict_copy_name(
                 rel,
@@ -1036,17 +1076,18 @@ impl FolderSync {
                 Utc::now(),
                 n,
             )?;
+            let name = WsPath::try_from(name).ok()?;
             local::stat(&self.root, &name).is_none().then_some(name)
         })
     }
 
-    fn local_error(&self, rel: &str, e: std::io::Error) {
-        tracing::warn!(workspace.id = %self.ws, path = rel, error = %e, "cannot change the local file");
+    fn local_error(&self, rel: &WsPath, e: std::io::Error) {
+        tracing::warn!(workspace.id = %self.ws, path = %rel, error = %e, "cannot change the local file");
     }
 
     /// Fetches version `c.seq` of `rel` into place: chunks we already have locally are copied,
     /// only the others are asked for. The file appears whole or not at all.
-    async fn download<R: Remote>(&mut self, remote: &mut R, rel: &str, c: &Change) -> PathResult {
+    async fn download<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, c: &Change) -> PathResult {
         if let Some(staged) = self.take_staged(rel, c.seq) {
             self.place(rel, c, staged);
             return Ok(());
@@ -1054,14 +1095,13 @@ impl FolderSync {
         let manifest = match remote.manifest(self.ws, c.seq).await {
             Ok(m) => m,
             Err(RemoteError::Refused { code, message }) => {
-                tracing::warn!(workspace.id = %self.ws, path = rel, seq = c.seq, %code, %message, "cannot fetch this version");
+                tracing::warn!(workspace.id = %self.ws, path = %rel, seq = c.seq, %code, %message, "cannot fetch this version");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
         let before = local::stat(&self.root, rel);
-        let abs = local::abs_of(&self.root, rel);
-        let mut tmp = match TempFile::beside(&abs) {
+        let mut tmp = match TempFile::beside(&self.root, rel) {
             Ok(t) => t,
             Err(e) => {
                 self.local_error(rel, e);
@@ -1114,12 +1154,12 @@ impl FolderSync {
         }
         bar.finish();
         if *whole.finalize().as_bytes() != manifest.content_hash {
-            tracing::warn!(workspace.id = %self.ws, path = rel, "downloaded content does not match its hash; not applied");
+            tracing::warn!(workspace.id = %self.ws, path = %rel, "downloaded content does not match its hash; not applied");
             return Ok(());
         }
         if local::stat(&self.root, rel) != before {
             // Edited while we downloaded: leave theirs for the conflict path (our next upload's base is stale).
-            tracing::info!(workspace.id = %self.ws, path = rel, "changed locally during download; not replaced");
+            tracing::info!(workspace.id = %self.ws, path = %rel, "changed locally during download; not replaced");
             return Ok(());
         }
         let (mode, mtime_ms) = (c.mode, manifest.mtime_ms);
@@ -1136,7 +1176,7 @@ impl FolderSync {
     }
 
     /// The download of `seq` fetched ahead for `rel`, if there is one.
-    fn take_staged(&mut self, rel: &str, seq: i64) -> Option<Staged> {
+    fn take_staged(&mut self, rel: &WsPath, seq: i64) -> Option<Staged> {
         let staged = self.staged.remove(&seq)?;
         (staged.file.dest() == local::abs_of(&self.root, rel)).then_some(staged)
     }
@@ -1144,10 +1184,10 @@ impl FolderSync {
     /// Renames a download fetched ahead (whole, verified, durable) into place. The change was
     /// decided from the local file after that file was written, so the check is that the local
     /// file is still as decided: absent, or the one the state knows.
-    fn place(&mut self, rel: &str, c: &Change, staged: Staged) {
+    fn place(&mut self, rel: &WsPath, c: &Change, staged: Staged) {
         let known = |m: &LocalFile| self.store.get(rel).is_some_and(|e| e.size == m.size && e.mtime_ms == m.mtime_ms);
         if local::stat(&self.root, rel).is_some_and(|m| !known(&m)) {
-            tracing::info!(workspace.id = %self.ws, path = rel, "changed locally during download; not replaced");
+            tracing::info!(workspace.id = %self.ws, path = %rel, "changed locally during download; not replaced");
             return;
         }
         match staged.file.finish() {
@@ -1157,11 +1197,11 @@ impl FolderSync {
     }
 
     /// Records a download now in place as `facts`.
-    fn downloaded(&mut self, rel: &str, c: &Change, facts: &LocalFile, manifest: &Manifest, reused: u64) {
+    fn downloaded(&mut self, rel: &WsPath, c: &Change, facts: &LocalFile, manifest: &Manifest, reused: u64) {
         let scan =
             FileScan { size: manifest.size, content_hash: manifest.content_hash, chunks: offsets(&manifest.chunks) };
         self.record(rel, c.seq, facts, &scan);
-        tracing::info!(workspace.id = %self.ws, path = rel, seq = c.seq, size = manifest.size, reused_bytes = reused, "downloaded");
+        tracing::info!(workspace.id = %self.ws, path = %rel, seq = c.seq, size = manifest.size, reused_bytes = reused, "downloaded");
         if c.device_id != self.ident.device_id {
             self.ui.changed_by_other(&self.name, rel);
         }
@@ -1210,7 +1250,7 @@ fn stage_all(root: &Path, ws: WorkspaceId, gathered: Gathered) -> HashMap<i64, S
     let mut staged = Vec::with_capacity(jobs.len());
     for job in jobs {
         let (seq, rel) = (job.seq, job.rel.clone());
-        match stage_one(job, &fetched, &local) {
+        match stage_one(root, job, &fetched, &local) {
             Ok(Some(s)) => staged.push((seq, s)),
             Ok(None) => tracing::debug!(workspace.id = %ws, path = %rel, "not fetched ahead whole; downloading alone"),
             Err(e) => tracing::warn!(workspace.id = %ws, path = %rel, error = %e, "cannot write a download"),
@@ -1229,11 +1269,12 @@ fn stage_all(root: &Path, ws: WorkspaceId, gathered: Gathered) -> HashMap<i64, S
 
 /// One file fetched ahead, or `None` if a chunk is missing or the content does not match its hash.
 fn stage_one(
+    root: &Path,
     job: StageJob,
     fetched: &HashMap<Hash, Vec<u8>>,
     local_chunks: &HashMap<Hash, (PathBuf, u64)>,
 ) -> std::io::Result<Option<Staged>> {
-    let mut tmp = TempFile::beside(&job.dest)?;
+    let mut tmp = TempFile::beside(root, &job.rel)?;
     let mut whole = blake3::Hasher::new();
     let mut reused = 0u64;
     for r in &job.manifest.chunks {
@@ -1268,7 +1309,7 @@ enum Judged {
 
 /// Compares the file at `rel` with what both sides last agreed on (`entry`): metadata first, the
 /// content only when the metadata differs. Blocking.
-fn judge(root: &Path, rel: &str, entry: Option<&Entry>) -> Judged {
+fn judge(root: &Path, rel: &WsPath, entry: Option<&Entry>) -> Judged {
     let missing = || Judged::Local(if entry.is_some() { Local::Gone } else { Local::Absent });
     let Some(meta) = local::stat(root, rel) else { return missing() };
     if entry.is_some_and(|e| e.size == meta.size && e.mtime_ms == meta.mtime_ms) {
@@ -1284,10 +1325,10 @@ fn judge(root: &Path, rel: &str, entry: Option<&Entry>) -> Judged {
     }
 }
 
-fn index_chunks(index: &mut HashMap<Hash, (String, u64)>, path: &str, chunks: &[ChunkRef]) {
+fn index_chunks(index: &mut HashMap<Hash, (WsPath, u64)>, path: &WsPath, chunks: &[ChunkRef]) {
     let mut offset = 0u64;
     for c in chunks {
-        index.insert(c.hash, (path.to_owned(), offset));
+        index.insert(c.hash, (path.clone(), offset));
         offset += u64::from(c.len);
     }
 }

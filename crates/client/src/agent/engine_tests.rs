@@ -389,7 +389,7 @@ async fn a_batch_of_changes_is_fetched_ahead_and_every_file_lands_whole() {
     s.sync.apply_changes(&mut s.node, all, false).await.unwrap();
     for ((path, data), c) in files.iter().zip(&changes) {
         assert_eq!(s.read(path).as_deref(), Some(&data[..]), "{path}");
-        let facts = local::stat(&s.root(), path).unwrap();
+        let facts = local::stat(&s.root(), &WsPath::parse(path).unwrap()).unwrap();
         assert_eq!((facts.mtime_ms, facts.mode), (1_700_000_000_000, 0o644), "{path}");
         assert_eq!(s.sync.store.get(path).map(|e| e.version), Some(c.seq));
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use filesync_core::chunking::{self, ChunkRef, FileScan};
+use filesync_core::path::WsPath;
 
 use super::ignore_rules::{IgnoreRules, TEMP_PREFIX};
 
@@ -64,22 +65,99 @@ pub fn rel_of(root: &Path, abs: &Path) -> Option<String> {
         }
     }
     let rel = parts.join("/");
-    filesync_core::path::validate(&rel).ok()?;
+    WsPath::parse(&rel).ok()?;
     Some(rel)
 }
 
-/// `root` joined with a validated workspace path.
-pub fn abs_of(root: &Path, rel: &str) -> PathBuf {
+/// `root` joined with a workspace path. Only a [`WsPath`] can be joined: it cannot climb out of
+/// `root`. For reading; what writes, renames, deletes or stats goes through [`resolve`] or
+/// [`make_parents`], which also refuse a path through a symbolic link inside the folder.
+pub fn abs_of(root: &Path, rel: &WsPath) -> PathBuf {
     let mut p = root.to_path_buf();
-    for part in rel.split('/') {
+    for part in rel.components() {
         p.push(part);
     }
     p
 }
 
-/// Facts about a regular file at `rel`; `None` if it is missing or not a regular file.
-pub fn stat(root: &Path, rel: &str) -> Option<LocalFile> {
-    let meta = std::fs::symlink_metadata(abs_of(root, rel)).ok()?;
+fn through_link(rel: &WsPath) -> std::io::Error {
+    std::io::Error::other(format!("{rel} goes through a symbolic link or a file inside the folder; not followed"))
+}
+
+/// `root` joined with `rel`, if no directory on the way (below `root`) is a symbolic link or
+/// something other than a directory: a link the user made inside the folder never lets a change
+/// reach outside it. A missing directory ends the check (nothing lies beyond it).
+pub fn resolve(root: &Path, rel: &WsPath) -> std::io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    let mut checking = true;
+    while let Some(part) = parts.next() {
+        p.push(part);
+        if checking && parts.peek().is_some() {
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(through_link(rel)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => checking = false,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Like [`resolve`], creating the missing directories of `rel` (never following a link).
+pub fn make_parents(root: &Path, rel: &WsPath) -> std::io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        p.push(part);
+        if parts.peek().is_some() {
+            make_dir_at(&p).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotADirectory {
+                    through_link(rel)
+                } else {
+                    e
+                }
+            })?;
+        }
+    }
+    Ok(p)
+}
+
+/// Creates the directory `abs` if missing; an error if something else (a link, a file) is there.
+fn make_dir_at(abs: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(abs) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => return Err(std::io::ErrorKind::NotADirectory.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::create_dir(abs) {
+        Ok(()) => Ok(()),
+        // Made meanwhile (by the user or another task): fine if it is a real directory.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::symlink_metadata(abs) {
+            Ok(m) if m.is_dir() => Ok(()),
+            _ => Err(std::io::ErrorKind::NotADirectory.into()),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the directory `rel` and its parents, none through a link.
+pub fn make_dir(root: &Path, rel: &WsPath) -> std::io::Result<()> {
+    let abs = make_parents(root, rel)?;
+    make_dir_at(&abs).map_err(|e| if e.kind() == std::io::ErrorKind::NotADirectory { through_link(rel) } else { e })
+}
+
+/// Removes the directory `rel` if it is empty.
+pub fn remove_dir(root: &Path, rel: &WsPath) -> std::io::Result<()> {
+    std::fs::remove_dir(resolve(root, rel)?)
+}
+
+/// Facts about a regular file at `rel`; `None` if it is missing, not a regular file, or reached
+/// through a link.
+pub fn stat(root: &Path, rel: &WsPath) -> Option<LocalFile> {
+    let meta = std::fs::symlink_metadata(resolve(root, rel).ok()?).ok()?;
     meta.is_file().then(|| LocalFile::from_metadata(&meta))
 }
 
@@ -152,13 +230,14 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates `.filesync-tmp-<random>` in the destination's directory (made if missing).
-    pub fn beside(dest: &Path) -> std::io::Result<TempFile> {
+    /// Creates `.filesync-tmp-<random>` in the directory of `rel` under `root` (made if missing,
+    /// never through a link).
+    pub fn beside(root: &Path, rel: &WsPath) -> std::io::Result<TempFile> {
+        let dest = make_parents(root, rel)?;
         let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent"))?;
-        std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(TempFile { file, path, dest: dest.to_path_buf() })
+        Ok(TempFile { file, path, dest })
     }
 
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -278,8 +357,8 @@ pub fn remove_stale_temps(root: &Path) -> usize {
 }
 
 /// Deletes a file, then every directory above it (up to, not including, `root`) left empty.
-pub fn remove_file(root: &Path, rel: &str) -> std::io::Result<()> {
-    let abs = abs_of(root, rel);
+pub fn remove_file(root: &Path, rel: &WsPath) -> std::io::Result<()> {
+    let abs = resolve(root, rel)?;
     match std::fs::remove_file(&abs) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -300,16 +379,14 @@ pub fn prune_empty_parents(root: &Path, abs: &Path) {
     }
 }
 
-/// Renames `from` to `to` (both workspace paths), creating `to`'s directory. Fails if `to` exists.
-pub fn rename(root: &Path, from: &str, to: &str) -> std::io::Result<()> {
-    let src = abs_of(root, from);
-    let dst = abs_of(root, to);
-    if dst.symlink_metadata().is_ok() {
+/// Renames `from` to `to` (both workspace paths), creating `to`'s directory. Fails if `to` exists
+/// or either path goes through a link.
+pub fn rename(root: &Path, from: &WsPath, to: &WsPath) -> std::io::Result<()> {
+    let src = resolve(root, from)?;
+    if resolve(root, to)?.symlink_metadata().is_ok() {
         return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{to} already exists")));
     }
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
+    let dst = make_parents(root, to)?;
     std::fs::rename(&src, &dst)?;
     prune_empty_parents(root, &src);
     Ok(())
@@ -319,21 +396,25 @@ pub fn rename(root: &Path, from: &str, to: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn w(p: &str) -> WsPath {
+        WsPath::parse(p).unwrap()
+    }
+
     #[test]
     fn a_download_appears_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("sub/f.txt");
-        let mut t = TempFile::beside(&dest).unwrap();
+        let mut t = TempFile::beside(dir.path(), &w("sub/f.txt")).unwrap();
         t.write(b"hello").unwrap();
         assert!(!dest.exists(), "nothing at the destination before the rename");
         let facts = t.finish(0o640, 1_600_000_000_123).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
         assert_eq!(facts.mtime_ms, 1_600_000_000_123);
-        assert_eq!(stat(dir.path(), "sub/f.txt").unwrap(), facts);
+        assert_eq!(stat(dir.path(), &w("sub/f.txt")).unwrap(), facts);
         #[cfg(unix)]
         assert_eq!(facts.mode, 0o640);
         // An abandoned one leaves no trace.
-        let mut t = TempFile::beside(&dest).unwrap();
+        let mut t = TempFile::beside(dir.path(), &w("sub/f.txt")).unwrap();
         t.write(b"partial").unwrap();
         drop(t);
         assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
@@ -347,10 +428,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
         // Warm up anything lazily opened, then count.
-        TempFile::beside(&dir.path().join("warm")).unwrap().finish(0, 1_600_000_000_000).unwrap();
+        TempFile::beside(dir.path(), &w("warm")).unwrap().finish(0, 1_600_000_000_000).unwrap();
         let before = open_fds();
         for i in 0..200 {
-            let mut t = TempFile::beside(&dir.path().join(format!("f{i}"))).unwrap();
+            let mut t = TempFile::beside(dir.path(), &w(&format!("f{i}"))).unwrap();
             t.write(b"x").unwrap();
             t.finish(0o644, 1_600_000_000_000).unwrap();
         }
@@ -367,12 +448,12 @@ mod tests {
         let before = open_fds();
         let mut staged = Vec::new();
         for i in 0..40 {
-            let mut t = TempFile::beside(&dir.path().join(format!("d/f{i}"))).unwrap();
+            let mut t = TempFile::beside(dir.path(), &w(&format!("d/f{i}"))).unwrap();
             t.write(format!("file {i}").as_bytes()).unwrap();
             staged.push(t.stage(0o600, 1_600_000_000_000 + i).unwrap());
         }
         assert!(open_fds() < before + 20, "staged files keep no descriptor open");
-        assert_eq!(stat(dir.path(), "d/f0"), None, "nothing at the destination before the rename");
+        assert_eq!(stat(dir.path(), &w("d/f0")), None, "nothing at the destination before the rename");
         // Above the syncfs threshold, and below it (one fsync each).
         make_durable(dir.path(), &staged.iter().collect::<Vec<_>>()).unwrap();
         make_durable(dir.path(), &staged.iter().take(3).collect::<Vec<_>>()).unwrap();
@@ -380,7 +461,7 @@ mod tests {
         for (i, s) in staged.into_iter().enumerate() {
             let facts = s.finish().unwrap();
             assert_eq!(std::fs::read(dir.path().join(format!("d/f{i}"))).unwrap(), format!("file {i}").as_bytes());
-            assert_eq!(stat(dir.path(), &format!("d/f{i}")), Some(facts));
+            assert_eq!(stat(dir.path(), &w(&format!("d/f{i}"))), Some(facts));
             assert_eq!(facts.mtime_ms, 1_600_000_000_000 + i as i64);
             #[cfg(unix)]
             assert_eq!(facts.mode, 0o600);
@@ -413,15 +494,46 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join("a/b")).unwrap();
         std::fs::write(root.join("a/b/c.txt"), b"c").unwrap();
-        rename(root, "a/b/c.txt", "d/e.txt").unwrap();
+        rename(root, &w("a/b/c.txt"), &w("d/e.txt")).unwrap();
         assert!(!root.join("a").exists());
         assert_eq!(std::fs::read(root.join("d/e.txt")).unwrap(), b"c");
         std::fs::write(root.join("d/f.txt"), b"f").unwrap();
-        assert!(rename(root, "d/e.txt", "d/f.txt").is_err(), "never overwrite by rename");
-        remove_file(root, "d/e.txt").unwrap();
+        assert!(rename(root, &w("d/e.txt"), &w("d/f.txt")).is_err(), "never overwrite by rename");
+        remove_file(root, &w("d/e.txt")).unwrap();
         assert!(root.join("d").exists());
-        remove_file(root, "d/f.txt").unwrap();
+        remove_file(root, &w("d/f.txt")).unwrap();
         assert!(!root.join("d").exists() && root.exists());
+    }
+
+    /// A link the user made inside the folder, pointing outside it: nothing is written, renamed,
+    /// deleted or read through it, and the files outside stay as they were.
+    #[cfg(unix)]
+    #[test]
+    fn nothing_goes_through_a_link_inside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), b"keep").unwrap();
+        std::fs::write(root.join("real/f"), b"mine").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::fs::write(root.join("plain"), b"file").unwrap();
+
+        assert_eq!(stat(&root, &w("link/victim")), None, "not read through the link");
+        assert!(TempFile::beside(&root, &w("link/new")).is_err());
+        assert!(TempFile::beside(&root, &w("link/deeper/new")).is_err());
+        assert!(TempFile::beside(&root, &w("plain/new")).is_err(), "a file is not a directory");
+        assert!(rename(&root, &w("real/f"), &w("link/f")).is_err());
+        assert!(rename(&root, &w("link/victim"), &w("real/v")).is_err());
+        assert!(remove_file(&root, &w("link/victim")).is_err());
+        assert!(make_dir(&root, &w("link/d")).is_err());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "nothing new outside");
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep");
+        assert_eq!(std::fs::read(root.join("real/f")).unwrap(), b"mine");
+        // Real directories still work, made as needed.
+        make_dir(&root, &w("a/b")).unwrap();
+        rename(&root, &w("real/f"), &w("a/b/f")).unwrap();
+        assert_eq!(stat(&root, &w("a/b/f")).map(|f| f.size), Some(4));
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! A node that lies about paths. The agent must never let a path from the network move, write or
+//! delete anything outside its folder: a hostile node (written here with the real frame codec)
+//! completes the handshake, then sends changes and upload answers naming `..`, absolute paths,
+//! NUL, `\`, over-long components, a conflict copy in another directory and paths through a
+//! symlink the user made inside the folder. Afterwards the same agent syncs with a real node.
+
+mod support;
+
+use std::path::Path;
+
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::Framed;
+
+use filesync_core::chunking::{ChunkRef, Hash};
+use filesync_core::db::Backend;
+use filesync_core::proto::frame::FrameCodec;
+use filesync_core::proto::{BatchOutcome, Change, ChangeOp, EntryKind, Message};
+use filesync_core::{UserId, WorkspaceId};
+
+use support::{tree, Stack};
+
+const EVIL: &[u8] = b"evil content\n";
+
+fn change(ws: WorkspaceId, seq: i64, op: ChangeOp, kind: EntryKind, path: &str, from: Option<&str>) -> Change {
+    let hash: Hash = *blake3::hash(EVIL).as_bytes();
+    Change {
+        workspace_id: ws,
+        seq,
+        op,
+        kind,
+        path: path.to_owned(),
+        from_path: from.map(str::to_owned),
+        size: EVIL.len() as u64,
+        mtime_ms: 1_700_000_000_000,
+        mode: 0o644,
+        content_hash: hash,
+        deleted: op == ChangeOp::Delete,
+        author_id: UserId(999),
+        device_id: "hostile".into(),
+        committed_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// The changes the hostile node sends after a subscribe from seq 0.
+fn hostile_changes(ws: WorkspaceId) -> Vec<Change> {
+    let long = "x".repeat(300);
+    let put = |seq, p: &str| change(ws, seq, ChangeOp::Put, EntryKind::File, p, None);
+    vec![
+        put(1, "../outside/evil.txt"),
+        put(2, "/tmp/evil-absolute.txt"),
+        put(3, "nul\0evil.txt"),
+        put(4, "..\\outside\\evil.txt"),
+        put(5, &format!("{long}/evil.txt")),
+        // Valid paths, but through the link to the sibling directory.
+        put(6, "link/evil.txt"),
+        put(7, "link/evil2.txt"),
+        change(ws, 8, ChangeOp::Delete, EntryKind::File, "link/victim.txt", None),
+        change(ws, 9, ChangeOp::Move, EntryKind::File, "../moved.txt", Some("keep.txt")),
+        change(ws, 10, ChangeOp::Move, EntryKind::File, "stolen.txt", Some("../outside/victim.txt")),
+        change(ws, 11, ChangeOp::Move, EntryKind::File, "link/keep.txt", Some("keep.txt")),
+        change(ws, 12, ChangeOp::Put, EntryKind::Dir, "link/newdir", None),
+        change(ws, 13, ChangeOp::Put, EntryKind::Dir, "../outside-dir", None),
+    ]
+}
+
+/// A bad conflict copy name for the upload of `path`, a different kind each time.
+fn hostile_copy(path: &str, n: usize) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match n % 5 {
+        0 => format!("../../{name}"),
+        1 => format!("/tmp/{name}"),
+        2 => format!("elsewhere/{name}"),
+        3 => format!("link/{name}"),
+        _ => format!("{name}\0x"),
+    }
+}
+
+/// Serves one connection: handshake, the hostile changes, hostile answers to uploads.
+async fn serve_hostile(stream: tokio::net::TcpStream) {
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    let mut copies = 0usize;
+    let mut seq = 100i64;
+    while let Some(Ok(msg)) = framed.next().await {
+        let reply: Vec<Message> = match msg {
+            Message::Hello { .. } => vec![Message::Welcome {
+                user_id: UserId(1),
+                node_id: "hostile".into(),
+                session_id: "s".into(),
+                max_frame_bytes: 16 << 20,
+                heartbeat_secs: 15,
+            }],
+            Message::Ping { nonce } => vec![Message::Pong { nonce }],
+            Message::Subscribe { request_id, workspace_id, .. } => {
+                let changes = hostile_changes(workspace_id);
+                let head = changes.last().map(|c| c.seq).unwrap_or(0);
+                let mut out: Vec<Message> = changes.into_iter().map(Message::Change).collect();
+                out.push(Message::Subscribed { request_id, workspace_id, head_seq: head });
+                out
+            }
+            Message::GetChunks { request_id, hashes, .. } => {
+                hashes.into_iter().map(|hash| Message::Chunk { request_id, hash, data: EVIL.to_vec() }).collect()
+            }
+            Message::GetManifest { request_id, workspace_id, seq } => {
+                let hash: Hash = *blake3::hash(EVIL).as_bytes();
+                vec![Message::Manifest {
+                    request_id,
+                    workspace_id,
+                    seq,
+                    path: "link/evil.txt".into(),
+                    size: EVIL.len() as u64,
+                    mtime_ms: 1_700_000_000_000,
+                    content_hash: hash,
+                    chunks: vec![ChunkRef { hash, len: EVIL.len() as u32 }],
+                }]
+            }
+            Message::PutFile(put) => {
+                seq += 1;
+                copies += 1;
+                vec![
+                    Message::NeedChunks { request_id: put.request_id, hashes: Vec::new() },
+                    Message::Committed {
+                        request_id: put.request_id,
+                        workspace_id: put.workspace_id,
+                        version: seq,
+                        seq,
+                        path: put.file.path.clone(),
+                        conflict_path: Some(hostile_copy(&put.file.path, copies)),
+                    },
+                ]
+            }
+            Message::PutFiles { request_id, workspace_id, files } => {
+                let results = files
+                    .iter()
+                    .map(|f| {
+                        seq += 1;
+                        copies += 1;
+                        let copy = hostile_copy(&f.path, copies);
+                        BatchOutcome::Committed { seq, path: copy.clone(), conflict_path: Some(copy) }
+                    })
+                    .collect();
+                vec![
+                    Message::NeedChunks { request_id, hashes: Vec::new() },
+                    Message::CommittedMany { request_id, workspace_id, results },
+                ]
+            }
+            other => match other.request_id() {
+                Some(request_id) => {
+                    vec![Message::Error { request_id, code: "not_found".into(), message: "hostile".into() }]
+                }
+                None => Vec::new(),
+            },
+        };
+        for m in reply {
+            if framed.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Everything under `dir`, links included, by relative path (a link's entry is `-> target`).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                dirs.push(p);
+                out.push(format!("{rel}/"));
+            } else if ft.is_symlink() {
+                out.push(format!("{rel} -> {}", std::fs::read_link(&p).unwrap().display()));
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_node_cannot_make_the_agent_touch_anything_outside_the_folder() {
+    let stack = Stack::start(Backend::Sqlite, 1).await;
+    let hostile = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hostile_addr = hostile.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = hostile.accept().await {
+            tokio::spawn(serve_hostile(stream));
+        }
+    });
+
+    let real = stack.cli("alice", &stack.node_addrs());
+    real.register("alice").await;
+    let base = stack.dir.path().join("space");
+    let (folder, outside) = (base.join("folder"), base.join("outside"));
+    real.ok(&["workspace", "create", "team", folder.to_str().unwrap(), "--no-sync"], None).await;
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim.txt"), b"not yours\n").unwrap();
+    std::fs::write(folder.join("keep.txt"), b"the user's file\n").unwrap();
+    std::fs::write(folder.join("sub/doc.txt"), b"a document\n").unwrap();
+    for i in 0..5 {
+        std::fs::write(folder.join(format!("c{i}.txt")), format!("upload {i}\n")).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, folder.join("link")).unwrap();
+    let folder_before = listing(&folder);
+    let around_before = listing(&base);
+    let outside_before = tree(&outside);
+
+    // One round against the hostile node: catch-up (the bad changes), then uploads (bad answers).
+    let liar = support::Cli::new(real.home.clone(), &real.server, &[hostile_addr]);
+    let out = liar.run(&["sync", "--once", "--no-notify", "--no-progress"], None).await;
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!log.contains("panicked"), "the agent panicked: {log}");
+    assert!(out.status.success(), "the agent finished its round: {log}");
+
+    assert_eq!(tree(&outside), outside_before, "nothing outside changed:\n{log}");
+    assert_eq!(listing(&base), around_before, "nothing appeared, moved or vanished around the folder:\n{log}");
+    assert_eq!(listing(&folder), folder_before, "the folder is as the user left it:\n{log}");
+    assert_eq!(std::fs::read(folder.join("keep.txt")).unwrap(), b"the user's file\n");
+    assert!(!Path::new("/tmp/evil-absolute.txt").exists());
+    // Each bad path is reported, naming the folder.
+    for bad in
+        ["../outside/evil.txt", "/tmp/evil-absolute.txt", "..\\\\outside", "../moved.txt", "../outside/victim.txt"]
+    {
+        assert!(log.contains(bad), "no warning about {bad:?}:\n{log}");
+    }
+    assert!(log.contains("the node sent a change with an invalid path") && log.contains("folder=team"), "{log}");
+    assert!(log.contains("outside the file's directory"), "a conflict copy elsewhere is reported:\n{log}");
+    assert!(log.contains("symbolic link"), "a path through the link is refused:\n{log}");
+
+    // The same agent then syncs with a real node: every file of the folder reaches the server.
+    real.ok(&["sync", "--once", "--no-notify", "--no-progress"], None).await;
+    let copy = base.join("from-server");
+    real.ok(&["workspace", "download", "team", copy.to_str().unwrap()], None).await;
+    let mut want = tree(&folder);
+    assert!(want.contains_key("keep.txt") && want.contains_key("c4.txt") && want.contains_key("sub/doc.txt"));
+    want.retain(|k, _| !k.starts_with("link"));
+    assert_eq!(tree(&copy), want, "the real node holds the folder");
+    assert_eq!(tree(&outside), outside_before);
+}

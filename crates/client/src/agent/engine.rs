@@ -769,7 +769,7 @@ impl FolderSync {
                 }
                 // Both sides changed it: ours becomes a conflict copy, theirs takes the name.
                 let Some(copy) = self.conflict_name(rel) else {
-                    tracing::warn!(workspace.id = %self.ws, path = %rel, "no room for a conflict copy name; keeping the local file");
+                    tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "no room for a conflict copy name; keeping the local file");
                     return Ok(());
                 };
                 if let Err(e) = local::rename(&self.root, rel, &copy) {
@@ -780,7 +780,7 @@ impl FolderSync {
                 self.store.remove(rel);
                 self.store.add_conflict(&copy);
                 self.ui.conflict(&self.name, &copy);
-                tracing::warn!(workspace.id = %self.ws, path = %rel, conflict.copy = %copy, "conflicting edits: kept ours as a copy");
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), conflict.copy = %copy, "conflicting edits: kept ours as a copy");
                 if let Some(meta) = local::stat(&self.root, &copy) {
                     self.upload(remote, &copy, 0, meta, scan).await?;
                 }
@@ -929,20 +929,20 @@ impl FolderSync {
     async fn delete_remote<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, base: i64) -> PathResult {
         match remote.delete(self.ws, rel, base).await {
             Ok(done) => {
-                tracing::info!(workspace.id = %self.ws, path = %rel, seq = done.seq, "deleted");
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq = done.seq, "deleted");
                 self.store.remove(rel);
                 self.store.advance_past_own(done.seq);
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) if code == "not_found" => {
-                tracing::debug!(workspace.id = %self.ws, path = %rel, %message, "already gone on the server");
+                tracing::debug!(workspace.id = %self.ws, path = rel.as_str(), %message, "already gone on the server");
                 self.store.remove(rel);
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) => {
                 // Changed on the server since: its change arrives by subscription and is downloaded
                 // (a change beats a delete). Keep the entry so that happens.
-                tracing::info!(workspace.id = %self.ws, path = %rel, %code, %message, "delete refused");
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), %code, %message, "delete refused");
                 if code == "forbidden" {
                     self.forbidden(rel);
                 }
@@ -989,7 +989,7 @@ impl FolderSync {
     ) -> PathResult {
         match result {
             Ok(Committed { version, seq, conflict_path: None, .. }) => {
-                tracing::info!(workspace.id = %self.ws, path = %rel, seq, size = scan.size, "uploaded");
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq, size = scan.size, "uploaded");
                 self.record(rel, version, &meta, scan);
                 Ok(())
             }
@@ -999,7 +999,7 @@ impl FolderSync {
                 let copy = match WsPath::parse(&copy) {
                     Ok(p) if p.same_dir(rel) && p != *rel => p,
                     Ok(_) => {
-                        tracing::warn!(workspace.id = %self.ws, folder = %self.name, path = %rel, conflict.copy = ?copy, "the node named a conflict copy outside the file's directory; not moved");
+                        tracing::warn!(workspace.id = %self.ws, folder = %self.name, path = rel.as_str(), conflict.copy = ?copy, "the node named a conflict copy outside the file's directory; not moved");
                         self.store.mark_pending(rel, false);
                         return Ok(());
                     }
@@ -1009,7 +1009,7 @@ impl FolderSync {
                         return Ok(());
                     }
                 };
-                tracing::warn!(workspace.id = %self.ws, path = %rel, conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
                 let renamed = local::rename(&self.root, rel, &copy);
                 self.store.mark_pending(rel, false);
                 self.store.add_conflict(&copy);
@@ -1030,13 +1030,13 @@ impl FolderSync {
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) if code == "forbidden" => {
-                tracing::info!(workspace.id = %self.ws, path = %rel, %message, "upload refused");
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), %message, "upload refused");
                 self.forbidden(rel);
                 Ok(())
             }
             Err(RemoteError::Refused { code, message }) => {
                 // Usually the file changed while it was read; the watcher brings it back.
-                tracing::warn!(workspace.id = %self.ws, path = %rel, %code, %message, "upload refused");
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), %code, %message, "upload refused");
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -1082,7 +1082,7 @@ impl FolderSync {
     }
 
     fn local_error(&self, rel: &WsPath, e: std::io::Error) {
-        tracing::warn!(workspace.id = %self.ws, path = %rel, error = %e, "cannot change the local file");
+        tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), error = %e, "cannot change the local file");
     }
 
     /// Fetches version `c.seq` of `rel` into place: chunks we already have locally are copied,
@@ -1095,7 +1095,7 @@ impl FolderSync {
         let manifest = match remote.manifest(self.ws, c.seq).await {
             Ok(m) => m,
             Err(RemoteError::Refused { code, message }) => {
-                tracing::warn!(workspace.id = %self.ws, path = %rel, seq = c.seq, %code, %message, "cannot fetch this version");
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), seq = c.seq, %code, %message, "cannot fetch this version");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -1154,12 +1154,12 @@ impl FolderSync {
         }
         bar.finish();
         if *whole.finalize().as_bytes() != manifest.content_hash {
-            tracing::warn!(workspace.id = %self.ws, path = %rel, "downloaded content does not match its hash; not applied");
+            tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "downloaded content does not match its hash; not applied");
             return Ok(());
         }
         if local::stat(&self.root, rel) != before {
             // Edited while we downloaded: leave theirs for the conflict path (our next upload's base is stale).
-            tracing::info!(workspace.id = %self.ws, path = %rel, "changed locally during download; not replaced");
+            tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "changed locally during download; not replaced");
             return Ok(());
         }
         let (mode, mtime_ms) = (c.mode, manifest.mtime_ms);
@@ -1187,7 +1187,7 @@ impl FolderSync {
     fn place(&mut self, rel: &WsPath, c: &Change, staged: Staged) {
         let known = |m: &LocalFile| self.store.get(rel).is_some_and(|e| e.size == m.size && e.mtime_ms == m.mtime_ms);
         if local::stat(&self.root, rel).is_some_and(|m| !known(&m)) {
-            tracing::info!(workspace.id = %self.ws, path = %rel, "changed locally during download; not replaced");
+            tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "changed locally during download; not replaced");
             return;
         }
         match staged.file.finish() {
@@ -1201,7 +1201,7 @@ impl FolderSync {
         let scan =
             FileScan { size: manifest.size, content_hash: manifest.content_hash, chunks: offsets(&manifest.chunks) };
         self.record(rel, c.seq, facts, &scan);
-        tracing::info!(workspace.id = %self.ws, path = %rel, seq = c.seq, size = manifest.size, reused_bytes = reused, "downloaded");
+        tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq = c.seq, size = manifest.size, reused_bytes = reused, "downloaded");
         if c.device_id != self.ident.device_id {
             self.ui.changed_by_other(&self.name, rel);
         }
@@ -1252,7 +1252,9 @@ fn stage_all(root: &Path, ws: WorkspaceId, gathered: Gathered) -> HashMap<i64, S
         let (seq, rel) = (job.seq, job.rel.clone());
         match stage_one(root, job, &fetched, &local) {
             Ok(Some(s)) => staged.push((seq, s)),
-            Ok(None) => tracing::debug!(workspace.id = %ws, path = %rel, "not fetched ahead whole; downloading alone"),
+            Ok(None) => {
+                tracing::debug!(workspace.id = %ws, path = %rel, "not fetched ahead whole; downloading alone")
+            }
             Err(e) => tracing::warn!(workspace.id = %ws, path = %rel, error = %e, "cannot write a download"),
         }
     }

@@ -225,6 +225,7 @@ fn committed_at(c: &Change) -> DateTime<Utc> {
 
 /// One connected device, as `/workspaces/{id}/presence` lists it.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ConnectedDevice)]
 pub struct DeviceJson {
     pub user_id: i64,
     pub username: String,

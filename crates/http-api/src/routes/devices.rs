@@ -13,7 +13,9 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::openapi::{AuthErrors, ServerErrors};
 use crate::state::AppState;
 
+/// A signed-in device of the caller (a login), as `/devices` lists it.
 #[derive(Serialize, ToSchema)]
+#[schema(as = SignedInDevice)]
 struct DeviceJson {
     id: i64,
     name: String,

@@ -89,7 +89,7 @@ impl Deps {
         };
         let bus = match bus {
             Some(bus) => bus,
-            None => Bus::from_config(&config).context("invalid FILESYNC_REDIS_URL")?,
+            None => Bus::from_config(&config)?,
         };
         Ok(Services { config, db, store, bus })
     }

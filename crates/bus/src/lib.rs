@@ -66,13 +66,22 @@ pub use presence::{Presence, PresenceError};
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between two attempts to reach Redis again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// The default first segment of every Redis key and channel.
-pub const DEFAULT_PREFIX: &str = "filesync";
+/// The default first segment of every Redis key and channel (`FILESYNC_REDIS_PREFIX`).
+pub const DEFAULT_PREFIX: &str = filesync_core::proto::presence::DEFAULT_PREFIX;
 /// Queue length of [`Bus::subscribe_to`] subscriptions.
 pub const DEFAULT_QUEUE: usize = 256;
 
 /// The field added to published workspace events: when the change was committed (Unix ms).
 const COMMITTED_AT: &str = "committed_at_ms";
+
+/// Why a bus could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid FILESYNC_REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("invalid FILESYNC_REDIS_PREFIX {0:?}: it must be non-empty, without spaces")]
+    Prefix(String),
+}
 
 /// What a subscriber can watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -269,12 +278,15 @@ impl Bus {
         Ok(bus)
     }
 
-    /// Redis when `config.redis_url` is set, the in-process bus otherwise.
-    pub fn from_config(config: &filesync_core::config::Config) -> Result<Bus, redis::RedisError> {
-        match &config.redis_url {
-            Some(url) => Bus::redis(url, DEFAULT_PREFIX),
-            None => Ok(Bus::local()),
+    /// Redis when `config.redis_url` is set (keys and channels under
+    /// `config.redis_prefix`), the in-process bus otherwise.
+    pub fn from_config(config: &filesync_core::config::Config) -> Result<Bus, BusError> {
+        let Some(url) = &config.redis_url else { return Ok(Bus::local()) };
+        let prefix = config.redis_prefix.as_str();
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(BusError::Prefix(prefix.to_owned()));
         }
+        Ok(Bus::redis(url, prefix)?)
     }
 
     fn with_backend(backend: Backend, prefix: &str, presence: Presence) -> Bus {

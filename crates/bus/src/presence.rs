@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use filesync_core::proto::presence::{
-    conn_key, conn_key_of_member, member, user_key, PresenceEntry, PRESENCE_TTL_SECS,
+    conn_key_in, conn_key_of_member_in, member, user_key_in, PresenceEntry, PRESENCE_TTL_SECS,
 };
 use filesync_core::UserId;
 use redis::aio::ConnectionManager;
@@ -36,14 +36,15 @@ pub struct Presence {
 #[derive(Clone)]
 enum Kind {
     Local(Arc<Mutex<HashMap<String, PresenceEntry>>>),
-    Redis(ConnectionManager),
+    /// The connection, and the deployment's key prefix.
+    Redis(ConnectionManager, Arc<str>),
 }
 
 impl std::fmt::Debug for Presence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
             Kind::Local(_) => f.write_str("Presence::Local"),
-            Kind::Redis(_) => f.write_str("Presence::Redis"),
+            Kind::Redis(..) => f.write_str("Presence::Redis"),
         }
     }
 }
@@ -57,13 +58,13 @@ impl Presence {
         Presence { kind: Kind::Local(Arc::default()) }
     }
 
-    pub(crate) fn redis(conn: ConnectionManager, _prefix: &str) -> Presence {
-        Presence { kind: Kind::Redis(conn) }
+    pub(crate) fn redis(conn: ConnectionManager, prefix: &str) -> Presence {
+        Presence { kind: Kind::Redis(conn, prefix.into()) }
     }
 
     /// True when entries live in Redis (visible to every process of the deployment).
     pub fn is_redis(&self) -> bool {
-        matches!(self.kind, Kind::Redis(_))
+        matches!(self.kind, Kind::Redis(..))
     }
 
     /// Records a new connection.
@@ -72,11 +73,11 @@ impl Presence {
             Kind::Local(map) => {
                 map.lock().unwrap_or_else(|p| p.into_inner()).insert(e.session_id.clone(), e.clone());
             }
-            Kind::Redis(conn) => {
-                let key = conn_key(&e.node_id, &e.session_id);
+            Kind::Redis(conn, prefix) => {
+                let key = conn_key_in(prefix, &e.node_id, &e.session_id);
                 let mut pipe = redis::pipe();
                 pipe.atomic().hset_multiple(&key, &e.to_fields()).ignore();
-                add_refresh(&mut pipe, e);
+                add_refresh(&mut pipe, prefix, e);
                 run(conn, pipe, "add").await;
             }
         }
@@ -84,10 +85,10 @@ impl Presence {
 
     /// Extends the entry's life (on heartbeat).
     pub async fn refresh(&self, e: &PresenceEntry) {
-        if let Kind::Redis(conn) = &self.kind {
+        if let Kind::Redis(conn, prefix) = &self.kind {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            add_refresh(&mut pipe, e);
+            add_refresh(&mut pipe, prefix, e);
             run(conn, pipe, "refresh").await;
         }
     }
@@ -98,12 +99,12 @@ impl Presence {
             Kind::Local(map) => {
                 map.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.session_id);
             }
-            Kind::Redis(conn) => {
+            Kind::Redis(conn, prefix) => {
                 let mut pipe = redis::pipe();
                 pipe.atomic()
-                    .del(conn_key(&e.node_id, &e.session_id))
+                    .del(conn_key_in(prefix, &e.node_id, &e.session_id))
                     .ignore()
-                    .zrem(user_key(e.user_id), member(&e.node_id, &e.session_id))
+                    .zrem(user_key_in(prefix, e.user_id), member(&e.node_id, &e.session_id))
                     .ignore();
                 run(conn, pipe, "remove").await;
             }
@@ -114,8 +115,8 @@ impl Presence {
     /// instead of showing its old connections for up to a TTL. Only for a configured node id: node ids must
     /// be unique, or one node would erase another's entries.
     pub async fn purge_node(&self, node_id: &str) {
-        let Kind::Redis(conn) = &self.kind else { return };
-        let pattern = format!("{}*", conn_key(&glob_escape(node_id), ""));
+        let Kind::Redis(conn, prefix) = &self.kind else { return };
+        let pattern = format!("{}*", conn_key_in(&glob_escape(prefix), &glob_escape(node_id), ""));
         let mut conn = conn.clone();
         let purge = async {
             let keys: Vec<String> = {
@@ -142,7 +143,7 @@ impl Presence {
     pub fn local_entries(&self) -> Vec<PresenceEntry> {
         match &self.kind {
             Kind::Local(map) => map.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
-            Kind::Redis(_) => Vec::new(),
+            Kind::Redis(..) => Vec::new(),
         }
     }
 
@@ -155,9 +156,9 @@ impl Presence {
                 let map = map.lock().unwrap_or_else(|p| p.into_inner());
                 Ok(map.values().filter(|e| users.contains(&e.user_id)).cloned().collect())
             }
-            Kind::Redis(conn) => {
+            Kind::Redis(conn, prefix) => {
                 let mut conn = conn.clone();
-                tokio::time::timeout(REDIS_TIMEOUT, redis_devices_of(&mut conn, users))
+                tokio::time::timeout(REDIS_TIMEOUT, redis_devices_of(&mut conn, prefix, users))
                     .await
                     .map_err(|_| PresenceError::Timeout)?
                     .map_err(PresenceError::from)
@@ -168,6 +169,7 @@ impl Presence {
 
 async fn redis_devices_of(
     conn: &mut ConnectionManager,
+    prefix: &str,
     users: &[UserId],
 ) -> Result<Vec<PresenceEntry>, redis::RedisError> {
     if users.is_empty() {
@@ -176,14 +178,14 @@ async fn redis_devices_of(
     let now_ms = Utc::now().timestamp_millis();
     let mut pipe = redis::pipe();
     for user in users {
-        pipe.zrangebyscore(user_key(*user), now_ms, "+inf");
+        pipe.zrangebyscore(user_key_in(prefix, *user), now_ms, "+inf");
     }
     let members: Vec<Vec<String>> = pipe.query_async(conn).await?;
     let mut pipe = redis::pipe();
     let mut owners = Vec::new();
     for (user, members) in users.iter().zip(members) {
         for member in members {
-            pipe.hgetall(conn_key_of_member(&member));
+            pipe.hgetall(conn_key_of_member_in(prefix, &member));
             owners.push(*user);
         }
     }
@@ -212,10 +214,10 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-fn add_refresh(pipe: &mut redis::Pipeline, e: &PresenceEntry) {
+fn add_refresh(pipe: &mut redis::Pipeline, prefix: &str, e: &PresenceEntry) {
     let ttl = PRESENCE_TTL_SECS as i64;
-    let ukey = user_key(e.user_id);
-    pipe.expire(conn_key(&e.node_id, &e.session_id), ttl)
+    let ukey = user_key_in(prefix, e.user_id);
+    pipe.expire(conn_key_in(prefix, &e.node_id, &e.session_id), ttl)
         .ignore()
         .zadd(&ukey, member(&e.node_id, &e.session_id), expiry_ms())
         .ignore()

@@ -65,3 +65,38 @@ async fn publications_cross_processes_and_presence_is_shared() {
     let seen = api.presence().devices_of(&[UserId(7)]).await.unwrap();
     assert!(!seen.iter().any(|e| e.node_id == entry.node_id), "{seen:?}");
 }
+
+#[tokio::test]
+async fn deployments_with_other_prefixes_do_not_hear_each_other() {
+    let (mine, theirs) = (prefix() + "-mine", prefix() + "-theirs");
+    let (bus, other) = (Bus::redis(REDIS, &mine).unwrap(), Bus::redis(REDIS, &theirs).unwrap());
+    let ws = WorkspaceId(7);
+    let mut sub = bus.subscribe_to(&[Topic::Workspace(ws)]);
+    let ready = next_matching(&mut sub, Duration::from_secs(5), |m| (m == BusMessage::Resync).then_some(())).await;
+    assert!(ready.is_some(), "the subscriber connects to Redis");
+    let event = WorkspaceEvent::Committed { workspace_id: ws, seq: 1 };
+    let mut heard_own = false;
+    for _ in 0..50 {
+        assert!(other.publish_workspace(ws, &event).await);
+        assert!(bus.publish_workspace(ws, &event).await);
+        if next_matching(&mut sub, Duration::from_millis(100), |m| {
+            matches!(m, BusMessage::Workspace { .. }).then_some(())
+        })
+        .await
+        .is_some()
+        {
+            heard_own = true;
+            break;
+        }
+    }
+    assert!(heard_own, "its own deployment's publication arrives");
+    // Whatever of our own is still in flight, then only the other deployment publishes.
+    let any_commit = |m: BusMessage| matches!(m, BusMessage::Workspace { .. }).then_some(());
+    while next_matching(&mut sub, Duration::from_millis(300), any_commit).await.is_some() {}
+    assert!(other.publish_workspace(ws, &event).await);
+    let heard_other = next_matching(&mut sub, Duration::from_millis(500), |m| {
+        matches!(m, BusMessage::Workspace { .. }).then_some(())
+    })
+    .await;
+    assert!(heard_other.is_none(), "another deployment's publication must not arrive");
+}

@@ -36,6 +36,8 @@ pub struct Config {
     pub jwt_ttl_secs: u64,
     /// `redis://HOST:PORT`: presence and the cross-node bus. Unset: single node, in-process bus.
     pub redis_url: Option<String>,
+    /// First segment of every Redis key and channel, so deployments can share one Redis.
+    pub redis_prefix: String,
     /// bcrypt cost for new password hashes (12 or more outside tests).
     pub bcrypt_cost: u32,
     /// Chunk store directory; default `<data_dir>/chunks`.
@@ -75,6 +77,7 @@ impl Default for Config {
             jwt_secret: Secret::default(),
             jwt_ttl_secs: 3600,
             redis_url: None,
+            redis_prefix: "filesync".into(),
             bcrypt_cost: 12,
             storage: None,
             node_id: None,
@@ -103,6 +106,7 @@ impl fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret)
             .field("jwt_ttl_secs", &self.jwt_ttl_secs)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
             .field("bcrypt_cost", &self.bcrypt_cost)
             .field("storage", &self.storage)
             .field("node_id", &self.node_id)
@@ -130,6 +134,7 @@ pub const FIELDS: &[&str] = &[
     "jwt_secret",
     "jwt_ttl_secs",
     "redis_url",
+    "redis_prefix",
     "bcrypt_cost",
     "storage",
     "node_id",

@@ -13,6 +13,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("jwt_secret", "HS256 token secret, at least 32 bytes; required unless --dev"),
     ("jwt_ttl_secs", "access token lifetime in seconds; agents renew theirs [default: 3600]"),
     ("redis_url", "redis://HOST:PORT; shares and restores are announced on it, presence read from it [default: unset]"),
+    (
+        "redis_prefix",
+        "first segment of every Redis key and channel; one per deployment sharing a Redis [default: filesync]",
+    ),
     ("bcrypt_cost", "bcrypt cost for new password hashes, 4-31 [default: 12]"),
     ("storage", "chunk store directory, shared by filesync-tcp and filesync-http [default: <data_dir>/chunks]"),
     ("node_id", "name of a TCP sync node (filesync-tcp) [default: random]"),

@@ -17,6 +17,7 @@ Environment (each also a key of the TOML config file, lower case without FILESYN
   FILESYNC_DATA_DIR         directory for SQLite, the --dev JWT secret and the chunks [default: ./data]
   FILESYNC_STORAGE          chunk store directory, shared by all nodes [default: <data_dir>/chunks]
   FILESYNC_REDIS_URL        redis://HOST:PORT: presence and the cross-node bus [default: unset, single node]
+  FILESYNC_REDIS_PREFIX     first segment of every Redis key and channel, one per deployment [default: filesync]
   FILESYNC_JWT_SECRET       HS256 secret shared with filesync-http, at least 32 bytes; required unless --dev
   FILESYNC_JWT_TTL_SECS     token lifetime (used by filesync-http) [default: 86400]
   FILESYNC_TCP_ADDR         sync protocol address [default: 127.0.0.1:7070]

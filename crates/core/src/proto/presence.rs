@@ -4,6 +4,9 @@
 //! keeps it alive with each heartbeat; a node that dies simply stops
 //! refreshing, and its entries expire after [`PRESENCE_TTL_SECS`].
 //!
+//! Every key starts with the deployment's prefix (`FILESYNC_REDIS_PREFIX`,
+//! default `filesync`, shown here).
+//!
 //! | key | type | content |
 //! |---|---|---|
 //! | `filesync:presence:conn:<node_id>:<session_id>` | hash, TTL [`PRESENCE_TTL_SECS`] | the fields of [`PresenceEntry`] |
@@ -23,12 +26,23 @@ use crate::ids::UserId;
 /// Lifetime of a presence entry without a refresh.
 pub const PRESENCE_TTL_SECS: u64 = 90;
 
+/// The default key prefix (`FILESYNC_REDIS_PREFIX`); the `*_in` functions take another.
+pub const DEFAULT_PREFIX: &str = "filesync";
+
 pub fn conn_key(node_id: &str, session_id: &str) -> String {
-    format!("filesync:presence:conn:{node_id}:{session_id}")
+    conn_key_in(DEFAULT_PREFIX, node_id, session_id)
+}
+
+pub fn conn_key_in(prefix: &str, node_id: &str, session_id: &str) -> String {
+    format!("{prefix}:presence:conn:{node_id}:{session_id}")
 }
 
 pub fn user_key(user: UserId) -> String {
-    format!("filesync:presence:user:{user}")
+    user_key_in(DEFAULT_PREFIX, user)
+}
+
+pub fn user_key_in(prefix: &str, user: UserId) -> String {
+    format!("{prefix}:presence:user:{user}")
 }
 
 /// The member of a user's sorted set that names a connection.
@@ -38,7 +52,11 @@ pub fn member(node_id: &str, session_id: &str) -> String {
 
 /// The conn key of a member of a user's sorted set.
 pub fn conn_key_of_member(member: &str) -> String {
-    format!("filesync:presence:conn:{member}")
+    conn_key_of_member_in(DEFAULT_PREFIX, member)
+}
+
+pub fn conn_key_of_member_in(prefix: &str, member: &str) -> String {
+    format!("{prefix}:presence:conn:{member}")
 }
 
 /// One connected device.

@@ -221,6 +221,7 @@ pub async fn next_change(events: &mut Events, what: &str) -> Change {
     }
 }
 
+#[allow(unused_imports)] // not every test file makes noise
 pub use filesync_core::testing::noise;
 
 pub fn write_file(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {

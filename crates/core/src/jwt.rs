@@ -164,6 +164,24 @@ mod tests {
     }
 
     #[test]
+    fn a_token_without_generation_or_device_is_refused() {
+        // As issued before revocable logins: correctly signed, but bound to nothing revocable.
+        #[derive(Serialize)]
+        struct OldClaims<'a> {
+            sub: &'a str,
+            email: &'a str,
+            iat: i64,
+            exp: i64,
+            jti: &'a str,
+        }
+        let secret = "0123456789abcdef0123456789abcdef";
+        let now = Utc::now().timestamp();
+        let old = OldClaims { sub: "1", email: "a@b.c", iat: now, exp: now + 60, jti: "x" };
+        let tok = encode(&Header::new(Algorithm::HS256), &old, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+        assert_eq!(keys(secret).verify(&tok), Err(JwtError::Malformed));
+    }
+
+    #[test]
     fn tokens_have_unique_ids() {
         let k = keys("0123456789abcdef0123456789abcdef");
         let (a, _) = k.issue(UserId(1), "a@b.c", G).unwrap();

@@ -266,10 +266,10 @@ async function loadDevices(section, gen) {
   if (gen !== app.generation) return;
   const devices = (list && list.devices) || [];
   const rows = devices.map((d) => h('tr', {},
-    h('th', { scope: 'row' }, d.name || d.device_name || d.id),
+    h('th', { scope: 'row' }, d.name || d.device_name || d.id, d.current ? ' (this browser)' : ''),
     h('td', {}, when(d.created_at)),
     h('td', {}, when(d.last_used_at || d.last_seen_at)),
-    h('td', { class: 'row-actions' }, button('Remove', async () => {
+    h('td', { class: 'row-actions' }, d.current ? null : button('Remove', async () => {
       const ok = await modal({
         title: `Log out ${d.name || d.device_name || 'this device'}?`,
         body: [h('p', {}, 'It stops syncing at once and must log in again.')],

@@ -15,7 +15,7 @@
 use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
@@ -39,6 +39,8 @@ pub const BEARER: &str = "bearer";
         session::current,
         session::log_in,
         session::log_out,
+        session::refresh,
+        session::change_password,
         ui::index,
         ui::events::events,
         ui::asset,
@@ -99,6 +101,11 @@ impl Modify for BearerAuth {
             .description(Some("An access token from `POST /login` or `POST /token/refresh`."))
             .build();
         components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        // The web UI's device credential, which only `POST /session/refresh` reads.
+        components.add_security_scheme(
+            "refresh_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::session_cookie::REFRESH_COOKIE))),
+        );
     }
 }
 

@@ -267,3 +267,87 @@ async fn an_open_page_hears_of_every_change_and_of_losing_access() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_session_renews_itself_changes_the_password_and_logs_out_for_good() {
+    on_both_backends(|backend| async move {
+        let server = Server::start(backend, |_| {}).await;
+        let client = server.raw();
+        server.user("dora").await;
+        let res = client
+            .post(server.url("/session"))
+            .json(&json!({"email": "dora@example.com", "password": "password-dora", "device_name": "Web browser"}))
+            .send()
+            .await
+            .unwrap();
+        let cookies: Vec<String> =
+            res.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        let refresh = cookies.iter().find(|c| c.starts_with("filesync_refresh=")).expect("a refresh cookie").clone();
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/session"] {
+            assert!(refresh.contains(attr), "{attr} missing: {refresh}");
+        }
+        let session = session_cookie(&res).unwrap();
+        let (_, body) = json_of(res).await;
+        let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+        let session = session.split(';').next().unwrap().to_owned();
+        let refresh = refresh.split(';').next().unwrap().to_owned();
+
+        // The browser's device is listed, as this browser.
+        let (status, devices) =
+            json_of(client.get(server.url("/devices")).header(COOKIE, &session).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{devices}");
+        assert_eq!(devices["devices"][0]["name"], "Web browser");
+
+        // Without an access token, the device credential renews the session.
+        let res = client.post(server.url("/session/refresh")).header(COOKIE, &refresh).send().await.unwrap();
+        let renewed = session_cookie(&res).expect("a new session cookie");
+        let (status, body) = json_of(res).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["user"]["username"], "dora");
+        let renewed = renewed.split(';').next().unwrap().to_owned();
+        let (status, _) =
+            json_of(client.get(server.url("/workspaces")).header(COOKIE, &renewed).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_error(
+            &json_of(client.post(server.url("/session/refresh")).send().await.unwrap()).await,
+            401,
+            "missing_token",
+        );
+
+        // A new password through the session: new cookies that work, the old token refused.
+        let res = client
+            .post(server.url("/session/password"))
+            .header(COOKIE, &session)
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"current_password": "password-dora", "new_password": "dora-new-password"}))
+            .send()
+            .await
+            .unwrap();
+        let changed = session_cookie(&res).expect("a new session cookie");
+        let (status, body) = json_of(res).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let changed = changed.split(';').next().unwrap().to_owned();
+        let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+        let (status, _) =
+            json_of(client.get(server.url("/workspaces")).header(COOKIE, &changed).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) =
+            json_of(client.get(server.url("/workspaces")).header(COOKIE, &session).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "the token from before the change is refused");
+
+        // Logging out revokes the token itself, not just the cookie.
+        let res = client
+            .post(server.url("/logout"))
+            .header(COOKIE, &changed)
+            .header("X-CSRF-Token", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let (status, _) =
+            json_of(client.get(server.url("/workspaces")).header(COOKIE, &changed).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a logged-out token is refused");
+        server.stop().await.unwrap();
+    })
+    .await;
+}

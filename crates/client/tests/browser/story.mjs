@@ -355,6 +355,18 @@ async function story() {
   await eventually('Scratch 2 deleted', async () => (await row(alice, 'Scratch 2').count()) === 0);
   await row(alice, 'Team').waitFor();
 
+  step('alice changes her password and logs in with the new one');
+  await alice.getByRole('link', { name: 'Account' }).click();
+  await alice.getByLabel('Current password').fill(ALICE.password);
+  await alice.getByLabel('New password', { exact: true }).fill('alice-new-secret-2');
+  await alice.getByLabel('Repeat the new password').fill('alice-new-secret-2');
+  await alice.getByRole('button', { name: 'Change password' }).click();
+  await alice.getByText('Your password was changed').waitFor();
+  await shot(alice, 'account');
+  await alice.getByRole('link', { name: 'Workspaces' }).click();
+  await row(alice, 'Team').waitFor();
+  ALICE.password = 'alice-new-secret-2';
+
   step('on a phone');
   await alice.setViewportSize({ width: 390, height: 844 });
   await openWorkspace(alice, 'Team');

@@ -69,6 +69,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/workspaces/{id}/activity").route(web::get().to(activity::activity)))
         .service(resource("/workspaces/{id}/presence").route(web::get().to(presence::presence)))
         .service(resource("/workspaces/{id}/events").route(web::get().to(ui::events::events)))
+        .service(resource("/session/refresh").route(web::post().to(ui::session::refresh)))
+        .service(resource("/session/password").route(web::post().to(ui::session::change_password)))
         .service(
             resource("/session")
                 .route(web::get().to(ui::session::current))

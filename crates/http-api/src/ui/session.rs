@@ -131,3 +131,92 @@ pub async fn log_out(req: HttpRequest) -> HttpResponse {
     let [session, refresh] = cleared_cookies(&req);
     HttpResponse::NoContent().cookie(session).cookie(refresh).finish()
 }
+
+/// What the UI needs from `/token/refresh`'s and `/change-password`'s answers.
+#[derive(Deserialize)]
+struct Renewed {
+    token: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+async fn renewed_of(res: HttpResponse) -> ApiResult<Renewed> {
+    let bytes = to_bytes(res.into_body()).await.map_err(|_| ApiError::internal("cannot read the token answer"))?;
+    serde_json::from_slice(&bytes).map_err(ApiError::internal)
+}
+
+const NO_REFRESH: ApiError =
+    ApiError::Unauthorized { code: "missing_token", message: "this browser has no session to renew; log in" };
+
+#[utoipa::path(
+    post,
+    path = "/session/refresh",
+    operation_id = "session_refresh",
+    tag = "accounts",
+    security(("refresh_cookie" = [])),
+    responses(
+        (status = 200, description = "A new access token in the session cookie, renewed with the browser's device credential (the `filesync_refresh` cookie)", body = SessionResponse),
+        (status = 401, description = "`missing_token`: no refresh cookie; `invalid_refresh_token`: it was revoked (logged out, removed, password changed)", body = ErrorBody),
+        ServerErrors,
+    )
+)]
+/// `POST /session/refresh`: `POST /token/refresh` with the credential of the
+/// refresh cookie; the new access token goes into the session cookie.
+pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let credential = session_cookie::refresh_credential(&req).ok_or(NO_REFRESH)?;
+    let body: accounts::RefreshRequest =
+        serde_json::from_value(serde_json::json!({ "refresh_token": credential })).map_err(ApiError::internal)?;
+    let renewed = renewed_of(accounts::refresh(state.clone(), web::Json(body)).await?).await?;
+    let info = state.jwt.verify(&renewed.token).map_err(ApiError::internal)?;
+    let user = state
+        .read(move |conn| Ok(filesync_core::db::accounts::user_by_id(conn, info.user_id)?))
+        .await?
+        .ok_or(NO_REFRESH)?;
+    Ok(HttpResponse::Ok().cookie(session_cookie(&req, &renewed.token, renewed.expires_at)).json(SessionResponse {
+        user: SessionUser { id: user.id, username: user.username, email: user.email },
+        csrf_token: Some(state.csrf.token_for(&renewed.token)),
+        expires_at: renewed.expires_at,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/session/password",
+    operation_id = "session_change_password",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = accounts::ChangePasswordRequest,
+    responses(
+        (status = 200, description = "The password changed; every earlier token and device is signed out, this browser gets new cookies", body = SessionResponse),
+        (status = 403, description = "`forbidden`: the current password is wrong, or the CSRF token is missing", body = ErrorBody),
+        (status = 422, description = "`invalid_request` or `invalid_password`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+        AuthErrors,
+        JsonBodyErrors,
+        ServerErrors,
+    )
+)]
+/// `POST /session/password` `{current_password, new_password}`: `POST
+/// /change-password` for the browser's session; the new token and device
+/// credential go into the cookies.
+pub async fn change_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    body: web::Json<accounts::ChangePasswordRequest>,
+) -> ApiResult<HttpResponse> {
+    let who = SessionUser { id: user.id.0, username: user.username.clone(), email: user.email.clone() };
+    let renewed = renewed_of(accounts::change_password(state.clone(), req.clone(), user, body).await?).await?;
+    let mut res = HttpResponse::Ok();
+    res.cookie(session_cookie(&req, &renewed.token, renewed.expires_at));
+    if let Some(credential) = &renewed.refresh_token {
+        res.cookie(refresh_cookie(&req, credential));
+    }
+    Ok(res.json(SessionResponse {
+        user: who,
+        csrf_token: Some(state.csrf.token_for(&renewed.token)),
+        expires_at: renewed.expires_at,
+    }))
+}

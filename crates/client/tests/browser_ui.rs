@@ -111,7 +111,10 @@ async fn story(backend: Backend) {
     assert!(status.success(), "the browser story failed on {backend:?} (see its output above)");
     assert!(said.iter().any(|l| l == "story: done"), "the story ended early: {said:?}");
     for agent in agents {
-        agent.stop().await;
+        // The story changed the password in the browser: the agent was signed out, and said so.
+        let log = agent.log_text();
+        assert!(log.contains("signed out"), "the agent did not notice the password change: {log}");
+        agent.kill().await;
     }
 }
 

@@ -362,6 +362,9 @@ async function story() {
   await alice.getByLabel('Repeat the new password').fill('alice-new-secret-2');
   await alice.getByRole('button', { name: 'Change password' }).click();
   await alice.getByText('Your password was changed').waitFor();
+  // Every other device was signed out: only this browser is left.
+  await eventually('only this browser listed', async () => (await alice.getByRole('rowheader', { name: /this browser/ }).count()) === 1
+    && (await alice.getByRole('region', { name: 'Devices' }).getByRole('row').count()) === 2);
   await shot(alice, 'account');
   await alice.getByRole('link', { name: 'Workspaces' }).click();
   await row(alice, 'Team').waitFor();

@@ -235,6 +235,7 @@ async function showAccount() {
       signedIn(session);
       form.reset();
       notice('Your password was changed. Your other devices must log in again.');
+      await loadDevices(devices, app.generation);
     } catch (err) {
       error.textContent = err.message;
       error.hidden = false;

@@ -16,7 +16,7 @@ use filesync_core::jwt::JwtError;
 use filesync_core::UserId;
 use futures::future::LocalBoxFuture;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::known_users::{judge, Verdict};
 use crate::session_cookie;
 use crate::state::AppState;
@@ -34,16 +34,16 @@ pub struct AuthUser {
 }
 
 const MISSING: ApiError = ApiError::Unauthorized {
-    code: "missing_token",
+    code: ErrorCode::MissingToken,
     message: "send the token from /login as `Authorization: Bearer <token>`",
 };
-const INVALID: ApiError = ApiError::Unauthorized { code: "invalid_token", message: "the token is not valid" };
+const INVALID: ApiError = ApiError::Unauthorized { code: ErrorCode::InvalidToken, message: "the token is not valid" };
 const EXPIRED: ApiError = ApiError::Unauthorized {
-    code: "token_expired",
+    code: ErrorCode::TokenExpired,
     message: "the token has expired; renew it at /token/refresh or log in again",
 };
 const REVOKED: ApiError = ApiError::Unauthorized {
-    code: "token_revoked",
+    code: ErrorCode::TokenRevoked,
     message: "the token was revoked (logged out, device removed or password changed); log in again",
 };
 
@@ -124,12 +124,12 @@ mod tests {
         assert_eq!(token_of(Some("Bearer abc.def.ghi")).unwrap(), "abc.def.ghi");
         assert_eq!(token_of(Some("bearer   abc")).unwrap(), "abc");
         assert_eq!(token_of(Some("abc.def.ghi")).unwrap(), "abc.def.ghi");
-        assert!(matches!(token_of(None), Err(ApiError::Unauthorized { code: "missing_token", .. })));
-        assert!(matches!(token_of(Some("  ")), Err(ApiError::Unauthorized { code: "missing_token", .. })));
-        assert!(matches!(token_of(Some("Bearer ")), Err(ApiError::Unauthorized { code: "missing_token", .. })));
+        assert!(matches!(token_of(None), Err(ApiError::Unauthorized { code: ErrorCode::MissingToken, .. })));
+        assert!(matches!(token_of(Some("  ")), Err(ApiError::Unauthorized { code: ErrorCode::MissingToken, .. })));
+        assert!(matches!(token_of(Some("Bearer ")), Err(ApiError::Unauthorized { code: ErrorCode::MissingToken, .. })));
         assert!(matches!(
             token_of(Some("Basic dXNlcjpwdw==")),
-            Err(ApiError::Unauthorized { code: "invalid_token", .. })
+            Err(ApiError::Unauthorized { code: ErrorCode::InvalidToken, .. })
         ));
     }
 }

@@ -13,9 +13,9 @@ use filesync_core::{Role, UserId, WorkspaceId};
 
 pub use filesync_core::access::Action;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
-pub const NOT_FOUND: ApiError = ApiError::NotFound { code: "workspace_not_found", message: "no such workspace" };
+pub const NOT_FOUND: ApiError = ApiError::NotFound { code: ErrorCode::WorkspaceNotFound, message: "no such workspace" };
 
 impl From<Denied> for ApiError {
     fn from(denied: Denied) -> ApiError {

@@ -11,6 +11,71 @@ use serde::Serialize;
 /// Largest JSON request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Every `code` an error response can carry, written in snake_case
+/// (`ErrorCode::WorkspaceNotFound` is `"workspace_not_found"`). Clients may
+/// rely on these; the `message` is for people. `/openapi.json` lists them (the
+/// `ErrorCode` schema) and docs/http-api.md says which status carries which
+/// (`tests/openapi.rs` checks that the two agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    AlreadyInvited,
+    AlreadyMember,
+    AssetNotFound,
+    DatabaseUnavailable,
+    DestinationExists,
+    DeviceNotFound,
+    EmailTaken,
+    FileNotFound,
+    Forbidden,
+    Internal,
+    InvalidBeforeSeq,
+    InvalidCredentials,
+    InvalidDeviceName,
+    InvalidEmail,
+    InvalidIfMatch,
+    InvalidLimit,
+    InvalidName,
+    InvalidPassword,
+    InvalidPath,
+    InvalidRefreshToken,
+    InvalidRequest,
+    InvalidRole,
+    InvalidToken,
+    InvalidUsername,
+    InvalidWorkspaceName,
+    InvitationNotFound,
+    KindMismatch,
+    MalformedJson,
+    MemberNotFound,
+    MethodNotAllowed,
+    MissingToken,
+    MoveIntoItself,
+    NoConflictName,
+    NotAFile,
+    OwnerCannotLeave,
+    OwnerRoleFixed,
+    OwnsSharedWorkspaces,
+    ParentIsFile,
+    PathNotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    RestoreConflict,
+    RouteNotFound,
+    SamePath,
+    StaleBase,
+    TokenExpired,
+    TokenRevoked,
+    TooManyAttempts,
+    Unavailable,
+    UnsupportedMediaType,
+    UsernameTaken,
+    VersionIsDelete,
+    VersionNotFound,
+    WorkspaceExists,
+    WorkspaceNotFound,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the body is not JSON at all.
@@ -18,22 +83,22 @@ pub enum ApiError {
     Malformed(String),
     /// 422: well-formed but invalid input; `code` names the rule broken.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     /// 401: no usable credentials.
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: &'static str },
+    Unauthorized { code: ErrorCode, message: &'static str },
     /// 403: authenticated and allowed to see the thing, not to do this to it.
     #[error("{0}")]
     Forbidden(&'static str),
     /// 404.
     #[error("{message}")]
-    NotFound { code: &'static str, message: &'static str },
+    NotFound { code: ErrorCode, message: &'static str },
     /// 405.
     #[error("method {0} is not allowed on this route")]
     MethodNotAllowed(String),
     /// 409.
     #[error("{message}")]
-    Conflict { code: &'static str, message: &'static str },
+    Conflict { code: ErrorCode, message: &'static str },
     /// 413.
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
@@ -63,7 +128,7 @@ pub enum ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::Invalid { code, message: message.into() }
     }
 
@@ -71,22 +136,22 @@ impl ApiError {
         ApiError::Internal(cause.to_string())
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Malformed(_) => "malformed_json",
+            ApiError::Malformed(_) => ErrorCode::MalformedJson,
             ApiError::Invalid { code, .. }
             | ApiError::Unauthorized { code, .. }
             | ApiError::NotFound { code, .. }
-            | ApiError::Conflict { code, .. } => code,
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::TooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
-            ApiError::TooManyAttempts { .. } => "too_many_attempts",
-            ApiError::Unavailable => "unavailable",
-            ApiError::Database(e) if e.is_unavailable() => "database_unavailable",
-            ApiError::Database(_) | ApiError::Internal(_) => "internal",
+            | ApiError::Conflict { code, .. } => *code,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::TooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
+            ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
+            ApiError::Unavailable => ErrorCode::Unavailable,
+            ApiError::Database(e) if e.is_unavailable() => ErrorCode::DatabaseUnavailable,
+            ApiError::Database(_) | ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -103,16 +168,14 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 /// The body of every error response.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Error)]
-pub struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = ErrorDetail)]
-pub struct ErrorDetail<'a> {
-    /// Stable, snake_case; see docs/http-api.md for the codes of each status.
-    #[schema(value_type = String, example = "workspace_not_found")]
-    code: &'a str,
+pub struct ErrorDetail {
+    code: ErrorCode,
     /// For people; may change between versions.
     message: String,
 }
@@ -180,7 +243,7 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         // Valid JSON of the wrong shape (missing field, wrong type) is a 422;
         // text that is not JSON at all is a 400.
-        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::invalid("invalid_request", e.to_string()),
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::invalid(ErrorCode::InvalidRequest, e.to_string()),
         JsonPayloadError::Deserialize(e) => ApiError::Malformed(format!("request body is not valid JSON: {e}")),
         JsonPayloadError::Payload(e) => ApiError::Malformed(format!("cannot read request body: {e}")),
         other => ApiError::internal(other),
@@ -192,22 +255,23 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
         let QueryPayloadError::Deserialize(e) = err else {
-            return ApiError::invalid("invalid_request", err.to_string()).into();
+            return ApiError::invalid(ErrorCode::InvalidRequest, err.to_string()).into();
         };
-        ApiError::invalid("invalid_request", format!("invalid query string: {e}")).into()
+        ApiError::invalid(ErrorCode::InvalidRequest, format!("invalid query string: {e}")).into()
     })
 }
 
 /// Path parameters: `/workspaces/abc/files` names no workspace, so it is a
 /// 404 like any other workspace the caller cannot see.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default()
-        .error_handler(|_, _| ApiError::NotFound { code: "workspace_not_found", message: "no such workspace" }.into())
+    web::PathConfig::default().error_handler(|_, _| {
+        ApiError::NotFound { code: ErrorCode::WorkspaceNotFound, message: "no such workspace" }.into()
+    })
 }
 
 /// Any path no route matches.
 pub async fn route_not_found() -> ApiResult<HttpResponse> {
-    Err(ApiError::NotFound { code: "route_not_found", message: "no such route" })
+    Err(ApiError::NotFound { code: ErrorCode::RouteNotFound, message: "no such route" })
 }
 
 /// A known path asked with a method it does not serve; `Allow` lists the

@@ -112,38 +112,38 @@ impl Modify for BearerAuth {
 /// What a route that takes an `AuthUser` answers without a usable token.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // a description of responses, never built
-pub enum AuthErrors<'a> {
+pub enum AuthErrors {
     /// `missing_token`, `invalid_token` (malformed, wrong signature, user gone) or `token_expired`.
     #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
-    Unauthorized(ErrorBody<'a>),
+    Unauthorized(ErrorBody),
 }
 
 /// What a route with a JSON body answers when the body cannot be read.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // a description of responses, never built
-pub enum JsonBodyErrors<'a> {
+pub enum JsonBodyErrors {
     /// `malformed_json`: the body is not JSON.
     #[response(status = 400)]
-    Malformed(ErrorBody<'a>),
+    Malformed(ErrorBody),
     /// `payload_too_large`: the body is over 64 KiB.
     #[response(status = 413)]
-    TooLarge(ErrorBody<'a>),
+    TooLarge(ErrorBody),
     /// `unsupported_media_type`: the body is not sent as `application/json`.
     #[response(status = 415)]
-    UnsupportedMediaType(ErrorBody<'a>),
+    UnsupportedMediaType(ErrorBody),
 }
 
 /// What any route that reads the database may answer.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // a description of responses, never built
-pub enum ServerErrors<'a> {
+pub enum ServerErrors {
     /// `internal`: the cause is logged, never sent.
     #[response(status = 500)]
-    Internal(ErrorBody<'a>),
+    Internal(ErrorBody),
     /// `database_unavailable`: the database cannot be reached (restarting, failing over); `unavailable`: for
     /// presence, Redis does not answer. Retry after `Retry-After` seconds.
     #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
-    Unavailable(ErrorBody<'a>),
+    Unavailable(ErrorBody),
 }
 
 static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);

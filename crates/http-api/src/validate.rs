@@ -3,7 +3,7 @@
 
 use filesync_core::Role;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// Longest email (RFC 5321 path limit) and the column size.
 const MAX_EMAIL_BYTES: usize = 254;
@@ -23,7 +23,7 @@ pub fn normalize_email(raw: &str) -> String {
 /// The normalized email, if it looks like one: `local@domain.tld`.
 pub fn email(raw: &str) -> ApiResult<String> {
     let email = normalize_email(raw);
-    let bad = |why: &str| ApiError::invalid("invalid_email", format!("email {why}"));
+    let bad = |why: &str| ApiError::invalid(ErrorCode::InvalidEmail, format!("email {why}"));
     if email.is_empty() {
         return Err(bad("is required"));
     }
@@ -59,20 +59,23 @@ pub fn username(raw: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid("invalid_username", "username must be 3 to 32 characters of A-Z, a-z, 0-9, _ . -"))
+        Err(ApiError::invalid(
+            ErrorCode::InvalidUsername,
+            "username must be 3 to 32 characters of A-Z, a-z, 0-9, _ . -",
+        ))
     }
 }
 
 pub fn password(raw: &str) -> ApiResult<()> {
     if raw.chars().count() < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(
-            "invalid_password",
+            ErrorCode::InvalidPassword,
             format!("password must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
     if raw.len() > MAX_PASSWORD_BYTES || raw.contains('\0') {
         return Err(ApiError::invalid(
-            "invalid_password",
+            ErrorCode::InvalidPassword,
             format!("password must be at most {MAX_PASSWORD_BYTES} bytes and contain no NUL character"),
         ));
     }
@@ -83,7 +86,7 @@ pub fn password(raw: &str) -> ApiResult<()> {
 pub fn person_name(field: &'static str, raw: &str) -> ApiResult<()> {
     if raw.chars().count() > MAX_PERSON_NAME_CHARS {
         return Err(ApiError::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             format!("{field} is longer than {MAX_PERSON_NAME_CHARS} characters"),
         ));
     }
@@ -92,7 +95,7 @@ pub fn person_name(field: &'static str, raw: &str) -> ApiResult<()> {
 
 /// A name that is safe as a single directory name on every client.
 pub fn workspace_name(raw: &str) -> ApiResult<()> {
-    let bad = |why: &str| ApiError::invalid("invalid_workspace_name", format!("workspace name {why}"));
+    let bad = |why: &str| ApiError::invalid(ErrorCode::InvalidWorkspaceName, format!("workspace name {why}"));
     if raw.is_empty() {
         return Err(bad("is required"));
     }
@@ -110,7 +113,7 @@ pub fn workspace_name(raw: &str) -> ApiResult<()> {
 
 /// A path inside a workspace, by the sync engine's rules (`filesync_core::path`).
 pub fn workspace_path(raw: &str) -> ApiResult<()> {
-    filesync_core::path::validate(raw).map_err(|e| ApiError::invalid("invalid_path", e.to_string()))
+    filesync_core::path::validate(raw).map_err(|e| ApiError::invalid(ErrorCode::InvalidPath, e.to_string()))
 }
 
 /// The role given to a new member: `editor` (the default) or `viewer`.
@@ -118,7 +121,7 @@ pub fn member_role(raw: Option<&str>) -> ApiResult<Role> {
     match raw.unwrap_or("editor") {
         "editor" => Ok(Role::Editor),
         "viewer" => Ok(Role::Viewer),
-        _ => Err(ApiError::invalid("invalid_role", "role must be editor or viewer")),
+        _ => Err(ApiError::invalid(ErrorCode::InvalidRole, "role must be editor or viewer")),
     }
 }
 
@@ -185,7 +188,10 @@ mod tests {
     fn workspace_paths() {
         assert!(workspace_path("docs/a b/ü.txt").is_ok());
         for bad in ["", "/etc/passwd", "a/../b", "a//b", "a\\b", "a\0b", &"x".repeat(256)] {
-            assert!(matches!(workspace_path(bad), Err(ApiError::Invalid { code: "invalid_path", .. })), "{bad:?}");
+            assert!(
+                matches!(workspace_path(bad), Err(ApiError::Invalid { code: ErrorCode::InvalidPath, .. })),
+                "{bad:?}"
+            );
         }
     }
 

@@ -173,3 +173,32 @@ async fn the_document_describes_exactly_the_routes() {
     }
     server.stop().await.unwrap();
 }
+
+/// The error codes of the `ErrorCode` enum (as `/openapi.json` lists them) are
+/// exactly the codes docs/http-api.md documents in its table of statuses.
+#[test]
+fn every_error_code_is_documented() {
+    use utoipa::OpenApi;
+
+    let doc = serde_json::to_value(filesync_http_api::openapi::ApiDoc::openapi()).expect("document as JSON");
+    let in_code: BTreeSet<String> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("the ErrorCode schema lists its values")
+        .iter()
+        .map(|v| v.as_str().expect("a code").to_owned())
+        .collect();
+
+    let docs = include_str!("../../../docs/http-api.md");
+    let table = docs.split("| status | codes |").nth(1).expect("docs/http-api.md has the table of error codes");
+    let table = &table[..table.find("\n\n").unwrap_or(table.len())];
+    let is_code =
+        |s: &&str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let in_docs: BTreeSet<String> = table.split('`').skip(1).step_by(2).filter(is_code).map(String::from).collect();
+
+    let undocumented: Vec<_> = in_code.difference(&in_docs).collect();
+    let unknown: Vec<_> = in_docs.difference(&in_code).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "codes missing from docs/http-api.md's table: {undocumented:?}; codes the table lists that ErrorCode lacks: {unknown:?}"
+    );
+}

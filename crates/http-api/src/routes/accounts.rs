@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
@@ -84,9 +84,11 @@ pub async fn register(state: web::Data<AppState>, body: web::Json<RegisterReques
         .await
         .map_err(|e| match e {
             DbError::Conflict("email") => {
-                ApiError::Conflict { code: "email_taken", message: "an account with this email already exists" }
+                ApiError::Conflict { code: ErrorCode::EmailTaken, message: "an account with this email already exists" }
             }
-            DbError::Conflict(_) => ApiError::Conflict { code: "username_taken", message: "this username is taken" },
+            DbError::Conflict(_) => {
+                ApiError::Conflict { code: ErrorCode::UsernameTaken, message: "this username is taken" }
+            }
             other => other.into(),
         })?;
     tracing::info!(user.id = user.id, "user registered");
@@ -120,10 +122,10 @@ struct LoginResponse {
 }
 
 const BAD_CREDENTIALS: ApiError =
-    ApiError::Unauthorized { code: "invalid_credentials", message: "email or password is incorrect" };
+    ApiError::Unauthorized { code: ErrorCode::InvalidCredentials, message: "email or password is incorrect" };
 const WRONG_PASSWORD: ApiError = ApiError::Forbidden("the password is incorrect");
 const BAD_REFRESH: ApiError = ApiError::Unauthorized {
-    code: "invalid_refresh_token",
+    code: ErrorCode::InvalidRefreshToken,
     message: "this device was signed out (logged out, removed, or the password changed); log in again",
 };
 
@@ -150,7 +152,7 @@ fn device_name(raw: Option<String>) -> ApiResult<String> {
     let name = raw.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or("unnamed device");
     if name.chars().count() > MAX_DEVICE_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "invalid_device_name",
+            ErrorCode::InvalidDeviceName,
             format!("device_name must be at most {MAX_DEVICE_NAME_CHARS} printable characters"),
         ));
     }
@@ -319,7 +321,7 @@ async fn confirm_password(state: &AppState, req: &HttpRequest, user: &AuthUser, 
     let row = state
         .read(move |conn| Ok(accounts::user_by_id(conn, id)?))
         .await?
-        .ok_or(ApiError::Unauthorized { code: "invalid_token", message: "the token is not valid" })?;
+        .ok_or(ApiError::Unauthorized { code: ErrorCode::InvalidToken, message: "the token is not valid" })?;
     if !state.verify_password(password, Some(row.password_hash.clone())).await? {
         state.throttle.record_failure(&user.email, ip, Instant::now());
         return Err(WRONG_PASSWORD);
@@ -402,7 +404,7 @@ struct BlockedBody {
 
 #[derive(Serialize, ToSchema)]
 struct BlockedDetail {
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     workspaces: Vec<BlockingWorkspace>,
 }
@@ -442,7 +444,7 @@ pub async fn delete_account(
             let names = blocking.iter().map(|w| format!("{:?}", w.name)).collect::<Vec<_>>().join(", ");
             return Ok(HttpResponse::Conflict().json(BlockedBody {
                 error: BlockedDetail {
-                    code: "owns_shared_workspaces",
+                    code: ErrorCode::OwnsSharedWorkspaces,
                     message: format!(
                         "you own workspaces that others are members of ({names}); delete them, or remove their \
                          members, first"

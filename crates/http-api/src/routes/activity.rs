@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::files::usernames;
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, ServerErrors};
 use crate::state::AppState;
 use crate::wire::ActivityJson;
@@ -62,10 +62,10 @@ pub async fn activity(
     let ActivityQuery { before_seq, limit } = query.into_inner();
     let limit = limit.unwrap_or(DEFAULT_ACTIVITY);
     if !(1..=MAX_ACTIVITY).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1 to {MAX_ACTIVITY}")));
+        return Err(ApiError::invalid(ErrorCode::InvalidLimit, format!("limit must be 1 to {MAX_ACTIVITY}")));
     }
     if before_seq.is_some_and(|b| b < 1) {
-        return Err(ApiError::invalid("invalid_before_seq", "before_seq must be a seq, 1 or more"));
+        return Err(ApiError::invalid(ErrorCode::InvalidBeforeSeq, "before_seq must be a seq, 1 or more"));
     }
     let (rows, names) = state
         .read(move |conn| {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, ServerErrors};
 use crate::state::AppState;
 
@@ -61,7 +61,7 @@ pub async fn list(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpR
 }
 
 const NO_SUCH_DEVICE: ApiError =
-    ApiError::NotFound { code: "device_not_found", message: "you have no device with this id" };
+    ApiError::NotFound { code: ErrorCode::DeviceNotFound, message: "you have no device with this id" };
 
 #[utoipa::path(
     delete,

@@ -28,16 +28,16 @@ use super::files::{attachment, HTTP_DEVICE_ID};
 use crate::archive;
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
 
-const FILE_NOT_FOUND: ApiError = ApiError::NotFound { code: "file_not_found", message: "no file at this path" };
+const FILE_NOT_FOUND: ApiError = ApiError::NotFound { code: ErrorCode::FileNotFound, message: "no file at this path" };
 const PATH_NOT_FOUND: ApiError =
-    ApiError::NotFound { code: "path_not_found", message: "nothing lives at this path in the workspace" };
+    ApiError::NotFound { code: ErrorCode::PathNotFound, message: "nothing lives at this path in the workspace" };
 const VERSION_NOT_FOUND: ApiError =
-    ApiError::NotFound { code: "version_not_found", message: "this path has no such version" };
+    ApiError::NotFound { code: ErrorCode::VersionNotFound, message: "this path has no such version" };
 
 pub(super) fn author(user: &AuthUser) -> Author {
     Author { user_id: user.id, device_id: HTTP_DEVICE_ID.into(), device_name: "web".into() }
@@ -50,12 +50,12 @@ pub(super) fn refused(e: DbError) -> ApiError {
         DbError::NotFound => PATH_NOT_FOUND,
         DbError::Conflict(message) => {
             let code = match message {
-                journal::SAME_PATH => return ApiError::invalid("same_path", message),
-                journal::NO_CONFLICT_NAME => return ApiError::invalid("no_conflict_name", message),
-                journal::STALE_BASE => "stale_base",
-                journal::DESTINATION_EXISTS => "destination_exists",
-                journal::PARENT_IS_FILE => "parent_is_file",
-                journal::KIND_MISMATCH => "kind_mismatch",
+                journal::SAME_PATH => return ApiError::invalid(ErrorCode::SamePath, message),
+                journal::NO_CONFLICT_NAME => return ApiError::invalid(ErrorCode::NoConflictName, message),
+                journal::STALE_BASE => ErrorCode::StaleBase,
+                journal::DESTINATION_EXISTS => ErrorCode::DestinationExists,
+                journal::PARENT_IS_FILE => ErrorCode::ParentIsFile,
+                journal::KIND_MISMATCH => ErrorCode::KindMismatch,
                 other => return ApiError::internal(format!("unexpected journal refusal: {other}")),
             };
             ApiError::Conflict { code, message }
@@ -84,7 +84,7 @@ pub(super) fn base_of(req: &HttpRequest) -> ApiResult<Base> {
         .ok()
         .filter(|v| *v >= 0)
         .map(Base::Seen)
-        .ok_or_else(|| ApiError::invalid("invalid_if_match", "If-Match must be a version number, e.g. \"12\""))
+        .ok_or_else(|| ApiError::invalid(ErrorCode::InvalidIfMatch, "If-Match must be a version number, e.g. \"12\""))
 }
 
 /// Announces the workspace's new seq to the nodes (and so to agents), after the commit.
@@ -131,7 +131,7 @@ fn file_version(
         return Err(missing());
     }
     if change.kind != EntryKind::File {
-        return Err(ApiError::invalid("not_a_file", "this path is a directory, not a file"));
+        return Err(ApiError::invalid(ErrorCode::NotAFile, "this path is a directory, not a file"));
     }
     Ok((change, chunks))
 }

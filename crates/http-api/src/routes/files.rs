@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::archive;
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
@@ -28,9 +28,9 @@ use crate::wire::{self, FileJson, VersionJson};
 pub const HTTP_DEVICE_ID: &str = "http-api";
 
 const PATH_NOT_FOUND: ApiError =
-    ApiError::NotFound { code: "path_not_found", message: "this path never existed in the workspace" };
+    ApiError::NotFound { code: ErrorCode::PathNotFound, message: "this path never existed in the workspace" };
 const VERSION_NOT_FOUND: ApiError =
-    ApiError::NotFound { code: "version_not_found", message: "this path has no such version" };
+    ApiError::NotFound { code: ErrorCode::VersionNotFound, message: "this path has no such version" };
 
 /// The username of each author; an account that no longer exists maps to nothing.
 pub(crate) fn usernames(
@@ -178,12 +178,12 @@ fn restore_refusal(path: &str, old: Option<&Change>, path_known: bool) -> Option
     };
     if old.deleted {
         return Some(ApiError::invalid(
-            "version_is_delete",
+            ErrorCode::VersionIsDelete,
             format!("version {} deleted the path; restore a version that has content", old.seq),
         ));
     }
     if old.kind != EntryKind::File {
-        return Some(ApiError::invalid("not_a_file", format!("version {} is a directory, not a file", old.seq)));
+        return Some(ApiError::invalid(ErrorCode::NotAFile, format!("version {} is a directory, not a file", old.seq)));
     }
     None
 }
@@ -232,7 +232,7 @@ pub async fn restore(
     let committed =
         state.db.write(move |conn| journal::commit(conn, ws, &author, &edit)).await.map_err(|e| match e {
             DbError::NotFound => VERSION_NOT_FOUND,
-            DbError::Conflict(message) => ApiError::Conflict { code: "restore_conflict", message },
+            DbError::Conflict(message) => ApiError::Conflict { code: ErrorCode::RestoreConflict, message },
             other => other.into(),
         })?;
     tracing::info!(workspace.id = ws.0, user.id = user.id.0, seq = committed.seq, from = version, "version restored");

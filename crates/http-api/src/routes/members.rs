@@ -19,16 +19,16 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action, NOT_FOUND};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
 use crate::wire::MemberJson;
 
 const MEMBER_NOT_FOUND: ApiError =
-    ApiError::NotFound { code: "member_not_found", message: "this user is not a member of the workspace" };
+    ApiError::NotFound { code: ErrorCode::MemberNotFound, message: "this user is not a member of the workspace" };
 const INVITATION_NOT_FOUND: ApiError =
-    ApiError::NotFound { code: "invitation_not_found", message: "no such pending invitation in this workspace" };
+    ApiError::NotFound { code: ErrorCode::InvitationNotFound, message: "no such pending invitation in this workspace" };
 
 /// Runs `f` on a pooled connection as a write (serialized on SQLite).
 async fn write<T, F>(state: &AppState, f: F) -> ApiResult<T>
@@ -90,7 +90,10 @@ pub async fn set_role(
     let member = write(&state, move |conn| {
         let (workspace, _) = authorize(conn, caller.id, ws, Action::ManageMembers)?;
         if workspace.owner_id == target.0 {
-            return Err(ApiError::Conflict { code: "owner_role_fixed", message: "the owner's role cannot change" });
+            return Err(ApiError::Conflict {
+                code: ErrorCode::OwnerRoleFixed,
+                message: "the owner's role cannot change",
+            });
         }
         if !membership::set_role(conn, ws, target, role)? {
             return Err(MEMBER_NOT_FOUND);
@@ -135,7 +138,7 @@ pub async fn remove_member(
         let (workspace, _) = authorize(conn, caller.id, ws, action)?;
         if workspace.owner_id == target.0 {
             return Err(ApiError::Conflict {
-                code: "owner_cannot_leave",
+                code: ErrorCode::OwnerCannotLeave,
                 message: "the owner cannot leave their own workspace; delete it instead",
             });
         }
@@ -209,9 +212,10 @@ pub async fn rename_workspace(
     let owner_id = write(&state, move |conn| {
         let (workspace, _) = authorize(conn, caller.id, ws, Action::ManageWorkspace)?;
         membership::rename_workspace(conn, ws, &new_name).map_err(|e| match e {
-            DbError::Conflict(_) => {
-                ApiError::Conflict { code: "workspace_exists", message: "you already have a workspace with this name" }
-            }
+            DbError::Conflict(_) => ApiError::Conflict {
+                code: ErrorCode::WorkspaceExists,
+                message: "you already have a workspace with this name",
+            },
             DbError::NotFound => NOT_FOUND,
             other => other.into(),
         })?;

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::file::{announce, author, base_of, refused, PathQuery};
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
@@ -161,7 +161,7 @@ pub async fn move_path(
     validate::workspace_path(&from)?;
     validate::workspace_path(&to)?;
     if to.starts_with(&format!("{from}/")) {
-        return Err(ApiError::invalid("move_into_itself", "a directory cannot move inside itself"));
+        return Err(ApiError::invalid(ErrorCode::MoveIntoItself, "a directory cannot move inside itself"));
     }
     let base = base_version.map_or(Base::Current, Base::Seen);
     state.read(move |conn| authorize(conn, user.id, ws, Action::WriteFiles).map(|_| ())).await?;

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
 use crate::authz::{authorize, Action};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::state::AppState;
 use crate::validate;
@@ -63,9 +63,10 @@ pub async fn create_workspace(
     validate::workspace_name(&name)?;
     let ws =
         state.db.write(move |conn| accounts::create_workspace(conn, user.id, &name)).await.map_err(|e| match e {
-            DbError::Conflict(_) => {
-                ApiError::Conflict { code: "workspace_exists", message: "you already have a workspace with this name" }
-            }
+            DbError::Conflict(_) => ApiError::Conflict {
+                code: ErrorCode::WorkspaceExists,
+                message: "you already have a workspace with this name",
+            },
             other => other.into(),
         })?;
     tracing::info!(workspace.id = ws.id, user.id = ws.owner_id, "workspace created");
@@ -151,9 +152,10 @@ pub async fn add_user(
     // Foreign keys hold the workspace and the user in place should either vanish meanwhile.
     state.db.write(move |conn| accounts::add_member(conn, ws_id, target_id, role, caller_id)).await.map_err(
         |e| match e {
-            DbError::Conflict(_) => {
-                ApiError::Conflict { code: "already_member", message: "this user is already a member of the workspace" }
-            }
+            DbError::Conflict(_) => ApiError::Conflict {
+                code: ErrorCode::AlreadyMember,
+                message: "this user is already a member of the workspace",
+            },
             other => other.into(),
         },
     )?;
@@ -191,7 +193,7 @@ async fn invite(state: &AppState, by: UserId, ws: WorkspaceId, email: String, ro
         .await
         .map_err(|e| match e {
             DbError::Conflict(_) => ApiError::Conflict {
-                code: "already_invited",
+                code: ErrorCode::AlreadyInvited,
                 message: "this email is already invited to the workspace",
             },
             other => other.into(),

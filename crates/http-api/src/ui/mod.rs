@@ -17,9 +17,10 @@ pub(crate) mod session;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::error::{method_not_allowed, ApiError, ApiResult, ErrorBody};
+use crate::error::{method_not_allowed, ApiError, ApiResult, ErrorBody, ErrorCode};
 
-const NO_ASSET: ApiError = ApiError::NotFound { code: "asset_not_found", message: "the web UI has no such file" };
+const NO_ASSET: ApiError =
+    ApiError::NotFound { code: ErrorCode::AssetNotFound, message: "the web UI has no such file" };
 
 /// The policy of every UI page and asset: this origin only, no inline script.
 pub const UI_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

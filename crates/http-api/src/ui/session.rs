@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::openapi::{AuthErrors, JsonBodyErrors, ServerErrors};
 use crate::routes::accounts;
 use crate::session_cookie::{self, cleared_cookies, refresh_cookie, session_cookie};
@@ -147,7 +147,7 @@ async fn renewed_of(res: HttpResponse) -> ApiResult<Renewed> {
 }
 
 const NO_REFRESH: ApiError =
-    ApiError::Unauthorized { code: "missing_token", message: "this browser has no session to renew; log in" };
+    ApiError::Unauthorized { code: ErrorCode::MissingToken, message: "this browser has no session to renew; log in" };
 
 #[utoipa::path(
     post,

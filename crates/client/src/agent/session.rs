@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use filesync_core::chunking::{FileScan, Hash};
-use filesync_core::proto::{Message, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
+use filesync_core::proto::{ErrorCode, Message, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -82,6 +82,12 @@ impl From<ClientError> for RemoteError {
             ClientError::Server { code, message } if code == super::remote::WORKSPACE_NOT_FOUND => {
                 RemoteError::NoWorkspace(message)
             }
+            // The node cannot serve right now (its database is down, it is overloaded): nothing
+            // was refused for good, so the connection is treated as lost and the reconnect loop
+            // retries every pending change after a pause, instead of dropping the upload.
+            ClientError::Server { code, message } if is_transient(&code) => {
+                RemoteError::Connection(format!("{message} ({code}); retrying"))
+            }
             ClientError::Server { code, message } => RemoteError::Refused { code, message },
             // The file moved under us; the watcher brings it back. Not a connection problem.
             ClientError::FileChanged => RemoteError::Refused {
@@ -94,6 +100,11 @@ impl From<ClientError> for RemoteError {
             other => RemoteError::Connection(other.to_string()),
         }
     }
+}
+
+/// A refusal that says "not now" rather than "no".
+fn is_transient(code: &str) -> bool {
+    matches!(ErrorCode::parse(code), Some(ErrorCode::Unavailable | ErrorCode::Busy))
 }
 
 impl Session {
@@ -356,5 +367,19 @@ mod tests {
         // Only the jobs named are batched, in order.
         let some = [1, 3, 5];
         assert_eq!(batches(&some, &tiny, usize::MAX), vec![&some[..]]);
+    }
+
+    #[test]
+    fn a_node_that_cannot_serve_now_is_retried_not_a_refusal() {
+        let server = |code: &str| ClientError::Server { code: code.into(), message: "no".into() };
+        // The database behind the node is down, or the node is overloaded: the change is not
+        // refused, the connection is retried (and with it every pending upload).
+        for code in ["unavailable", "busy"] {
+            assert!(matches!(RemoteError::from(server(code)), RemoteError::Connection(_)), "{code}");
+        }
+        // A real refusal stays one: the engine acts on it per path.
+        for code in ["forbidden", "conflict", "not_found"] {
+            assert!(matches!(RemoteError::from(server(code)), RemoteError::Refused { .. }), "{code}");
+        }
     }
 }

@@ -90,6 +90,10 @@ pub enum Topic {
     Workspace(WorkspaceId),
     /// A user's membership changes ([`UserEvent`]).
     User(UserId),
+    /// Every user's revoked tokens, for processes that cache token checks
+    /// (every `filesync-http`): [`BusMessage::Revoked`]. Published by
+    /// [`Bus::publish_user`] beside each `UserEvent::TokensRevoked`.
+    Revocations,
 }
 
 /// What a subscriber receives.
@@ -104,6 +108,10 @@ pub enum BusMessage {
     User {
         user_id: UserId,
         event: UserEvent,
+    },
+    /// Some of the user's tokens were revoked: forget what is cached about them.
+    Revoked {
+        user_id: UserId,
     },
     /// Messages may have been missed: re-read everything watched from the database.
     Resync,
@@ -160,6 +168,7 @@ impl Registry {
         match topic {
             Topic::Workspace(ws) => format!("{}:ws:{ws}", self.prefix),
             Topic::User(user) => format!("{}:user:{user}", self.prefix),
+            Topic::Revocations => format!("{}:revocations", self.prefix),
         }
     }
 
@@ -173,6 +182,11 @@ impl Registry {
                     return Some(BusMessage::Workspace { workspace_id, event, committed_at: committed_at(payload) })
                 }
                 Err(e) => tracing::warn!(%channel, error = %e, "unreadable workspace event"),
+            }
+        } else if rest == "revocations" {
+            match payload.parse::<UserId>() {
+                Ok(user_id) => return Some(BusMessage::Revoked { user_id }),
+                Err(_) => tracing::warn!(%channel, "unreadable revocation"),
             }
         } else if let Some(id) = rest.strip_prefix("user:") {
             let user_id = id.parse::<UserId>().ok()?;
@@ -320,6 +334,13 @@ impl Bus {
     /// The returned future owns what it needs, so it can be spawned.
     pub fn publish_user(&self, user: UserId, event: &UserEvent) -> BoxFuture<'static, bool> {
         match serde_json::to_string(event) {
+            Ok(payload) if matches!(event, UserEvent::TokensRevoked { .. }) => {
+                // Nodes act on the user's topic (they close the connections it ends); every
+                // process that caches token checks learns it from the one revocations topic.
+                let to_user = self.publish(self.inner.registry.channel(Topic::User(user)), payload);
+                let to_all = self.publish(self.inner.registry.channel(Topic::Revocations), user.to_string());
+                async move { to_user.await & to_all.await }.boxed()
+            }
             Ok(payload) => self.publish(self.inner.registry.channel(Topic::User(user)), payload),
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a user event");

@@ -4,9 +4,12 @@
 //! (and a blocking-pool hop) each time.
 //!
 //! Revocation is immediate in this process: the route that revokes calls
-//! [`KnownUsers::forget`] after its commit. Other processes learn it from the
-//! bus (`UserEvent::TokensRevoked`, which also makes nodes disconnect the
-//! agents concerned) where they listen, and at the latest after [`TTL`].
+//! [`KnownUsers::forget`] after its commit. Every other `filesync-http` learns
+//! it at once from the bus's revocations topic (`run` listens to it and
+//! forgets the user; after a bus reconnect it forgets everyone), nodes from
+//! the user's topic (`UserEvent::TokensRevoked`, which also makes them
+//! disconnect the agents concerned). Should the bus lose a message, [`TTL`]
+//! bounds how long a revoked token can still pass.
 //! A token naming a device or generation the cached state does not know yet
 //! (a login through another process) is looked up again, not refused.
 
@@ -73,6 +76,11 @@ impl KnownUsers {
     /// Drops what is known of the user: call after any change to their credentials.
     pub fn forget(&self, id: UserId) {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id.0);
+    }
+
+    /// Drops everything: revocations may have been missed (the bus reconnected).
+    pub fn forget_all(&self) {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 }
 

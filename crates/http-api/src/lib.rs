@@ -78,6 +78,7 @@ pub async fn run(
     let services = deps.open().await?;
     let state = web::Data::new(AppState::new(services, presence_visible).await?);
     let stopping = state.stopping.clone();
+    let revocations = tokio::spawn(forget_revoked(state.clone()));
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = HttpServer::new(move || {
@@ -111,12 +112,30 @@ pub async fn run(
     let mut serving = tokio::spawn(server);
     tracing::info!(http.addr = %addr, "HTTP API listening on {scheme}://{addr}");
     tokio::select! {
-        res = &mut serving => return Ok(res??),
+        res = &mut serving => {
+            revocations.abort();
+            return Ok(res??);
+        }
         () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
     }
     stopping.cancel();
+    revocations.abort();
     handle.stop(true).await;
     serving.await??;
     tracing::info!("HTTP API stopped");
     Ok(())
+}
+
+/// Keeps token checks true across processes: a token revoked through another
+/// `filesync-http` (logout, password change, a removed device) is refused by
+/// this one's next request, not only after [`known_users::TTL`].
+async fn forget_revoked(state: web::Data<AppState>) {
+    let mut revocations = state.bus.subscribe_to(&[filesync_bus::Topic::Revocations]);
+    while let Some(msg) = revocations.recv().await {
+        match msg {
+            filesync_bus::BusMessage::Revoked { user_id } => state.known_users.forget(user_id),
+            filesync_bus::BusMessage::Resync => state.known_users.forget_all(),
+            _ => {}
+        }
+    }
 }

@@ -288,3 +288,52 @@ async fn throttling_slows_one_account_and_never_locks_out_others() {
     })
     .await;
 }
+
+/// Two `filesync-http` processes behind one load balancer share the database
+/// and Redis. A token the second has just checked (and so cached) is refused
+/// by it as soon as the first revokes it — not only when its cache expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_through_one_api_process_is_refused_by_another() {
+    on_both_backends(|backend| async move {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let prefix = format!("revoke-test-{}-{nanos}", std::process::id());
+        let redis = |c: &mut filesync_core::config::Config, prefix: &str| {
+            c.redis_url = Some("redis://127.0.0.1:6379".into());
+            c.redis_prefix = prefix.to_owned();
+        };
+        let a = Server::start(backend, |c| redis(c, &prefix)).await;
+        let url = a.db.url().to_owned();
+        let b = Server::start(backend, |c| {
+            redis(c, &prefix);
+            c.database_url = Some(url);
+        })
+        .await;
+        let (_, _) = a.user("alice").await;
+        let laptop = login(&a, "alice@example.com", "password-alice", "laptop").await;
+        let phone = login(&a, "alice@example.com", "password-alice", "phone").await;
+        // B checks both tokens now, so it holds them in its cache.
+        for t in [token(&laptop), token(&phone)] {
+            let (status, body) = b.get("/workspaces", Some(t)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+
+        assert_eq!(post_empty(&a, "/logout", token(&laptop)).await, StatusCode::NO_CONTENT);
+        // Redis delivers in milliseconds; the cache would trust the token for 10 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let res = b.get("/workspaces", Some(token(&laptop))).await;
+            if res.0 == StatusCode::UNAUTHORIZED {
+                assert_error(&res, 401, "token_revoked");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "B still accepts a logged-out token: {}", res.1);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The other login of the same user is untouched.
+        let (status, body) = b.get("/workspaces", Some(token(&phone))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.stop().await.expect("B stops");
+        a.stop().await.expect("A stops");
+    })
+    .await;
+}

@@ -377,6 +377,8 @@ impl Hub {
                 });
             }
             BusMessage::User { user_id, event } => self.user_event(user_id, event).await,
+            // Nodes act on the user's own topic (see `user_event`); they do not watch this one.
+            BusMessage::Revoked { .. } => {}
         }
     }
 

@@ -27,6 +27,7 @@
 //!     match msg {
 //!         BusMessage::Workspace { workspace_id, event, .. } => { /* read the journal after your seq */ }
 //!         BusMessage::User { user_id, event } => { /* a share, a removal, a role change */ }
+//!         BusMessage::Revoked { user_id } => { /* only on Topic::Revocations: forget cached tokens */ }
 //!         BusMessage::Resync => { /* something may be missed: re-read everything watched */ }
 //!     }
 //! }

@@ -4,23 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use filesync_client::{Client, ConnectOptions, Event, Events};
+use filesync_client::Event;
 use filesync_core::proto::Notice;
-use filesync_core::WorkspaceId;
 use serde_json::{json, Value};
-use support::{start, user};
+use support::{connect, create_workspace, start, user};
 
 mod support;
 
 /// Far below the node's 5 s check of watched heads: only the bus delivers this fast.
 const PROMPT: Duration = Duration::from_secs(2);
-
-async fn connect(sync: &str, token: &str, device: &str) -> (Client, Events) {
-    tokio::time::timeout(Duration::from_secs(10), Client::connect(sync, ConnectOptions::new(token, device, device)))
-        .await
-        .expect("connect in time")
-        .expect("handshake accepted")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_changes_and_share_notices_reach_agents_at_once_and_presence_is_shared() {
@@ -29,17 +21,7 @@ async fn api_changes_and_share_notices_reach_agents_at_once_and_presence_is_shar
     let web = reqwest::Client::new();
     let (_, alice) = user(&web, &http, "alice").await;
     let (_, bob) = user(&web, &http, "bob").await;
-    let ws: Value = web
-        .post(format!("{http}/create-workspace"))
-        .bearer_auth(&alice)
-        .json(&json!({"name": "Docs"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ws = WorkspaceId(ws["workspace"]["id"].as_i64().expect("workspace id"));
+    let ws = create_workspace(&web, &http, &alice, "Docs").await;
 
     // Bob is connected before he is a member: the share notice reaches him live.
     let (_bob_client, mut bob_events) = connect(&sync, &bob, "bob-laptop").await;

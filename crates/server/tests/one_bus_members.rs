@@ -4,23 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use filesync_client::{Client, ClientError, ConnectOptions, Event, Events};
+use filesync_client::{ClientError, Event, Events};
 use filesync_core::proto::Notice;
-use filesync_core::WorkspaceId;
-use serde_json::{json, Value};
-use support::{start, user};
+use serde_json::json;
+use support::{connect, create_workspace, start, user};
 
 mod support;
 
 /// Generous for a loaded machine; the contract is "within a second", the elapsed time is printed.
 const PROMPT: Duration = Duration::from_secs(5);
-
-async fn connect(sync: &str, token: &str, device: &str) -> (Client, Events) {
-    tokio::time::timeout(Duration::from_secs(10), Client::connect(sync, ConnectOptions::new(token, device, device)))
-        .await
-        .expect("connect in time")
-        .expect("handshake accepted")
-}
 
 /// The next notice on `events`; changes are returned as errors so a test can see one slip through.
 async fn next_notice(events: &mut Events) -> Result<Notice, String> {
@@ -52,17 +44,7 @@ async fn a_removed_member_and_a_deleted_workspace_lose_access_at_once() {
     let web = reqwest::Client::new();
     let (_, alice) = user(&web, &http, "alice").await;
     let (bob_id, bob) = user(&web, &http, "bob").await;
-    let ws: Value = web
-        .post(format!("{http}/create-workspace"))
-        .bearer_auth(&alice)
-        .json(&json!({"name": "Team"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ws = WorkspaceId(ws["workspace"]["id"].as_i64().expect("workspace id"));
+    let ws = create_workspace(&web, &http, &alice, "Team").await;
     let shared = web
         .post(format!("{http}/add-user"))
         .bearer_auth(&alice)

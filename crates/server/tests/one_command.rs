@@ -6,9 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use filesync_client::{Client, ConnectOptions};
-use filesync_core::WorkspaceId;
 use serde_json::{json, Value};
-use support::start;
+use support::{create_workspace, start};
 
 mod support;
 
@@ -38,17 +37,7 @@ async fn one_command_serves_api_and_sync_node_and_stops_on_sigterm() {
         .await
         .unwrap();
     let token = login["token"].as_str().expect("token").to_owned();
-    let ws: Value = web
-        .post(format!("{http}/create-workspace"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Docs"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ws = WorkspaceId(ws["workspace"]["id"].as_i64().expect("workspace id"));
+    let ws = create_workspace(&web, &http, &token, "Docs").await;
 
     // The node accepts the token the API issued: both use the generated secret.
     let (client, _events) = tokio::time::timeout(

@@ -73,3 +73,34 @@ pub async fn user(web: &reqwest::Client, http: &str, name: &str) -> (i64, String
         .unwrap();
     (login["user"]["id"].as_i64().unwrap_or_default(), login["token"].as_str().expect("token").to_owned())
 }
+
+#[allow(dead_code)] // not every test file uses it
+/// A protocol connection to the node as `device`, handshake done.
+pub async fn connect(sync: &str, token: &str, device: &str) -> (filesync_client::Client, filesync_client::Events) {
+    let options = filesync_client::ConnectOptions::new(token, device, device);
+    tokio::time::timeout(std::time::Duration::from_secs(10), filesync_client::Client::connect(sync, options))
+        .await
+        .expect("connect in time")
+        .expect("handshake accepted")
+}
+
+#[allow(dead_code)] // not every test file uses it
+/// Creates the workspace `name` owned by the token's user; returns its id.
+pub async fn create_workspace(
+    web: &reqwest::Client,
+    http: &str,
+    token: &str,
+    name: &str,
+) -> filesync_core::WorkspaceId {
+    let ws: serde_json::Value = web
+        .post(format!("{http}/create-workspace"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": name}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    filesync_core::WorkspaceId(ws["workspace"]["id"].as_i64().expect("workspace id"))
+}

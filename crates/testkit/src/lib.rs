@@ -5,6 +5,13 @@
 //! can cut every connection through it and refuse new ones for a while, then
 //! restore it — an outage of that server as the daemon sees it, without
 //! stopping the shared server other tests use.
+//!
+//! [`TestS3`] is the tests' S3-compatible object store (SeaweedFS started by
+//! `.ci/seaweedfs.sh`): a fresh prefix per test, a clear failure when it is
+//! not running, and [`TestS3::via_proxy`] for object-store outages.
+
+mod s3;
+pub use s3::{skip_requested as s3_skip_requested, TestS3, SKIP_VAR as S3_SKIP_VAR};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -55,6 +55,8 @@ enum Command {
     Fanout,
     /// 7. HTTP API: /check-token and /login with wrk.
     Http,
+    /// 8. One node under load: commits per second, upload and download MiB/s.
+    NodeLoad,
     /// Writes the report again from `--json` files of earlier runs (later files replace earlier scenarios) with
     /// the current bench/ANALYSIS.md; measures nothing.
     Render {
@@ -67,7 +69,7 @@ enum Command {
 impl Command {
     fn scenarios(&self) -> Vec<u8> {
         match self {
-            Command::All => (1..=7).collect(),
+            Command::All => (1..=8).collect(),
             Command::Latency => vec![1],
             Command::LargeFile => vec![2],
             Command::SmallEdit => vec![3],
@@ -75,6 +77,7 @@ impl Command {
             Command::Connections => vec![5],
             Command::Fanout => vec![6],
             Command::Http => vec![7],
+            Command::NodeLoad => vec![8],
             Command::Render { .. } => vec![],
         }
     }
@@ -155,6 +158,19 @@ pub struct Settings {
     /// 7: open HTTP connections per wrk run.
     #[arg(long, global = true, default_value_t = 64)]
     pub http_connections: usize,
+    /// 8: seconds per series.
+    #[arg(long, global = true)]
+    pub load_secs: Option<u64>,
+    /// 8: connections committing small files at once.
+    #[arg(long, global = true)]
+    pub committers: Option<usize>,
+    /// 8: connections uploading, then downloading, large files at once.
+    #[arg(long, global = true)]
+    pub streams: Option<usize>,
+    /// filesync's chunk store: `dir` (a directory in the run's temp root) or `s3` (a fresh prefix in the tests'
+    /// S3 bucket: SeaweedFS from .ci/seaweedfs.sh, or FILESYNC_TEST_S3_*).
+    #[arg(long, global = true, default_value = "dir", value_parser = ["dir", "s3"])]
+    pub storage: String,
 }
 
 impl Settings {
@@ -204,6 +220,15 @@ impl Settings {
     }
     pub fn http_duration(&self) -> Duration {
         Duration::from_secs(self.pick(self.http_secs, 10, 1))
+    }
+    pub fn load_duration(&self) -> Duration {
+        Duration::from_secs(self.pick(self.load_secs, 10, 1))
+    }
+    pub fn committers(&self) -> usize {
+        self.pick(self.committers, 16, 2).max(1)
+    }
+    pub fn streams(&self) -> usize {
+        self.pick(self.streams, 4, 1).max(1)
     }
 }
 

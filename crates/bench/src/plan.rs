@@ -93,12 +93,20 @@ pub fn run(s: &Settings, scenarios: &[u8], command: &str, fd_limit: u64) -> Resu
             4 => run_many_files(&mut lab, s),
             5 => crate::filesync::connections_scenario(&mut lab.filesync, s),
             6 => crate::filesync::fanout_scenario(&mut lab.filesync, s),
-            _ => crate::filesync::http_scenario(&mut lab.filesync, s),
+            7 => crate::filesync::http_scenario(&mut lab.filesync, s),
+            _ => crate::filesync::node_load_scenario(&mut lab.filesync, s),
         });
     }
     // Stop every system before their directories go.
     drop(lab);
     let mut notes = vec![format!("Open-file limit of the harness and everything it starts: {fd_limit}.")];
+    if s.storage == "s3" {
+        notes.push(
+            "filesync's chunk store: S3 (a fresh prefix in the tests' bucket, SeaweedFS `weed mini` on loopback \
+             unless FILESYNC_TEST_S3_ENDPOINT named another)."
+                .into(),
+        );
+    }
     if s.smoke {
         notes.push("Smoke run: tiny sizes, one sample each. It checks that the harness works, not speed.".into());
     }

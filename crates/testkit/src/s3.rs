@@ -60,15 +60,23 @@ impl TestS3 {
             eprintln!("{SKIP_VAR}=1: the object-store (S3) leg of this test is skipped");
             return None;
         }
+        match TestS3::try_fresh() {
+            Ok(s3) => Some(s3),
+            Err(why) => panic!("{why}, or set {SKIP_VAR}=1 to skip the object-store tests"),
+        }
+    }
+
+    /// A fresh prefix in the test bucket, or why there is none: one line
+    /// saying what does not answer and how to start SeaweedFS.
+    pub fn try_fresh() -> Result<TestS3, String> {
         let endpoint = var("FILESYNC_TEST_S3_ENDPOINT", "http://127.0.0.1:8333").trim_end_matches('/').to_owned();
         if let Err(why) = reachable(&endpoint) {
-            panic!(
+            return Err(format!(
                 "no S3 server at {endpoint} ({why}): start SeaweedFS with `.ci/seaweedfs.sh` (README, \"Run the \
-                 tests\"), point FILESYNC_TEST_S3_ENDPOINT at another, or set {SKIP_VAR}=1 to skip the \
-                 object-store tests"
-            );
+                 tests\") or point FILESYNC_TEST_S3_ENDPOINT at another"
+            ));
         }
-        Some(TestS3 {
+        Ok(TestS3 {
             endpoint,
             region: var("FILESYNC_TEST_S3_REGION", "us-east-1"),
             access_key_id: var("FILESYNC_TEST_S3_ACCESS_KEY_ID", "filesync-test"),

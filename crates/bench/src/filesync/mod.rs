@@ -1,12 +1,13 @@
 //! filesync itself, as a user runs it: the server side ([`stack`]) and two
 //! `filesync` agents with separate homes and folders ([`agents`]), A on node
-//! 1 and B on node 2, plus the filesync-only scenarios 5–7.
+//! 1 and B on node 2, plus the filesync-only scenarios 5–8.
 
 pub mod agents;
 pub mod api;
 mod database;
 pub mod http_bench;
 pub mod load;
+pub mod node_load;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ impl Filesync {
     pub fn start(root: &Path, s: &Settings) -> Result<Filesync> {
         let bins = bin_dir(s);
         let max_conns = s.connections().into_iter().max().unwrap_or(0).max(s.subscribers());
-        let tuning = Tuning { bcrypt_cost: s.bcrypt_cost(), max_connections: max_conns + 1000 };
+        let tuning = Tuning { bcrypt_cost: s.bcrypt_cost(), max_connections: max_conns + 1000, s3: s.storage == "s3" };
         let stack = Stack::start(root, &bins, &tuning)?;
         let (a_dir, b_dir) = (fresh_dir(root, "A")?, fresh_dir(root, "B")?);
         let agents = Agents::start(root, &bins, &stack, &a_dir, &b_dir).map_err(AgentsMissing::from);
@@ -241,6 +242,39 @@ pub fn fanout_scenario(slot: &mut Slot<Filesync>, s: &Settings) -> Scenario {
     measure(&mut sc, &[load::FANOUT_P50, load::FANOUT_P99, load::FANOUT_MAX], FILESYNC, slot, |f| {
         let root = f.root.clone();
         load::fanout(f, &root, n, runs)
+    });
+    sc
+}
+
+pub fn node_load_scenario(slot: &mut Slot<Filesync>, s: &Settings) -> Scenario {
+    let o = node_load::Options {
+        committers: s.committers(),
+        streams: s.streams(),
+        duration: s.load_duration(),
+        runs: s.runs(),
+        seed: s.seed,
+    };
+    let mut sc = Scenario::new(
+        8,
+        "One node under load",
+        &format!(
+            "The harness connects to node 1 with the protocol client library, each connection to its own \
+             workspace of one user. Commits: for {secs} s, one connection and then {c} at once each commit new 4 KiB \
+             files of random bytes one after another (`put_file`: chunks sent, verified, stored, committed in the \
+             database, the change published); the rate counts every commit of every connection. Upload: {w} \
+             connections send new 16 MiB files of random bytes for {secs} s; download: the same connections then \
+             fetch every file they sent. Rates are bytes of file content per second through one node, which shares \
+             the machine with the database, Redis, the chunk store and the harness.",
+            secs = o.duration.as_secs(),
+            c = o.committers,
+            w = o.streams,
+        ),
+    );
+    let tests = node_load::tests(&o);
+    let tests: Vec<&str> = tests.iter().map(String::as_str).collect();
+    measure(&mut sc, &tests, FILESYNC, slot, |f| {
+        let root = f.root.clone();
+        node_load::run(f, &root, o)
     });
     sc
 }

@@ -22,6 +22,8 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub struct Tuning {
     pub bcrypt_cost: u32,
     pub max_connections: usize,
+    /// Chunks in a fresh prefix of the tests' S3 bucket instead of a directory.
+    pub s3: bool,
 }
 
 pub struct Node {
@@ -91,6 +93,10 @@ impl Stack {
         let secret = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
         let storage = root.join("storage");
         std::fs::create_dir_all(&storage)?;
+        let mut storage_env = vec![("FILESYNC_STORAGE", storage.display().to_string())];
+        if tuning.s3 {
+            storage_env = filesync_testkit::TestS3::try_fresh().map_err(Unavailable)?.env();
+        }
         let daemon = |bin: &Path, name: &str| -> Command {
             let mut cmd = Command::new(bin);
             // Nothing from the caller's environment may change what is measured.
@@ -103,7 +109,7 @@ impl Stack {
                 .env("FILESYNC_REDIS_URL", REDIS_URL)
                 .env("FILESYNC_JWT_SECRET", &secret)
                 .env("FILESYNC_DATA_DIR", root.join(format!("{name}-data")))
-                .env("FILESYNC_STORAGE", &storage)
+                .envs(storage_env.iter().map(|(k, v)| (k, v)))
                 .env("FILESYNC_BCRYPT_COST", tuning.bcrypt_cost.to_string())
                 .env("FILESYNC_MAX_CONNECTIONS", tuning.max_connections.to_string())
                 .env("FILESYNC_NODE_ID", name)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use filesync_core::config::Config;
+use filesync_core::config::{Config, StorageLocation};
 use filesync_core::db::Db;
 use filesync_core::storage::{ChunkStore, LocalDirStore};
 
@@ -77,7 +77,12 @@ impl Deps {
         let store = match store {
             Some(store) => store,
             None => {
-                let dir = config.storage_dir();
+                let dir = match config.storage_location()? {
+                    StorageLocation::Dir(dir) => dir,
+                    StorageLocation::S3 { bucket, .. } => {
+                        anyhow::bail!("storage s3://{bucket}: this build has no S3 chunk store")
+                    }
+                };
                 let opened = tokio::task::spawn_blocking({
                     let dir = dir.clone();
                     move || LocalDirStore::open(&dir)

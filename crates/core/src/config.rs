@@ -40,8 +40,19 @@ pub struct Config {
     pub redis_prefix: String,
     /// bcrypt cost for new password hashes (12 or more outside tests).
     pub bcrypt_cost: u32,
-    /// Chunk store directory; default `<data_dir>/chunks`.
-    pub storage: Option<PathBuf>,
+    /// Chunk store: a directory path, a `file://` URL, or `s3://BUCKET[/PREFIX]`; default
+    /// `<data_dir>/chunks`. See [`Config::storage_location`].
+    pub storage: Option<String>,
+    /// S3 endpoint URL (MinIO, SeaweedFS, ...); unset: AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 access key id; unset: the usual AWS credential chain.
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    pub s3_secret_access_key: Secret,
+    /// Address buckets as `ENDPOINT/BUCKET` instead of `BUCKET.ENDPOINT` (most self-hosted S3).
+    pub s3_path_style: bool,
     /// Name of this TCP node in presence and logs; default random.
     pub node_id: Option<String>,
     /// Largest protocol frame in bytes.
@@ -80,6 +91,11 @@ impl Default for Config {
             redis_prefix: "filesync".into(),
             bcrypt_cost: 12,
             storage: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: Secret::default(),
+            s3_path_style: false,
             node_id: None,
             max_frame_bytes: 8 * 1024 * 1024,
             max_connections: 10_000,
@@ -109,6 +125,11 @@ impl fmt::Debug for Config {
             .field("redis_prefix", &self.redis_prefix)
             .field("bcrypt_cost", &self.bcrypt_cost)
             .field("storage", &self.storage)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &self.s3_secret_access_key)
+            .field("s3_path_style", &self.s3_path_style)
             .field("node_id", &self.node_id)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_connections", &self.max_connections)
@@ -137,6 +158,11 @@ pub const FIELDS: &[&str] = &[
     "redis_prefix",
     "bcrypt_cost",
     "storage",
+    "s3_endpoint",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_path_style",
     "node_id",
     "max_frame_bytes",
     "max_connections",
@@ -159,7 +185,7 @@ const NUMERIC: &[&str] = &[
     "login_max_failures",
     "login_window_secs",
 ];
-const BOOLEAN: &[&str] = &["dev_mode"];
+const BOOLEAN: &[&str] = &["dev_mode", "s3_path_style"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -182,6 +208,8 @@ pub enum ConfigError {
     TlsPair,
     #[error("FILESYNC_TRUSTED_PROXIES: {0:?} is neither an IP address nor a CIDR range")]
     TrustedProxy(String),
+    #[error("storage: {value:?} {message}")]
+    Storage { value: String, message: &'static str },
     #[error("cannot keep the generated JWT secret in {path}: {source}")]
     DevSecret { path: PathBuf, source: std::io::Error },
 }
@@ -251,9 +279,35 @@ impl Config {
         }
     }
 
-    /// The chunk store directory in effect.
-    pub fn storage_dir(&self) -> PathBuf {
-        self.storage.clone().unwrap_or_else(|| self.data_dir.join("chunks"))
+    /// Where the chunk store is, parsed from `storage`: unset or empty is `<data_dir>/chunks`;
+    /// `file://PATH` and a bare path are a directory; `s3://BUCKET[/PREFIX]` is an S3 bucket
+    /// (reached with the `s3_*` settings).
+    pub fn storage_location(&self) -> Result<StorageLocation, ConfigError> {
+        let raw = self.storage.as_deref().map(str::trim).unwrap_or("");
+        let err = |message| ConfigError::Storage { value: raw.to_owned(), message };
+        if raw.is_empty() {
+            return Ok(StorageLocation::Dir(self.data_dir.join("chunks")));
+        }
+        if let Some(rest) = raw.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(err("names no bucket; expected s3://BUCKET[/PREFIX]"));
+            }
+            let prefix = prefix.trim_matches('/').to_owned();
+            return Ok(StorageLocation::S3 { bucket: bucket.to_owned(), prefix });
+        }
+        if let Some(rest) = raw.strip_prefix("file://") {
+            // `file:///abs` and `file://localhost/abs` name `/abs`; `file://rel` names `rel`.
+            let path = rest.strip_prefix("localhost/").map(|p| format!("/{p}")).unwrap_or_else(|| rest.to_owned());
+            if path.is_empty() {
+                return Err(err("names no directory; expected file:///PATH"));
+            }
+            return Ok(StorageLocation::Dir(PathBuf::from(path)));
+        }
+        if raw.split_once("://").is_some_and(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphanumeric())) {
+            return Err(err("has an unknown scheme; expected a directory, file://PATH or s3://BUCKET[/PREFIX]"));
+        }
+        Ok(StorageLocation::Dir(PathBuf::from(raw)))
     }
 
     /// Checks what a daemon needs before serving: a strong JWT secret (in dev mode one is
@@ -276,8 +330,18 @@ impl Config {
             return Err(ConfigError::TlsPair);
         }
         self.trusted_proxy_nets()?;
+        self.storage_location()?;
         Ok(())
     }
+}
+
+/// Where the chunk store lives, from [`Config::storage_location`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    /// A local (or shared, mounted) directory.
+    Dir(PathBuf),
+    /// An S3 bucket; chunk keys start with `prefix` (no leading or trailing `/`; may be empty).
+    S3 { bucket: String, prefix: String },
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {
@@ -365,6 +429,7 @@ mod tests {
             jwt_secret: Secret::new("s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"),
             database_url: Some("mysql://root:dbpass@127.0.0.1/x".into()),
             redis_url: Some("redis://:redispass@127.0.0.1:6379".into()),
+            s3_secret_access_key: Secret::new("s3cr3t-key"),
             ..Config::default()
         };
         let dbg = format!("{cfg:?}");
@@ -391,6 +456,27 @@ mod tests {
     }
 
     #[test]
+    fn storage_is_a_directory_a_file_url_or_an_s3_bucket() {
+        let at = |s: &str| Config { storage: Some(s.into()), data_dir: "/d".into(), ..Config::default() };
+        let dir = |p: &str| StorageLocation::Dir(PathBuf::from(p));
+        assert_eq!(Config { data_dir: "/d".into(), ..Config::default() }.storage_location().unwrap(), dir("/d/chunks"));
+        assert_eq!(at("").storage_location().unwrap(), dir("/d/chunks"));
+        assert_eq!(at("/srv/chunks").storage_location().unwrap(), dir("/srv/chunks"));
+        assert_eq!(at("file:///srv/chunks").storage_location().unwrap(), dir("/srv/chunks"));
+        assert_eq!(at("file://localhost/srv/c").storage_location().unwrap(), dir("/srv/c"));
+        let s3 = |b: &str, p: &str| StorageLocation::S3 { bucket: b.into(), prefix: p.into() };
+        assert_eq!(at("s3://bkt").storage_location().unwrap(), s3("bkt", ""));
+        assert_eq!(at("s3://bkt/a/b/").storage_location().unwrap(), s3("bkt", "a/b"));
+        for bad in ["s3://", "s3:///x", "file://", "gs://bkt"] {
+            let err = at(bad).storage_location().unwrap_err();
+            assert!(err.to_string().starts_with("storage:"), "{bad}: {err}");
+        }
+        let mut cfg = at("ftp://x");
+        cfg.jwt_secret = Secret::new("x".repeat(MIN_JWT_SECRET_BYTES));
+        assert!(matches!(cfg.prepare_for_serving(), Err(ConfigError::Storage { .. })));
+    }
+
+    #[test]
     fn trusted_proxies_are_addresses_or_ranges() {
         let c = Config { trusted_proxies: " 10.0.0.1, 192.168.0.0/16 ,::1".into(), ..Config::default() };
         let nets = c.trusted_proxy_nets().unwrap();
@@ -408,7 +494,9 @@ mod tests {
         let full = Config {
             database_url: Some(String::new()),
             redis_url: Some(String::new()),
-            storage: Some(PathBuf::new()),
+            storage: Some(String::new()),
+            s3_endpoint: Some(String::new()),
+            s3_access_key_id: Some(String::new()),
             node_id: Some(String::new()),
             tls_cert: Some(PathBuf::new()),
             tls_key: Some(PathBuf::new()),
@@ -428,7 +516,7 @@ mod tests {
         let mentioned: BTreeSet<&str> = text
             .lines()
             .filter_map(|l| l.trim_start_matches(['#', ' ']).split_once('=').map(|(k, _)| k.trim()))
-            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
             .collect();
         assert_eq!(mentioned, FIELDS.iter().copied().collect(), "deploy/filesync.example.toml and Config differ");
     }

@@ -21,7 +21,7 @@ use crate::throttle::LoginThrottle;
 #[derive(Debug)]
 pub struct AppState {
     pub db: Db,
-    /// The chunk store the sync nodes use too (`config.storage_dir()`): downloads read it, HTTP
+    /// The chunk store the sync nodes use too (`config.storage_location()`): downloads read it, HTTP
     /// uploads write it through core's `ingest`, exactly as a node does.
     pub store: Arc<dyn ChunkStore>,
     pub jwt: JwtKeys,

@@ -100,7 +100,7 @@ async fn download_upload_and_conflict_copies() {
         let storage = tempfile::tempdir().unwrap();
         let dir = storage.path().to_path_buf();
         let srv = Server::start(backend, move |c| {
-            c.storage = Some(dir);
+            c.storage = Some(dir.display().to_string());
             c.redis_url = Some(REDIS.into());
         })
         .await;
@@ -240,7 +240,7 @@ async fn delete_move_mkdir_and_activity() {
     on_both_backends(|backend| async move {
         let storage = tempfile::tempdir().unwrap();
         let dir = storage.path().to_path_buf();
-        let srv = Server::start(backend, move |c| c.storage = Some(dir)).await;
+        let srv = Server::start(backend, move |c| c.storage = Some(dir.display().to_string())).await;
         let p = people(&srv).await;
         let ws = p.ws;
         let post = |path: &'static str, token: String, body: Value| {
@@ -366,7 +366,7 @@ async fn an_interrupted_upload_commits_nothing() {
     on_both_backends(|backend| async move {
         let storage = tempfile::tempdir().unwrap();
         let dir = storage.path().to_path_buf();
-        let srv = Server::start(backend, move |c| c.storage = Some(dir)).await;
+        let srv = Server::start(backend, move |c| c.storage = Some(dir.display().to_string())).await;
         let p = people(&srv).await;
         let ws = p.ws;
         let body = futures::stream::iter(0..8u64).map(|i| {

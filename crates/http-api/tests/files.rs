@@ -106,7 +106,7 @@ async fn start(backend: Backend, storage: &Path, redis: Option<&str>) -> Server 
     let storage = storage.to_path_buf();
     let redis = redis.map(str::to_owned);
     Server::start(backend, move |c| {
-        c.storage = Some(storage);
+        c.storage = Some(storage.display().to_string());
         c.redis_url = redis;
     })
     .await

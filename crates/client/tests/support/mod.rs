@@ -60,7 +60,7 @@ pub fn config(db: &TestDb, dir: &Path, redis: bool) -> Config {
         jwt_secret: Secret::new(SECRET),
         bcrypt_cost: 4,
         redis_url: redis.then(|| "redis://127.0.0.1:6379".to_owned()),
-        storage: Some(dir.join("chunks")),
+        storage: Some(dir.join("chunks").display().to_string()),
         ..Config::default()
     }
 }

@@ -128,7 +128,7 @@ impl Cluster {
             db_pool_size: 4,
             jwt_secret: Secret::new(SECRET),
             redis_url: self.redis.as_ref().map(TestRedis::url),
-            storage: Some(self.storage()),
+            storage: Some(self.storage().display().to_string()),
             bcrypt_cost: 4,
             ..Config::default()
         }

@@ -91,6 +91,16 @@ impl TestS3 {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
+    /// `config` with its chunks in this prefix: `storage` and the `s3_*` settings.
+    pub fn configure(&self, config: &mut filesync_core::config::Config) {
+        config.storage = Some(self.url());
+        config.s3_endpoint = Some(self.endpoint.clone());
+        config.s3_region.clone_from(&self.region);
+        config.s3_access_key_id = Some(self.access_key_id.clone());
+        config.s3_secret_access_key = filesync_core::Secret::new(self.secret_access_key.clone());
+        config.s3_path_style = true;
+    }
+
     /// The daemons' environment for this store: `FILESYNC_STORAGE` and the
     /// `FILESYNC_S3_*` settings (path-style addressing, as self-hosted S3 wants).
     pub fn env(&self) -> Vec<(&'static str, String)> {
@@ -172,6 +182,13 @@ mod tests {
         assert_eq!(a.url(), format!("s3://b/{}", a.prefix));
         assert_eq!(a.addr(), "127.0.0.1:8333".parse().unwrap());
         assert!(a.env().contains(&("FILESYNC_S3_PATH_STYLE", "true".to_owned())));
+        let mut config = filesync_core::config::Config::default();
+        a.configure(&mut config);
+        assert_eq!(
+            config.storage_location().unwrap(),
+            filesync_core::config::StorageLocation::S3 { bucket: "b".into(), prefix: a.prefix.clone() }
+        );
+        assert_eq!(config.s3_secret_access_key.expose(), "s");
         // Test output never shows the secret.
         assert!(!format!("{a:?}").contains("secret"));
     }

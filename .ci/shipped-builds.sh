@@ -4,7 +4,8 @@
 #  - the Dockerfile's two cargo invocations, the daemons and the client, link no
 #    test code (core's `testing`, tokio's `test-util`), and neither does the
 #    workspace build of .ci/run and the benchmark scripts;
-#  - the client, built on its own as it ships, links no diesel and no C database library;
+#  - the client, built on its own as it ships, links no diesel and no MariaDB library; its one
+#    database, the agent's folder state, is SQLite compiled in (rusqlite, libsqlite3-sys `bundled`);
 #  - without `mysql` the whole workspace needs no MariaDB client library.
 # Cargo unifies the features of every package selected in one invocation, so
 # what is checked is each invocation as it is run, not each package alone.
@@ -32,11 +33,14 @@ for args in "$daemons" "$client" "--workspace"; do
   echo "cargo build $args: no test code"
 done
 
-db_crates='^(diesel|diesel_migrations|libsqlite3-sys|mysqlclient-sys) '
+db_crates='^(diesel|diesel_migrations|mysqlclient-sys) '
 # shellcheck disable=SC2086
 found=$(tree -f '{p}' $client | grep -E "$db_crates" | sort -u || true)
-[ -z "$found" ] || fail "the client links a database library:"$'\n'"$found"
-echo "cargo build $client: no diesel, no C database library"
+[ -z "$found" ] || fail "the client links a server database library:"$'\n'"$found"
+# shellcheck disable=SC2086
+tree -e features $client | grep -qE '^libsqlite3-sys feature "bundled"' \
+  || fail "the client's SQLite (agent state) is not compiled in (libsqlite3-sys without bundled)"
+echo "cargo build $client: no diesel, no MariaDB library; SQLite compiled in"
 
 found=$(tree -f '{p}' --workspace --no-default-features | grep -E '^mysqlclient-sys ' || true)
 [ -z "$found" ] || fail "without the mysql feature the workspace still needs the MariaDB client library"

@@ -1,7 +1,7 @@
 //! The sync agent: keeps every linked folder in step with its workspace.
 //!
 //! - [`engine`]: the per-path sync rules for one folder over one connection.
-//! - [`state`]: what each folder last agreed with the server, saved atomically.
+//! - [`state`]: what each folder last agreed with the server, one SQLite row per path.
 //! - [`local`]: listing, stat-ing, hashing and atomically changing local files.
 //! - [`watch`]: the recursive watcher with per-path debounce.
 //! - [`ignore_rules`]: `.filesyncignore` and the built-in ignores.
@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub device_name: String,
     /// Quiet period before a changed path is synced.
     pub debounce: Duration,
+    /// How often the whole folder is compared with the state, for what the watcher may miss.
+    pub rescan_every: Duration,
     /// Reconcile once and return instead of syncing until shutdown.
     pub once: bool,
     /// Only this workspace's folder.
@@ -230,6 +232,7 @@ async fn run_folder(
     let mut sync =
         FolderSync::new(ws, folder.workspace_name.clone(), folder.root.clone(), store, folder.role, ident, ui.clone());
     sync.stop = Some(stop.clone());
+    sync.rescan_every = cfg.rescan_every;
     // Watch before the first scan, so nothing changed during the scan is missed.
     let mut watcher = if cfg.once {
         None
@@ -328,7 +331,7 @@ fn forget_folder(home: &Home, ws: WorkspaceId) -> Result<(), HomeError> {
     let mut folders = home.folders()?;
     folders.retain(|f| f.workspace_id != ws);
     home.save_folders(&folders)?;
-    let _ = std::fs::remove_file(home.state_path(ws));
+    state::remove(&home.state_path(ws));
     Ok(())
 }
 
@@ -345,7 +348,7 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
         .map_err(|e| AgentError::Home(HomeError::Io { path: config.home.dir().to_path_buf(), source: e }))?;
     let root = std::fs::canonicalize(dir)
         .map_err(|e| AgentError::Home(HomeError::Io { path: dir.to_path_buf(), source: e }))?;
-    let store = StateStore::load(&scratch.path().join("state.json"), ws.id, &root)?;
+    let store = StateStore::load(&scratch.path().join("state.db"), ws.id, &root)?;
     let ident = Identity {
         device_id: config.device_id.clone(),
         device_name: config.device_name.clone(),
@@ -368,8 +371,8 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
         };
         match sync.catch_up(&mut session).await {
             Ok(()) => {
-                let files = &sync.store.state.files;
-                return Ok(DownloadReport { files: files.len(), bytes: files.values().map(|e| e.size).sum() });
+                let (files, bytes) = sync.store.totals();
+                return Ok(DownloadReport { files, bytes });
             }
             Err(e @ (SyncError::Fatal(_) | SyncError::AccessEnded(_))) => {
                 return Err(AgentError::Folder { workspace: ws.name.clone(), error: e })

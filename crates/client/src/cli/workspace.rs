@@ -240,7 +240,7 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             ctx.home.save_folders(&kept)?;
             for f in gone {
                 // The state describes this folder only; a later link starts afresh.
-                let _ = std::fs::remove_file(ctx.home.state_path(f.workspace_id));
+                crate::agent::state::remove(&ctx.home.state_path(f.workspace_id));
                 println!("unlinked {} from {}; the files stay where they are", f.workspace_name, f.root.display());
             }
             Ok(())
@@ -266,7 +266,7 @@ fn forget_link(ctx: &Ctx, ws: &ApiWorkspace) -> anyhow::Result<()> {
     }
     ctx.home.save_folders(&kept)?;
     for f in gone {
-        let _ = std::fs::remove_file(ctx.home.state_path(f.workspace_id));
+        crate::agent::state::remove(&ctx.home.state_path(f.workspace_id));
         println!("unlinked {}; the files stay where they are", f.root.display());
     }
     Ok(())

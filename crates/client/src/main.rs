@@ -15,9 +15,9 @@ async fn main() -> ExitCode {
     let on_terminal = std::io::stderr().is_terminal();
     let default = match cli.global.verbose {
         0 if on_terminal => "warn",
-        0 => "warn,filesync_client=info",
-        1 => "info,filesync_client=debug",
-        _ => "debug,filesync_client=trace",
+        0 => "warn,filesync_client=info,filesync_proto_client=info",
+        1 => "info,filesync_client=debug,filesync_proto_client=debug",
+        _ => "debug,filesync_client=trace,filesync_proto_client=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use filesync_client::{Client, ConnectOptions, Event};
 use filesync_core::db::Backend;
 use filesync_core::proto::ErrorCode;
+use filesync_proto_client::{Client, ConnectOptions, Event};
 use serde_json::{json, Value};
 
 use support::{eventually, tree, Stack};
@@ -35,7 +35,7 @@ async fn api_call(stack: &Stack, method: reqwest::Method, path: &str, token: &st
     req.send().await.unwrap().status().as_u16()
 }
 
-async fn connect(stack: &Stack, token: &str, device: &str) -> Result<(Client, filesync_client::Events), String> {
+async fn connect(stack: &Stack, token: &str, device: &str) -> Result<(Client, filesync_proto_client::Events), String> {
     let opts = ConnectOptions::new(token, device, device);
     match tokio::time::timeout(WAIT, Client::connect_to(&stack.node_addrs()[0], opts)).await.expect("in time") {
         Ok(pair) => Ok(pair),
@@ -46,11 +46,11 @@ async fn connect(stack: &Stack, token: &str, device: &str) -> Result<(Client, fi
 /// True if the connection still answers (a request the node refuses, but answers).
 async fn alive(client: &Client) -> bool {
     let answer = client.subscribe(filesync_core::WorkspaceId(i64::MAX), 0).await;
-    matches!(answer, Err(filesync_client::ClientError::Server { .. }))
+    matches!(answer, Err(filesync_proto_client::ClientError::Server { .. }))
 }
 
 /// Waits for the connection to be closed by the node and returns its last error.
-async fn closed(events: &mut filesync_client::Events) -> String {
+async fn closed(events: &mut filesync_proto_client::Events) -> String {
     tokio::time::timeout(WAIT, async {
         loop {
             match events.next().await {

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use filesync_client::{ClientError, Event, Events};
 use filesync_core::proto::Notice;
+use filesync_proto_client::{ClientError, Event, Events};
 use serde_json::json;
 use support::{connect, create_workspace, start, user};
 

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use filesync_client::{BatchUpload, ClientError};
 use filesync_core::chunking::{self, FileScan};
 use filesync_core::db::Backend;
 use filesync_core::proto::{MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::Role;
+use filesync_proto_client::{BatchUpload, ClientError};
 
 fn scan(path: &std::path::Path) -> FileScan {
     chunking::scan(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap()

@@ -8,9 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use filesync_client::ClientError;
 use filesync_core::db::Backend;
 use filesync_core::proto::ErrorCode;
+use filesync_proto_client::ClientError;
 use filesync_tcp_sync::Tuning;
 use filesync_testkit::via_proxy;
 

@@ -5,12 +5,12 @@ mod common;
 
 use common::*;
 use diesel::prelude::*;
-use filesync_client::Event;
 use filesync_core::chunking::MAX_CHUNK;
 use filesync_core::db::Backend;
 use filesync_core::events::UserEvent;
 use filesync_core::proto::{ChangeOp, Notice};
 use filesync_core::{Role, WorkspaceId};
+use filesync_proto_client::Event;
 
 /// Upload on one node, event and identical download on the other; a 4 KiB
 /// edit in the middle of a large file moves only the changed chunks; an

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use filesync_client::{Client, ConnectOptions, Event, Events};
 use filesync_core::WorkspaceId;
+use filesync_proto_client::{Client, ConnectOptions, Event, Events};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::filesync::api::Api;

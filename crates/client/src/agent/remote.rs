@@ -1,6 +1,6 @@
 //! The agent's view of one connection to a sync node: the handful of calls
 //! the sync engine makes, on top of the protocol client library
-//! ([`crate::proto_client`]). Keeping the engine behind this narrow seam means
+//! ([`filesync_proto_client`]). Keeping the engine behind this narrow seam means
 //! it never touches frames or request ids.
 
 use std::path::Path;
@@ -36,8 +36,8 @@ pub struct Committed {
     pub conflict_path: Option<String>,
 }
 
-impl From<crate::Committed> for Committed {
-    fn from(c: crate::Committed) -> Self {
+impl From<filesync_proto_client::Committed> for Committed {
+    fn from(c: filesync_proto_client::Committed) -> Self {
         Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path }
     }
 }
@@ -61,8 +61,8 @@ pub struct Manifest {
     pub chunks: Vec<ChunkRef>,
 }
 
-impl From<crate::Manifest> for Manifest {
-    fn from(m: crate::Manifest) -> Self {
+impl From<filesync_proto_client::Manifest> for Manifest {
+    fn from(m: filesync_proto_client::Manifest) -> Self {
         Manifest { size: m.size, mtime_ms: m.mtime_ms, content_hash: m.content_hash, chunks: m.chunks }
     }
 }

@@ -1,4 +1,4 @@
-//! [`Remote`] over the protocol client library ([`crate::Client`]).
+//! [`Remote`] over the protocol client library ([`filesync_proto_client::Client`]).
 //!
 //! The library's event stream must be drained or its reader stops (and with
 //! it every answer). The engine does long work between events (a 200 MiB
@@ -8,14 +8,14 @@
 use std::path::Path;
 
 use filesync_core::chunking::{FileScan, Hash};
-use filesync_core::proto::{ErrorCode, Message, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
+use filesync_core::proto::{ErrorCode, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::local::LocalFile;
 use super::remote::{Committed, Manifest, PutJob, Remote, RemoteError, RemoteEvent};
-use crate::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events};
+use filesync_proto_client::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events};
 
 /// Longest wait for a node to accept the TCP connection and the handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -310,22 +310,10 @@ fn renewal_error(e: crate::http::HttpError) -> RemoteError {
     }
 }
 
-/// One `GetChunks` request. The library downloads whole files from one base; the agent reuses
-/// chunks from any local file, so it asks for exactly the chunks it lacks (crate-internal request API).
+/// One `GetChunks` request: the agent reuses chunks from any local file, so it asks for exactly
+/// the chunks it lacks.
 async fn get_chunks(client: Client, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<Vec<Vec<u8>>, RemoteError> {
-    let wanted = hashes.clone();
-    let mut pending =
-        client.request(|request_id| Message::GetChunks { request_id, workspace_id: ws, hashes: wanted }).await?;
-    let mut out = Vec::with_capacity(hashes.len());
-    for want in &hashes {
-        match pending.recv().await? {
-            Message::Chunk { hash, data, .. } if hash == *want => out.push(data),
-            other => {
-                return Err(RemoteError::Connection(format!("expected chunk, got {}", other.kind())));
-            }
-        }
-    }
-    Ok(out)
+    Ok(client.chunks(ws, hashes).await?)
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use filesync_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_core::config::Config;
 use filesync_core::db::accounts::{self, NewUser};
 use filesync_core::db::devices;
@@ -21,6 +20,7 @@ use filesync_core::jwt::{Grant, JwtKeys};
 use filesync_core::proto::Change;
 use filesync_core::testing::TestDb;
 use filesync_core::{Role, Secret, UserId, WorkspaceId};
+use filesync_proto_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_tcp_sync::{Node, Tuning};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

@@ -268,6 +268,24 @@ impl Client {
         Ok(())
     }
 
+    /// The bytes of each chunk of `hashes`, in the order asked, each checked against its hash.
+    pub async fn chunks(&self, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<Vec<Vec<u8>>, ClientError> {
+        let wanted = hashes.clone();
+        let mut p =
+            self.request(|request_id| Message::GetChunks { request_id, workspace_id: ws, hashes: wanted }).await?;
+        let mut out = Vec::with_capacity(hashes.len());
+        for want in &hashes {
+            match p.recv().await? {
+                Message::Chunk { hash, data, .. } if hash == *want && chunking::hash(&data) == hash => out.push(data),
+                Message::Chunk { .. } => {
+                    return Err(ClientError::Verify(format!("chunk {} does not match", chunking::hex(want))))
+                }
+                other => return Err(unexpected("Chunk", &other)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Downloads the version made by `seq` to `dest` (temporary file, verified, renamed).
     pub async fn download(&self, ws: WorkspaceId, seq: i64, dest: &Path) -> Result<Manifest, ClientError> {
         self.download_reusing(ws, seq, dest, None).await

@@ -190,6 +190,11 @@ impl Home {
         write_json(&self.file("folders.json"), &folders, false)
     }
 
+    /// The lock a running agent holds while it syncs a workspace's folder.
+    pub fn folder_lock_path(&self, ws: WorkspaceId) -> PathBuf {
+        self.dir.join("state").join(format!("ws-{ws}.lock"))
+    }
+
     /// Where the sync state of a workspace's folder lives.
     pub fn state_path(&self, ws: WorkspaceId) -> PathBuf {
         self.dir.join("state").join(format!("ws-{ws}.db"))

@@ -41,7 +41,7 @@ use std::time::Duration;
 use filesync_core::chunking::{ChunkRef, Hash};
 use filesync_core::proto::delta;
 use filesync_core::proto::frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
-use filesync_core::proto::{Change, Message, Notice, RequestId, PROTOCOL_VERSION};
+use filesync_core::proto::{Change, ErrorCode, Message, Notice, RequestId, PROTOCOL_VERSION};
 use filesync_core::{UserId, WorkspaceId};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,9 +66,13 @@ const EVENT_QUEUE: usize = 4096;
 pub enum ClientError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
-    /// The node answered `Error`.
+    /// The node answered `Error` with a code of this protocol version.
     #[error("node refused ({code}): {message}")]
-    Server { code: String, message: String },
+    Server { code: ErrorCode, message: String },
+    /// The node answered `Error` with a code this client does not know (a newer node); treated
+    /// as a refusal of this request, never compared as text.
+    #[error("node refused ({code}, a code this client does not know): {message}")]
+    UnknownCode { code: String, message: String },
     #[error("the connection is closed")]
     Closed,
     #[error("protocol violation: {0}")]
@@ -89,12 +93,25 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The node's error code, if the node refused.
-    pub fn code(&self) -> Option<&str> {
+    /// The node's error code, if the node refused with one this client knows.
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Server { code, .. } => Some(code),
+            ClientError::Server { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// The node's `Error` frame (its `code` text and `message`), typed.
+    pub(crate) fn refused(code: String, message: String) -> ClientError {
+        match ErrorCode::parse(&code) {
+            Some(code) => ClientError::Server { code, message },
+            None => ClientError::UnknownCode { code, message },
+        }
+    }
+
+    /// True if the node refused this request (known code or not); the connection is fine.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Server { .. } | ClientError::UnknownCode { .. })
     }
 }
 
@@ -153,8 +170,9 @@ pub enum Event {
     Notice(Notice),
     /// The node is going away: reconnect (to another node) after `retry_after`.
     Goodbye { reason: String, retry_after: Duration },
-    /// The connection ended; `error` is the node's last `Error` frame or the I/O failure, if any.
-    Closed { error: Option<String> },
+    /// The connection ended; `error` is the node's last `Error` frame or the I/O failure, if any,
+    /// and `code` that frame's code (e.g. [`ErrorCode::TokenRevoked`]) when this client knows it.
+    Closed { error: Option<String>, code: Option<ErrorCode> },
 }
 
 /// The stream of [`Event`]s of one connection.
@@ -241,10 +259,10 @@ struct Pending {
 }
 
 impl Pending {
-    /// The next answer; an `Error` frame becomes `ClientError::Server`.
+    /// The next answer; an `Error` frame becomes `ClientError::Server` (or `UnknownCode`).
     async fn recv(&mut self) -> Result<Message, ClientError> {
         match self.rx.recv().await {
-            Some(Message::Error { code, message, .. }) => Err(ClientError::Server { code, message }),
+            Some(Message::Error { code, message, .. }) => Err(ClientError::refused(code, message)),
             Some(m) => Ok(m),
             None => Err(ClientError::Closed),
         }
@@ -319,7 +337,7 @@ impl Client {
             Some(Ok(Message::Welcome { user_id, node_id, session_id, max_frame_bytes, heartbeat_secs })) => {
                 Welcome { user_id, node_id, session_id, max_frame_bytes, heartbeat_secs }
             }
-            Some(Ok(Message::Error { code, message, .. })) => return Err(ClientError::Server { code, message }),
+            Some(Ok(Message::Error { code, message, .. })) => return Err(ClientError::refused(code, message)),
             Some(Ok(other)) => return Err(unexpected("Welcome", &other)),
             // What a TLS record header looks like when read as a frame length.
             Some(Err(FrameError::TooLarge { .. })) => {
@@ -550,6 +568,7 @@ async fn heartbeat_loop(out: mpsc::Sender<Message>, every: Duration) {
 }
 
 async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: mpsc::Sender<Event>, silence: Duration) {
+    let mut closed_with = None;
     let error = loop {
         let next = match tokio::time::timeout(silence, reader.next()).await {
             Err(_) => break Some("the node sent nothing for three heartbeats".to_owned()),
@@ -575,7 +594,10 @@ async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: m
                 let _ = inner.out.send(Message::Pong { nonce }).await;
             }
             Message::Pong { .. } => {}
-            Message::Error { request_id: 0, code, message } => break Some(format!("{code}: {message}")),
+            Message::Error { request_id: 0, code, message } => {
+                closed_with = ErrorCode::parse(&code);
+                break Some(format!("{code}: {message}"));
+            }
             other => {
                 let Some(id) = other.request_id() else { continue };
                 let tx =
@@ -591,5 +613,24 @@ async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: m
         // Waiting requests see their answer channel close; new ones are refused.
         inner.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
-    let _ = events.send(Event::Closed { error }).await;
+    let _ = events.send(Event::Closed { error, code: closed_with }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_arrive_typed() {
+        for code in ErrorCode::ALL {
+            let e = ClientError::refused(code.as_str().to_owned(), "no".into());
+            assert_eq!(e.code(), Some(code));
+            assert!(e.is_refusal());
+        }
+        // A newer node's code is still a refusal of the request, with its text kept for the user.
+        let newer = ClientError::refused("quota_exceeded".into(), "over quota".into());
+        assert!(matches!(&newer, ClientError::UnknownCode { .. }) && newer.is_refusal() && newer.code().is_none());
+        assert!(newer.to_string().contains("quota_exceeded"), "{newer}");
+        assert!(!ClientError::Closed.is_refusal());
+    }
 }

@@ -235,7 +235,7 @@ impl Client {
                 BatchOutcome::Committed { seq, path, conflict_path } => {
                     Ok(Committed { workspace_id: ws, seq, version: seq, path, conflict_path })
                 }
-                BatchOutcome::Refused { code, message } => Err(ClientError::Server { code, message }),
+                BatchOutcome::Refused { code, message } => Err(ClientError::refused(code, message)),
             })
             .collect())
     }
@@ -255,7 +255,7 @@ impl Client {
             // The node gave up on this upload (it answered Error): stop sending.
             if let Ok(msg) = pending.rx.try_recv() {
                 return match msg {
-                    Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+                    Message::Error { code, message, .. } => Err(ClientError::refused(code, message)),
                     other => Err(unexpected("no answer before the chunks", &other)),
                 };
             }

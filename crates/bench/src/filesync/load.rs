@@ -169,7 +169,7 @@ async fn next_change(events: &mut Events, ws: WorkspaceId, t0: Instant) -> Resul
             Some(Event::Change(c)) if c.workspace_id == ws => return Ok((c.seq, t0.elapsed().as_secs_f64() * 1e3)),
             Some(Event::Change(_) | Event::Notice(_)) => continue,
             Some(Event::Goodbye { reason, .. }) => return Err(anyhow!("the node said goodbye: {reason}")),
-            Some(Event::Closed { error }) => return Err(anyhow!("connection closed: {error:?}")),
+            Some(Event::Closed { error, .. }) => return Err(anyhow!("connection closed: {error:?}")),
             None => bail!("no change within {FANOUT_TIMEOUT:?}"),
         }
     }

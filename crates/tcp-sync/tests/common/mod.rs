@@ -17,7 +17,7 @@ use filesync_core::db::accounts::{self, NewUser};
 use filesync_core::db::devices;
 use filesync_core::db::{Backend, Db};
 use filesync_core::jwt::{Grant, JwtKeys};
-use filesync_core::proto::Change;
+use filesync_core::proto::{Change, ErrorCode};
 use filesync_core::testing::TestDb;
 use filesync_core::{Role, Secret, UserId, WorkspaceId};
 use filesync_proto_client::{Client, ClientError, ConnectOptions, Event, Events};
@@ -215,7 +215,7 @@ pub async fn next_change(events: &mut Events, what: &str) -> Change {
             Err(_) => panic!("timed out waiting for {what}"),
             Ok(None) => panic!("events ended while waiting for {what}"),
             Ok(Some(Event::Change(c))) => return c,
-            Ok(Some(Event::Closed { error })) => panic!("connection closed ({error:?}) while waiting for {what}"),
+            Ok(Some(Event::Closed { error, .. })) => panic!("connection closed ({error:?}) while waiting for {what}"),
             Ok(Some(_)) => continue,
         }
     }
@@ -230,7 +230,7 @@ pub fn write_file(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::
     p
 }
 
-pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
     match r {
         Err(ClientError::Server { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),

@@ -24,12 +24,12 @@ use chrono::Utc;
 
 use filesync_core::chunking::{self, ChunkRef, FileScan, Hash};
 use filesync_core::path::{PathError, WsPath};
-use filesync_core::proto::{Change, ChangeOp, EntryKind, Notice};
+use filesync_core::proto::{Change, ChangeOp, EntryKind, ErrorCode, Notice};
 use filesync_core::{Role, WorkspaceId};
 
 use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
 use super::local::{self, LocalFile, StagedFile, TempFile};
-use super::remote::{Committed, Manifest, PutJob, Remote, RemoteError, RemoteEvent};
+use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
 use super::state::{Entry, StateStore};
 use super::ui::{Bar, Ui};
 use super::watch::WatchEvent;
@@ -88,7 +88,7 @@ impl From<RemoteError> for SyncError {
     fn from(e: RemoteError) -> SyncError {
         match e {
             e if e.is_auth() => SyncError::SignedOut(format!("signed out: {e}; run `filesync login` to sync again")),
-            RemoteError::Refused { code, message } if code == super::remote::MISCONFIGURED => SyncError::Fatal(message),
+            RemoteError::Refused { code: Refusal::Misconfigured, message } => SyncError::Fatal(message),
             RemoteError::Connection(m) => SyncError::Connection(m),
             RemoteError::NoWorkspace(_) => SyncError::AccessEnded(NO_LONGER_MEMBER),
             RemoteError::Refused { code, message } => SyncError::Connection(format!("{message} ({code})")),

@@ -270,7 +270,7 @@ impl FolderSync {
                 self.store.advance_past_own(done.seq);
                 Ok(())
             }
-            Err(RemoteError::Refused { code, message }) if code == "not_found" => {
+            Err(RemoteError::Refused { code: Refusal::Node(ErrorCode::NotFound), message }) => {
                 tracing::debug!(workspace.id = %self.ws, path = rel.as_str(), %message, "already gone on the server");
                 self.store.remove(rel);
                 Ok(())
@@ -279,7 +279,7 @@ impl FolderSync {
                 // Changed on the server since: its change arrives by subscription and is downloaded
                 // (a change beats a delete). Keep the entry so that happens.
                 tracing::info!(workspace.id = %self.ws, path = rel.as_str(), %code, %message, "delete refused");
-                if code == "forbidden" {
+                if code == Refusal::Node(ErrorCode::Forbidden) {
                     self.forbidden(rel);
                 }
                 Ok(())
@@ -365,7 +365,7 @@ impl FolderSync {
                 }
                 Ok(())
             }
-            Err(RemoteError::Refused { code, message }) if code == "forbidden" => {
+            Err(RemoteError::Refused { code: Refusal::Node(ErrorCode::Forbidden), message }) => {
                 tracing::info!(workspace.id = %self.ws, path = rel.as_str(), %message, "upload refused");
                 self.forbidden(rel);
                 Ok(())

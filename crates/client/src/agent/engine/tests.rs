@@ -135,7 +135,10 @@ impl Remote for FakeNode {
     async fn move_path(&mut self, _ws: WorkspaceId, from: &str, to: &str, base: i64) -> Result<Committed, RemoteError> {
         self.calls.push(format!("move {from} {to} base {base}"));
         if self.refuse_moves {
-            return Err(RemoteError::Refused { code: "conflict".into(), message: "stale base".into() });
+            return Err(RemoteError::Refused {
+                code: Refusal::Node(ErrorCode::Conflict),
+                message: "stale base".into(),
+            });
         }
         self.seq += 1;
         Ok(Committed { version: self.seq, seq: self.seq, path: to.into(), conflict_path: None })
@@ -143,10 +146,10 @@ impl Remote for FakeNode {
 
     async fn manifest(&mut self, _ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError> {
         self.calls.push(format!("manifest {seq}"));
-        self.versions
-            .get(&seq)
-            .cloned()
-            .ok_or_else(|| RemoteError::Refused { code: "not_found".into(), message: "no such version".into() })
+        self.versions.get(&seq).cloned().ok_or_else(|| RemoteError::Refused {
+            code: Refusal::Node(ErrorCode::NotFound),
+            message: "no such version".into(),
+        })
     }
 
     async fn chunks(&mut self, _ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
@@ -158,7 +161,10 @@ impl Remote for FakeNode {
             return Err(RemoteError::Connection("connection reset".into()));
         }
         if hashes.iter().any(|h| self.refuse_chunks.contains(h) || !self.chunks.contains_key(h)) {
-            return Err(RemoteError::Refused { code: "not_found".into(), message: "no such chunk".into() });
+            return Err(RemoteError::Refused {
+                code: Refusal::Node(ErrorCode::NotFound),
+                message: "no such chunk".into(),
+            });
         }
         self.chunks_sent += hashes.len();
         Ok(hashes.iter().map(|h| self.chunks[h].clone()).collect())

@@ -3,12 +3,10 @@
 //! gives the same [`Services`] to its API and its node; a daemon on its own
 //! builds them from its configuration.
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use filesync_core::config::{Config, StorageLocation};
+use filesync_core::config::Config;
 use filesync_core::db::Db;
-use filesync_core::storage::{ChunkStore, LocalDirStore};
+use filesync_core::storage::{self, ChunkStore};
 
 use crate::Bus;
 
@@ -19,7 +17,7 @@ use crate::Bus;
 pub struct Deps {
     pub config: Config,
     pub db: Option<Db>,
-    pub store: Option<Arc<dyn ChunkStore>>,
+    pub store: Option<ChunkStore>,
     pub bus: Option<Bus>,
 }
 
@@ -29,7 +27,7 @@ pub struct Services {
     /// Prepared for serving (the JWT secret is loaded or generated).
     pub config: Config,
     pub db: Db,
-    pub store: Arc<dyn ChunkStore>,
+    pub store: ChunkStore,
     pub bus: Bus,
 }
 
@@ -51,7 +49,7 @@ impl Deps {
         self
     }
 
-    pub fn with_store(mut self, store: Arc<dyn ChunkStore>) -> Deps {
+    pub fn with_store(mut self, store: ChunkStore) -> Deps {
         self.store = Some(store);
         self
     }
@@ -76,21 +74,7 @@ impl Deps {
         };
         let store = match store {
             Some(store) => store,
-            None => {
-                let dir = match config.storage_location()? {
-                    StorageLocation::Dir(dir) => dir,
-                    StorageLocation::S3 { bucket, .. } => {
-                        anyhow::bail!("storage s3://{bucket}: this build has no S3 chunk store")
-                    }
-                };
-                let opened = tokio::task::spawn_blocking({
-                    let dir = dir.clone();
-                    move || LocalDirStore::open(&dir)
-                })
-                .await?
-                .with_context(|| format!("opening the chunk store {}", dir.display()))?;
-                Arc::new(opened)
-            }
+            None => storage::open(&config, db.clone()).await.context("opening the chunk store")?,
         };
         let bus = match bus {
             Some(bus) => bus,

@@ -1,11 +1,14 @@
 //! Ingest: how new content enters a workspace, for the sync node and for HTTP
 //! uploads alike (feature `ingest`).
 //!
-//! 1. Each chunk is verified against its hash and written by the
-//!    [`ChunkStore`] on the blocking pool ([`ChunkStore::put_deferred`]), a few
-//!    at once ([`STORE_AHEAD`]) while the caller reads the next one.
-//! 2. Every [`RECORD_BATCH`] chunks, and at the end, the batch is made durable
-//!    with one [`ChunkStore::make_durable`] and only then recorded in
+//! 1. Each chunk is verified against its hash, encoded and appended to the
+//!    upload's open pack ([`PackWriter::append`]) on the blocking pool, a few at
+//!    once ([`STORE_AHEAD`]) while the caller reads the next one. A chunk the
+//!    index already records (stored by anyone) is not written again.
+//! 2. When the pack reaches [`PACK_TARGET`] bytes (or [`RECORD_BATCH`] chunks
+//!    are waiting), and at the end, the pack is sealed — fsynced and renamed
+//!    into place, or uploaded and acknowledged ([`ChunkStore::seal`]) — and
+//!    only then recorded with its chunks in `packs`, `chunks` and
 //!    `workspace_chunks` ([`journal::record_chunks`], one transaction), so an
 //!    interrupted upload keeps what it sent and a committed version never names
 //!    a chunk a crash can lose.
@@ -13,13 +16,13 @@
 //!    stale base becomes a conflict copy there.
 //!
 //! The node feeds [`ChunkSink`] with the chunks its client sends (the client
-//! chunked the file); an HTTP upload hands a byte stream to [`put_stream`],
+//! chunked the file); an HTTP upload hands a byte stream to [`store_stream`],
 //! which cuts it with the same FastCDC parameters as
 //! [`crate::chunking::chunks`] while reading, so memory stays flat whatever
 //! the size: one chunker buffer and [`STORE_AHEAD`] chunks of at most
-//! [`MAX_CHUNK`] bytes.
+//! [`MAX_CHUNK`] bytes; the pack being written is a spool file.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
 
@@ -28,18 +31,19 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::chunking::{self, ChunkRef, Hash, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
-use crate::db::journal::{self, Author, Committed, Content, Edit};
+use crate::db::journal::{self, Author, Committed, Content, Edit, NewChunk};
+use crate::db::packs;
 use crate::db::{Db, DbError};
-use crate::storage::{ChunkStore, StorageError, Stored};
+use crate::storage::pack::Appended;
+use crate::storage::{ChunkStore, PackWriter, StorageError, Stored, PACK_TARGET};
 use crate::WorkspaceId;
 
 /// Received chunks of one upload being verified and written at once.
 pub const STORE_AHEAD: usize = 4;
 
-/// Chunks made durable and recorded together: one sync and one transaction per
-/// batch instead of per chunk (~16 MiB at the usual chunk size), while an
-/// interrupted upload still keeps what it sent.
-pub const RECORD_BATCH: usize = 256;
+/// At most this many chunks wait to be recorded (their pack is sealed early): one transaction
+/// stays small even when chunks are tiny after compression or already stored.
+pub const RECORD_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -89,25 +93,46 @@ impl std::ops::Add for Progress {
     }
 }
 
-type ChunkWrite = JoinHandle<Result<Stored, StorageError>>;
+/// A chunk being stored: `None` once done if the index already had it.
+type ChunkWrite = JoinHandle<Result<Option<Appended>, StorageError>>;
 
-/// The chunks of one upload to one workspace on their way into the store and
-/// `workspace_chunks`. Dropping it abandons the chunks not yet recorded (they
-/// stay in the store, unreferenced, like any interrupted upload's).
+/// The chunks of one upload to one workspace on their way into packs and
+/// `workspace_chunks`. Dropping it abandons the chunks not yet recorded (their
+/// pack's spool file is deleted, or the sealed pack stays unreferenced, like
+/// any interrupted upload's).
 #[derive(Debug)]
 pub struct ChunkSink {
     db: Db,
-    store: Arc<dyn ChunkStore>,
+    store: ChunkStore,
+    writer: Arc<PackWriter>,
     ws: WorkspaceId,
     /// Being verified and written, in arrival order.
     storing: VecDeque<(Hash, u32, ChunkWrite)>,
-    /// Stored but not yet durable and recorded: (hash, length, stored size).
-    unrecorded: Vec<(Hash, u32, u64)>,
+    /// Stored but not yet durable and recorded.
+    unrecorded: Vec<NewChunk>,
+    /// Pack bytes written since the last record.
+    unrecorded_bytes: u64,
+    /// Chunks of this upload already on their way (a file of zeros repeats one chunk), forgotten
+    /// past [`SEEN_MAX`] entries: a repeat then costs dead bytes, never correctness.
+    seen: HashSet<Hash>,
 }
 
+/// Hashes a [`ChunkSink`] remembers (~2 MiB) to store a repeated chunk once.
+const SEEN_MAX: usize = 65_536;
+
 impl ChunkSink {
-    pub fn new(db: Db, store: Arc<dyn ChunkStore>, ws: WorkspaceId) -> ChunkSink {
-        ChunkSink { db, store, ws, storing: VecDeque::new(), unrecorded: Vec::new() }
+    pub fn new(db: Db, store: ChunkStore, ws: WorkspaceId) -> ChunkSink {
+        let writer = Arc::new(store.writer());
+        ChunkSink {
+            db,
+            store,
+            writer,
+            ws,
+            storing: VecDeque::new(),
+            unrecorded: Vec::new(),
+            unrecorded_bytes: 0,
+            seen: HashSet::new(),
+        }
     }
 
     pub fn workspace(&self) -> WorkspaceId {
@@ -115,11 +140,29 @@ impl ChunkSink {
     }
 
     /// Starts verifying and writing `data` under `hash` on the blocking pool; waits for older
-    /// chunks until at most [`STORE_AHEAD`] are in flight, recording full batches.
+    /// chunks until at most [`STORE_AHEAD`] are in flight, recording full packs.
     pub async fn push(&mut self, hash: Hash, data: Vec<u8>) -> Result<Progress, IngestError> {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let store = self.store.clone();
-        self.storing.push_back((hash, len, tokio::task::spawn_blocking(move || store.put_deferred(&hash, &data))));
+        let (store, writer) = (self.store.clone(), self.writer.clone());
+        if self.seen.len() >= SEEN_MAX {
+            self.seen.clear();
+        }
+        let repeat = !self.seen.insert(hash);
+        let write = tokio::task::spawn_blocking(move || {
+            if repeat || store.is_recorded_blocking(&hash)? {
+                // Verified anyway: the client must prove it holds the bytes it names.
+                let actual = chunking::hash(&data);
+                if actual != hash {
+                    return Err(StorageError::HashMismatch {
+                        claimed: chunking::hex(&hash),
+                        actual: chunking::hex(&actual),
+                    });
+                }
+                return Ok(None);
+            }
+            writer.append(&hash, data).map(Some)
+        });
+        self.storing.push_back((hash, len, write));
         self.settle(STORE_AHEAD).await
     }
 
@@ -133,10 +176,12 @@ impl ChunkSink {
         let mut progress = Progress::default();
         while self.storing.len() > keep {
             let Some((hash, len, write)) = self.storing.pop_front() else { break };
-            let stored = write.await.map_err(|e| IngestError::Task(e.to_string()))??;
-            progress.add(len, stored);
-            self.unrecorded.push((hash, len, stored.stored_size));
-            if self.unrecorded.len() >= RECORD_BATCH {
+            let appended = write.await.map_err(|e| IngestError::Task(e.to_string()))??;
+            let stored_size = appended.map_or(0, |a| u64::from(a.stored_size));
+            progress.add(len, Stored { stored_size, written: appended.is_some() });
+            self.unrecorded.push(NewChunk { hash, size: len, stored_size, at: appended.map(|a| a.at) });
+            self.unrecorded_bytes += stored_size;
+            if self.unrecorded_bytes >= PACK_TARGET || self.unrecorded.len() >= RECORD_BATCH {
                 self.record().await?;
             }
         }
@@ -146,16 +191,25 @@ impl ChunkSink {
         Ok(progress)
     }
 
-    /// Makes the unrecorded chunks durable, then records them in one transaction.
+    /// Seals the open pack (durable), then records it and the unrecorded chunks in one
+    /// transaction. Chunks still being appended go to the next pack; a settled chunk's entry is
+    /// in the pack sealed now or in one sealed and recorded before.
     async fn record(&mut self) -> Result<(), IngestError> {
         let batch = std::mem::take(&mut self.unrecorded);
-        let store = self.store.clone();
-        let hashes: Vec<Hash> = batch.iter().map(|(h, _, _)| *h).collect();
-        tokio::task::spawn_blocking(move || store.make_durable(&hashes))
-            .await
-            .map_err(|e| IngestError::Task(e.to_string()))??;
+        self.unrecorded_bytes = 0;
+        let sealed = match self.writer.take() {
+            Some(pack) => Some(self.store.seal(pack).await?),
+            None => None,
+        };
         let ws = self.ws;
-        self.db.write(move |c| journal::record_chunks(c, ws, &batch)).await?;
+        self.db
+            .write(move |c| {
+                if let Some(pack) = sealed {
+                    packs::record_pack(c, pack.id, pack.size)?;
+                }
+                journal::record_chunks(c, ws, &batch)
+            })
+            .await?;
         Ok(())
     }
 }
@@ -208,7 +262,7 @@ pub struct Streamed {
 /// grow with the size of the content: one chunker buffer and [`STORE_AHEAD`] chunks.
 pub async fn store_stream<R: AsyncRead + Unpin>(
     db: &Db,
-    store: Arc<dyn ChunkStore>,
+    store: ChunkStore,
     ws: WorkspaceId,
     reader: R,
 ) -> Result<Streamed, IngestError> {
@@ -286,11 +340,13 @@ pub async fn commit_put(
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::sync::Mutex;
+
+    use object_store::memory::InMemory;
 
     use super::*;
     use crate::db::accounts::{self, NewUser};
-    use crate::storage::LocalDirStore;
+    use crate::db::packs::Location;
+    use crate::storage::Backend;
     use crate::UserId;
 
     fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -305,35 +361,8 @@ mod tests {
             .collect()
     }
 
-    /// A directory store that remembers which chunks were made durable, and checks at each
-    /// `make_durable` that none of them was recorded for the workspace before.
-    #[derive(Debug)]
-    struct Watched {
-        inner: LocalDirStore,
-        db: Db,
-        ws: WorkspaceId,
-        durable: Mutex<HashSet<Hash>>,
-    }
-
-    impl ChunkStore for Watched {
-        fn put(&self, hash: &Hash, data: &[u8]) -> Result<Stored, StorageError> {
-            self.inner.put(hash, data)
-        }
-        fn get(&self, hash: &Hash) -> Result<Vec<u8>, StorageError> {
-            self.inner.get(hash)
-        }
-        fn contains(&self, hash: &Hash) -> Result<bool, StorageError> {
-            self.inner.contains(hash)
-        }
-        fn put_deferred(&self, hash: &Hash, data: &[u8]) -> Result<Stored, StorageError> {
-            self.inner.put_deferred(hash, data)
-        }
-        fn make_durable(&self, hashes: &[Hash]) -> Result<(), StorageError> {
-            let held = self.db.write_blocking(|c| journal::held_chunks(c, self.ws, hashes)).unwrap();
-            assert!(held.is_empty(), "a chunk was recorded before it was durable");
-            self.durable.lock().unwrap().extend(hashes.iter().copied());
-            self.inner.make_durable(hashes)
-        }
+    fn memory_store(db: &Db) -> ChunkStore {
+        ChunkStore::new(db.clone(), Backend::objects(Arc::new(InMemory::new()), "memory"))
     }
 
     fn setup(dir: &std::path::Path) -> (Db, WorkspaceId, Author) {
@@ -355,28 +384,50 @@ mod tests {
         (db, ws, Author { user_id: user, device_id: "test".into(), device_name: "test".into() })
     }
 
-    /// A streamed put: every chunk durable before it is recorded, recorded before the commit
-    /// names it, the cuts the agent's; a stale base becomes a conflict copy.
+    /// A streamed put lands in packs of about PACK_TARGET, every recorded chunk in a recorded pack
+    /// and readable in one ranged read; repeated and known chunks are not stored again; the cuts
+    /// are the agent's; a stale base becomes a conflict copy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn streamed_puts_are_durable_before_recorded_and_stale_bases_copy() {
+    async fn streamed_puts_land_in_packs_and_stale_bases_copy() {
         let dir = tempfile::tempdir().unwrap();
         let (db, ws, author) = setup(dir.path());
-        let store = Arc::new(Watched {
-            inner: LocalDirStore::open(dir.path().join("chunks")).unwrap(),
-            db: db.clone(),
-            ws,
-            durable: Mutex::default(),
-        });
-        // More than one record batch.
-        let data = noise(RECORD_BATCH * AVG_CHUNK as usize * 5 / 4, 7);
+        let store = memory_store(&db);
+        // More than one pack.
+        let data = noise(PACK_TARGET as usize * 5 / 4, 7);
         let streamed = store_stream(&db, store.clone(), ws, &data[..]).await.unwrap();
         assert_eq!((streamed.size, streamed.content_hash), (data.len() as u64, chunking::hash(&data)));
         assert_eq!(streamed.chunks, chunking::scan(&data[..]).unwrap().refs());
         let hashes: Vec<Hash> = streamed.chunks.iter().map(|c| c.hash).collect();
-        let held = db.run(move |c| journal::held_chunks(c, ws, &hashes)).await.unwrap();
-        assert_eq!(held.len(), streamed.chunks.iter().map(|c| c.hash).collect::<HashSet<_>>().len());
-        assert!(held.iter().all(|h| store.durable.lock().unwrap().contains(h)));
-        assert!(streamed.progress.chunks_written > 0);
+        let wanted = hashes.clone();
+        let (held, located) =
+            db.run(move |c| Ok((journal::held_chunks(c, ws, &wanted)?, packs::locate(c, &wanted)?))).await.unwrap();
+        assert_eq!(held.len(), hashes.iter().collect::<HashSet<_>>().len());
+        let in_packs: HashSet<_> = located
+            .values()
+            .map(|l| match l {
+                Location::Packed { at, .. } => at.pack,
+                Location::Loose => panic!("a new chunk was recorded loose"),
+            })
+            .collect();
+        assert_eq!(in_packs.len(), 2, "20 MiB of noise is two packs");
+        let recorded = db.run(packs::all_packs).await.unwrap();
+        assert!(in_packs.iter().all(|p| recorded.contains(p)));
+        assert_eq!(streamed.progress.chunks_written, hashes.len() as u64);
+        let mut back = Vec::new();
+        let mut reads = store.read_many(hashes.clone(), 4);
+        while let Some(got) = reads.next().await {
+            back.extend(got.unwrap().1);
+        }
+        assert_eq!(back, data);
+
+        // Known chunks (the same content again) and repeats within an upload are stored once.
+        let again = store_stream(&db, store.clone(), ws, &data[..]).await.unwrap();
+        assert_eq!((again.progress.chunks, again.progress.chunks_written), (hashes.len() as u64, 0));
+        let zeros = vec![0u8; 4 << 20];
+        let z = store_stream(&db, store.clone(), ws, &zeros[..]).await.unwrap();
+        assert!(z.progress.chunks > 10);
+        assert_eq!(z.progress.chunks_written, 1);
+        assert_eq!(store.get(&z.chunks[3].hash).await.unwrap(), vec![0u8; z.chunks[3].len as usize]);
 
         let put = |base| NewPut { path: "big.bin".into(), base, mtime_ms: 1, mode: None };
         let first = commit_put(&db, ws, author.clone(), put(Base::Current), streamed).await.unwrap();
@@ -393,17 +444,28 @@ mod tests {
         assert_eq!(head.seq, second.committed.seq);
     }
 
-    /// A chunk whose bytes do not match its name is refused and nothing of it is recorded.
+    /// A chunk whose bytes do not match its name is refused and nothing of it is recorded, known
+    /// chunk or new.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wrong_chunk_is_refused_and_not_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let (db, ws, _) = setup(dir.path());
-        let store: Arc<dyn ChunkStore> = Arc::new(LocalDirStore::open(dir.path().join("chunks")).unwrap());
-        let mut sink = ChunkSink::new(db.clone(), store, ws);
+        let store = memory_store(&db);
         let claimed = chunking::hash(b"what was announced");
+        let mut sink = ChunkSink::new(db.clone(), store.clone(), ws);
         sink.push(claimed, b"something else".to_vec()).await.unwrap();
         assert!(matches!(sink.finish().await, Err(IngestError::Storage(StorageError::HashMismatch { .. }))));
         let held = db.run(move |c| journal::held_chunks(c, ws, &[claimed])).await.unwrap();
+        assert!(held.is_empty());
+
+        let mut sink = ChunkSink::new(db.clone(), store.clone(), ws);
+        sink.push(claimed, b"what was announced".to_vec()).await.unwrap();
+        sink.finish().await.unwrap();
+        let other = db.write(|c| Ok(WorkspaceId(accounts::create_workspace(c, UserId(1), "other")?.id))).await.unwrap();
+        let mut sink = ChunkSink::new(db.clone(), store, other);
+        sink.push(claimed, b"something else".to_vec()).await.unwrap();
+        assert!(matches!(sink.finish().await, Err(IngestError::Storage(StorageError::HashMismatch { .. }))));
+        let held = db.run(move |c| journal::held_chunks(c, other, &[claimed])).await.unwrap();
         assert!(held.is_empty());
     }
 

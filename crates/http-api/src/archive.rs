@@ -25,7 +25,6 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use actix_web::web::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -77,7 +76,7 @@ type PieceFuture = BoxFuture<'static, Result<Piece, ArchiveError>>;
 /// a truncated download rather than a wrong file.
 pub fn zip_stream(
     db: Db,
-    store: Arc<dyn ChunkStore>,
+    store: ChunkStore,
     ws: WorkspaceId,
     heads: Vec<Change>,
 ) -> impl Stream<Item = Result<Bytes, ArchiveError>> {
@@ -98,7 +97,7 @@ pub fn zip_stream(
 
 /// The archive's pieces as futures: each file's manifest is read when the
 /// stream reaches it, each chunk when `buffered` asks for it.
-fn pieces(db: Db, store: Arc<dyn ChunkStore>, ws: WorkspaceId, heads: Vec<Change>) -> impl Stream<Item = PieceFuture> {
+fn pieces(db: Db, store: ChunkStore, ws: WorkspaceId, heads: Vec<Change>) -> impl Stream<Item = PieceFuture> {
     stream::iter(heads)
         .then(move |head| manifest_of(db.clone(), ws, head))
         .map(move |loaded| -> BoxStream<'static, PieceFuture> {
@@ -135,7 +134,7 @@ async fn manifest_of(db: Db, ws: WorkspaceId, head: Change) -> Result<(Change, V
 /// and cut to the range. The one download path of single files; the zip reads its chunks with the
 /// same [`read_chunk`]. A chunk whose length differs from the manifest ends the stream with an error.
 pub fn file_stream(
-    store: Arc<dyn ChunkStore>,
+    store: ChunkStore,
     manifest: Vec<ChunkRef>,
     start: u64,
     end: u64,
@@ -154,16 +153,21 @@ pub fn file_stream(
         }
         offset = c_end;
     }
-    stream::iter(parts)
-        .map(move |(c, from, to)| read_chunk(store.clone(), c).map_ok(move |data| Bytes::from(data).slice(from..to)))
-        .buffered(READ_AHEAD)
+    let hashes = parts.iter().map(|(c, _, _)| c.hash).collect();
+    store.read_many(hashes, READ_AHEAD).zip(stream::iter(parts)).map(|(got, (c, from, to))| {
+        let (_, data) = got?;
+        checked_len(&c, data).map(|data| Bytes::from(data).slice(from..to))
+    })
 }
 
-/// One chunk, verified by the store, of the length its manifest says.
-async fn read_chunk(store: Arc<dyn ChunkStore>, chunk: ChunkRef) -> Result<Vec<u8>, ArchiveError> {
-    let data = tokio::task::spawn_blocking(move || store.get(&chunk.hash))
-        .await
-        .map_err(|e| ArchiveError::Task(e.to_string()))??;
+/// One chunk, verified by the store, of the length its manifest says (an entry of the zip).
+async fn read_chunk(store: ChunkStore, chunk: ChunkRef) -> Result<Vec<u8>, ArchiveError> {
+    let data = store.get(&chunk.hash).await?;
+    checked_len(&chunk, data)
+}
+
+/// The chunk's bytes if they are as long as its manifest says.
+fn checked_len(chunk: &ChunkRef, data: Vec<u8>) -> Result<Vec<u8>, ArchiveError> {
     if data.len() != chunk.len as usize {
         return Err(ArchiveError::ChunkLength { hash: hex(&chunk.hash), expected: chunk.len, actual: data.len() });
     }

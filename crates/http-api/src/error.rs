@@ -6,6 +6,7 @@ use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use filesync_core::db::DbError;
+use filesync_core::storage::StorageError;
 use serde::Serialize;
 
 /// Largest JSON request body accepted.
@@ -64,6 +65,7 @@ pub enum ErrorCode {
     RouteNotFound,
     SamePath,
     StaleBase,
+    StorageUnavailable,
     TokenExpired,
     TokenRevoked,
     TooManyAttempts,
@@ -120,6 +122,10 @@ pub enum ApiError {
     /// back to the pool, which heals a dead connection.
     #[error("{}", if .0.is_unavailable() { "the database is unavailable; retry shortly" } else { "internal server error" })]
     Database(DbError),
+    /// 503 `storage_unavailable` with `Retry-After`: the chunk store (an object store) failed or
+    /// cannot be reached; nothing was committed. The cause is logged, never sent.
+    #[error("the chunk store is unavailable; retry shortly")]
+    StorageUnavailable(String),
     /// 500. The cause is logged, never sent.
     #[error("internal server error")]
     Internal(String),
@@ -150,6 +156,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
             ApiError::Unavailable => ErrorCode::Unavailable,
+            ApiError::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             ApiError::Database(e) if e.is_unavailable() => ErrorCode::DatabaseUnavailable,
             ApiError::Database(_) | ApiError::Internal(_) => ErrorCode::Internal,
         }
@@ -159,6 +166,16 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> ApiError {
         ApiError::Database(err)
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> ApiError {
+        match err {
+            StorageError::Index(e) => e.into(),
+            e if e.is_unavailable() => ApiError::StorageUnavailable(e.to_string()),
+            e => ApiError::internal(e),
+        }
     }
 }
 
@@ -194,7 +211,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -204,6 +221,7 @@ impl ResponseError for ApiError {
         // Logged once, here, where it turns into a response.
         match self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "request failed"),
+            ApiError::StorageUnavailable(cause) => tracing::warn!(error = %cause, "chunk store unavailable"),
             ApiError::Database(e) if e.is_unavailable() => tracing::warn!(error = %e, "database unavailable"),
             ApiError::Database(e) => tracing::error!(error = %e, "request failed"),
             _ => {}

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use filesync_core::config::Config;
-use filesync_core::db::{run_migrations, Manager};
+use filesync_core::db::{run_migrations, Db, Manager};
+use filesync_core::storage;
 
 /// The filesync HTTP API: accounts, login, workspaces and sharing.
 #[derive(Debug, Parser)]
-#[command(name = "filesync-http", version, after_help = filesync_core::config::environment_help())]
+#[command(name = "filesync-http", version, after_help = filesync_http_api::help::environment_help())]
 struct Cli {
     /// TOML config file (overrides FILESYNC_CONFIG).
     #[arg(long, value_name = "FILE", global = true)]
@@ -30,6 +31,23 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Chunk store maintenance.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StorageCommand {
+    /// Move chunks stored one file per chunk (releases before packs) into packs of the configured
+    /// store. With --from, first copy every pack of that store into the configured one and take the
+    /// loose chunks from there: how a local directory moves to s3://. Safe to run again; the
+    /// daemons may keep serving meanwhile.
+    Migrate {
+        /// Where the store is now: a directory, file:// URL or s3://BUCKET[/PREFIX] (the s3_*
+        /// settings apply); default: the configured store itself.
+        #[arg(long, value_name = "STORAGE")]
+        from: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +75,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     filesync_core::bin_support::init_tracing(&config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => migrate(&config).await,
+        Command::Storage(StorageCommand::Migrate { from }) => migrate_storage(&config, from).await,
         Command::Serve => serve(config).await,
     }
 }
@@ -74,6 +93,33 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     for version in applied {
         tracing::info!(migration = %version, "migration applied");
     }
+    Ok(())
+}
+
+async fn migrate_storage(config: &Config, from: Option<String>) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let db = tokio::task::spawn_blocking(move || Db::open(&url, 2)).await?.context("opening the database")?;
+    let store = storage::open(config, db).await.context("opening the chunk store")?;
+    let source = match from {
+        Some(from) => {
+            let source = Config { storage: Some(from), ..config.clone() };
+            let backend = tokio::task::spawn_blocking(move || storage::Backend::from_config(&source)).await?;
+            Some(backend.context("opening the store given with --from")?)
+        }
+        None => None,
+    };
+    let done = storage::migrate::migrate(&store, source.as_ref()).await?;
+    for chunk in &done.unreadable {
+        tracing::warn!(chunk = %chunk, "a loose chunk's file is missing or corrupt; left as it was");
+    }
+    tracing::info!(
+        store = %store.backend().describe(),
+        packs_copied = done.packs_copied,
+        chunks_packed = done.chunks_packed,
+        packs_written = done.packs_written,
+        unreadable = done.unreadable.len(),
+        "chunk store migrated"
+    );
     Ok(())
 }
 

@@ -21,9 +21,9 @@ use crate::throttle::LoginThrottle;
 #[derive(Debug)]
 pub struct AppState {
     pub db: Db,
-    /// The chunk store the sync nodes use too (`config.storage_location()`): downloads read it, HTTP
+    /// The chunk store the sync nodes use too (`storage::open`): downloads read it, HTTP
     /// uploads write it through core's `ingest`, exactly as a node does.
-    pub store: Arc<dyn ChunkStore>,
+    pub store: ChunkStore,
     pub jwt: JwtKeys,
     /// Makes the web UI's CSRF tokens ([`crate::session_cookie`]).
     pub csrf: CsrfKey,

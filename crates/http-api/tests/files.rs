@@ -1,7 +1,7 @@
 //! The sync journal over HTTP: file lists, history, restore, zip downloads
 //! and presence, on SQLite and on MariaDB, with real Redis. The workspace's
-//! content is made the way a node makes it: chunked with core's chunking,
-//! stored in a `LocalDirStore`, committed through the journal.
+//! content is made the way a node makes it: stored through core's `ingest`
+//! into the pack store the server reads, committed through the journal.
 
 mod common;
 
@@ -14,11 +14,15 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{assert_error, on_both_backends, Server};
 use filesync_core::chunking::{self, hex};
-use filesync_core::db::journal::{self, Author, Content, Edit};
-use filesync_core::db::{Backend, Db};
+use filesync_core::db::journal::{self, Author, Content, Edit, NewChunk};
+use filesync_core::db::{packs, Backend, Db};
+use filesync_core::ingest;
 use filesync_core::proto::presence::{conn_key, member, user_key, PresenceEntry};
-use filesync_core::storage::{ChunkStore, LocalDirStore};
+use filesync_core::storage::pack::pack_key;
+use filesync_core::storage::{legacy, migrate};
+use filesync_core::storage::{Backend as StoreBackend, ChunkStore};
 use filesync_core::{UserId, WorkspaceId};
+use filesync_testkit::TestS3;
 use futures::StreamExt;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -30,7 +34,7 @@ const BIG: usize = 20 * 1024 * 1024;
 /// What a node would have: the database and the chunk store.
 struct Journal {
     db: Db,
-    store: LocalDirStore,
+    store: ChunkStore,
     ws: WorkspaceId,
     author: Author,
 }
@@ -39,7 +43,7 @@ impl Journal {
     async fn open(srv: &Server, storage: &Path, ws: i64, user: i64) -> Journal {
         let url = srv.db.url().to_owned();
         let db = tokio::task::spawn_blocking(move || Db::open(&url, 2)).await.unwrap().expect("test db");
-        let store = LocalDirStore::open(storage).expect("store");
+        let store = ChunkStore::new(db.clone(), StoreBackend::dir(storage).expect("store"));
         let author = Author { user_id: UserId(user), device_id: "dev-laptop".into(), device_name: "laptop".into() };
         Journal { db, store, ws: WorkspaceId(ws), author }
     }
@@ -56,17 +60,29 @@ impl Journal {
 
     /// Chunks `bytes` as a node does, stores and records the chunks, commits a put.
     async fn put(&self, path: &str, base: i64, bytes: &[u8]) -> i64 {
+        let streamed = ingest::store_stream(&self.db, self.store.clone(), self.ws, bytes).await.expect("store chunks");
+        assert_eq!(streamed.chunks, chunking::scan(bytes).unwrap().refs());
+        let content = Content {
+            size: bytes.len() as u64,
+            mtime_ms: 1_700_000_000_000,
+            mode: 0o640,
+            content_hash: chunking::hash(bytes),
+            chunks: streamed.chunks,
+        };
+        self.commit(Edit::Put { path: path.into(), base_version: base, content }).await
+    }
+
+    /// Stores and commits `bytes` the way releases before packs did: one file per chunk under
+    /// `root` and `chunks` rows without a pack.
+    async fn put_loose(&self, root: &Path, path: &str, bytes: &[u8]) -> i64 {
         let mut refs = Vec::new();
         for item in chunking::chunks(bytes) {
             let (scanned, data) = item.expect("chunk");
-            let stored = self.store.put(&scanned.chunk.hash, &data).expect("store chunk");
-            let (db, ws, hash, len) = (self.db.clone(), self.ws, scanned.chunk.hash, scanned.chunk.len);
-            tokio::task::spawn_blocking(move || {
-                db.write_blocking(|c| journal::record_chunk(c, ws, &hash, len, stored.stored_size))
-            })
-            .await
-            .unwrap()
-            .expect("record chunk");
+            let hash = scanned.chunk.hash;
+            let stored_size = legacy::write_loose(root, &hash, data).expect("loose chunk");
+            let row = NewChunk { hash, size: scanned.chunk.len, stored_size, at: None };
+            let (db, ws) = (self.db.clone(), self.ws);
+            db.write(move |c| journal::record_chunk(c, ws, &row)).await.expect("record chunk");
             refs.push(scanned.chunk);
         }
         let content = Content {
@@ -76,7 +92,14 @@ impl Journal {
             content_hash: chunking::hash(bytes),
             chunks: refs,
         };
-        self.commit(Edit::Put { path: path.into(), base_version: base, content }).await
+        self.commit(Edit::Put { path: path.into(), base_version: 0, content }).await
+    }
+
+    /// The file of the pack that holds `hash`.
+    async fn pack_file(&self, root: &Path, hash: chunking::Hash) -> PathBuf {
+        let found = self.db.run(move |c| packs::locate(c, &[hash])).await.expect("locate");
+        let Some(packs::Location::Packed { at, .. }) = found.get(&hash) else { panic!("{} is not packed", hex(&hash)) };
+        root.join(pack_key(&at.pack).as_ref())
     }
 }
 
@@ -323,7 +346,7 @@ async fn empty_workspace_and_missing_chunk() {
         j.put("first.bin", 0, b"intact").await;
         j.put("second.bin", 0, &data).await;
         let victim = chunking::scan(&data[..]).unwrap().chunks[1].chunk.hash;
-        std::fs::remove_file(chunk_file(storage.path(), &victim)).expect("chunk file");
+        std::fs::remove_file(j.pack_file(storage.path(), victim).await).expect("pack file");
         let res = download(&srv, &p.alice.1, p.ws).await;
         assert_eq!(res.status(), StatusCode::OK, "headers go out before the chunks are read");
         // The chunked body ends without its terminator: the client gets an error, not a short zip.
@@ -336,9 +359,97 @@ async fn empty_workspace_and_missing_chunk() {
     .await;
 }
 
-fn chunk_file(root: &Path, hash: &chunking::Hash) -> PathBuf {
-    let name = hex(hash);
-    root.join(&name[..2]).join(name)
+/// A store written by the release before packs (one file per chunk, `chunks` rows without a pack)
+/// is served in place by this one, then `storage migrate` packs it: every file downloads
+/// byte-identical before and after, no loose file is left, and running it again does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_the_previous_release_upgrades_without_losing_a_byte() {
+    on_both_backends(|backend| async move {
+        let storage = tempfile::tempdir().unwrap();
+        let srv = start(backend, storage.path(), None).await;
+        let p = people(&srv, "Old").await;
+        let j = Journal::open(&srv, storage.path(), p.ws, p.alice.0).await;
+        let big = noise(3 * 1024 * 1024 + 17, 11);
+        let mut shared = big[..1024 * 1024].to_vec();
+        shared.extend_from_slice(b"a different tail");
+        let text = "la la la\n".repeat(20_000).into_bytes();
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("big.bin", big),
+            ("shares chunks with big.bin", shared),
+            ("docs/notes.txt", text),
+            ("tiny", b"x".to_vec()),
+            ("empty", Vec::new()),
+        ];
+        for (path, bytes) in &files {
+            j.put_loose(storage.path(), path, bytes).await;
+        }
+        let expected: BTreeMap<String, Option<Vec<u8>>> =
+            files.iter().map(|(path, bytes)| (path.to_string(), Some(bytes.clone()))).collect();
+        let expected_zip = |mut z: BTreeMap<String, Option<Vec<u8>>>| {
+            z.remove("docs/");
+            z
+        };
+        assert_eq!(expected_zip(zip_of(&srv, &p.alice.1, p.ws).await), expected, "read in place");
+
+        let done = migrate::migrate(&j.store, None).await.expect("migrate");
+        assert!(done.chunks_packed > 40 && done.packs_written >= 1 && done.unreadable.is_empty(), "{done:?}");
+        let loose_left: Vec<_> = std::fs::read_dir(storage.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "packs")
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().filter_map(Result::ok))
+            .map(|e| e.path())
+            .collect();
+        assert!(loose_left.is_empty(), "loose files left: {loose_left:?}");
+        assert_eq!(expected_zip(zip_of(&srv, &p.alice.1, p.ws).await), expected, "read from packs");
+        for (path, bytes) in &files {
+            let res = srv
+                .raw()
+                .get(srv.url(&format!("/workspaces/{}/file?path={}", p.ws, urlencode(path))))
+                .bearer_auth(&p.bob.1)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(&res.bytes().await.expect("body")[..], &bytes[..], "{path}");
+        }
+        let again = migrate::migrate(&j.store, None).await.expect("migrate again");
+        assert_eq!(again, migrate::Migrated::default());
+
+        // Then the directory moves to S3 (`storage migrate --from DIR`): every file reads back from
+        // the bucket; an object store that cannot be reached is a retryable error, not a panic.
+        if let Some(s3) = TestS3::fresh() {
+            let mut config = filesync_core::config::Config::default();
+            s3.configure(&mut config);
+            let remote = ChunkStore::new(j.db.clone(), StoreBackend::from_config(&config).expect("s3 backend"));
+            let moved = migrate::migrate(&remote, Some(j.store.backend())).await.expect("move to s3");
+            assert_eq!((moved.packs_copied, moved.chunks_packed), (done.packs_written, 0), "{moved:?}");
+            for (path, bytes) in &files {
+                let chunks = chunking::scan(&bytes[..]).unwrap().refs();
+                let mut reads = remote.read_many(chunks.iter().map(|c| c.hash).collect(), 4);
+                let mut back = Vec::new();
+                while let Some(got) = reads.next().await {
+                    back.extend(got.expect("chunk from s3").1);
+                }
+                assert_eq!(&back, bytes, "{path} from s3");
+            }
+            let (proxy, through) = s3.via_proxy().await;
+            let mut config = filesync_core::config::Config::default();
+            through.configure(&mut config);
+            let cut = ChunkStore::new(j.db.clone(), StoreBackend::from_config(&config).expect("s3 backend"));
+            proxy.cut();
+            let hash = chunking::scan(&files[0].1[..]).unwrap().refs()[0].hash;
+            let err = cut.get(&hash).await.expect_err("the store is away");
+            assert!(err.is_unavailable(), "{err:?}");
+            proxy.restore();
+            assert_eq!(
+                cut.get(&hash).await.expect("back").len(),
+                chunking::scan(&files[0].1[..]).unwrap().refs()[0].len as usize
+            );
+        }
+        srv.stop().await.expect("clean shutdown");
+    })
+    .await;
 }
 
 /// A name no other test run uses at the same time.

@@ -54,6 +54,11 @@ impl From<StorageError> for ReqError {
         match e {
             StorageError::HashMismatch { .. } => ReqError::new(ErrorCode::ChunkMismatch, e.to_string()),
             StorageError::NotFound(_) => ReqError::new(ErrorCode::NotFound, e.to_string()),
+            StorageError::Index(e) => e.into(),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "chunk store unavailable");
+                ReqError::new(ErrorCode::Unavailable, "the chunk store is unavailable; retry shortly")
+            }
             other => {
                 tracing::error!(error = %other, "chunk store error");
                 ReqError::internal()

@@ -67,7 +67,7 @@ pub struct Shared {
     pub tuning: Tuning,
     pub node_id: String,
     pub db: Db,
-    pub store: Arc<dyn ChunkStore>,
+    pub store: ChunkStore,
     pub jwt: JwtKeys,
     /// Shared with the HTTP API in `filesync-server`.
     pub bus: Bus,

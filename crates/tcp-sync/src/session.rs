@@ -561,15 +561,11 @@ impl Reads {
                 format!("chunk {} is not part of workspace {ws}", filesync_core::chunking::hex(h)),
             ));
         }
-        // A few chunks are read (and verified) ahead, so the disk and the hashing overlap the sending;
+        // A few chunks are read (and verified) ahead, so the store and the hashing overlap the sending;
         // the answer queue's bound is the flow control.
-        let reads = futures::stream::iter(hashes).map(|hash| {
-            let store = self.shared.store.clone();
-            async move { (hash, tokio::task::spawn_blocking(move || store.get(&hash)).await) }
-        });
-        let mut reads = reads.buffered(READ_AHEAD);
-        while let Some((hash, got)) = reads.next().await {
-            let data = got??;
+        let mut reads = self.shared.store.read_many(hashes, READ_AHEAD);
+        while let Some(got) = reads.next().await {
+            let (hash, data) = got?;
             if !send_answer(&self.resp, &self.conn, Message::Chunk { request_id, hash, data }).await {
                 return Ok(());
             }

@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use super::packs::PackedAt;
 use super::schema::{chunks, file_heads, file_versions, users, workspace_chunks, workspaces};
 use super::{now, DbConn, DbError};
 use crate::chunking::{decode_manifest, encode_manifest, ChunkRef, Hash};
@@ -305,15 +306,9 @@ pub fn held_chunks(conn: &mut DbConn, ws: WorkspaceId, hashes: &[Hash]) -> Resul
 
 /// Records that the chunk is stored (once per node) and that the workspace holds it.
 /// Idempotent: concurrent uploads of one chunk are fine.
-pub fn record_chunk(
-    conn: &mut DbConn,
-    ws: WorkspaceId,
-    hash: &Hash,
-    size: u32,
-    stored_size: u64,
-) -> Result<(), DbError> {
-    ignore_dup(diesel::insert_into(chunks::table).values(chunk_row(hash, size, stored_size)).execute(conn))?;
-    ignore_dup(diesel::insert_into(workspace_chunks::table).values(held_row(ws, hash)).execute(conn))
+pub fn record_chunk(conn: &mut DbConn, ws: WorkspaceId, chunk: &NewChunk) -> Result<(), DbError> {
+    ignore_dup(diesel::insert_into(chunks::table).values(chunk_row(chunk)).execute(conn))?;
+    ignore_dup(diesel::insert_into(workspace_chunks::table).values(held_row(ws, &chunk.hash)).execute(conn))
 }
 
 /// A unique violation means someone recorded the same row first: fine.
@@ -324,20 +319,40 @@ fn ignore_dup(r: Result<usize, diesel::result::Error>) -> Result<(), DbError> {
     }
 }
 
+/// A chunk to record: what it is and where its bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewChunk {
+    pub hash: Hash,
+    /// Its length.
+    pub size: u32,
+    /// Bytes it takes at rest.
+    pub stored_size: u64,
+    /// Its entry in a pack. `None` for [`record_chunks`]: the chunk is recorded already (the
+    /// upload found it in the index), only the workspace's hold is added; for [`record_chunk`]: a
+    /// loose chunk, one file per chunk as releases before packs stored it.
+    pub at: Option<PackedAt>,
+}
+
 type ChunkRow = (
     diesel::dsl::Eq<chunks::hash, Vec<u8>>,
     diesel::dsl::Eq<chunks::size, i32>,
     diesel::dsl::Eq<chunks::stored_size, i32>,
     diesel::dsl::Eq<chunks::created_at, chrono::NaiveDateTime>,
+    diesel::dsl::Eq<chunks::pack_id, Option<Vec<u8>>>,
+    diesel::dsl::Eq<chunks::pack_offset, Option<i64>>,
+    diesel::dsl::Eq<chunks::format, Option<i16>>,
 );
 type HeldRow = (diesel::dsl::Eq<workspace_chunks::workspace_id, i64>, diesel::dsl::Eq<workspace_chunks::hash, Vec<u8>>);
 
-fn chunk_row(hash: &Hash, size: u32, stored_size: u64) -> ChunkRow {
+fn chunk_row(c: &NewChunk) -> ChunkRow {
     (
-        chunks::hash.eq(hash.to_vec()),
-        chunks::size.eq(size as i32),
-        chunks::stored_size.eq(i32::try_from(stored_size).unwrap_or(i32::MAX)),
+        chunks::hash.eq(c.hash.to_vec()),
+        chunks::size.eq(c.size as i32),
+        chunks::stored_size.eq(i32::try_from(c.stored_size).unwrap_or(i32::MAX)),
         chunks::created_at.eq(now()),
+        chunks::pack_id.eq(c.at.map(|at| at.pack.0.to_vec())),
+        chunks::pack_offset.eq(c.at.map(|at| i64::try_from(at.offset).unwrap_or(i64::MAX))),
+        chunks::format.eq(c.at.map(|at| i16::from(at.format))),
     )
 }
 
@@ -345,15 +360,19 @@ fn held_row(ws: WorkspaceId, hash: &Hash) -> HeldRow {
     (workspace_chunks::workspace_id.eq(ws.0), workspace_chunks::hash.eq(hash.to_vec()))
 }
 
-/// Records a batch of received chunks for `ws` (run in `Db::write`: one transaction): two
-/// multi-row `INSERT … IGNORE` statements per 500 chunks instead of two statements per chunk; rows
-/// someone recorded first (a concurrent upload of the same chunk) are left as they are.
-pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[(Hash, u32, u64)]) -> Result<(), DbError> {
+/// Records a batch of received chunks for `ws` (run in `Db::write`: one transaction, after the
+/// packs they are in are durable and recorded): two multi-row `INSERT … IGNORE` statements per 500
+/// chunks instead of two statements per chunk. Rows someone recorded first (a concurrent upload of
+/// the same chunk) are left as they are: the first location recorded for a hash is the one read.
+/// A chunk without a location must be recorded already (the foreign key refuses the hold if not).
+pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[NewChunk]) -> Result<(), DbError> {
     for part in batch.chunks(IN_BATCH) {
-        let rows: Vec<ChunkRow> = part.iter().map(|(h, l, s)| chunk_row(h, *l, *s)).collect();
-        let holds: Vec<HeldRow> = part.iter().map(|(h, _, _)| held_row(ws, h)).collect();
+        let rows: Vec<ChunkRow> = part.iter().filter(|c| c.at.is_some()).map(chunk_row).collect();
+        let holds: Vec<HeldRow> = part.iter().map(|c| held_row(ws, &c.hash)).collect();
         on_backend!(conn, |c| {
-            diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
+            if !rows.is_empty() {
+                diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
+            }
             diesel::insert_or_ignore_into(workspace_chunks::table).values(&holds).execute(c)
         })?;
     }
@@ -845,7 +864,8 @@ mod tests {
     /// Content of one chunk whose bytes are `text`, recorded as held by `ws`.
     fn content(c: &mut DbConn, ws: WorkspaceId, text: &str) -> Content {
         let h = hash(text.as_bytes());
-        record_chunk(c, ws, &h, text.len() as u32, text.len() as u64).unwrap();
+        record_chunk(c, ws, &NewChunk { hash: h, size: text.len() as u32, stored_size: text.len() as u64, at: None })
+            .unwrap();
         Content {
             size: text.len() as u64,
             mtime_ms: 1,
@@ -965,8 +985,10 @@ mod tests {
 
             // Chunks recorded in bulk: repeats and rows recorded before are fine, and only `ws` gains them.
             let (x, y) = (hash(b"bulk-x"), hash(b"bulk-y"));
-            record_chunk(c, other, &x, 6, 6).unwrap();
-            db.write_blocking(|c| record_chunks(c, ws, &[(x, 6, 6), (y, 6, 6), (x, 6, 6)])).unwrap();
+            let loose = |hash| NewChunk { hash, size: 6, stored_size: 6, at: None };
+            record_chunk(c, other, &loose(x)).unwrap();
+            record_chunk(c, ws, &loose(y)).unwrap();
+            db.write_blocking(|c| record_chunks(c, ws, &[loose(x), loose(y), loose(x)])).unwrap();
             assert!(missing_chunks(c, ws, &[x, y]).unwrap().is_empty());
             assert_eq!(missing_chunks(c, other, &[x, y]).unwrap(), vec![y]);
             let rows: i64 =

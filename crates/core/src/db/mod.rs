@@ -11,6 +11,7 @@ pub mod devices;
 pub mod invitations;
 pub mod journal;
 pub mod membership;
+pub mod packs;
 pub mod schema;
 
 use std::sync::Arc;
@@ -326,12 +327,16 @@ impl Db {
         F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.conn()?;
-            f(&mut conn).map_err(|e| db.heal(&mut conn, e))
-        })
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || db.run_blocking(f)).await.map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// [`Db::run`] for callers already on a blocking thread.
+    pub fn run_blocking<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, DbError>,
+    {
+        let mut conn = self.conn()?;
+        f(&mut conn).map_err(|e| self.heal(&mut conn, e))
     }
 
     /// Runs `f` in a write transaction on the blocking pool.

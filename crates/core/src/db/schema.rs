@@ -86,6 +86,17 @@ diesel::table! {
         size -> Integer,
         stored_size -> Integer,
         created_at -> Timestamp,
+        pack_id -> Nullable<Binary>,
+        pack_offset -> Nullable<BigInt>,
+        format -> Nullable<SmallInt>,
+    }
+}
+
+diesel::table! {
+    packs (id) {
+        id -> Binary,
+        size -> BigInt,
+        created_at -> Timestamp,
     }
 }
 
@@ -125,6 +136,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     file_versions,
     file_heads,
     chunks,
+    packs,
     workspace_chunks,
     invitations,
 );

@@ -67,6 +67,7 @@ pub(super) fn refused(e: DbError) -> ApiError {
 fn ingest_failed(e: IngestError) -> ApiError {
     match e {
         IngestError::Db(e) => e.into(),
+        IngestError::Storage(e) => e.into(),
         IngestError::Read(e) => ApiError::Malformed(format!("the upload's body could not be read: {e}")),
         other => ApiError::internal(other),
     }

@@ -12,15 +12,15 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use filesync_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_core::config::Config;
 use filesync_core::db::accounts::{self, NewUser};
 use filesync_core::db::devices;
 use filesync_core::db::{Backend, Db};
 use filesync_core::jwt::{Grant, JwtKeys};
-use filesync_core::proto::{Change, ErrorCode};
+use filesync_core::proto::Change;
 use filesync_core::testing::TestDb;
 use filesync_core::{Role, Secret, UserId, WorkspaceId};
-use filesync_proto_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_tcp_sync::{Node, Tuning};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -190,13 +190,25 @@ impl Cluster {
         filesync_core::db::journal::head_seq(&mut c, ws).unwrap().unwrap()
     }
 
-    /// Number of chunk files in the store.
+    /// Number of chunk entries in the store's pack files (a chunk written twice counts twice).
     pub fn stored_chunks(&self) -> usize {
-        let Ok(dirs) = std::fs::read_dir(self.storage()) else { return 0 };
-        dirs.filter_map(Result::ok)
-            .filter(|d| d.path().is_dir())
-            .map(|d| std::fs::read_dir(d.path()).map(|f| f.count()).unwrap_or(0))
-            .sum()
+        use filesync_core::storage::pack::{ENTRY_HEADER_LEN, HEADER_LEN};
+        let Ok(dirs) = std::fs::read_dir(self.storage().join("packs")) else { return 0 };
+        let packs = dirs
+            .filter_map(Result::ok)
+            .filter(|d| d.file_name() != ".spool")
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().filter_map(Result::ok));
+        let mut entries = 0;
+        for pack in packs {
+            let bytes = std::fs::read(pack.path()).unwrap();
+            let mut at = HEADER_LEN as usize;
+            while at < bytes.len() {
+                let len = u32::from_le_bytes(bytes[at + 33..at + 37].try_into().unwrap()) as usize;
+                at += ENTRY_HEADER_LEN + len;
+                entries += 1;
+            }
+        }
+        entries
     }
 }
 
@@ -215,7 +227,7 @@ pub async fn next_change(events: &mut Events, what: &str) -> Change {
             Err(_) => panic!("timed out waiting for {what}"),
             Ok(None) => panic!("events ended while waiting for {what}"),
             Ok(Some(Event::Change(c))) => return c,
-            Ok(Some(Event::Closed { error, .. })) => panic!("connection closed ({error:?}) while waiting for {what}"),
+            Ok(Some(Event::Closed { error })) => panic!("connection closed ({error:?}) while waiting for {what}"),
             Ok(Some(_)) => continue,
         }
     }
@@ -230,7 +242,7 @@ pub fn write_file(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::
     p
 }
 
-pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
+pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
     match r {
         Err(ClientError::Server { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),

@@ -54,6 +54,8 @@ pub struct Settings {
     pub sync: Vec<String>,
     /// Quiet period in milliseconds before a changed path is synced.
     pub debounce_ms: Option<u64>,
+    /// Seconds between full comparisons of each folder with its state (default: an hour).
+    pub rescan_secs: Option<u64>,
     /// This machine's name in presence and conflict copy names (default: the host name).
     pub device_name: Option<String>,
 }
@@ -188,9 +190,14 @@ impl Home {
         write_json(&self.file("folders.json"), &folders, false)
     }
 
+    /// The lock a running agent holds while it syncs a workspace's folder.
+    pub fn folder_lock_path(&self, ws: WorkspaceId) -> PathBuf {
+        self.dir.join("state").join(format!("ws-{ws}.lock"))
+    }
+
     /// Where the sync state of a workspace's folder lives.
     pub fn state_path(&self, ws: WorkspaceId) -> PathBuf {
-        self.dir.join("state").join(format!("ws-{ws}.json"))
+        self.dir.join("state").join(format!("ws-{ws}.db"))
     }
 }
 

@@ -38,6 +38,11 @@ impl HttpError {
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, HttpError::Server { status: 401, .. })
     }
+
+    /// The server answered 404 (the workspace or the path is not there).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, HttpError::Server { status: 404, .. })
+    }
 }
 
 #[derive(Deserialize)]
@@ -277,6 +282,12 @@ pub struct ApiVersion {
     pub author: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// The path after the change (a move's destination).
+    #[serde(default)]
+    pub path: String,
+    /// A move's source.
+    #[serde(default)]
+    pub from_path: Option<String>,
 }
 
 /// One connected device, from `/workspaces/{id}/presence`.

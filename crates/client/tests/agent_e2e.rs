@@ -134,7 +134,7 @@ async fn everyday_changes_reach_the_other_folder_and_the_server() {
     // Echo suppression: what an agent wrote itself is not uploaded again: two edits, two versions.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let history = p.alice.ok(&["history", p.a.join("hello.txt").to_str().unwrap()], None).await;
-    assert_eq!(history.lines().count(), 2, "{history}");
+    assert_eq!(history.lines().skip(1).count(), 2, "a header and two versions: {history}");
 
     std::fs::remove_file(p.a.join("empty.txt")).unwrap();
     let now = p.converge("a delete").await;
@@ -339,7 +339,8 @@ async fn history_restore_and_who() {
     p.alice.ok(&["sync", "--once"], None).await;
 
     let history = p.alice.ok(&["history", file.to_str().unwrap()], None).await;
-    let versions: Vec<&str> = history.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(history.starts_with("VERSION"), "a table with a header: {history}");
+    let versions: Vec<&str> = history.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(versions.len(), 2, "{history}");
     let first = versions.iter().filter_map(|v| v.parse::<i64>().ok()).min().unwrap();
     p.alice.ok(&["restore", file.to_str().unwrap(), &first.to_string()], None).await;
@@ -353,6 +354,19 @@ async fn history_restore_and_who() {
     let err = p.alice.fails(&["restore", file.to_str().unwrap(), "999"], None).await;
     assert!(err.contains("cannot restore"), "{err}");
 
+    // A rename reads as a move from one name to the other; a folder and an ignored file get a true answer.
+    std::fs::create_dir_all(p.a.join("drafts")).unwrap();
+    std::fs::rename(&file, p.a.join("drafts/story.txt")).unwrap();
+    write(&p.a, "~$story.docx", b"office lock file\n");
+    p.alice.ok(&["sync", "--once"], None).await;
+    let moved = p.alice.ok(&["history", p.a.join("drafts/story.txt").to_str().unwrap()], None).await;
+    assert!(moved.contains("from story.txt to drafts/story.txt"), "{moved}");
+    let folder = p.alice.ok(&["history", p.a.join("drafts").to_str().unwrap()], None).await;
+    assert!(!folder.contains("never existed"), "{folder}");
+    let lock = p.alice.ok(&["history", p.a.join("~$story.docx").to_str().unwrap()], None).await;
+    assert!(lock.contains("is ignored"), "{lock}");
+    assert!(!p.server_tree().await.contains_key("~$story.docx"), "office lock files stay local");
+
     // Bob's agent is online: `who` lists his device.
     let agent_b = p.bob.spawn_sync();
     eventually_async("bob's device is listed as online", SYNCED, || async {
@@ -361,4 +375,50 @@ async fn history_restore_and_who() {
     })
     .await;
     agent_b.stop().await;
+}
+
+/// `workspace create`, `link` and `unlink` reach a running agent without a restart; once `unlink`
+/// has said it is done, nothing more of that folder is uploaded. A wrong sync address at link
+/// time says what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_follows_the_linked_folders() {
+    let p = pair(Backend::Sqlite, "editor").await;
+    let agent = p.alice.spawn_sync();
+    let log = agent.log.clone();
+    eventually("alice's agent connects", SYNCED, || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("connected")
+    })
+    .await;
+
+    let c = p.stack.dir.path().join("later-folder");
+    let out = p.alice.ok(&["workspace", "create", "later", c.to_str().unwrap()], None).await;
+    assert!(out.contains("running `filesync sync` is syncing it"), "{out}");
+    write(&c, "new.txt", b"picked up live\n");
+    let server_has = |name: &'static str| {
+        let (alice, dir) = (&p.alice, p.stack.dir.path().to_path_buf());
+        async move {
+            let into = dir.join(format!("later-{}", uuid::Uuid::new_v4().simple()));
+            alice.ok(&["workspace", "download", "later", into.to_str().unwrap()], None).await;
+            into.join(name).exists()
+        }
+    };
+    eventually_async("the newly linked folder syncs without a restart", SYNCED, || server_has("new.txt")).await;
+
+    let out = p.alice.ok(&["workspace", "unlink", "later"], None).await;
+    assert!(out.contains("unlinked later"), "{out}");
+    write(&c, "after-unlink.txt", b"must stay local\n");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!server_has("after-unlink.txt").await, "an unlinked folder is not uploaded");
+    assert!(agent.log_text().contains("unlinked: stopping that folder"), "{}", agent.log_text());
+    // The first folder is still synced.
+    write(&p.a, "still.txt", b"still syncing\n");
+    eventually_async("the other folder still syncs", SYNCED, || async {
+        p.server_tree().await.contains_key("still.txt")
+    })
+    .await;
+    agent.stop().await;
+
+    let wrong = p.stack.cli("alice", &["127.0.0.1:9".to_owned()]);
+    let err = wrong.fails(&["workspace", "link", "later", c.to_str().unwrap()], None).await;
+    assert!(err.contains("no sync node answered") && !err.contains("will finish"), "{err}");
 }

@@ -132,3 +132,18 @@ async fn completions_are_printed_for_a_shell() {
     let script = cli.ok(&["completions", "bash"], None).await;
     assert!(script.contains("filesync") && script.contains("workspace"), "{}", &script[..200.min(script.len())]);
 }
+
+/// A usage error exits 1 as documented; help lists a command's own options apart from the global ones.
+#[tokio::test]
+async fn usage_errors_exit_1_and_help_is_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(dir.path().join("home"), "http://127.0.0.1:9", &[]);
+    let out = cli.run(&["workspace", "no-such-command"], None).await;
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli.run(&["register", "--help"], None).await;
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let (own, global) = help.split_once("Global options").expect("a Global options section");
+    assert!(own.contains("--first-name") && own.contains("Your first name"), "{help}");
+    assert!(global.contains("--server") && !own.contains("--server"), "{help}");
+}

@@ -14,7 +14,7 @@ use tokio_util::codec::Framed;
 use filesync_core::chunking::{ChunkRef, Hash};
 use filesync_core::db::Backend;
 use filesync_core::proto::frame::FrameCodec;
-use filesync_core::proto::{BatchOutcome, Change, ChangeOp, EntryKind, Message};
+use filesync_core::proto::{BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, Message};
 use filesync_core::{UserId, WorkspaceId};
 
 use support::{tree, Stack};
@@ -145,7 +145,7 @@ async fn serve_hostile(stream: tokio::net::TcpStream) {
             }
             other => match other.request_id() {
                 Some(request_id) => {
-                    vec![Message::Error { request_id, code: "not_found".into(), message: "hostile".into() }]
+                    vec![Message::error(request_id, ErrorCode::NotFound, "hostile")]
                 }
                 None => Vec::new(),
             },

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use filesync_client::home::Home;
 use filesync_client::http::Api;
-use filesync_client::{Client, ConnectOptions};
 use filesync_core::db::Backend;
 use filesync_core::WorkspaceId;
+use filesync_proto_client::{Client, ConnectOptions};
 
 use support::{eventually, eventually_async, start_http, test_db, tree, Cli, TestRedis};
 

@@ -1,12 +1,22 @@
 //! Configuration shared by both daemons: defaults, then an optional TOML file
 //! (`FILESYNC_CONFIG`), then `FILESYNC_<FIELD>` environment variables.
 //!
+//! Every setting is declared once, in the `settings!` block below: its name, type, default
+//! and description. From that one definition come the [`Config`] struct, its defaults, its
+//! redacted `Debug`, the list of keys ([`FIELDS`]) and the `--help` text
+//! ([`environment_help`]); [figment](https://docs.rs/figment) layers defaults, file and
+//! environment and turns text into typed values. `deploy/filesync.example.toml` is checked
+//! against it by a test.
+//!
 //! The config is a plain value passed to `run(...)`; nothing reads the
 //! environment after start-up.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use figment::providers::Serialized;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{redact_url, Secret};
@@ -14,178 +24,141 @@ use crate::secret::{redact_url, Secret};
 /// Shortest JWT secret a daemon accepts.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
-/// Every setting. Each field `x` can be set with `FILESYNC_X` or `x = ...` in the TOML file.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Directory for the embedded SQLite database, the dev-mode JWT secret and the chunk store.
-    pub data_dir: PathBuf,
-    /// `mysql://USER:PASSWORD@HOST:PORT/DB` or `sqlite://PATH`; default `sqlite://<data_dir>/filesync.db`.
-    pub database_url: Option<String>,
-    /// Connections kept in the database pool.
-    pub db_pool_size: u32,
-    /// Address of the HTTP API.
-    pub http_addr: String,
-    /// Address of a TCP sync node.
-    pub tcp_addr: String,
-    /// Address of a TCP node's health and metrics endpoint.
-    pub tcp_admin_addr: String,
-    /// HS256 secret shared by both daemons (at least 32 bytes). Required unless `dev_mode`.
-    pub jwt_secret: Secret,
-    /// Lifetime of an access token in seconds.
-    pub jwt_ttl_secs: u64,
-    /// `redis://HOST:PORT`: presence and the cross-node bus. Unset: single node, in-process bus.
-    pub redis_url: Option<String>,
-    /// First segment of every Redis key and channel, so deployments can share one Redis.
-    pub redis_prefix: String,
-    /// bcrypt cost for new password hashes (12 or more outside tests).
-    pub bcrypt_cost: u32,
-    /// Chunk store: a directory path, a `file://` URL, or `s3://BUCKET[/PREFIX]`; default
-    /// `<data_dir>/chunks`. See [`Config::storage_location`].
-    pub storage: Option<String>,
-    /// S3 endpoint URL (MinIO, SeaweedFS, ...); unset: AWS.
-    pub s3_endpoint: Option<String>,
-    /// S3 region.
-    pub s3_region: String,
-    /// S3 access key id; unset: the usual AWS credential chain.
-    pub s3_access_key_id: Option<String>,
-    /// S3 secret access key.
-    pub s3_secret_access_key: Secret,
-    /// Address buckets as `ENDPOINT/BUCKET` instead of `BUCKET.ENDPOINT` (most self-hosted S3).
-    pub s3_path_style: bool,
-    /// Name of this TCP node in presence and logs; default random.
-    pub node_id: Option<String>,
-    /// Largest protocol frame in bytes.
-    pub max_frame_bytes: usize,
-    /// Most simultaneous connections a TCP node accepts.
-    pub max_connections: usize,
-    /// Failed logins for one email or one client IP before `/login` answers 429.
-    pub login_max_failures: u32,
-    /// Window in seconds in which failed logins are counted.
-    pub login_window_secs: u64,
-    /// Reverse proxies whose `X-Forwarded-For` is believed: comma-separated addresses or
-    /// CIDR ranges (`10.0.0.1, 192.168.0.0/16`). Empty: the TCP peer is the client.
-    pub trusted_proxies: String,
-    /// `text` or `json` log lines.
-    pub log_format: String,
-    /// Development mode: generate and keep a JWT secret in the data dir when none is set.
-    pub dev_mode: bool,
-    /// PEM certificate chain; with `tls_key`, the daemons serve TLS.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            data_dir: PathBuf::from("./data"),
-            database_url: None,
-            db_pool_size: 10,
-            http_addr: "127.0.0.1:8080".into(),
-            tcp_addr: "127.0.0.1:7070".into(),
-            tcp_admin_addr: "127.0.0.1:7071".into(),
-            jwt_secret: Secret::default(),
-            jwt_ttl_secs: 3600,
-            redis_url: None,
-            redis_prefix: "filesync".into(),
-            bcrypt_cost: 12,
-            storage: None,
-            s3_endpoint: None,
-            s3_region: "us-east-1".into(),
-            s3_access_key_id: None,
-            s3_secret_access_key: Secret::default(),
-            s3_path_style: false,
-            node_id: None,
-            max_frame_bytes: 8 * 1024 * 1024,
-            max_connections: 10_000,
-            login_max_failures: 10,
-            login_window_secs: 15 * 60,
-            trusted_proxies: String::new(),
-            log_format: "text".into(),
-            dev_mode: false,
-            tls_cert: None,
-            tls_key: None,
+/// Declares every setting once. Each entry is `/// description` lines, then
+/// `name: Type = default,`; the description is the field's doc comment and its `--help` line.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, )+) => {
+        /// Every setting. Each field `x` can be set with `FILESYNC_X` or `x = ...` in the TOML file.
+        #[derive(Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
         }
-    }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )+ }
+            }
+        }
+
+        /// Secrets are `Secret`s (redacted by their own `Debug`); every `*_url` has its password masked.
+        impl fmt::Debug for Config {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Config")
+                    $( .field(stringify!($name), &Shown(stringify!($name), &self.$name)) )+
+                    .finish()
+            }
+        }
+
+        /// The names of every field, in declaration order; `FILESYNC_` + upper case is its env var.
+        pub const FIELDS: &[&str] = &[ $( stringify!($name), )+ ];
+
+        /// Each setting's description, in declaration order (the doc comment of its field).
+        const DESCRIPTIONS: &[&str] = &[ $( concat!($($doc),+), )+ ];
+    };
 }
 
-impl fmt::Debug for Config {
+settings! {
+    /// Directory for the embedded SQLite database, the dev-mode JWT secret and the chunk store.
+    data_dir: PathBuf = PathBuf::from("./data"),
+    /// `mysql://USER:PASSWORD@HOST:PORT/DB` or `sqlite://PATH`; unset: `sqlite://<data_dir>/filesync.db`.
+    database_url: Option<String> = None,
+    /// Database connections kept open.
+    db_pool_size: u32 = 10,
+    /// Address the HTTP API (filesync-http) listens on.
+    http_addr: String = "127.0.0.1:8080".into(),
+    /// Sync protocol address of a TCP node (filesync-tcp).
+    tcp_addr: String = "127.0.0.1:7070".into(),
+    /// `/healthz`, `/readyz` and `/metrics` address of a TCP node (filesync-tcp).
+    tcp_admin_addr: String = "127.0.0.1:7071".into(),
+    /// HS256 token secret shared by both daemons, at least 32 bytes; required unless `dev_mode`.
+    jwt_secret: Secret = Secret::default(),
+    /// Lifetime of an access token in seconds; agents renew theirs.
+    jwt_ttl_secs: u64 = 3600,
+    /// `redis://HOST:PORT`: presence and the cross-node bus; unset: a single node with an in-process bus.
+    redis_url: Option<String> = None,
+    /// First segment of every Redis key and channel; one per deployment sharing a Redis.
+    redis_prefix: String = "filesync".into(),
+    /// bcrypt cost for new password hashes, 4-31 (12 or more outside tests).
+    bcrypt_cost: u32 = 12,
+    /// Chunk store shared by every node and the API: a directory, `file:///PATH` or
+    /// `s3://BUCKET[/PREFIX]`; unset: `<data_dir>/chunks` (parsed by `Config::storage_location`).
+    storage: Option<String> = None,
+    /// S3 endpoint URL of an `s3://` storage (MinIO, SeaweedFS, ...); unset: AWS.
+    s3_endpoint: Option<String> = None,
+    /// S3 region.
+    s3_region: String = "us-east-1".into(),
+    /// S3 access key id; unset: the usual AWS credential chain.
+    s3_access_key_id: Option<String> = None,
+    /// S3 secret access key (never logged).
+    s3_secret_access_key: Secret = Secret::default(),
+    /// `true`: address the bucket as `ENDPOINT/BUCKET` (most self-hosted S3), not `BUCKET.ENDPOINT`.
+    s3_path_style: bool = false,
+    /// Name of a TCP node (filesync-tcp) in presence and logs; unset: random.
+    node_id: Option<String> = None,
+    /// Largest sync protocol frame in bytes (filesync-tcp).
+    max_frame_bytes: usize = 8 * 1024 * 1024,
+    /// Most simultaneous connections of a TCP node (filesync-tcp); more are refused with `busy`.
+    max_connections: usize = 10_000,
+    /// Free failed logins per account (half as many per account and client address) before
+    /// `/login` delays.
+    login_max_failures: u32 = 10,
+    /// How long failed logins are remembered, and the longest delay, in seconds.
+    login_window_secs: u64 = 15 * 60,
+    /// Reverse proxies whose `X-Forwarded-For` names the client: comma-separated addresses or
+    /// CIDR ranges (`10.0.0.1, 192.168.0.0/16`); empty: the TCP peer is the client.
+    trusted_proxies: String = String::new(),
+    /// `text` or `json` log lines.
+    log_format: String = "text".into(),
+    /// Development mode: generate and keep a JWT secret in the data dir when none is set (same as `--dev`).
+    dev_mode: bool = false,
+    /// PEM certificate chain; with `tls_key`, the daemons serve TLS.
+    tls_cert: Option<PathBuf> = None,
+    /// PEM private key of `tls_cert`.
+    tls_key: Option<PathBuf> = None,
+}
+
+/// One field for `Debug`: a `*_url` is shown with its password masked.
+struct Shown<'a, T>(&'static str, &'a T);
+
+impl<T: fmt::Debug> fmt::Debug for Shown<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url.as_deref().map(redact_url))
-            .field("db_pool_size", &self.db_pool_size)
-            .field("http_addr", &self.http_addr)
-            .field("tcp_addr", &self.tcp_addr)
-            .field("tcp_admin_addr", &self.tcp_admin_addr)
-            .field("jwt_secret", &self.jwt_secret)
-            .field("jwt_ttl_secs", &self.jwt_ttl_secs)
-            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
-            .field("redis_prefix", &self.redis_prefix)
-            .field("bcrypt_cost", &self.bcrypt_cost)
-            .field("storage", &self.storage)
-            .field("s3_endpoint", &self.s3_endpoint)
-            .field("s3_region", &self.s3_region)
-            .field("s3_access_key_id", &self.s3_access_key_id)
-            .field("s3_secret_access_key", &self.s3_secret_access_key)
-            .field("s3_path_style", &self.s3_path_style)
-            .field("node_id", &self.node_id)
-            .field("max_frame_bytes", &self.max_frame_bytes)
-            .field("max_connections", &self.max_connections)
-            .field("login_max_failures", &self.login_max_failures)
-            .field("login_window_secs", &self.login_window_secs)
-            .field("trusted_proxies", &self.trusted_proxies)
-            .field("log_format", &self.log_format)
-            .field("dev_mode", &self.dev_mode)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
-            .finish()
+        let text = format!("{:?}", self.1);
+        f.write_str(&if self.0.ends_with("_url") { redact_url(&text) } else { text })
     }
 }
 
-/// The names of every field, in declaration order; `FILESYNC_` + upper case is its env var.
-pub const FIELDS: &[&str] = &[
-    "data_dir",
-    "database_url",
-    "db_pool_size",
-    "http_addr",
-    "tcp_addr",
-    "tcp_admin_addr",
-    "jwt_secret",
-    "jwt_ttl_secs",
-    "redis_url",
-    "redis_prefix",
-    "bcrypt_cost",
-    "storage",
-    "s3_endpoint",
-    "s3_region",
-    "s3_access_key_id",
-    "s3_secret_access_key",
-    "s3_path_style",
-    "node_id",
-    "max_frame_bytes",
-    "max_connections",
-    "login_max_failures",
-    "login_window_secs",
-    "trusted_proxies",
-    "log_format",
-    "dev_mode",
-    "tls_cert",
-    "tls_key",
-];
+/// The environment variable of a setting.
+pub fn env_var(field: &str) -> String {
+    format!("FILESYNC_{}", field.to_ascii_uppercase())
+}
 
-/// Fields holding numbers; every other field is read from the environment as text.
-const NUMERIC: &[&str] = &[
-    "db_pool_size",
-    "jwt_ttl_secs",
-    "bcrypt_cost",
-    "max_frame_bytes",
-    "max_connections",
-    "login_max_failures",
-    "login_window_secs",
-];
-const BOOLEAN: &[&str] = &["dev_mode", "s3_path_style"];
+/// Every setting as an "Environment" section for clap's `after_help`: its variable, its
+/// description and its default (when it has one that is not empty).
+pub fn environment_help() -> String {
+    let defaults = toml::Table::try_from(Config::default()).expect("config serializes to a table");
+    let plain = |doc: &str| doc.split_whitespace().collect::<Vec<_>>().join(" ").replace('`', "");
+    let mut rows = vec![(
+        "FILESYNC_CONFIG".to_owned(),
+        "TOML config file with the same keys, lower case; env vars win".to_owned(),
+    )];
+    for (field, doc) in FIELDS.iter().zip(DESCRIPTIONS) {
+        let mut what = plain(doc);
+        match defaults.get(*field) {
+            Some(toml::Value::String(s)) if !s.is_empty() => what.push_str(&format!(" [default: {s}]")),
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_))) => what.push_str(&format!(" [default: {v}]")),
+            _ => {}
+        }
+        rows.push((env_var(field), what));
+    }
+    rows.push(("RUST_LOG".into(), "log filter, e.g. info or filesync_tcp_sync=debug [default: info]".into()));
+    let width = rows.iter().map(|(var, _)| var.len()).max().unwrap_or(0);
+    let mut out = String::from("Environment (each FILESYNC_ variable is also a key of the TOML config file):\n");
+    for (var, what) in rows {
+        out.push_str(&format!("  {var:<width$}  {what}\n"));
+    }
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -214,42 +187,91 @@ pub enum ConfigError {
     DevSecret { path: PathBuf, source: std::io::Error },
 }
 
+/// The TOML config file as a figment provider (read with the workspace's `toml`).
+struct TomlFile {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl Provider for TomlFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("config file", self.path.as_path())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(&self.table).data()
+    }
+}
+
+/// The `FILESYNC_<FIELD>` variables that name a setting, as text: figment reads numbers and
+/// booleans (`true`/`yes`/`on`/`1`, ...) from it when the field wants one, and a string field
+/// keeps `007` as written. An empty variable counts as unset; other `FILESYNC_*` variables
+/// (the client's, the scripts') are not settings and are left alone.
+struct EnvVars(Vec<(String, String)>);
+
+impl EnvVars {
+    fn read(env: impl Fn(&str) -> Option<String>) -> EnvVars {
+        EnvVars(
+            FIELDS
+                .iter()
+                .filter_map(|field| {
+                    env(&env_var(field)).filter(|v| !v.trim().is_empty()).map(|v| (field.to_string(), v))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment").interpolater(|_profile, keys| env_var(&keys.join("_")))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = self.0.iter().map(|(k, v)| (k.clone(), Value::from(v.trim().to_owned()))).collect();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// A figment error as one line naming the setting: `FILESYNC_X` when it came from the
+/// environment, the key when it came from the file.
+fn describe(errors: figment::Error, file: Option<&Path>) -> ConfigError {
+    let errors: Vec<figment::Error> = errors.into_iter().collect();
+    let first = errors.first().expect("a figment error holds at least one error");
+    let key = first.path.join(".");
+    let from_env = first.metadata.as_ref().is_some_and(|m| m.name == "environment");
+    let others = match errors.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    match file {
+        Some(path) if !from_env => {
+            let at = if key.is_empty() { String::new() } else { format!("{key}: ") };
+            ConfigError::File { path: path.to_owned(), message: format!("{at}{}{others}", first.kind) }
+        }
+        _ => ConfigError::Env {
+            var: if key.is_empty() { "FILESYNC_*".into() } else { env_var(&key) },
+            message: format!("{}{others}", first.kind),
+        },
+    }
+}
+
 impl Config {
     /// Defaults, then the TOML file at `file` (or at `FILESYNC_CONFIG` as given by `env`), then env vars.
     pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let file = file.map(Path::to_path_buf).or_else(|| env("FILESYNC_CONFIG").map(PathBuf::from));
-        let mut table = toml::Table::try_from(Config::default()).expect("config serializes to a table");
-        if let Some(path) = file {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
             let text =
-                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            let from_file: toml::Table =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let table: toml::Table =
                 toml::from_str(&text).map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
-            // Checked on its own so an unknown key is blamed on the file.
-            Config::deserialize(toml::Value::Table(from_file.clone()))
-                .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
-            table.extend(from_file);
+            let toml_file = TomlFile { path: path.clone(), table };
+            // Checked on its own first so an unknown key or a bad value is blamed on the file.
+            Figment::from(&toml_file).extract_lossy::<Config>().map_err(|e| describe(e, file.as_deref()))?;
+            figment = figment.merge(toml_file);
         }
-        for field in FIELDS {
-            let var = format!("FILESYNC_{}", field.to_ascii_uppercase());
-            let Some(raw) = env(&var) else { continue };
-            let value = if NUMERIC.contains(field) {
-                let n: i64 = raw.trim().parse().map_err(|_| ConfigError::Env {
-                    var: var.clone(),
-                    message: format!("expected a whole number, got {raw:?}"),
-                })?;
-                toml::Value::Integer(n)
-            } else if BOOLEAN.contains(field) {
-                toml::Value::Boolean(parse_bool(&raw).ok_or_else(|| ConfigError::Env {
-                    var: var.clone(),
-                    message: format!("expected true or false, got {raw:?}"),
-                })?)
-            } else {
-                toml::Value::String(raw)
-            };
-            table.insert((*field).to_owned(), value);
-        }
-        Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Env { var: "FILESYNC_*".into(), message: e.to_string() })
+        figment.merge(EnvVars::read(env)).extract_lossy().map_err(|e| describe(e, None))
     }
 
     /// The parsed `trusted_proxies`: each entry an address (one host) or a CIDR range.
@@ -344,14 +366,6 @@ pub enum StorageLocation {
     S3 { bucket: String, prefix: String },
 }
 
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" | "" => Some(false),
-        _ => None,
-    }
-}
-
 fn load_or_create_dev_secret(data_dir: &Path) -> Result<Secret, ConfigError> {
     let path = data_dir.join("jwt_secret");
     let err = |source| ConfigError::DevSecret { path: path.clone(), source };
@@ -434,6 +448,7 @@ mod tests {
         };
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("s3cr3t") && !dbg.contains("dbpass") && !dbg.contains("redispass"), "{dbg}");
+        assert!(dbg.contains("mysql://root:***@127.0.0.1/x") && dbg.contains("bcrypt_cost: 12"), "{dbg}");
     }
 
     #[test]
@@ -507,12 +522,61 @@ mod tests {
         assert_eq!(keys, FIELDS.iter().copied().collect());
     }
 
-    /// The committed example must name every setting and parse as a config.
+    #[test]
+    fn env_text_becomes_the_field_type_and_strings_stay_as_written() {
+        let cfg = Config::load(
+            None,
+            env_of(&[
+                ("FILESYNC_NODE_ID", "007"),
+                ("FILESYNC_REDIS_PREFIX", "true"),
+                ("FILESYNC_S3_PATH_STYLE", "on"),
+                ("FILESYNC_MAX_CONNECTIONS", " 12 "),
+                ("FILESYNC_REDIS_URL", ""),
+                ("FILESYNC_SERVER", "http://not-a-daemon-setting"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.node_id.as_deref(), Some("007"));
+        assert_eq!(cfg.redis_prefix, "true");
+        assert!(cfg.s3_path_style);
+        assert_eq!(cfg.max_connections, 12);
+        assert_eq!(cfg.redis_url, None, "an empty variable is unset");
+        let err = Config::load(None, env_of(&[("FILESYNC_DEV_MODE", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("FILESYNC_DEV_MODE"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "db_pool_size = \"many\"\n").unwrap();
+        let err = Config::load(Some(&file), |_| None).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, ConfigError::File { .. }) && text.contains("db_pool_size") && text.contains("c.toml"),
+            "{text}"
+        );
+        std::fs::write(&file, "db_pool_size = 3\n").unwrap();
+        let err = Config::load(Some(&file), env_of(&[("FILESYNC_DB_POOL_SIZE", "-1")])).unwrap_err();
+        assert!(err.to_string().contains("FILESYNC_DB_POOL_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn help_names_every_setting_with_its_default() {
+        let text = environment_help();
+        for field in FIELDS {
+            assert!(text.contains(&env_var(field)), "{field} missing");
+        }
+        assert!(text.contains("FILESYNC_CONFIG"));
+        assert!(text.contains("[default: 3600]") && text.contains("[default: us-east-1]"), "{text}");
+    }
+
+    /// The committed example must name every setting, and the values it sets must be the defaults.
     #[test]
     fn example_config_does_not_drift() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/filesync.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        Config::load(Some(&path), |_| None).unwrap();
+        assert_eq!(Config::load(Some(&path), |_| None).unwrap(), Config::default(), "example and defaults differ");
         let mentioned: BTreeSet<&str> = text
             .lines()
             .filter_map(|l| l.trim_start_matches(['#', ' ']).split_once('=').map(|(k, _)| k.trim()))

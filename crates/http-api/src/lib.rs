@@ -16,7 +16,6 @@
 //! - [`throttle`]: in-memory login throttling; the bus and presence are
 //!   `filesync_bus`'s, shared with the sync node in `filesync-server`;
 //!   [`metrics`]: Prometheus; [`state`]: what requests share; [`tls`]: HTTPS.
-//! - [`help`]: the environment variables, for `--help`.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 //! - [`ui`]: the web UI at `/` (embedded assets, `/session`, live events);
 //!   [`session_cookie`]: its HttpOnly session cookie and CSRF rule.
@@ -28,7 +27,6 @@ pub mod archive;
 pub mod auth;
 pub mod authz;
 pub mod error;
-pub mod help;
 pub mod known_users;
 pub mod metrics;
 pub mod openapi;

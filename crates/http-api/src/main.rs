@@ -13,7 +13,7 @@ use filesync_core::storage;
 
 /// The filesync HTTP API: accounts, login, workspaces and sharing.
 #[derive(Debug, Parser)]
-#[command(name = "filesync-http", version, after_help = filesync_http_api::help::environment_help())]
+#[command(name = "filesync-http", version, after_help = filesync_core::config::environment_help())]
 struct Cli {
     /// TOML config file (overrides FILESYNC_CONFIG).
     #[arg(long, value_name = "FILE", global = true)]

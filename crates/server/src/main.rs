@@ -19,14 +19,13 @@ use filesync_bus::{Deps, Services};
 use filesync_core::config::Config;
 use tokio_util::sync::CancellationToken;
 
-/// filesync in one process: HTTP API + one sync node on embedded SQLite.
+/// filesync in one process: HTTP API + one sync node on embedded SQLite. Without
+/// FILESYNC_JWT_SECRET a secret is generated and kept in the data dir.
 #[derive(Debug, Parser)]
 #[command(
     name = "filesync-server",
     version,
-    after_help = "Every FILESYNC_* setting of filesync-http and filesync-tcp applies \
-                  (see `filesync-http --help`). Without FILESYNC_JWT_SECRET a secret is \
-                  generated and kept in the data dir."
+    after_help = filesync_core::config::environment_help()
 )]
 struct Cli {
     /// TOML config file (overrides FILESYNC_CONFIG).

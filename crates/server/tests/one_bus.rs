@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use filesync_client::Event;
 use filesync_core::proto::Notice;
+use filesync_proto_client::Event;
 use serde_json::{json, Value};
 use support::{connect, create_workspace, start, user};
 

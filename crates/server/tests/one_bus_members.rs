@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use filesync_client::{ClientError, Event, Events};
-use filesync_core::proto::Notice;
+use filesync_core::proto::{ErrorCode, Notice};
+use filesync_proto_client::{ClientError, Event, Events};
 use serde_json::json;
 use support::{connect, create_workspace, start, user};
 
@@ -30,7 +30,7 @@ async fn next_notice(events: &mut Events) -> Result<Notice, String> {
     .expect("a notice in time")
 }
 
-fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+fn code(r: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
     match r {
         Err(ClientError::Server { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),
@@ -76,8 +76,8 @@ async fn a_removed_member_and_a_deleted_workspace_lose_access_at_once() {
     }
     assert_eq!(notice, Ok(Notice::MemberRemoved { workspace_id: ws }));
     println!("removal reached the subscribed client in {:?}", started.elapsed());
-    assert_eq!(code(bob_client.put_file(ws, "x.txt", &src, 0).await), "workspace_not_found");
-    assert_eq!(code(bob_client.subscribe(ws, 0).await), "workspace_not_found");
+    assert_eq!(code(bob_client.put_file(ws, "x.txt", &src, 0).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(code(bob_client.subscribe(ws, 0).await), ErrorCode::WorkspaceNotFound);
     assert!(
         tokio::time::timeout(Duration::from_millis(300), async {
             loop {
@@ -104,5 +104,5 @@ async fn a_removed_member_and_a_deleted_workspace_lose_access_at_once() {
         notice = next_notice(&mut alice_events).await;
     }
     assert_eq!(notice, Ok(Notice::WorkspaceDeleted { workspace_id: ws }));
-    assert_eq!(code(alice_client.put_file(ws, "y.txt", &src, 0).await), "workspace_not_found");
+    assert_eq!(code(alice_client.put_file(ws, "y.txt", &src, 0).await), ErrorCode::WorkspaceNotFound);
 }

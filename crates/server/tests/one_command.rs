@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use filesync_client::{Client, ConnectOptions};
+use filesync_proto_client::{Client, ConnectOptions};
 use serde_json::{json, Value};
 use support::{create_workspace, start};
 

@@ -9,32 +9,9 @@ use clap::Parser;
 use filesync_core::config::Config;
 use tokio::net::TcpListener;
 
-const ENVIRONMENT: &str = "\
-Environment (each also a key of the TOML config file, lower case without FILESYNC_):
-  FILESYNC_CONFIG           TOML config file; env vars override it
-  FILESYNC_DATABASE_URL     mysql://USER:PASSWORD@HOST:PORT/DB or sqlite://PATH [default: sqlite://<data_dir>/filesync.db]
-  FILESYNC_DB_POOL_SIZE     database connections kept open [default: 10]
-  FILESYNC_DATA_DIR         directory for SQLite, the --dev JWT secret and the chunks [default: ./data]
-  FILESYNC_STORAGE          chunk store directory, shared by all nodes [default: <data_dir>/chunks]
-  FILESYNC_REDIS_URL        redis://HOST:PORT: presence and the cross-node bus [default: unset, single node]
-  FILESYNC_REDIS_PREFIX     first segment of every Redis key and channel, one per deployment [default: filesync]
-  FILESYNC_JWT_SECRET       HS256 secret shared with filesync-http, at least 32 bytes; required unless --dev
-  FILESYNC_JWT_TTL_SECS     token lifetime (used by filesync-http) [default: 86400]
-  FILESYNC_TCP_ADDR         sync protocol address [default: 127.0.0.1:7070]
-  FILESYNC_TCP_ADMIN_ADDR   /healthz, /readyz, /metrics address [default: 127.0.0.1:7071]
-  FILESYNC_NODE_ID          this node's name in presence and logs [default: random]
-  FILESYNC_MAX_FRAME_BYTES  largest protocol frame [default: 8388608]
-  FILESYNC_MAX_CONNECTIONS  connection cap; more are refused with `busy` [default: 10000]
-  FILESYNC_LOG_FORMAT       text or json [default: text]
-  FILESYNC_DEV_MODE         true: generate and keep a JWT secret in the data dir (same as --dev)
-  RUST_LOG                  log filter, e.g. info or filesync_tcp_sync=debug [default: info]
-  FILESYNC_TLS_CERT         PEM certificate chain; with FILESYNC_TLS_KEY the sync port serves TLS only [default: plain TCP]
-  FILESYNC_TLS_KEY          PEM private key of FILESYNC_TLS_CERT
-The HTTP-only settings (FILESYNC_HTTP_ADDR, FILESYNC_BCRYPT_COST, FILESYNC_LOGIN_*) are accepted and ignored.";
-
 /// The filesync sync node: clients keep a TCP connection here to upload, download and receive changes.
 #[derive(Debug, Parser)]
-#[command(name = "filesync-tcp", version, after_help = ENVIRONMENT)]
+#[command(name = "filesync-tcp", version, after_help = filesync_core::config::environment_help())]
 struct Cli {
     /// TOML config file (overrides FILESYNC_CONFIG).
     #[arg(long, value_name = "FILE")]

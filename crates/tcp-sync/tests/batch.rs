@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use filesync_client::{BatchUpload, ClientError};
 use filesync_core::chunking::{self, FileScan};
 use filesync_core::db::Backend;
-use filesync_core::proto::{MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
+use filesync_core::proto::{ErrorCode, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::Role;
+use filesync_proto_client::{BatchUpload, ClientError};
 
 fn scan(path: &std::path::Path) -> FileScan {
     chunking::scan(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
@@ -77,7 +77,7 @@ async fn batch_story(cluster: &Cluster) {
         assert_eq!(m.seq, seq);
         assert_eq!(m.path, if seq == 105 { copy.clone() } else { path.clone() });
     }
-    assert_eq!(code(answers.into_iter().last().unwrap()), "not_found");
+    assert_eq!(code(answers.into_iter().last().unwrap()), ErrorCode::NotFound);
 
     // Sending the same batch again (a retry after a lost answer) changes nothing: each path already
     // has that content, so no new seq and no conflict copy.
@@ -90,25 +90,25 @@ async fn batch_story(cluster: &Cluster) {
     let one = &scans[0];
     let bad = |path: &'static str| BatchUpload { path, local: &locals[0].1, base_version: 0, scan: one };
     let refused = [
-        (vec![bad("ok/1"), bad("../outside")], "invalid_path"),
-        (vec![bad("ok/1"), bad("ok/1")], "bad_request"),
-        (vec![], "bad_request"),
-        (vec![bad("ok/1"); MAX_BATCH_FILES + 1], "bad_request"),
+        (vec![bad("ok/1"), bad("../outside")], ErrorCode::InvalidPath),
+        (vec![bad("ok/1"), bad("ok/1")], ErrorCode::BadRequest),
+        (vec![], ErrorCode::BadRequest),
+        (vec![bad("ok/1"); MAX_BATCH_FILES + 1], ErrorCode::BadRequest),
     ];
     // More chunk references than a batch may carry (each file's list adds up on its own).
     const { assert!(2 * 8193 > MAX_BATCH_CHUNKS) };
     let chunk = chunking::ScannedChunk { chunk: chunking::ChunkRef { hash: [5; 32], len: 1 }, offset: 0 };
     let huge = FileScan { size: 8193, content_hash: [5; 32], chunks: vec![chunk; 8193] };
     let wide = |path: &'static str| BatchUpload { path, local: &locals[0].1, base_version: 0, scan: &huge };
-    let refused: Vec<(Vec<BatchUpload>, &str)> =
-        refused.into_iter().chain([(vec![wide("w/1"), wide("w/2")], "bad_request")]).collect();
+    let refused: Vec<(Vec<BatchUpload>, ErrorCode)> =
+        refused.into_iter().chain([(vec![wide("w/1"), wide("w/2")], ErrorCode::BadRequest)]).collect();
     for (files, want) in refused {
         let err = within("a bad batch", a.put_files_scanned(ws, &files)).await.unwrap_err();
-        assert!(matches!(&err, ClientError::Server { code, .. } if code == want), "{err:?}");
+        assert!(matches!(&err, ClientError::Server { code, .. } if *code == want), "{err:?}");
     }
     let (c, _ce) = connect(n.addr, &tc, "carol-phone").await;
     let err = within("a viewer's batch", c.put_files_scanned(ws, &[bad("viewer.txt")])).await.unwrap_err();
-    assert!(matches!(&err, ClientError::Server { code, .. } if code == "forbidden"), "{err:?}");
+    assert!(matches!(&err, ClientError::Server { code: ErrorCode::Forbidden, .. }), "{err:?}");
     assert_eq!(cluster.head_seq(ws), 301);
     let fine = within("a good batch after the bad ones", a.put_files_scanned(ws, &[bad("ok/1")])).await.unwrap();
     assert_eq!(fine[0].as_ref().unwrap().seq, 302);

@@ -193,7 +193,7 @@ async fn a_scan_made_by_the_caller_is_used_and_a_change_since_is_noticed() {
     std::fs::write(&src, noise(2 * 1024 * 1024, 13)).unwrap();
     let head = cluster.head_seq(ws);
     let stale = within("stale upload", a.put_file_scanned(ws, "other.bin", &src, 0, &scanned)).await;
-    assert!(matches!(stale, Err(filesync_client::ClientError::FileChanged)), "got {stale:?}");
+    assert!(matches!(stale, Err(filesync_proto_client::ClientError::FileChanged)), "got {stale:?}");
     assert_eq!(cluster.head_seq(ws), head);
     n.shutdown().await.unwrap();
 }

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use filesync_client::{Client, ClientError, ConnectOptions};
 use filesync_core::db::Backend;
 use filesync_core::Role;
+use filesync_proto_client::{Client, ClientError, ConnectOptions};
 use filesync_tcp_sync::{Node, Tuning};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;

@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use filesync_client::Event;
 use filesync_core::db::Backend;
 use filesync_core::proto::frame::{encode_frame, FrameCodec};
 use filesync_core::proto::{ErrorCode, Message, PROTOCOL_VERSION};
 use filesync_core::{Role, UserId};
+use filesync_proto_client::Event;
 use filesync_tcp_sync::Tuning;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,12 +5,12 @@ mod common;
 
 use common::*;
 use diesel::prelude::*;
-use filesync_client::Event;
 use filesync_core::chunking::MAX_CHUNK;
 use filesync_core::db::Backend;
 use filesync_core::events::UserEvent;
-use filesync_core::proto::{ChangeOp, Notice};
+use filesync_core::proto::{ChangeOp, ErrorCode, Notice};
 use filesync_core::{Role, WorkspaceId};
+use filesync_proto_client::Event;
 
 /// Upload on one node, event and identical download on the other; a 4 KiB
 /// edit in the middle of a large file moves only the changed chunks; an
@@ -171,15 +171,15 @@ async fn conflicts(cluster: &Cluster) {
     assert_eq!(std::fs::read(&out).unwrap(), loser_bytes);
 
     // A delete against a stale base is refused; nothing is lost.
-    assert_eq!(code(b.delete(ws, "plan.txt", base.seq).await), "conflict");
+    assert_eq!(code(b.delete(ws, "plan.txt", base.seq).await), ErrorCode::Conflict);
     // An edit against a delete wins over the delete.
     let del = a.delete(ws, "plan.txt", winner.seq).await.unwrap();
     let revived = b.put_file(ws, "plan.txt", &fb, winner.seq).await.unwrap();
     assert_eq!((revived.path.as_str(), revived.conflict_path.clone(), revived.seq), ("plan.txt", None, del.seq + 1));
     // A move needs the current base, and a free destination.
-    assert_eq!(code(a.move_path(ws, "plan.txt", "other.txt", winner.seq).await), "conflict");
-    assert_eq!(code(a.move_path(ws, "plan.txt", &copy, revived.seq).await), "conflict");
-    assert_eq!(code(a.delete(ws, "nothing-here", 0).await), "not_found");
+    assert_eq!(code(a.move_path(ws, "plan.txt", "other.txt", winner.seq).await), ErrorCode::Conflict);
+    assert_eq!(code(a.move_path(ws, "plan.txt", &copy, revived.seq).await), ErrorCode::Conflict);
+    assert_eq!(code(a.delete(ws, "nothing-here", 0).await), ErrorCode::NotFound);
     n1.shutdown().await.unwrap();
     n2.shutdown().await.unwrap();
 }
@@ -211,11 +211,11 @@ async fn viewers_and_outsiders_are_refused() {
 
     let (v, mut v_events) = connect(n.addr, &tv, "v").await;
     let other = write_file(local.path(), "g", &noise(50_000, 10));
-    assert_eq!(code(v.put_file(ws, "g.bin", &other, 0).await), "forbidden");
-    assert_eq!(code(v.put_file(ws, "f.bin", &other, c.seq).await), "forbidden");
-    assert_eq!(code(v.delete(ws, "f.bin", c.seq).await), "forbidden");
-    assert_eq!(code(v.move_path(ws, "f.bin", "h.bin", c.seq).await), "forbidden");
-    assert_eq!(code(v.make_dir(ws, "d", 0).await), "forbidden");
+    assert_eq!(code(v.put_file(ws, "g.bin", &other, 0).await), ErrorCode::Forbidden);
+    assert_eq!(code(v.put_file(ws, "f.bin", &other, c.seq).await), ErrorCode::Forbidden);
+    assert_eq!(code(v.delete(ws, "f.bin", c.seq).await), ErrorCode::Forbidden);
+    assert_eq!(code(v.move_path(ws, "f.bin", "h.bin", c.seq).await), ErrorCode::Forbidden);
+    assert_eq!(code(v.make_dir(ws, "d", 0).await), ErrorCode::Forbidden);
     assert_eq!(cluster.head_seq(ws), c.seq);
     assert_eq!(cluster.stored_chunks(), chunks_before);
     // A viewer may read.
@@ -228,11 +228,11 @@ async fn viewers_and_outsiders_are_refused() {
     // Someone outside the workspace can neither read nor learn anything, even with a valid hash:
     // the answer is the one for a workspace that does not exist.
     let (e, _ee) = connect(n.addr, &te, "e").await;
-    assert_eq!(code(e.subscribe(ws, 0).await), "workspace_not_found");
-    assert_eq!(code(e.manifest(ws, c.seq).await), "workspace_not_found");
-    assert_eq!(code(e.download(ws, c.seq, &local.path().join("x")).await), "workspace_not_found");
-    assert_eq!(code(e.put_file(ws, "x", &other, 0).await), "workspace_not_found");
-    assert_eq!(code(e.subscribe(WorkspaceId(ws.0 + 999), 0).await), "workspace_not_found");
+    assert_eq!(code(e.subscribe(ws, 0).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(code(e.manifest(ws, c.seq).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(code(e.download(ws, c.seq, &local.path().join("x")).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(code(e.put_file(ws, "x", &other, 0).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(code(e.subscribe(WorkspaceId(ws.0 + 999), 0).await), ErrorCode::WorkspaceNotFound);
     // Uploading into one's own workspace a hash known from elsewhere still requires the bytes.
     let (zed, tz) = cluster.user("zed");
     let own = cluster.workspace(zed, "Own");
@@ -270,17 +270,17 @@ async fn bad_paths_are_refused_and_nothing_is_written() {
         &wide,
     ];
     for p in bad {
-        assert_eq!(code(a.put_file(ws, p, &file, 0).await), "invalid_path", "{p:?}");
-        assert_eq!(code(a.delete(ws, p, 1).await), "invalid_path", "{p:?}");
-        assert_eq!(code(a.make_dir(ws, p, 0).await), "invalid_path", "{p:?}");
-        assert_eq!(code(a.move_path(ws, "ok.txt", p, 1).await), "invalid_path", "{p:?}");
+        assert_eq!(code(a.put_file(ws, p, &file, 0).await), ErrorCode::InvalidPath, "{p:?}");
+        assert_eq!(code(a.delete(ws, p, 1).await), ErrorCode::InvalidPath, "{p:?}");
+        assert_eq!(code(a.make_dir(ws, p, 0).await), ErrorCode::InvalidPath, "{p:?}");
+        assert_eq!(code(a.move_path(ws, "ok.txt", p, 1).await), ErrorCode::InvalidPath, "{p:?}");
     }
     assert_eq!(cluster.head_seq(ws), 0);
     assert_eq!(cluster.stored_chunks(), 0, "nothing may be stored for a refused path");
     // The connection is still fine.
     assert_eq!(a.put_file(ws, "fine/name.bin", &file, 0).await.unwrap().seq, 1);
     // A file cannot be a parent directory.
-    assert_eq!(code(a.put_file(ws, "fine/name.bin/inner", &file, 0).await), "conflict");
+    assert_eq!(code(a.put_file(ws, "fine/name.bin/inner", &file, 0).await), ErrorCode::Conflict);
     n.shutdown().await.unwrap();
 }
 
@@ -320,8 +320,8 @@ async fn a_removed_member_loses_its_subscription_at_once() {
     let visible = a.put_file(ws2, "public.txt", &f, 0).await.unwrap();
     let next = next_change(&mut be, "the change in the still-shared workspace").await;
     assert_eq!((next.workspace_id, next.seq), (ws2, visible.seq));
-    assert_eq!(code(b.subscribe(ws, 0).await), "workspace_not_found");
-    assert_eq!(code(b.put_file(ws, "x", &f, 0).await), "workspace_not_found");
+    assert_eq!(code(b.subscribe(ws, 0).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(code(b.put_file(ws, "x", &f, 0).await), ErrorCode::WorkspaceNotFound);
     n.shutdown().await.unwrap();
 }
 
@@ -355,7 +355,7 @@ async fn a_downgrade_and_a_deleted_workspace_take_effect_at_once() {
         Some(Event::Notice(notice)) => assert_eq!(notice, Notice::RoleChanged { workspace_id: ws, role: Role::Viewer }),
         other => panic!("expected the notice, got {other:?}"),
     }
-    assert_eq!(code(b.put_file(ws, "later.txt", &f, 0).await), "forbidden");
+    assert_eq!(code(b.put_file(ws, "later.txt", &f, 0).await), ErrorCode::Forbidden);
     // Still a reader: Alice's next change reaches Bob.
     let seq = a.put_file(ws, "by-alice.txt", &f, 0).await.unwrap().seq;
     assert_eq!(next_change(&mut be, "alice's change at the viewer").await.seq, seq);
@@ -378,8 +378,8 @@ async fn a_downgrade_and_a_deleted_workspace_take_effect_at_once() {
         }
     }
     for client in [&a, &b] {
-        assert_eq!(code(client.subscribe(ws, 0).await), "workspace_not_found");
-        assert_eq!(code(client.put_file(ws, "x", &f, 0).await), "workspace_not_found");
+        assert_eq!(code(client.subscribe(ws, 0).await), ErrorCode::WorkspaceNotFound);
+        assert_eq!(code(client.put_file(ws, "x", &f, 0).await), ErrorCode::WorkspaceNotFound);
     }
     n.shutdown().await.unwrap();
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use filesync_client::{Client, ConnectOptions, Event, Events};
 use filesync_core::WorkspaceId;
+use filesync_proto_client::{Client, ConnectOptions, Event, Events};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::filesync::api::Api;
@@ -169,7 +169,7 @@ async fn next_change(events: &mut Events, ws: WorkspaceId, t0: Instant) -> Resul
             Some(Event::Change(c)) if c.workspace_id == ws => return Ok((c.seq, t0.elapsed().as_secs_f64() * 1e3)),
             Some(Event::Change(_) | Event::Notice(_)) => continue,
             Some(Event::Goodbye { reason, .. }) => return Err(anyhow!("the node said goodbye: {reason}")),
-            Some(Event::Closed { error }) => return Err(anyhow!("connection closed: {error:?}")),
+            Some(Event::Closed { error, .. }) => return Err(anyhow!("connection closed: {error:?}")),
             None => bail!("no change within {FANOUT_TIMEOUT:?}"),
         }
     }

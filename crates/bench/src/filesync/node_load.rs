@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use filesync_client::{Client, ConnectOptions};
 use filesync_core::WorkspaceId;
+use filesync_proto_client::{Client, ConnectOptions};
 
 use crate::filesync::api::Api;
 use crate::filesync::Filesync;
@@ -67,7 +67,7 @@ pub fn tests(o: &Options) -> Vec<String> {
 
 struct Writer {
     client: Client,
-    _events: filesync_client::Events,
+    _events: filesync_proto_client::Events,
     ws: WorkspaceId,
     dir: PathBuf,
 }

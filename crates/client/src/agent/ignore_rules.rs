@@ -30,6 +30,9 @@ const BUILT_IN: &[&str] = &[
     "#*#",
     // LibreOffice lock files
     ".~lock.*#",
+    // MS Office owner (lock) files, and Word's temp files
+    "~$*",
+    "~WRL*.tmp",
     // JetBrains safe-write temp files
     "*___jb_tmp___",
     "*___jb_old___",
@@ -103,12 +106,29 @@ mod tests {
         std::fs::write(dir.path().join(IGNORE_FILE), "*.log\nbuild/\n!keep.log\n/.filesyncignore\n").unwrap();
         let rules = IgnoreRules::load(dir.path());
         assert!(rules.warning.is_none());
-        for ignored in
-            [".filesync-tmp-abc", "a/.filesync-tmp-1", "notes.txt.swp", "x~", "d/.DS_Store", "a.log", "build/x/y.c"]
-        {
+        for ignored in [
+            ".filesync-tmp-abc",
+            "a/.filesync-tmp-1",
+            "notes.txt.swp",
+            "x~",
+            "d/.DS_Store",
+            "a.log",
+            "build/x/y.c",
+            "~$port.docx",
+            "d/~$budget.xlsx",
+        ] {
             assert!(rules.is_ignored(ignored, false), "{ignored}");
         }
-        for kept in ["notes.txt", "keep.log", "builder/x", IGNORE_FILE, "a/b/c.rs", "conflict (copy).txt"] {
+        for kept in [
+            "notes.txt",
+            "keep.log",
+            "$pay.txt",
+            "a~b.txt",
+            "builder/x",
+            IGNORE_FILE,
+            "a/b/c.rs",
+            "conflict (copy).txt",
+        ] {
             assert!(!rules.is_ignored(kept, false), "{kept}");
         }
         assert!(rules.is_ignored("build", true));

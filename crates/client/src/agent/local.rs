@@ -169,7 +169,44 @@ pub fn scan_tree(root: &Path, rules: &IgnoreRules) -> BTreeMap<String, LocalFile
 /// Like [`scan_tree`], limited to the directory `dir` (absolute, under `root`).
 pub fn scan_under(root: &Path, dir: &Path, rules: &IgnoreRules) -> BTreeMap<String, LocalFile> {
     let mut out = BTreeMap::new();
-    let walker = ignore::WalkBuilder::new(dir)
+    for entry in walker(root, dir, rules).flatten() {
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let Some(rel) = rel_of(root, entry.path()) else { continue };
+        if let Ok(meta) = entry.path().symlink_metadata() {
+            out.insert(rel, LocalFile::from_metadata(&meta));
+        }
+    }
+    out
+}
+
+/// Files found per call of [`walk_paths`]' callback.
+const WALK_BATCH: usize = 1024;
+
+/// The workspace paths of every regular file under `root` that is not ignored, [`WALK_BATCH`] at
+/// a time, without a stat each (the directory listing tells files apart): a whole tree is never
+/// held at once. Stops early when `each` returns `false`. Blocking.
+pub fn walk_paths(root: &Path, rules: &IgnoreRules, mut each: impl FnMut(Vec<String>) -> bool) {
+    let mut batch = Vec::with_capacity(WALK_BATCH);
+    for entry in walker(root, root, rules).flatten() {
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let Some(rel) = rel_of(root, entry.path()) else { continue };
+        batch.push(rel);
+        if batch.len() == WALK_BATCH && !each(std::mem::replace(&mut batch, Vec::with_capacity(WALK_BATCH))) {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        each(batch);
+    }
+}
+
+/// A walk of `dir` (under `root`) that never enters an ignored directory nor follows a link.
+fn walker(root: &Path, dir: &Path, rules: &IgnoreRules) -> ignore::Walk {
+    ignore::WalkBuilder::new(dir)
         .standard_filters(false)
         .hidden(false)
         .follow_links(false)
@@ -185,17 +222,7 @@ pub fn scan_under(root: &Path, dir: &Path, rules: &IgnoreRules) -> BTreeMap<Stri
                 rel_of(&root, entry.path()).is_some_and(|rel| !rules.is_ignored(&rel, is_dir))
             }
         })
-        .build();
-    for entry in walker.flatten() {
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
-            continue;
-        }
-        let Some(rel) = rel_of(root, entry.path()) else { continue };
-        if let Ok(meta) = entry.path().symlink_metadata() {
-            out.insert(rel, LocalFile::from_metadata(&meta));
-        }
-    }
-    out
+        .build()
 }
 
 /// Chunks and hashes a file, streaming (never the whole file in memory). Blocking: call from a blocking task.

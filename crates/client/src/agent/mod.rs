@@ -1,7 +1,7 @@
 //! The sync agent: keeps every linked folder in step with its workspace.
 //!
 //! - [`engine`]: the per-path sync rules for one folder over one connection.
-//! - [`state`]: what each folder last agreed with the server, saved atomically.
+//! - [`state`]: what each folder last agreed with the server, one SQLite row per path.
 //! - [`local`]: listing, stat-ing, hashing and atomically changing local files.
 //! - [`watch`]: the recursive watcher with per-path debounce.
 //! - [`ignore_rules`]: `.filesyncignore` and the built-in ignores.
@@ -25,8 +25,9 @@ pub mod state;
 pub mod ui;
 pub mod watch;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::watch as signal;
@@ -55,6 +56,8 @@ pub struct AgentConfig {
     pub device_name: String,
     /// Quiet period before a changed path is synced.
     pub debounce: Duration,
+    /// How often the whole folder is compared with the state, for what the watcher may miss.
+    pub rescan_every: Duration,
     /// Reconcile once and return instead of syncing until shutdown.
     pub once: bool,
     /// Only this workspace's folder.
@@ -102,50 +105,68 @@ impl AgentError {
     }
 }
 
+/// How often a running agent re-reads the linked-folder list, so `workspace link`, `create` and
+/// `unlink` take effect without a restart.
+const FOLDER_LIST_EVERY: Duration = Duration::from_millis(250);
+
 /// Syncs every linked folder until `shutdown` completes (or, with `once`, until each is reconciled).
 /// On shutdown each folder finishes the file in flight and saves its state.
+///
+/// Without `once` the agent follows the linked-folder list live: a folder linked later starts,
+/// an unlinked one stops (and `workspace unlink` waits for that, see [`release_folder`]). It
+/// keeps running with no folder linked, waiting for one.
 pub async fn run_agent(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let folders: Vec<LinkedFolder> =
-        config.home.folders()?.into_iter().filter(|f| config.only.is_none_or(|ws| ws == f.workspace_id)).collect();
+    let wanted = |home: &Home| -> Result<Vec<LinkedFolder>, HomeError> {
+        Ok(home.folders()?.into_iter().filter(|f| config.only.is_none_or(|ws| ws == f.workspace_id)).collect())
+    };
+    let folders = wanted(&config.home)?;
     if folders.is_empty() {
         return Err(AgentError::NothingLinked);
     }
+    // Tells `workspace link` that a live agent will sync a new folder (see `live_agent_running`).
+    let _live = if config.once { None } else { Some(FileLock::shared(&config.home.dir().join("agent.lock")).await?) };
     let ui = if config.progress || config.notifications {
         Ui::new(config.progress, config.notifications)
     } else {
         Ui::quiet()
     };
-    let (stop_tx, stop_rx) = signal::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut set = FolderTasks {
+        config: config.clone(),
+        ui,
+        running: HashMap::new(),
+        started: HashMap::new(),
+        tasks: tokio::task::JoinSet::new(),
+    };
     for folder in folders {
-        let cfg = config.clone();
-        let ui = ui.clone();
-        let stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let name = folder.workspace_name.clone();
-            run_folder(cfg, folder, ui, stop).await.map_err(|e| match e {
-                FolderFailure::Sync(SyncError::SignedOut(m)) => AgentError::SignedOut(m),
-                FolderFailure::Sync(error) => AgentError::Folder { workspace: name, error },
-                FolderFailure::Other(e) => e,
-            })
-        });
+        set.spawn(folder);
     }
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut list_check = tokio::time::interval(FOLDER_LIST_EVERY);
+    list_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first_error = None;
     let mut stopping = false;
     loop {
+        if set.running.is_empty() && (config.once || stopping || first_error.is_some()) {
+            break;
+        }
         tokio::select! {
             () = &mut shutdown, if !stopping => {
                 stopping = true;
-                let _ = stop_tx.send(true);
+                set.stop_all();
             }
-            done = tasks.join_next() => match done {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => {
+            _ = list_check.tick(), if !config.once && !stopping => match wanted(&config.home) {
+                Ok(now) => set.follow(now),
+                Err(e) => tracing::warn!(error = %e, "cannot read the linked folders; keeping the current ones"),
+            },
+            done = set.tasks.join_next(), if !set.tasks.is_empty() => match done {
+                None => {}
+                Some(Ok((ws, result))) => {
+                    set.running.remove(&ws);
+                    let Err(e) = result else { continue };
                     if e.is_signed_out() {
                         // Every folder would stop for the same reason: stop them all, say it once.
-                        let _ = stop_tx.send(true);
+                        stopping = true;
+                        set.stop_all();
                         if first_error.as_ref().is_some_and(AgentError::is_signed_out) {
                             continue;
                         }
@@ -156,6 +177,8 @@ pub async fn run_agent(config: AgentConfig, shutdown: impl Future<Output = ()>) 
                     first_error.get_or_insert(e);
                 }
                 Some(Err(join)) => {
+                    // The task is gone and its workspace unknown: forget the senders nobody listens to.
+                    set.running.retain(|_, stop| !stop.is_closed());
                     first_error.get_or_insert(AgentError::Folder {
                         workspace: "?".into(),
                         error: SyncError::Fatal(format!("sync task failed: {join}")),
@@ -165,6 +188,134 @@ pub async fn run_agent(config: AgentConfig, shutdown: impl Future<Output = ()>) 
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The folder tasks of one agent.
+struct FolderTasks {
+    config: AgentConfig,
+    ui: Ui,
+    /// The stop signal of each running folder.
+    running: HashMap<WorkspaceId, signal::Sender<bool>>,
+    /// The root each workspace was started for, so a folder that failed is not restarted in a loop.
+    started: HashMap<WorkspaceId, PathBuf>,
+    tasks: tokio::task::JoinSet<(WorkspaceId, Result<(), AgentError>)>,
+}
+
+impl FolderTasks {
+    fn spawn(&mut self, folder: LinkedFolder) {
+        let (stop_tx, stop_rx) = signal::channel(false);
+        self.running.insert(folder.workspace_id, stop_tx);
+        self.started.insert(folder.workspace_id, folder.root.clone());
+        let cfg = self.config.clone();
+        let ui = self.ui.clone();
+        self.tasks.spawn(async move {
+            let (ws, name) = (folder.workspace_id, folder.workspace_name.clone());
+            let result = run_folder(cfg, folder, ui, stop_rx).await.map_err(|e| match e {
+                FolderFailure::Sync(SyncError::SignedOut(m)) => AgentError::SignedOut(m),
+                FolderFailure::Sync(error) => AgentError::Folder { workspace: name, error },
+                FolderFailure::Other(e) => e,
+            });
+            (ws, result)
+        });
+    }
+
+    fn stop_all(&self) {
+        for stop in self.running.values() {
+            let _ = stop.send(true);
+        }
+    }
+
+    /// Stops the folders no longer linked (or linked elsewhere) and starts the newly linked ones.
+    fn follow(&mut self, now: Vec<LinkedFolder>) {
+        let linked = |ws: &WorkspaceId, root: &PathBuf| now.iter().any(|f| f.workspace_id == *ws && f.root == *root);
+        for (ws, stop) in &self.running {
+            let still = self.started.get(ws).is_some_and(|root| linked(ws, root));
+            if !still && !*stop.borrow() {
+                tracing::info!(workspace.id = %ws, "unlinked: stopping that folder");
+                let _ = stop.send(true);
+            }
+        }
+        self.started.retain(|ws, root| linked(ws, root));
+        for folder in now {
+            // A folder linked elsewhere starts once its old task has stopped.
+            if !self.running.contains_key(&folder.workspace_id) && !self.started.contains_key(&folder.workspace_id) {
+                tracing::info!(
+                    workspace.id = %folder.workspace_id,
+                    workspace.name = %folder.workspace_name,
+                    root = %folder.root.display(),
+                    "linked: syncing the folder"
+                );
+                self.spawn(folder);
+            }
+        }
+    }
+}
+
+/// An advisory lock on a file in the home directory, held until dropped.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn open(path: &Path) -> Result<std::fs::File, HomeError> {
+        let io = |source| HomeError::Io { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io)
+    }
+
+    /// A shared hold: any number of agents, but no `release_folder` while it lasts.
+    async fn shared(path: &Path) -> Result<FileLock, HomeError> {
+        let file = FileLock::open(path)?;
+        loop {
+            match file.try_lock_shared() {
+                Ok(()) => return Ok(FileLock(file)),
+                // `release_folder` holds it only for a moment.
+                Err(std::fs::TryLockError::WouldBlock) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(HomeError::Io { path: path.to_path_buf(), source })
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Whether a `filesync sync` (not `--once`) is running on this home; it picks up new links itself.
+pub fn live_agent_running(home: &Home) -> bool {
+    let Ok(file) = FileLock::open(&home.dir().join("agent.lock")) else { return false };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// Waits (up to `within`) until no agent syncs `ws`'s folder any more; call it after the folder
+/// left the linked-folder list. `false` if an agent still holds it when the time is up.
+pub async fn release_folder(home: &Home, ws: WorkspaceId, within: Duration) -> Result<bool, HomeError> {
+    let path = home.folder_lock_path(ws);
+    let file = FileLock::open(&path)?;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return Ok(true);
+            }
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(source)) => return Err(HomeError::Io { path, source }),
+        }
+    }
 }
 
 enum FolderFailure {
@@ -218,6 +369,8 @@ async fn run_folder(
     mut stop: signal::Receiver<bool>,
 ) -> Result<(), FolderFailure> {
     let ws = folder.workspace_id;
+    // Held while this folder syncs: `workspace unlink` waits for it before saying it is done.
+    let _syncing = FileLock::shared(&cfg.home.folder_lock_path(ws)).await?;
     let store = StateStore::load(&cfg.home.state_path(ws), ws, &folder.root)?;
     if !folder.root.is_dir() {
         return Err(SyncError::Fatal(format!("the linked folder {} is missing", folder.root.display())).into());
@@ -230,6 +383,7 @@ async fn run_folder(
     let mut sync =
         FolderSync::new(ws, folder.workspace_name.clone(), folder.root.clone(), store, folder.role, ident, ui.clone());
     sync.stop = Some(stop.clone());
+    sync.rescan_every = cfg.rescan_every;
     // Watch before the first scan, so nothing changed during the scan is missed.
     let mut watcher = if cfg.once {
         None
@@ -328,7 +482,7 @@ fn forget_folder(home: &Home, ws: WorkspaceId) -> Result<(), HomeError> {
     let mut folders = home.folders()?;
     folders.retain(|f| f.workspace_id != ws);
     home.save_folders(&folders)?;
-    let _ = std::fs::remove_file(home.state_path(ws));
+    state::remove(&home.state_path(ws));
     Ok(())
 }
 
@@ -345,7 +499,7 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
         .map_err(|e| AgentError::Home(HomeError::Io { path: config.home.dir().to_path_buf(), source: e }))?;
     let root = std::fs::canonicalize(dir)
         .map_err(|e| AgentError::Home(HomeError::Io { path: dir.to_path_buf(), source: e }))?;
-    let store = StateStore::load(&scratch.path().join("state.json"), ws.id, &root)?;
+    let store = StateStore::load(&scratch.path().join("state.db"), ws.id, &root)?;
     let ident = Identity {
         device_id: config.device_id.clone(),
         device_name: config.device_name.clone(),
@@ -368,8 +522,8 @@ pub async fn download_once(config: AgentConfig, ws: &ApiWorkspace, dir: &Path) -
         };
         match sync.catch_up(&mut session).await {
             Ok(()) => {
-                let files = &sync.store.state.files;
-                return Ok(DownloadReport { files: files.len(), bytes: files.values().map(|e| e.size).sum() });
+                let (files, bytes) = sync.store.totals();
+                return Ok(DownloadReport { files, bytes });
             }
             Err(e @ (SyncError::Fatal(_) | SyncError::AccessEnded(_))) => {
                 return Err(AgentError::Folder { workspace: ws.name.clone(), error: e })

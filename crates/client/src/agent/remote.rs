@@ -1,12 +1,12 @@
 //! The agent's view of one connection to a sync node: the handful of calls
 //! the sync engine makes, on top of the protocol client library
-//! ([`crate::proto_client`]). Keeping the engine behind this narrow seam means
+//! ([`filesync_proto_client`]). Keeping the engine behind this narrow seam means
 //! it never touches frames or request ids.
 
 use std::path::Path;
 
 use filesync_core::chunking::{ChunkRef, FileScan, Hash};
-use filesync_core::proto::{Change, Notice};
+use filesync_core::proto::{Change, ErrorCode, Notice};
 use filesync_core::WorkspaceId;
 
 use super::local::LocalFile;
@@ -36,8 +36,8 @@ pub struct Committed {
     pub conflict_path: Option<String>,
 }
 
-impl From<crate::Committed> for Committed {
-    fn from(c: crate::Committed) -> Self {
+impl From<filesync_proto_client::Committed> for Committed {
+    fn from(c: filesync_proto_client::Committed) -> Self {
         Committed { version: c.version, seq: c.seq, path: c.path, conflict_path: c.conflict_path }
     }
 }
@@ -61,20 +61,43 @@ pub struct Manifest {
     pub chunks: Vec<ChunkRef>,
 }
 
-impl From<crate::Manifest> for Manifest {
-    fn from(m: crate::Manifest) -> Self {
+impl From<filesync_proto_client::Manifest> for Manifest {
+    fn from(m: filesync_proto_client::Manifest) -> Self {
         Manifest { size: m.size, mtime_ms: m.mtime_ms, content_hash: m.content_hash, chunks: m.chunks }
     }
 }
 
-/// The code [`RemoteError::Refused`] carries when the client's own setup stops it from connecting.
-pub const MISCONFIGURED: &str = "client_misconfigured";
+/// Why a request was refused: the node's code, or a reason of this client's own. Typed end to
+/// end: the engine matches on it, never on text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node answered `Error` with this code.
+    Node(ErrorCode),
+    /// The node answered `Error` with a code this client does not know (a newer node).
+    UnknownCode,
+    /// The local file changed while it was read for upload; the watcher brings it back.
+    FileChanged,
+    /// This client's own setup stops it from connecting (an untrusted certificate, an unusable
+    /// address).
+    Misconfigured,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Node(code) => code.as_str(),
+            Refusal::UnknownCode => "unknown_code",
+            Refusal::FileChanged => "file_changed",
+            Refusal::Misconfigured => "client_misconfigured",
+        })
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
-    /// The node refused the request (`code` is the protocol's error code); the connection is fine.
+    /// The request was refused (see [`Refusal`]); the connection is fine.
     #[error("{message} ({code})")]
-    Refused { code: String, message: String },
+    Refused { code: Refusal, message: String },
     /// The connection failed or closed; reconnect.
     #[error("{0}")]
     Connection(String),
@@ -84,27 +107,22 @@ pub enum RemoteError {
     NoWorkspace(String),
 }
 
-/// The protocol's code for "no such workspace, or not a member of it".
-pub const WORKSPACE_NOT_FOUND: &str = "workspace_not_found";
-
 impl RemoteError {
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            RemoteError::Refused { code, .. } => Some(code),
-            RemoteError::NoWorkspace(_) => Some(WORKSPACE_NOT_FOUND),
-            RemoteError::Connection(_) => None,
-        }
-    }
-
     /// Bad or expired token: retrying cannot help until the user logs in again.
     pub fn is_auth(&self) -> bool {
-        matches!(self.code(), Some("unauthorized" | "token_expired" | "token_revoked"))
+        matches!(
+            self,
+            RemoteError::Refused {
+                code: Refusal::Node(ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::TokenRevoked),
+                ..
+            }
+        )
     }
 
     /// Retrying cannot help: a bad token, or a node this client is not set up to talk to
     /// (an untrusted certificate, an unusable address).
     pub fn is_permanent(&self) -> bool {
-        self.is_auth() || self.code() == Some(MISCONFIGURED)
+        self.is_auth() || matches!(self, RemoteError::Refused { code: Refusal::Misconfigured, .. })
     }
 }
 

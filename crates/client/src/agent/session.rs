@@ -1,4 +1,4 @@
-//! [`Remote`] over the protocol client library ([`crate::Client`]).
+//! [`Remote`] over the protocol client library ([`filesync_proto_client::Client`]).
 //!
 //! The library's event stream must be drained or its reader stops (and with
 //! it every answer). The engine does long work between events (a 200 MiB
@@ -8,14 +8,14 @@
 use std::path::Path;
 
 use filesync_core::chunking::{FileScan, Hash};
-use filesync_core::proto::{ErrorCode, Message, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
+use filesync_core::proto::{ErrorCode, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::local::LocalFile;
-use super::remote::{Committed, Manifest, PutJob, Remote, RemoteError, RemoteEvent};
-use crate::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events};
+use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
+use filesync_proto_client::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events};
 
 /// Longest wait for a node to accept the TCP connection and the handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -79,32 +79,28 @@ impl Drop for Session {
 impl From<ClientError> for RemoteError {
     fn from(e: ClientError) -> RemoteError {
         match e {
-            ClientError::Server { code, message } if code == super::remote::WORKSPACE_NOT_FOUND => {
-                RemoteError::NoWorkspace(message)
-            }
+            ClientError::Server { code: ErrorCode::WorkspaceNotFound, message } => RemoteError::NoWorkspace(message),
             // The node cannot serve right now (its database is down, it is overloaded): nothing
             // was refused for good, so the connection is treated as lost and the reconnect loop
             // retries every pending change after a pause, instead of dropping the upload.
-            ClientError::Server { code, message } if is_transient(&code) => {
+            ClientError::Server { code: code @ (ErrorCode::Unavailable | ErrorCode::Busy), message } => {
                 RemoteError::Connection(format!("{message} ({code}); retrying"))
             }
-            ClientError::Server { code, message } => RemoteError::Refused { code, message },
+            ClientError::Server { code, message } => RemoteError::Refused { code: Refusal::Node(code), message },
+            e @ ClientError::UnknownCode { .. } => {
+                RemoteError::Refused { code: Refusal::UnknownCode, message: e.to_string() }
+            }
             // The file moved under us; the watcher brings it back. Not a connection problem.
             ClientError::FileChanged => RemoteError::Refused {
-                code: "file_changed".into(),
+                code: Refusal::FileChanged,
                 message: "the file changed while it was read".into(),
             },
             e @ (ClientError::Untrusted(_) | ClientError::BadAddress(_)) => {
-                RemoteError::Refused { code: super::remote::MISCONFIGURED.into(), message: e.to_string() }
+                RemoteError::Refused { code: Refusal::Misconfigured, message: e.to_string() }
             }
             other => RemoteError::Connection(other.to_string()),
         }
     }
-}
-
-/// A refusal that says "not now" rather than "no".
-fn is_transient(code: &str) -> bool {
-    matches!(ErrorCode::parse(code), Some(ErrorCode::Unavailable | ErrorCode::Busy))
 }
 
 impl Session {
@@ -114,7 +110,7 @@ impl Session {
         let creds = &config.credentials;
         let token = creds.token().await.map_err(renewal_error)?;
         let (client, mut events) = match Session::handshake(addr, config, &token).await {
-            Err(RemoteError::Refused { code, .. }) if code == "token_expired" => {
+            Err(RemoteError::Refused { code: Refusal::Node(ErrorCode::TokenExpired), .. }) => {
                 let token = creds.renew(&token).await.map_err(renewal_error)?;
                 Session::handshake(addr, config, &token).await?
             }
@@ -203,7 +199,7 @@ impl Remote for Session {
                 }
                 // Nothing of the batch was committed: its files go one by one below, so one bad
                 // file only fails itself.
-                Err(e @ (ClientError::Server { .. } | ClientError::FileChanged)) => {
+                Err(e) if e.is_refusal() || matches!(e, ClientError::FileChanged) => {
                     tracing::info!(workspace.id = %ws, files = group.len(), error = %e, "batch refused; sending its files one by one");
                 }
                 Err(e) => {
@@ -293,7 +289,7 @@ fn remote_event(ev: Option<Event>) -> RemoteEvent {
         Some(Event::Change(c)) => RemoteEvent::Change(c),
         Some(Event::Notice(n)) => RemoteEvent::Notice(n),
         Some(Event::Goodbye { reason, .. }) => RemoteEvent::Goodbye { reason },
-        Some(Event::Closed { error }) => {
+        Some(Event::Closed { error, .. }) => {
             RemoteEvent::Closed { reason: error.unwrap_or_else(|| "the node closed the connection".into()) }
         }
         None => RemoteEvent::Closed { reason: "the connection ended".into() },
@@ -304,28 +300,16 @@ fn remote_event(ev: Option<Event>) -> RemoteEvent {
 /// else (the API unreachable) is retried like a lost connection.
 fn renewal_error(e: crate::http::HttpError) -> RemoteError {
     if e.is_unauthorized() {
-        RemoteError::Refused { code: "token_revoked".into(), message: e.to_string() }
+        RemoteError::Refused { code: Refusal::Node(ErrorCode::TokenRevoked), message: e.to_string() }
     } else {
         RemoteError::Connection(format!("cannot renew the access token: {e}"))
     }
 }
 
-/// One `GetChunks` request. The library downloads whole files from one base; the agent reuses
-/// chunks from any local file, so it asks for exactly the chunks it lacks (crate-internal request API).
+/// One `GetChunks` request: the agent reuses chunks from any local file, so it asks for exactly
+/// the chunks it lacks.
 async fn get_chunks(client: Client, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<Vec<Vec<u8>>, RemoteError> {
-    let wanted = hashes.clone();
-    let mut pending =
-        client.request(|request_id| Message::GetChunks { request_id, workspace_id: ws, hashes: wanted }).await?;
-    let mut out = Vec::with_capacity(hashes.len());
-    for want in &hashes {
-        match pending.recv().await? {
-            Message::Chunk { hash, data, .. } if hash == *want => out.push(data),
-            other => {
-                return Err(RemoteError::Connection(format!("expected chunk, got {}", other.kind())));
-            }
-        }
-    }
-    Ok(out)
+    Ok(client.chunks(ws, hashes).await?)
 }
 
 #[cfg(test)]
@@ -371,15 +355,22 @@ mod tests {
 
     #[test]
     fn a_node_that_cannot_serve_now_is_retried_not_a_refusal() {
-        let server = |code: &str| ClientError::Server { code: code.into(), message: "no".into() };
+        let server = |code| ClientError::Server { code, message: "no".into() };
         // The database behind the node is down, or the node is overloaded: the change is not
         // refused, the connection is retried (and with it every pending upload).
-        for code in ["unavailable", "busy"] {
+        for code in [ErrorCode::Unavailable, ErrorCode::Busy] {
             assert!(matches!(RemoteError::from(server(code)), RemoteError::Connection(_)), "{code}");
         }
-        // A real refusal stays one: the engine acts on it per path.
-        for code in ["forbidden", "conflict", "not_found"] {
-            assert!(matches!(RemoteError::from(server(code)), RemoteError::Refused { .. }), "{code}");
+        // A real refusal stays one, with its code: the engine acts on it per path.
+        for code in [ErrorCode::Forbidden, ErrorCode::Conflict, ErrorCode::NotFound] {
+            assert!(
+                matches!(RemoteError::from(server(code)), RemoteError::Refused { code: Refusal::Node(c), .. } if c == code),
+                "{code}"
+            );
         }
+        // A code of a newer node is a refusal of that request, not a lost connection.
+        let newer = ClientError::UnknownCode { code: "quota_exceeded".into(), message: "no".into() };
+        assert!(matches!(RemoteError::from(newer), RemoteError::Refused { code: Refusal::UnknownCode, .. }));
+        assert!(matches!(RemoteError::from(server(ErrorCode::WorkspaceNotFound)), RemoteError::NoWorkspace(_)));
     }
 }

@@ -6,186 +6,659 @@
 //! one whose hash still matches is in sync. So a restart re-uploads and
 //! re-downloads nothing that was already in sync.
 //!
+//! The state is an SQLite database (`state/ws-<id>.db`, WAL), one row per
+//! path: a change writes its own rows, never the whole state, and nothing of
+//! the tree is held in memory. Writes go into one open transaction that
+//! [`StateStore::save`] commits: the engine saves after every change it
+//! applies and every upload batch, so each is one transaction. A chunk list is
+//! stored apart (`chunk_lists`, `chunk_at`) only for a file of more than one
+//! chunk, and read only when needed; a file of one chunk is its own chunk.
+//! A folder state written by an earlier release (`ws-<id>.json`) is imported
+//! into a new database on first start, in one transaction, then removed.
+//!
 //! **Invariant:** an entry is written only after the local file and the server
 //! agree on it (after a download is renamed into place, or an upload is
 //! committed), and `last_seq` only moves forward after every change up to it
 //! has been applied. A crash in between makes the agent redo work, never skip it.
+//! A damaged store is an error ([`HomeError::Corrupt`]), never a silent reset; a
+//! write that fails is rolled back and fails the next [`StateStore::save`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Deserialize;
 
 use filesync_core::chunking::{ChunkRef, Hash};
 use filesync_core::WorkspaceId;
 
-use crate::home::{read_json, write_json, HomeError};
+use crate::home::{read_json, HomeError};
 
 /// One file as last agreed with the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The server's version of the path (the seq that made it).
     pub version: i64,
-    #[serde(with = "hex_hash")]
     pub hash: Hash,
     pub size: u64,
     /// Local modification time, milliseconds since the epoch, as last seen on disk.
     pub mtime_ms: i64,
     pub mode: u32,
-    /// The chunks of the content, so downloads can reuse them (offsets follow from the lengths).
-    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "chunk_list")]
-    pub chunks: Vec<ChunkRef>,
 }
 
-/// The whole state of a linked folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A summary of a folder's state for `filesync status` (loaded whole: a one-shot command).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderState {
     pub workspace_id: Option<WorkspaceId>,
     /// The folder this state describes; a state never carries over to another folder.
-    #[serde(default)]
     pub root: Option<PathBuf>,
     /// Every journal change up to this seq has been applied here.
     pub last_seq: i64,
     pub files: BTreeMap<String, Entry>,
-    /// Conflict copies this agent created or received, for `filesync status`.
-    #[serde(default)]
+    /// Conflict copies this agent created or received.
     pub conflicts: BTreeSet<String>,
     /// Local edits not uploaded because the role is viewer; each is reported once.
-    #[serde(default)]
     pub local_only: BTreeSet<String>,
-    /// Paths changed locally and not yet accepted by the server (for `status`).
-    #[serde(default)]
+    /// Paths changed locally and not yet accepted by the server.
     pub pending: BTreeSet<String>,
 }
 
-/// The state of one folder and the file that keeps it.
-#[derive(Debug)]
+/// Per-path marks kept beside the entries.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    Pending = 0,
+    Conflict = 1,
+    LocalOnly = 2,
+}
+
+/// The layout, version 1. Paths are workspace paths (`/`-separated), compared bytewise.
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+CREATE TABLE files (
+    path TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ms INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    chunked INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX files_by_hash ON files (hash);
+CREATE TABLE chunk_lists (path TEXT PRIMARY KEY, list BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE chunk_at (hash BLOB PRIMARY KEY, path TEXT NOT NULL, offset INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX chunk_at_by_path ON chunk_at (path);
+CREATE TABLE marks (kind INTEGER NOT NULL, path TEXT NOT NULL, PRIMARY KEY (kind, path)) WITHOUT ROWID;
+PRAGMA user_version = 1;
+";
+const SCHEMA_VERSION: i64 = 1;
+
+struct Inner {
+    conn: Connection,
+    /// A write transaction is open (committed by `save`).
+    in_tx: bool,
+    /// The first write that failed since the last save; that save fails with it.
+    failed: Option<rusqlite::Error>,
+}
+
+/// The state of one folder, open.
 pub struct StateStore {
     path: PathBuf,
-    pub state: FolderState,
-    dirty: bool,
+    /// The mutex only makes the store shareable across awaits; one task uses it.
+    inner: Mutex<Inner>,
+    last_seq: i64,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("path", &self.path).field("last_seq", &self.last_seq).finish_non_exhaustive()
+    }
+}
+
+fn state_error(path: &Path, e: rusqlite::Error) -> HomeError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => HomeError::Corrupt { path: path.to_path_buf(), message: e.to_string() },
+        _ => HomeError::Io { path: path.to_path_buf(), source: std::io::Error::other(e) },
+    }
+}
+
+/// The JSON state of an earlier release (`ws-<id>.json`).
+mod legacy {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Json {
+        pub workspace_id: Option<WorkspaceId>,
+        #[serde(default)]
+        pub root: Option<PathBuf>,
+        pub last_seq: i64,
+        pub files: BTreeMap<String, JsonEntry>,
+        #[serde(default)]
+        pub conflicts: BTreeSet<String>,
+        #[serde(default)]
+        pub local_only: BTreeSet<String>,
+        #[serde(default)]
+        pub pending: BTreeSet<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct JsonEntry {
+        pub version: i64,
+        #[serde(with = "hex_hash")]
+        pub hash: Hash,
+        pub size: u64,
+        pub mtime_ms: i64,
+        pub mode: u32,
+        #[serde(default, with = "chunk_list")]
+        pub chunks: Vec<ChunkRef>,
+    }
+
+    mod hex_hash {
+        use serde::{Deserialize, Deserializer};
+
+        use filesync_core::chunking::Hash;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+            let s = String::deserialize(d)?;
+            super::super::parse_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        }
+    }
+
+    /// Chunk lists were stored as `"<hex hash>:<len>"` strings.
+    mod chunk_list {
+        use serde::{Deserialize, Deserializer};
+
+        use filesync_core::chunking::ChunkRef;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChunkRef>, D::Error> {
+            let raw = Vec::<String>::deserialize(d)?;
+            raw.iter()
+                .map(|r| {
+                    let (h, l) = r.split_once(':')?;
+                    Some(ChunkRef { hash: super::super::parse_hex(h)?, len: l.parse().ok()? })
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| serde::de::Error::custom("expected \"<hash>:<len>\" chunk records"))
+        }
+    }
+}
+
+/// Where an earlier release kept the state that `db` replaces.
+fn json_path(db: &Path) -> PathBuf {
+    db.with_extension("json")
+}
+
+/// Removes a folder's state (database, its WAL files, and a not yet imported JSON state).
+pub fn remove(db: &Path) {
+    for suffix in ["-wal", "-shm"] {
+        let mut side = db.as_os_str().to_owned();
+        side.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(side));
+    }
+    let _ = std::fs::remove_file(json_path(db));
+    let _ = std::fs::remove_file(db);
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL: a commit appends, readers (`filesync status`) do not block the agent. NORMAL: a
+    // commit is not flushed to disk at once; a power cut may lose the last commits (the agent
+    // then redoes that work, as after a crash before a save), never the database's consistency.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -16_384)?; // KiB: 16 MiB of pages at most
+    Ok(())
+}
+
+/// A chunk list as stored: 32 hash bytes and 4 little-endian length bytes per chunk.
+fn encode_chunks(chunks: &[ChunkRef]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.len() * 36);
+    for c in chunks {
+        out.extend_from_slice(&c.hash);
+        out.extend_from_slice(&c.len.to_le_bytes());
+    }
+    out
+}
+
+fn decode_chunks(blob: &[u8]) -> Option<Vec<ChunkRef>> {
+    if !blob.len().is_multiple_of(36) {
+        return None;
+    }
+    blob.chunks_exact(36)
+        .map(|r| {
+            let hash: Hash = r[..32].try_into().ok()?;
+            let len = u32::from_le_bytes(r[32..].try_into().ok()?);
+            Some(ChunkRef { hash, len })
+        })
+        .collect()
+}
+
+/// The chunk list of a file that is a single chunk (or empty): it follows from the entry.
+fn implied_chunks(e: &Entry) -> Option<Vec<ChunkRef>> {
+    match u32::try_from(e.size) {
+        Ok(0) => Some(Vec::new()),
+        Ok(len) => Some(vec![ChunkRef { hash: e.hash, len }]),
+        Err(_) => None,
+    }
+}
+
+fn read_entry(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Entry> {
+    let hash: Vec<u8> = row.get(first + 1)?;
+    let hash: Hash = hash.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(first + 1, rusqlite::types::Type::Blob, "hash is not 32 bytes".into())
+    })?;
+    Ok(Entry {
+        version: row.get(first)?,
+        hash,
+        size: row.get(first + 2)?,
+        mtime_ms: row.get(first + 3)?,
+        mode: row.get(first + 4)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "version, hash, size, mtime_ms, mode";
+
+fn put_entry(conn: &Connection, path: &str, e: &Entry, chunks: &[ChunkRef]) -> rusqlite::Result<()> {
+    let chunked = implied_chunks(e).is_none_or(|implied| implied != chunks);
+    conn.prepare_cached(
+        "INSERT INTO files (path, version, hash, size, mtime_ms, mode, chunked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (path) DO UPDATE SET version = ?2, hash = ?3, size = ?4, mtime_ms = ?5, mode = ?6, chunked = ?7",
+    )?
+    .execute(params![path, e.version, &e.hash[..], e.size, e.mtime_ms, e.mode, chunked])?;
+    drop_chunks(conn, path)?;
+    if chunked {
+        conn.prepare_cached("INSERT INTO chunk_lists (path, list) VALUES (?1, ?2)")?
+            .execute(params![path, encode_chunks(chunks)])?;
+        let mut at = conn.prepare_cached("INSERT OR REPLACE INTO chunk_at (hash, path, offset) VALUES (?1, ?2, ?3)")?;
+        let mut offset = 0u64;
+        for c in chunks {
+            at.execute(params![&c.hash[..], path, offset])?;
+            offset += u64::from(c.len);
+        }
+    }
+    unmark(conn, path)
+}
+
+fn drop_chunks(conn: &Connection, path: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM chunk_lists WHERE path = ?1")?.execute([path])?;
+    conn.prepare_cached("DELETE FROM chunk_at WHERE path = ?1")?.execute([path])?;
+    Ok(())
+}
+
+/// An entry written or removed is no longer pending nor kept local.
+fn unmark(conn: &Connection, path: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM marks WHERE kind IN (?1, ?2) AND path = ?3")?.execute(params![
+        Mark::Pending as i64,
+        Mark::LocalOnly as i64,
+        path
+    ])?;
+    Ok(())
+}
+
+fn set_meta(conn: &Connection, key: &str, value: impl rusqlite::ToSql) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?.execute(params![key, value])?;
+    Ok(())
+}
+
+fn get_meta<T: rusqlite::types::FromSql>(conn: &Connection, key: &str) -> rusqlite::Result<Option<T>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+}
+
+/// Writes a JSON state of an earlier release into an empty database (inside the caller's transaction).
+fn import(conn: &Connection, json: &legacy::Json) -> rusqlite::Result<()> {
+    for (path, e) in &json.files {
+        let entry = Entry { version: e.version, hash: e.hash, size: e.size, mtime_ms: e.mtime_ms, mode: e.mode };
+        // A state written before chunk lists were kept has none: the file is taken as one chunk
+        // only if it is one; otherwise its list stays unknown (it is relearned on the next change).
+        let chunks = if e.chunks.is_empty() { implied_chunks(&entry).unwrap_or_default() } else { e.chunks.clone() };
+        put_entry(conn, path, &entry, &chunks)?;
+    }
+    let mut mark = conn.prepare_cached("INSERT OR IGNORE INTO marks (kind, path) VALUES (?1, ?2)")?;
+    for (kind, paths) in
+        [(Mark::Pending, &json.pending), (Mark::Conflict, &json.conflicts), (Mark::LocalOnly, &json.local_only)]
+    {
+        for p in paths {
+            mark.execute(params![kind as i64, p])?;
+        }
+    }
+    set_meta(conn, "last_seq", json.last_seq)
 }
 
 impl StateStore {
-    /// Loads the state, or starts empty. A damaged file is an error, never silently reset:
+    /// Opens the state of `ws`'s folder at `root`, creating it (from an earlier release's JSON
+    /// state when there is one) if missing. A damaged store is an error, never silently reset:
     /// starting over would turn every local file into an upload and every deletion into a download.
     pub fn load(path: &Path, ws: WorkspaceId, root: &Path) -> Result<StateStore, HomeError> {
-        let mut state: FolderState = read_json(path)?.unwrap_or_default();
-        if state.workspace_id != Some(ws) || state.root.as_deref() != Some(root) {
+        let err = |e| state_error(path, e);
+        if let Some(dir) = path.parent() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|source| HomeError::Io { path: dir.to_path_buf(), source })?;
+        }
+        let json = json_path(path);
+        let mut conn = Connection::open(path).map_err(err)?;
+        configure(&conn).map_err(err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(HomeError::Corrupt {
+                path: path.to_path_buf(),
+                message: format!("written by a newer filesync (layout {version})"),
+            });
+        }
+        if version == 0 {
+            // New (or its creation never committed): made in one transaction, with the JSON state
+            // of an earlier release when there is one for this folder.
+            let legacy: Option<legacy::Json> = read_json(&json)?;
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(SCHEMA).map_err(err)?;
+            set_meta(&tx, "workspace_id", ws.0).map_err(err)?;
+            set_meta(&tx, "root", root.to_string_lossy().as_ref()).map_err(err)?;
+            set_meta(&tx, "last_seq", 0).map_err(err)?;
+            let migrated = legacy.filter(|j| j.workspace_id == Some(ws) && j.root.as_deref() == Some(root));
+            if let Some(j) = &migrated {
+                import(&tx, j).map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            if migrated.is_some() {
+                // Flushed before the JSON it replaces goes.
+                conn.pragma_update(None, "wal_checkpoint", "FULL").map_err(err)?;
+                tracing::info!(workspace.id = %ws, state = %path.display(), "imported the folder state of an earlier release");
+            }
+        }
+        // The database is the state now; a JSON state beside it was imported (or is another
+        // folder's, which would not be reused anyway).
+        let _ = std::fs::remove_file(&json);
+        let same_ws = get_meta::<i64>(&conn, "workspace_id").map_err(err)? == Some(ws.0);
+        let same_root = get_meta::<String>(&conn, "root").map_err(err)?.as_deref() == root.to_str();
+        if !same_ws || !same_root {
             // A state for another workspace or folder (the link changed): start over. Reusing it
             // would make every file it lists look deleted here.
-            state = FolderState { workspace_id: Some(ws), root: Some(root.to_path_buf()), ..FolderState::default() };
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch("DELETE FROM files; DELETE FROM chunk_lists; DELETE FROM chunk_at; DELETE FROM marks;")
+                .map_err(err)?;
+            set_meta(&tx, "workspace_id", ws.0).map_err(err)?;
+            set_meta(&tx, "root", root.to_string_lossy().as_ref()).map_err(err)?;
+            set_meta(&tx, "last_seq", 0).map_err(err)?;
+            tx.commit().map_err(err)?;
         }
-        Ok(StateStore { path: path.to_path_buf(), state, dirty: false })
+        let last_seq = get_meta::<i64>(&conn, "last_seq").map_err(err)?.unwrap_or(0);
+        Ok(StateStore {
+            path: path.to_path_buf(),
+            inner: Mutex::new(Inner { conn, in_tx: false, failed: None }),
+            last_seq,
+        })
     }
 
-    /// Reads the state without creating anything (for `status`).
+    /// Reads the state without creating or changing anything (for `status`). A JSON state not yet
+    /// imported is read as it is.
     pub fn peek(path: &Path) -> Result<Option<FolderState>, HomeError> {
-        read_json(path)
+        let err = |e| state_error(path, e);
+        if !path.exists() {
+            let Some(j) = read_json::<legacy::Json>(&json_path(path))? else { return Ok(None) };
+            let conn = Connection::open_in_memory().map_err(err)?;
+            conn.execute_batch(SCHEMA).map_err(err)?;
+            import(&conn, &j).map_err(err)?;
+            let mut state = summary(&conn).map_err(err)?;
+            state.workspace_id = j.workspace_id;
+            state.root = j.root;
+            return Ok(Some(state));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        if version == 0 {
+            return Ok(None);
+        }
+        let mut state = summary(&conn).map_err(err)?;
+        state.workspace_id = get_meta::<i64>(&conn, "workspace_id").map_err(err)?.map(WorkspaceId);
+        state.root = get_meta::<String>(&conn, "root").map_err(err)?.map(PathBuf::from);
+        Ok(Some(state))
     }
 
-    pub fn get(&self, path: &str) -> Option<&Entry> {
-        self.state.files.get(path)
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match f(&inner.conn) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(state = %self.path.display(), error = %e, "cannot read the folder state");
+                inner.failed.get_or_insert(e);
+                None
+            }
+        }
     }
 
-    pub fn set(&mut self, path: &str, entry: Entry) {
-        self.state.pending.remove(path);
-        self.state.local_only.remove(path);
-        self.state.files.insert(path.to_owned(), entry);
-        self.dirty = true;
+    /// Runs a write inside the open transaction (begun if needed). A failure is kept for `save`.
+    fn write(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<()>) {
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if inner.failed.is_some() {
+            return; // the transaction is rolled back at the next save: nothing more goes in
+        }
+        let result = (|| {
+            if !inner.in_tx {
+                inner.conn.execute_batch("BEGIN IMMEDIATE")?;
+                inner.in_tx = true;
+            }
+            f(&inner.conn)
+        })();
+        if let Err(e) = result {
+            tracing::error!(state = %self.path.display(), error = %e, "cannot write the folder state");
+            inner.failed = Some(e);
+        }
     }
 
-    pub fn remove(&mut self, path: &str) -> Option<Entry> {
-        self.state.pending.remove(path);
-        self.state.local_only.remove(path);
-        self.dirty = true;
-        self.state.files.remove(path)
+    /// The entry of `path`. (A read that fails answers `None` and fails the next save: the path
+    /// then looks new, which uploads or keeps a copy, never overwrites.)
+    pub fn get(&self, path: &str) -> Option<Entry> {
+        self.with(|c| {
+            c.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM files WHERE path = ?1"))?
+                .query_row([path], |r| read_entry(r, 0))
+                .optional()
+        })
+        .flatten()
     }
 
-    /// Paths equal to `dir` or under `dir/`.
+    /// The chunks of `path`'s content, read only when needed (downloads reuse them).
+    pub fn chunks(&self, path: &str) -> Vec<ChunkRef> {
+        self.with(|c| {
+            let row = c
+                .prepare_cached(&format!("SELECT {ENTRY_COLUMNS}, chunked FROM files WHERE path = ?1"))?
+                .query_row([path], |r| Ok((read_entry(r, 0)?, r.get::<_, bool>(5)?)))
+                .optional()?;
+            Ok(match row {
+                None => Vec::new(),
+                Some((e, false)) => implied_chunks(&e).unwrap_or_default(),
+                Some((_, true)) => {
+                    let blob: Option<Vec<u8>> = c
+                        .prepare_cached("SELECT list FROM chunk_lists WHERE path = ?1")?
+                        .query_row([path], |r| r.get(0))
+                        .optional()?;
+                    blob.and_then(|b| decode_chunks(&b)).unwrap_or_default()
+                }
+            })
+        })
+        .unwrap_or_default()
+    }
+
+    /// Where a local file held the chunk `want` when it was recorded: its path and offset.
+    /// May be stale; every read is checked against the hash.
+    pub fn chunk_location(&self, want: &ChunkRef) -> Option<(String, u64)> {
+        self.with(|c| {
+            let at = c
+                .prepare_cached("SELECT path, offset FROM chunk_at WHERE hash = ?1")?
+                .query_row([&want.hash[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if at.is_some() {
+                return Ok(at);
+            }
+            // A file of one chunk is that chunk.
+            c.prepare_cached("SELECT path FROM files WHERE hash = ?1 AND size = ?2 AND chunked = 0 LIMIT 1")?
+                .query_row(params![&want.hash[..], want.len], |r| Ok((r.get(0)?, 0)))
+                .optional()
+        })
+        .flatten()
+    }
+
+    /// Records `path` as `entry` with content `chunks`; it is no longer pending nor kept local.
+    pub fn set(&mut self, path: &str, entry: &Entry, chunks: &[ChunkRef]) {
+        self.write(|c| put_entry(c, path, entry, chunks));
+    }
+
+    /// The file at `path` was touched, not changed: its new mtime and mode.
+    pub fn touch(&mut self, path: &str, mtime_ms: i64, mode: u32) {
+        self.write(|c| {
+            c.prepare_cached("UPDATE files SET mtime_ms = ?2, mode = ?3 WHERE path = ?1")?
+                .execute(params![path, mtime_ms, mode])?;
+            Ok(())
+        });
+    }
+
+    /// `from` became `to` at `version` (a move): the entry and its chunks go along.
+    pub fn rename(&mut self, from: &str, to: &str, version: i64, mtime_ms: Option<i64>) {
+        let Some(mut e) = self.get(from) else { return };
+        let chunks = self.chunks(from);
+        e.version = version;
+        if let Some(m) = mtime_ms {
+            e.mtime_ms = m;
+        }
+        self.remove(from);
+        self.set(to, &e, &chunks);
+    }
+
+    pub fn remove(&mut self, path: &str) {
+        self.write(|c| {
+            c.prepare_cached("DELETE FROM files WHERE path = ?1")?.execute([path])?;
+            drop_chunks(c, path)?;
+            unmark(c, path)
+        });
+    }
+
+    /// Whether the state knows `path`.
+    pub fn contains(&self, path: &str) -> bool {
+        self.with(|c| c.prepare_cached("SELECT 1 FROM files WHERE path = ?1")?.exists([path])).unwrap_or(false)
+    }
+
+    /// Known paths equal to `dir` or under `dir/`, in order.
     pub fn under(&self, dir: &str) -> Vec<String> {
-        let prefix = format!("{dir}/");
-        let exact = self.state.files.contains_key(dir).then(|| dir.to_owned());
-        let inside = self.state.files.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix));
-        exact.into_iter().chain(inside.map(|(p, _)| p.clone())).collect()
+        // Every path under `dir/` sorts between `dir/` and `dir0` ('0' follows '/').
+        let (lo, hi) = (format!("{dir}/"), format!("{dir}0"));
+        self.with(|c| {
+            c.prepare_cached("SELECT path FROM files WHERE path = ?1 OR (path > ?2 AND path < ?3) ORDER BY path")?
+                .query_map(params![dir, lo, hi], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Up to `limit` entries after `after` (all from the start with `None`), in path order: the
+    /// state is walked a page at a time, never loaded whole.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<(String, Entry)> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT path, {ENTRY_COLUMNS} FROM files WHERE ?1 IS NULL OR path > ?1 ORDER BY path LIMIT ?2"
+            ))?
+            .query_map(params![after, limit], |r| Ok((r.get(0)?, read_entry(r, 1)?)))?
+            .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// How many files are in sync, and their bytes.
+    pub fn totals(&self) -> (usize, u64) {
+        self.with(|c| {
+            c.query_row("SELECT count(*), coalesce(sum(size), 0) FROM files", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
+        .unwrap_or((0, 0))
+    }
+
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq
     }
 
     pub fn advance(&mut self, seq: i64) {
-        if seq > self.state.last_seq {
-            self.state.last_seq = seq;
-            self.dirty = true;
+        if seq > self.last_seq {
+            self.last_seq = seq;
+            self.write(|c| set_meta(c, "last_seq", seq));
         }
     }
 
     /// Moves `last_seq` to our own commit `seq` if it directly follows: nothing can have been missed.
     pub fn advance_past_own(&mut self, seq: i64) {
-        if seq == self.state.last_seq + 1 {
+        if seq == self.last_seq + 1 {
             self.advance(seq);
         }
     }
 
+    fn mark(&mut self, kind: Mark, path: &str, on: bool) -> bool {
+        let mut changed = false;
+        self.write(|c| {
+            let sql = if on {
+                "INSERT OR IGNORE INTO marks (kind, path) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM marks WHERE kind = ?1 AND path = ?2"
+            };
+            changed = c.prepare_cached(sql)?.execute(params![kind as i64, path])? > 0;
+            Ok(())
+        });
+        changed
+    }
+
     pub fn mark_pending(&mut self, path: &str, pending: bool) {
-        let changed =
-            if pending { self.state.pending.insert(path.to_owned()) } else { self.state.pending.remove(path) };
-        self.dirty |= changed;
+        self.mark(Mark::Pending, path, pending);
     }
 
     pub fn add_conflict(&mut self, path: &str) {
-        self.dirty |= self.state.conflicts.insert(path.to_owned());
+        self.mark(Mark::Conflict, path, true);
     }
 
     /// Records a viewer's local edit; `true` the first time (report it then only).
     pub fn keep_local(&mut self, path: &str) -> bool {
-        let first = self.state.local_only.insert(path.to_owned());
-        self.dirty |= first;
-        first
+        self.mark(Mark::LocalOnly, path, true)
     }
 
-    /// Writes the state if it changed since the last save.
+    /// Commits what changed since the last save, in one transaction. A write that failed since
+    /// then rolls all of it back and is the error.
     pub fn save(&mut self) -> Result<(), HomeError> {
-        if self.dirty {
-            write_json(&self.path, &self.state, false)?;
-            self.dirty = false;
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = inner.failed.take() {
+            if inner.in_tx {
+                let _ = inner.conn.execute_batch("ROLLBACK");
+                inner.in_tx = false;
+            }
+            return Err(state_error(&self.path, e));
+        }
+        if inner.in_tx {
+            let committed = inner.conn.execute_batch("COMMIT");
+            inner.in_tx = false;
+            if let Err(e) = committed {
+                let _ = inner.conn.execute_batch("ROLLBACK");
+                return Err(state_error(&self.path, e));
+            }
         }
         Ok(())
     }
 }
 
-mod hex_hash {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use filesync_core::chunking::{hex, Hash};
-
-    pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex(h))
+/// Everything of a state, for `status`.
+fn summary(conn: &Connection) -> rusqlite::Result<FolderState> {
+    let mut state = FolderState { last_seq: get_meta(conn, "last_seq")?.unwrap_or(0), ..FolderState::default() };
+    let mut rows = conn.prepare(&format!("SELECT path, {ENTRY_COLUMNS} FROM files"))?;
+    for row in rows.query_map([], |r| Ok((r.get::<_, String>(0)?, read_entry(r, 1)?)))? {
+        let (p, e) = row?;
+        state.files.insert(p, e);
     }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    let mut marks = conn.prepare("SELECT kind, path FROM marks")?;
+    for row in marks.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+        let (kind, p) = row?;
+        match kind {
+            k if k == Mark::Pending as i64 => state.pending.insert(p),
+            k if k == Mark::Conflict as i64 => state.conflicts.insert(p),
+            _ => state.local_only.insert(p),
+        };
     }
-}
-
-/// Chunk lists are stored as `"<hex hash>:<len>"` strings: compact and readable.
-mod chunk_list {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use filesync_core::chunking::{hex, ChunkRef};
-
-    pub fn serialize<S: Serializer>(chunks: &[ChunkRef], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(chunks.iter().map(|c| format!("{}:{}", hex(&c.hash), c.len)))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChunkRef>, D::Error> {
-        let raw = Vec::<String>::deserialize(d)?;
-        raw.iter()
-            .map(|r| {
-                let (h, l) = r.split_once(':')?;
-                Some(ChunkRef { hash: super::parse_hex(h)?, len: l.parse().ok()? })
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| serde::de::Error::custom("expected \"<hash>:<len>\" chunk records"))
-    }
+    Ok(state)
 }
 
 pub fn parse_hex(s: &str) -> Option<Hash> {
@@ -200,54 +673,5 @@ pub fn parse_hex(s: &str) -> Option<Hash> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(v: i64) -> Entry {
-        Entry {
-            version: v,
-            hash: [v as u8; 32],
-            size: 3,
-            mtime_ms: 1,
-            mode: 0o644,
-            chunks: vec![ChunkRef { hash: [9; 32], len: 3 }],
-        }
-    }
-
-    #[test]
-    fn state_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state/ws-1.json");
-        let root = Path::new("/r");
-        let mut s = StateStore::load(&path, WorkspaceId(1), root).unwrap();
-        s.set("a.txt", entry(3));
-        s.advance(7);
-        s.advance(5);
-        s.save().unwrap();
-        let again = StateStore::load(&path, WorkspaceId(1), root).unwrap();
-        assert_eq!(again.state.last_seq, 7);
-        assert_eq!(again.get("a.txt"), Some(&entry(3)));
-        // Another workspace's or another folder's state is not reused.
-        assert!(StateStore::load(&path, WorkspaceId(2), root).unwrap().state.files.is_empty());
-        assert!(StateStore::load(&path, WorkspaceId(1), Path::new("/other")).unwrap().state.files.is_empty());
-    }
-
-    #[test]
-    fn a_damaged_state_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ws-1.json");
-        std::fs::write(&path, b"{\"last_seq\": \"x\"").unwrap();
-        assert!(StateStore::load(&path, WorkspaceId(1), Path::new("/r")).is_err());
-    }
-
-    #[test]
-    fn under_lists_a_directory_and_nothing_beside_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = StateStore::load(&dir.path().join("s.json"), WorkspaceId(1), dir.path()).unwrap();
-        for p in ["a/x", "a/y/z", "a-b", "a.txt", "ab/c", "a"] {
-            s.set(p, entry(1));
-        }
-        assert_eq!(s.under("a"), vec!["a", "a/x", "a/y/z"]);
-        assert_eq!(s.under("a/y"), vec!["a/y/z"]);
-    }
-}
+#[path = "state_tests.rs"]
+pub(crate) mod tests;

@@ -7,11 +7,15 @@
 //!
 //! The watcher only says *where* to look; what changed is always decided by
 //! comparing the file with the state, so lost or duplicated events cost a
-//! little work, never a wrong sync. When the OS drops events (queue overflow)
-//! the folder is rescanned.
+//! little work, never a wrong sync. When the OS drops events (an inotify
+//! queue overflow) or a directory cannot be watched (the limit of inotify
+//! watches is reached), the folder is rescanned and the user is told, in one
+//! line, which system limit to raise. The engine also rescans periodically
+//! for whatever a watcher can miss.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -62,25 +66,104 @@ impl std::fmt::Debug for FolderWatcher {
     }
 }
 
-/// Starts watching `root` recursively. Must be called inside a tokio runtime.
+/// Why events were lost, and what the user can do about it: the one line the agent prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// The kernel's event queue overflowed (`IN_Q_OVERFLOW`).
+    Overflow,
+    /// A directory could not be watched: `ENOSPC` from `inotify_add_watch`.
+    WatchLimit,
+    /// Any other watcher error.
+    Other,
+}
+
+impl Lost {
+    fn of(res: &notify::Result<notify::Event>) -> Option<Lost> {
+        match res {
+            Ok(ev) if ev.need_rescan() => Some(Lost::Overflow),
+            Ok(_) => None,
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => Some(Lost::WatchLimit),
+            Err(_) => Some(Lost::Other),
+        }
+    }
+
+    fn advice(self, root: &Path) -> String {
+        let root = root.display();
+        match self {
+            Lost::Overflow => format!(
+                "{root}: the system dropped file change events (inotify queue overflow); comparing the whole folder. \
+                 If this repeats, raise fs.inotify.max_queued_events (e.g. `sudo sysctl fs.inotify.max_queued_events=65536`)"
+            ),
+            Lost::WatchLimit => format!(
+                "{root}: cannot watch every directory: the system's limit of inotify watches is reached, so changes in \
+                 some directories are found only by rescans; raise fs.inotify.max_user_watches (e.g. \
+                 `sudo sysctl fs.inotify.max_user_watches=1048576`, and in /etc/sysctl.d/ to keep it)"
+            ),
+            Lost::Other => format!("{root}: the folder watcher reported an error; comparing the whole folder"),
+        }
+    }
+}
+
+/// Says why events were lost, at most once per reason per [`ADVICE_EVERY`] (a burst of
+/// overflows is one line, not a flood).
+struct Advisor {
+    root: PathBuf,
+    said: Mutex<HashMap<&'static str, std::time::Instant>>,
+}
+
+const ADVICE_EVERY: Duration = Duration::from_secs(600);
+
+impl Advisor {
+    fn tell(&self, lost: Lost, error: Option<&notify::Error>) {
+        let key = match lost {
+            Lost::Overflow => "overflow",
+            Lost::WatchLimit => "limit",
+            Lost::Other => "other",
+        };
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if said.get(key).is_some_and(|t| now.duration_since(*t) < ADVICE_EVERY) {
+            return;
+        }
+        said.insert(key, now);
+        match error {
+            Some(e) if lost == Lost::Other => tracing::warn!(error = %e, "{}", lost.advice(&self.root)),
+            _ => tracing::warn!("{}", lost.advice(&self.root)),
+        }
+    }
+}
+
+/// What the watcher thread does with each notification: paths to the debouncer, and a rescan
+/// (with one line saying why) when events were lost.
+fn forward(res: notify::Result<notify::Event>, raw: &mpsc::UnboundedSender<Raw>, advisor: &Advisor) {
+    if let Some(lost) = Lost::of(&res) {
+        advisor.tell(lost, res.as_ref().err());
+        let _ = raw.send(Raw::Rescan);
+        return;
+    }
+    let Ok(ev) = res else { return };
+    let Some(closed) = settled(&ev.kind) else { return };
+    for p in ev.paths {
+        let _ = raw.send(if closed { Raw::Closed(p) } else { Raw::Path(p) });
+    }
+}
+
+/// Starts watching `root` recursively. Must be called inside a tokio runtime. Reaching the limit
+/// of watches is not an error here: what is watched stays watched, the user is told what to
+/// raise, and rescans cover the rest.
 pub fn watch(root: &Path, quiet: Duration) -> notify::Result<FolderWatcher> {
     let (raw_tx, raw_rx) = mpsc::unbounded_channel::<Raw>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) => {
-            if ev.need_rescan() {
-                let _ = raw_tx.send(Raw::Rescan);
-                return;
-            }
-            let Some(closed) = settled(&ev.kind) else { return };
-            for p in ev.paths {
-                let _ = raw_tx.send(if closed { Raw::Closed(p) } else { Raw::Path(p) });
-            }
-        }
-        Err(_) => {
-            let _ = raw_tx.send(Raw::Rescan);
-        }
+    let advisor = std::sync::Arc::new(Advisor { root: root.to_path_buf(), said: Mutex::new(HashMap::new()) });
+    let mut watcher = notify::recommended_watcher({
+        let (raw_tx, advisor) = (raw_tx.clone(), advisor.clone());
+        move |res: notify::Result<notify::Event>| forward(res, &raw_tx, &advisor)
     })?;
-    watcher.watch(root, RecursiveMode::Recursive)?;
+    if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+        if !matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+            return Err(e);
+        }
+        forward(Err(e), &raw_tx, &advisor);
+    }
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(debounce(raw_rx, tx, quiet));
     Ok(FolderWatcher { _watcher: watcher, events: rx })
@@ -189,6 +272,60 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), WatchEvent::Paths(vec![PathBuf::from("/r/b")]));
         assert_eq!(before.elapsed(), Duration::from_millis(50));
         assert!(rx.try_recv().is_err(), "reported once");
+    }
+
+    /// The boundary where the OS's notices enter: an inotify queue overflow (notify's
+    /// `Flag::Rescan` event, which `IN_Q_OVERFLOW` becomes) and a watch the kernel refused
+    /// (`ENOSPC`, notify's `MaxFilesWatch`) each end in one rescan. (A real overflow cannot be
+    /// forced here: `fs.inotify.max_queued_events` is not writable in this sandbox.)
+    #[tokio::test(start_paused = true)]
+    async fn lost_events_and_a_refused_watch_become_a_rescan() {
+        use notify::event::{EventKind, Flag};
+        let advisor = Advisor { root: PathBuf::from("/r"), said: Mutex::new(HashMap::new()) };
+        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(debounce(raw_rx, tx, Duration::from_millis(50)));
+        forward(Ok(notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)), &raw_tx, &advisor);
+        assert_eq!(rx.recv().await.unwrap(), WatchEvent::Rescan);
+        forward(Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)), &raw_tx, &advisor);
+        forward(Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)), &raw_tx, &advisor);
+        assert_eq!(rx.recv().await.unwrap(), WatchEvent::Rescan, "two refusals, one rescan");
+        forward(Ok(notify::Event::new(EventKind::Any).add_path(PathBuf::from("/r/a"))), &raw_tx, &advisor);
+        assert_eq!(rx.recv().await.unwrap(), WatchEvent::Paths(vec![PathBuf::from("/r/a")]));
+        // Each reason was told once, naming the setting to raise.
+        let said = advisor.said.lock().unwrap();
+        assert_eq!(said.len(), 2);
+        assert!(Lost::Overflow.advice(Path::new("/r")).contains("fs.inotify.max_queued_events"));
+        assert!(Lost::WatchLimit.advice(Path::new("/r")).contains("fs.inotify.max_user_watches"));
+    }
+
+    /// A real `IN_Q_OVERFLOW`: run by hand as root (`cargo test -p filesync-client --lib
+    /// real_overflow -- --ignored`). It lowers the system-wide `fs.inotify.max_queued_events` for
+    /// the moment the watcher is created (the limit is taken at `inotify_init`), so it is not part
+    /// of the suite: it would touch every other watcher created meanwhile on the machine.
+    #[tokio::test]
+    #[ignore = "changes a system-wide sysctl for a moment; run by hand as root"]
+    async fn a_real_overflow_is_a_rescan() {
+        const KNOB: &str = "/proc/sys/fs/inotify/max_queued_events";
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let before = std::fs::read_to_string(KNOB).unwrap();
+        std::fs::write(KNOB, "16").unwrap();
+        let w = watch(&root, Duration::from_millis(20));
+        std::fs::write(KNOB, before.trim()).unwrap();
+        let mut w = w.unwrap();
+        for i in 0..5000 {
+            std::fs::write(root.join(format!("f{i}")), b"x").unwrap();
+        }
+        let rescan = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(ev) = w.events.recv().await {
+                if ev == WatchEvent::Rescan {
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(rescan.await.unwrap_or(false), "no rescan after an overflow");
     }
 
     #[test]

@@ -8,12 +8,16 @@ use crate::http::{HttpError, RegisterRequest};
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
+    /// Email address you log in with [prompted if missing].
     #[arg(long)]
     pub email: Option<String>,
+    /// The name others see in shares, presence and conflict copies [prompted if missing].
     #[arg(long)]
     pub username: Option<String>,
+    /// Your first name [prompted if missing].
     #[arg(long)]
     pub first_name: Option<String>,
+    /// Your last name [prompted if missing].
     #[arg(long)]
     pub last_name: Option<String>,
     /// Read the password as one line from stdin instead of prompting.
@@ -26,6 +30,7 @@ pub struct RegisterArgs {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
+    /// Email address of the account [prompted if missing].
     #[arg(long)]
     pub email: Option<String>,
     /// Read the password as one line from stdin instead of prompting.
@@ -139,15 +144,11 @@ pub async fn devices(ctx: &Ctx, cmd: DevicesCommand) -> anyhow::Result<()> {
     let api = ctx.api()?;
     match cmd {
         DevicesCommand::List => {
-            for d in api.devices().await? {
-                let mark = if d.current { "  (this device)" } else { "" };
-                println!(
-                    "{:>6}  {:<24}  last used {}{mark}",
-                    d.id,
-                    d.name,
-                    d.last_used_at.format("%Y-%m-%d %H:%M UTC")
-                );
-            }
+            let rows = api.devices().await?.into_iter().map(|d| {
+                let mark = if d.current { "this device" } else { "" };
+                [d.id.to_string(), d.name, d.last_used_at.format("%Y-%m-%d %H:%M UTC").to_string(), mark.into()]
+            });
+            super::print_table(["ID", "DEVICE", "LAST USED", ""], rows);
         }
         DevicesCommand::Revoke { id } => {
             api.revoke_device(id).await?;

@@ -27,6 +27,8 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
             .filter(|s| s.root.as_deref() == Some(f.root.as_path()))
             .unwrap_or_default();
         let pending = local_changes(&f.root, &state);
+        // A conflict copy the user has dealt with (deleted) is no longer worth a line.
+        let conflicts: Vec<&String> = state.conflicts.iter().filter(|c| f.root.join(c.as_str()).exists()).collect();
         println!(
             "{} (id {}, {}) at {}: last seq {}, {} files in sync, {} pending uploads, {} conflicts",
             f.workspace_name,
@@ -36,12 +38,12 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
             state.last_seq,
             state.files.len(),
             pending.len(),
-            state.conflicts.len()
+            conflicts.len()
         );
         for p in &pending {
             println!("  pending: {p}");
         }
-        for c in &state.conflicts {
+        for c in &conflicts {
             println!("  conflict copy: {c}");
         }
         for p in &state.local_only {
@@ -72,22 +74,41 @@ fn local_changes(root: &Path, state: &FolderState) -> BTreeSet<String> {
 
 pub async fn history(ctx: &Ctx, path: &Path) -> anyhow::Result<()> {
     let (folder, rel) = ctx.locate(path)?;
+    let is_dir = folder.root.join(&rel).is_dir();
+    if IgnoreRules::load(&folder.root).is_ignored(&rel, is_dir) {
+        println!("{rel} is ignored (by .filesyncignore or a built-in rule): it is not synced, so it has no history");
+        return Ok(());
+    }
     let api = ctx.api()?;
-    let versions = api.history(folder.workspace_id, &rel).await?;
+    let versions = match api.history(folder.workspace_id, &rel).await {
+        Ok(v) => v,
+        Err(e) if e.is_not_found() && is_dir => {
+            println!("{rel} is a folder: history is kept per file; try `filesync history {}/FILE`", path.display());
+            return Ok(());
+        }
+        Err(e) if e.is_not_found() => {
+            println!(
+                "{rel} has no history in {}: it was never synced (not uploaded yet, or never there)",
+                folder.workspace_name
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if versions.is_empty() {
         println!("{rel} has no history in {}", folder.workspace_name);
+        return Ok(());
     }
-    for v in versions {
-        let what = if v.deleted { "deleted".to_owned() } else { format!("{} bytes", v.size) };
-        println!(
-            "{:>8}  {:<8} {:<14} {} {}",
-            v.version,
-            v.op,
-            what,
-            v.created_at.unwrap_or_default(),
-            v.author.unwrap_or_default()
-        );
-    }
+    let rows = versions.into_iter().map(|v| {
+        let what = match &v.from_path {
+            // The same row lists for both names: say which way it went.
+            Some(from) => format!("from {from} to {}", v.path),
+            None if v.deleted => "deleted".to_owned(),
+            None => format!("{} bytes", v.size),
+        };
+        [v.version.to_string(), v.op, what, v.created_at.unwrap_or_default(), v.author.unwrap_or_default()]
+    });
+    super::print_table(["VERSION", "CHANGE", "WHAT", "WHEN", "BY"], rows);
     Ok(())
 }
 
@@ -110,14 +131,17 @@ pub async fn who(ctx: &Ctx, workspace: &str) -> anyhow::Result<()> {
     if online.is_empty() {
         println!("nobody is online in {}", ws.name);
     }
-    for p in online {
-        println!(
-            "{:<24} {:<20} {} {}",
-            if p.username.is_empty() { &p.email } else { &p.username },
-            p.device_name.as_deref().unwrap_or(&p.device_id),
-            p.node.unwrap_or_default(),
-            p.since.unwrap_or_default()
-        );
+    if online.is_empty() {
+        return Ok(());
     }
+    let rows = online.into_iter().map(|p| {
+        [
+            if p.username.is_empty() { p.email } else { p.username },
+            p.device_name.unwrap_or(p.device_id),
+            p.node.unwrap_or_default(),
+            p.since.map(|s| s.to_string()).unwrap_or_default(),
+        ]
+    });
+    super::print_table(["USER", "DEVICE", "NODE", "SINCE"], rows);
     Ok(())
 }

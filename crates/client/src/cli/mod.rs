@@ -34,8 +34,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Settings accepted before or after the subcommand.
+/// Settings accepted before or after the subcommand; `--help` lists them apart from a command's own.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// HTTP API base URL [default: from config.toml, else http://127.0.0.1:8080].
     #[arg(long, global = true, env = "FILESYNC_SERVER", value_name = "URL")]
@@ -230,6 +231,32 @@ pub fn pick_workspace(all: &[ApiWorkspace], name_or_id: &str) -> anyhow::Result<
 }
 
 /// `path` made absolute without requiring it to exist (the file may have been deleted).
+/// Prints rows under a header line, each column as wide as its widest cell (the last one unpadded).
+pub fn print_table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) {
+    let rows: Vec<[String; N]> = rows.into_iter().collect();
+    let mut width = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = width[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line(std::array::from_fn(|i| row[i].as_str()));
+    }
+}
+
 pub fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     let joined = if path.is_absolute() {
         path.to_path_buf()

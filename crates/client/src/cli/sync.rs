@@ -116,6 +116,11 @@ impl Ctx {
             device_id: self.home.device_id()?,
             device_name: self.device_name(),
             debounce: std::time::Duration::from_millis(self.debounce_ms()),
+            rescan_every: self
+                .settings
+                .rescan_secs
+                .filter(|s| *s > 0)
+                .map_or(crate::agent::engine::DEFAULT_RESCAN_EVERY, std::time::Duration::from_secs),
             once: false,
             only: None,
             progress: true,

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use filesync_core::Role;
 
-use super::{absolute, prompt, share_role, Ctx};
+use super::{absolute, print_table, prompt, share_role, Ctx};
 use crate::home::LinkedFolder;
 use crate::http::{Api, ApiMember, ApiWorkspace, Shared};
 
@@ -110,15 +110,17 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             let linked = ctx.home.folders()?;
             if all.is_empty() {
                 println!("no workspaces yet; create one with `filesync workspace create NAME`");
+                return Ok(());
             }
-            for ws in all {
+            let rows = all.into_iter().map(|ws| {
                 let at = linked
                     .iter()
                     .find(|f| f.workspace_id == ws.id)
-                    .map(|f| format!("  linked at {}", f.root.display()))
-                    .unwrap_or_default();
-                println!("{:>6}  {:<24} {:<7}{at}", ws.id, ws.name, ws.role);
-            }
+                    .map(|f| format!("linked at {}", f.root.display()))
+                    .unwrap_or_else(|| "not linked here".into());
+                [ws.id.to_string(), ws.name, ws.role.to_string(), at]
+            });
+            print_table(["ID", "NAME", "ROLE", "FOLDER"], rows);
             Ok(())
         }
         WorkspaceCommand::Share { workspace, email, role } => {
@@ -138,12 +140,12 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             let api = ctx.api()?;
             let ws = ctx.resolve_workspace(&api, &workspace).await?;
             let people = api.people(ws.id).await?;
-            for m in people.users {
-                println!("{:<24} {:<32} {}", m.username, m.email, m.role);
-            }
-            for i in people.invitations {
-                println!("{:<24} {:<32} {} (invited, no account yet)", "-", i.email, i.role);
-            }
+            let users = people.users.into_iter().map(|m| [m.username, m.email, m.role.to_string(), String::new()]);
+            let invited = people
+                .invitations
+                .into_iter()
+                .map(|i| ["-".into(), i.email, i.role.to_string(), "invited, no account yet".into()]);
+            print_table(["USERNAME", "EMAIL", "ROLE", "NOTE"], users.chain(invited));
             Ok(())
         }
         WorkspaceCommand::Role { workspace, email, role } => {
@@ -178,7 +180,7 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             }
             api.remove_member(ws.id, ctx.token()?.user_id).await?;
             println!("left {}", ws.name);
-            forget_link(ctx, &ws)
+            forget_link(ctx, &ws).await
         }
         WorkspaceCommand::Rename { workspace, new_name } => {
             let api = ctx.api()?;
@@ -201,7 +203,7 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             }
             api.delete_workspace(ws.id).await?;
             println!("deleted {}; every member lost access", ws.name);
-            forget_link(ctx, &ws)
+            forget_link(ctx, &ws).await
         }
         WorkspaceCommand::Download { workspace, dir } => {
             let api = ctx.api()?;
@@ -239,9 +241,11 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             }
             ctx.home.save_folders(&kept)?;
             for f in gone {
-                // The state describes this folder only; a later link starts afresh.
-                let _ = std::fs::remove_file(ctx.home.state_path(f.workspace_id));
+                let released = release(ctx, &f).await?;
                 println!("unlinked {} from {}; the files stay where they are", f.workspace_name, f.root.display());
+                if !released {
+                    println!("(the running agent is still finishing a file in it; it stops after that one)");
+                }
             }
             Ok(())
         }
@@ -258,7 +262,7 @@ async fn find_member(api: &Api, ws: &ApiWorkspace, email: &str) -> anyhow::Resul
 }
 
 /// Unlinks `ws`'s folder after the workspace went away for us; its files stay.
-fn forget_link(ctx: &Ctx, ws: &ApiWorkspace) -> anyhow::Result<()> {
+async fn forget_link(ctx: &Ctx, ws: &ApiWorkspace) -> anyhow::Result<()> {
     let (gone, kept): (Vec<LinkedFolder>, Vec<LinkedFolder>) =
         ctx.home.folders()?.into_iter().partition(|f| f.workspace_id == ws.id);
     if gone.is_empty() {
@@ -266,11 +270,25 @@ fn forget_link(ctx: &Ctx, ws: &ApiWorkspace) -> anyhow::Result<()> {
     }
     ctx.home.save_folders(&kept)?;
     for f in gone {
-        let _ = std::fs::remove_file(ctx.home.state_path(f.workspace_id));
+        release(ctx, &f).await?;
         println!("unlinked {}; the files stay where they are", f.root.display());
     }
     Ok(())
 }
+
+/// After `f` left the linked-folder list: waits until a running agent has stopped syncing it
+/// (it re-reads the list within a moment and finishes the file in flight), then drops its
+/// state, so a later link starts afresh. `false` if the agent is still busy with it.
+async fn release(ctx: &Ctx, f: &LinkedFolder) -> anyhow::Result<bool> {
+    let released = crate::agent::release_folder(&ctx.home, f.workspace_id, RELEASE_WAIT).await?;
+    if released {
+        crate::agent::state::remove(&ctx.home.state_path(f.workspace_id));
+    }
+    Ok(released)
+}
+
+/// How long `unlink` waits for a running agent to let go of the folder.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A folder can be linked if it is not a file, and neither inside nor around another linked folder.
 fn check_linkable(ctx: &Ctx, dir: &Path, ws: Option<&ApiWorkspace>) -> anyhow::Result<()> {
@@ -311,12 +329,23 @@ async fn link_folder(ctx: &Ctx, ws: &ApiWorkspace, dir: &Path, no_sync: bool) ->
     if no_sync {
         return Ok(());
     }
+    if crate::agent::live_agent_running(&ctx.home) {
+        println!("the running `filesync sync` is syncing it now");
+        return Ok(());
+    }
     let mut config = ctx.agent_config()?;
     config.once = true;
     config.only = Some(ws.id);
-    crate::agent::run_agent(config, std::future::pending())
-        .await
-        .context("linked, but could not sync now; `filesync sync` will finish it")?;
-    println!("{} is in sync", root.display());
-    Ok(())
+    match crate::agent::run_agent(config, std::future::pending()).await {
+        Ok(()) => {
+            println!("{} is in sync", root.display());
+            Ok(())
+        }
+        // Retrying with the same address would fail the same way: say what to fix.
+        Err(e @ crate::agent::AgentError::Unreachable { .. }) => Err(anyhow::Error::new(e).context(
+            "linked, but no sync node answered; check the address (--sync, FILESYNC_SYNC or `sync` in config.toml), \
+             then run `filesync sync`",
+        )),
+        Err(e) => Err(anyhow::Error::new(e).context("linked, but the first sync failed; `filesync sync` tries again")),
+    }
 }

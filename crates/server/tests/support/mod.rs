@@ -76,9 +76,13 @@ pub async fn user(web: &reqwest::Client, http: &str, name: &str) -> (i64, String
 
 #[allow(dead_code)] // not every test file uses it
 /// A protocol connection to the node as `device`, handshake done.
-pub async fn connect(sync: &str, token: &str, device: &str) -> (filesync_client::Client, filesync_client::Events) {
-    let options = filesync_client::ConnectOptions::new(token, device, device);
-    tokio::time::timeout(std::time::Duration::from_secs(10), filesync_client::Client::connect(sync, options))
+pub async fn connect(
+    sync: &str,
+    token: &str,
+    device: &str,
+) -> (filesync_proto_client::Client, filesync_proto_client::Events) {
+    let options = filesync_proto_client::ConnectOptions::new(token, device, device);
+    tokio::time::timeout(std::time::Duration::from_secs(10), filesync_proto_client::Client::connect(sync, options))
         .await
         .expect("connect in time")
         .expect("handshake accepted")

@@ -4,8 +4,8 @@
 //! certificate it signed. Shared by the tcp-sync and client tests (the client
 //! includes this file by path).
 
-use filesync_client::ConnectOptions;
 use filesync_core::config::Config;
+use filesync_proto_client::ConnectOptions;
 
 /// A private CA and a certificate it signed for `localhost` and 127.0.0.1, as PEM files (made at test time).
 pub struct TestCerts {
@@ -50,7 +50,7 @@ impl TestCerts {
     /// Client options that trust this CA.
     pub fn trusting(&self, token: &str, device: &str) -> ConnectOptions {
         let mut opts = ConnectOptions::new(token, device, format!("{device} name"));
-        opts.trust = filesync_client::tls::Trust::with_ca_file(&self.ca).unwrap();
+        opts.trust = filesync_proto_client::tls::Trust::with_ca_file(&self.ca).unwrap();
         opts
     }
 }

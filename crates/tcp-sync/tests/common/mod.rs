@@ -12,15 +12,15 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use filesync_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_core::config::Config;
 use filesync_core::db::accounts::{self, NewUser};
 use filesync_core::db::devices;
 use filesync_core::db::{Backend, Db};
 use filesync_core::jwt::{Grant, JwtKeys};
-use filesync_core::proto::Change;
+use filesync_core::proto::{Change, ErrorCode};
 use filesync_core::testing::TestDb;
 use filesync_core::{Role, Secret, UserId, WorkspaceId};
+use filesync_proto_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_tcp_sync::{Node, Tuning};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -227,7 +227,7 @@ pub async fn next_change(events: &mut Events, what: &str) -> Change {
             Err(_) => panic!("timed out waiting for {what}"),
             Ok(None) => panic!("events ended while waiting for {what}"),
             Ok(Some(Event::Change(c))) => return c,
-            Ok(Some(Event::Closed { error })) => panic!("connection closed ({error:?}) while waiting for {what}"),
+            Ok(Some(Event::Closed { error, .. })) => panic!("connection closed ({error:?}) while waiting for {what}"),
             Ok(Some(_)) => continue,
         }
     }
@@ -242,7 +242,7 @@ pub fn write_file(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::
     p
 }
 
-pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+pub fn code(r: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
     match r {
         Err(ClientError::Server { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),

@@ -235,7 +235,7 @@ impl Client {
                 BatchOutcome::Committed { seq, path, conflict_path } => {
                     Ok(Committed { workspace_id: ws, seq, version: seq, path, conflict_path })
                 }
-                BatchOutcome::Refused { code, message } => Err(ClientError::Server { code, message }),
+                BatchOutcome::Refused { code, message } => Err(ClientError::refused(code, message)),
             })
             .collect())
     }
@@ -255,7 +255,7 @@ impl Client {
             // The node gave up on this upload (it answered Error): stop sending.
             if let Ok(msg) = pending.rx.try_recv() {
                 return match msg {
-                    Message::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+                    Message::Error { code, message, .. } => Err(ClientError::refused(code, message)),
                     other => Err(unexpected("no answer before the chunks", &other)),
                 };
             }
@@ -266,6 +266,24 @@ impl Client {
             self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
         }
         Ok(())
+    }
+
+    /// The bytes of each chunk of `hashes`, in the order asked, each checked against its hash.
+    pub async fn chunks(&self, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<Vec<Vec<u8>>, ClientError> {
+        let wanted = hashes.clone();
+        let mut p =
+            self.request(|request_id| Message::GetChunks { request_id, workspace_id: ws, hashes: wanted }).await?;
+        let mut out = Vec::with_capacity(hashes.len());
+        for want in &hashes {
+            match p.recv().await? {
+                Message::Chunk { hash, data, .. } if hash == *want && chunking::hash(&data) == hash => out.push(data),
+                Message::Chunk { .. } => {
+                    return Err(ClientError::Verify(format!("chunk {} does not match", chunking::hex(want))))
+                }
+                other => return Err(unexpected("Chunk", &other)),
+            }
+        }
+        Ok(out)
     }
 
     /// Downloads the version made by `seq` to `dest` (temporary file, verified, renamed).

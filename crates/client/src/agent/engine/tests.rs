@@ -135,7 +135,10 @@ impl Remote for FakeNode {
     async fn move_path(&mut self, _ws: WorkspaceId, from: &str, to: &str, base: i64) -> Result<Committed, RemoteError> {
         self.calls.push(format!("move {from} {to} base {base}"));
         if self.refuse_moves {
-            return Err(RemoteError::Refused { code: "conflict".into(), message: "stale base".into() });
+            return Err(RemoteError::Refused {
+                code: Refusal::Node(ErrorCode::Conflict),
+                message: "stale base".into(),
+            });
         }
         self.seq += 1;
         Ok(Committed { version: self.seq, seq: self.seq, path: to.into(), conflict_path: None })
@@ -143,10 +146,10 @@ impl Remote for FakeNode {
 
     async fn manifest(&mut self, _ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError> {
         self.calls.push(format!("manifest {seq}"));
-        self.versions
-            .get(&seq)
-            .cloned()
-            .ok_or_else(|| RemoteError::Refused { code: "not_found".into(), message: "no such version".into() })
+        self.versions.get(&seq).cloned().ok_or_else(|| RemoteError::Refused {
+            code: Refusal::Node(ErrorCode::NotFound),
+            message: "no such version".into(),
+        })
     }
 
     async fn chunks(&mut self, _ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
@@ -158,7 +161,10 @@ impl Remote for FakeNode {
             return Err(RemoteError::Connection("connection reset".into()));
         }
         if hashes.iter().any(|h| self.refuse_chunks.contains(h) || !self.chunks.contains_key(h)) {
-            return Err(RemoteError::Refused { code: "not_found".into(), message: "no such chunk".into() });
+            return Err(RemoteError::Refused {
+                code: Refusal::Node(ErrorCode::NotFound),
+                message: "no such chunk".into(),
+            });
         }
         self.chunks_sent += hashes.len();
         Ok(hashes.iter().map(|h| self.chunks[h].clone()).collect())
@@ -176,10 +182,16 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap().join("folder");
         std::fs::create_dir_all(&root).unwrap();
-        let store = StateStore::load(&dir.path().join("state.json"), WS, &root).unwrap();
+        let store = StateStore::load(&dir.path().join("state.db"), WS, &root).unwrap();
         let ident = Identity { device_id: "this-device".into(), device_name: "laptop".into(), username: "bob".into() };
         let sync = FolderSync::new(WS, "team".into(), root, store, role, ident, Ui::quiet());
         Setup { dir, sync, node: FakeNode::default() }
+    }
+
+    /// What the state holds now (saved first, as the engine does after each change).
+    fn state(&mut self) -> crate::agent::state::FolderState {
+        self.sync.store.save().unwrap();
+        StateStore::peek(&self.dir.path().join("state.db")).unwrap().unwrap()
     }
 
     fn root(&self) -> PathBuf {
@@ -246,11 +258,11 @@ async fn many_new_files_go_up_in_batches_and_each_answer_is_settled() {
     s.push(&refs).await;
     assert_eq!(s.node.batches, vec![UPLOAD_BATCH, 10]);
     assert_eq!(s.node.calls.len(), n, "each file is put once");
-    assert_eq!(s.sync.store.state.files.len(), n, "every upload is recorded, the conflict under its copy's name");
-    assert!(s.sync.store.state.pending.is_empty(), "{:?}", s.sync.store.state.pending);
+    assert_eq!(s.state().files.len(), n, "every upload is recorded, the conflict under its copy's name");
+    assert!(s.state().pending.is_empty(), "{:?}", s.state().pending);
     assert_eq!(s.read(&format!("{}.conflict", names[3])).as_deref(), Some(&b"file 3"[..]));
     // Our own commits followed each other: last_seq moved past all of them.
-    assert_eq!(s.sync.store.state.last_seq, s.node.seq);
+    assert_eq!(s.sync.store.last_seq(), s.node.seq);
     // Nothing is sent twice.
     s.node.calls.clear();
     s.push(&refs).await;
@@ -273,7 +285,7 @@ async fn a_lost_upload_race_keeps_ours_as_the_copy_and_fetches_theirs() {
     s.sync.apply_change(&mut s.node, theirs).await.unwrap();
     assert_eq!(s.read("a.txt").as_deref(), Some(&b"theirs"[..]));
     assert_eq!(s.read("a.txt.conflict").as_deref(), Some(&b"mine"[..]));
-    assert!(s.sync.store.state.conflicts.contains("a.txt.conflict"));
+    assert!(s.state().conflicts.contains("a.txt.conflict"));
     // Nothing left to upload: the copy is recorded at the version the node gave it.
     s.node.calls.clear();
     s.push(&["a.txt", "a.txt.conflict"]).await;
@@ -346,13 +358,13 @@ async fn a_viewers_edits_are_kept_and_reported_once() {
     s.push(&["readme.txt", "new.txt"]).await;
     s.push(&["readme.txt", "new.txt"]).await;
     assert!(s.node.calls.is_empty(), "{:?}", s.node.calls);
-    let kept: Vec<&String> = s.sync.store.state.local_only.iter().collect();
+    let kept: Vec<String> = s.state().local_only.into_iter().collect();
     assert_eq!(kept, vec!["new.txt", "readme.txt"]);
     // The owner changes the file: the viewer's scribbles become a local copy, never uploaded.
     let owner = s.node.publish("readme.txt", b"owner's v2");
     s.sync.apply_change(&mut s.node, owner).await.unwrap();
     assert_eq!(s.read("readme.txt").as_deref(), Some(&b"owner's v2"[..]));
-    let copies: Vec<String> = s.sync.store.state.conflicts.iter().cloned().collect();
+    let copies: Vec<String> = s.state().conflicts.iter().cloned().collect();
     assert_eq!(copies.len(), 1);
     assert_eq!(s.read(&copies[0]).as_deref(), Some(&b"scribbles"[..]));
     assert!(!s.node.calls.iter().any(|c| c.starts_with("put")), "{:?}", s.node.calls);
@@ -395,7 +407,7 @@ async fn a_batch_of_changes_is_fetched_ahead_and_every_file_lands_whole() {
     }
     assert_eq!(s.read("big.bin").as_deref(), Some(&big[..]));
     assert!(s.temps().is_empty(), "{:?}", s.temps());
-    assert_eq!(s.sync.store.state.last_seq, big_change.seq);
+    assert_eq!(s.sync.store.last_seq(), big_change.seq);
     // The 40 small files are one chunk each: no manifest needed, and their chunks came in one
     // request, not 40. The large file asked for its own.
     assert_eq!(s.node.calls, vec![format!("manifest {}", big_change.seq)]);
@@ -439,7 +451,7 @@ async fn files_fetched_ahead_by_manifest_and_by_their_single_chunk_both_land() {
     let manifests: Vec<&String> = s.node.calls.iter().filter(|c| c.starts_with("manifest")).collect();
     assert_eq!(manifests.len(), 8, "the four medium files, then the four guessed wrong: {manifests:?}");
     assert_eq!(s.node.chunk_requests, 2, "the refused guess, then one request for all");
-    assert_eq!(s.sync.store.state.last_seq, last);
+    assert_eq!(s.sync.store.last_seq(), last);
     assert!(s.temps().is_empty(), "{:?}", s.temps());
 }
 
@@ -452,7 +464,7 @@ async fn a_file_edited_while_its_batch_is_fetched_becomes_a_conflict_copy() {
     s.node.edit_during_fetch = Some((s.root().join("a.txt"), b"mine, edited meanwhile".to_vec()));
     s.sync.apply_changes(&mut s.node, changes, false).await.unwrap();
     assert_eq!(s.read("a.txt").as_deref(), Some(&b"theirs"[..]));
-    let copies: Vec<String> = s.sync.store.state.conflicts.iter().cloned().collect();
+    let copies: Vec<String> = s.state().conflicts.iter().cloned().collect();
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(s.read(&copies[0]).as_deref(), Some(&b"mine, edited meanwhile"[..]));
     assert!(s.node.calls.contains(&format!("put {} base 0", copies[0])), "{:?}", s.node.calls);
@@ -477,7 +489,7 @@ async fn a_failed_chunk_fetch_in_a_batch_leaves_no_partial_or_temp_files() {
         assert!(s.read(path).is_none(), "{path} is not there, not even in part");
     }
     assert!(s.temps().is_empty(), "{:?}", s.temps());
-    assert_eq!(s.sync.store.state.last_seq, changes[2].seq, "the failed change is fetched again after reconnecting");
+    assert_eq!(s.sync.store.last_seq(), changes[2].seq, "the failed change is fetched again after reconnecting");
 
     // A connection that breaks while the batch is fetched ahead: nothing is placed.
     let mut s = Setup::new(Role::Editor);
@@ -488,7 +500,7 @@ async fn a_failed_chunk_fetch_in_a_batch_leaves_no_partial_or_temp_files() {
     assert!(matches!(result, Err(SyncError::Connection(_))), "{result:?}");
     assert!(files.iter().all(|(path, _)| s.read(path).is_none()));
     assert!(s.temps().is_empty(), "{:?}", s.temps());
-    assert_eq!(s.sync.store.state.last_seq, 0);
+    assert_eq!(s.sync.store.last_seq(), 0);
 }
 
 #[tokio::test]
@@ -523,11 +535,11 @@ async fn live_changes_queued_together_are_applied_together_and_later_events_afte
     assert_eq!(s.sync.role, Role::Viewer);
     assert_eq!(s.read("x.txt").as_deref(), Some(&b"theirs"[..]));
     assert!(!s.node.calls.iter().any(|c| c.starts_with("put")), "{:?}", s.node.calls);
-    let copies: Vec<String> = s.sync.store.state.conflicts.iter().cloned().collect();
+    let copies: Vec<String> = s.state().conflicts.iter().cloned().collect();
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(s.read(&copies[0]).as_deref(), Some(&b"v2, edited here"[..]));
-    assert_eq!(s.sync.store.state.last_seq, last);
-    assert!(s.sync.store.state.last_seq > 0 && s.temps().is_empty());
+    assert_eq!(s.sync.store.last_seq(), last);
+    assert!(s.sync.store.last_seq() > 0 && s.temps().is_empty());
 }
 
 #[tokio::test]
@@ -550,4 +562,74 @@ async fn losing_the_workspace_stops_the_folder_and_keeps_its_files() {
         assert_eq!(s.read("kept.txt").as_deref(), Some(&b"mine"[..]), "the files stay");
         assert!(s.read("never.txt").is_none(), "nothing after the notice is applied");
     }
+}
+
+/// A folder synced by the previous release (its JSON state in `tests/fixtures/state-v1.json`,
+/// the files as they were then): the first start of this one imports the state and sends,
+/// fetches and rewrites nothing.
+#[tokio::test]
+async fn the_first_start_after_an_upgrade_transfers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap().join("folder");
+    let state_path = dir.path().join("state/ws-1.db");
+    std::fs::create_dir_all(state_path.parent().unwrap()).unwrap();
+    let json = crate::agent::state::tests::fixture_json(&root);
+    std::fs::write(state_path.with_extension("json"), &json).unwrap();
+    let old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut content: Vec<(String, Vec<u8>)> =
+        (1..20).map(|i| (format!("docs/d{}/f{i:02}.txt", i % 3), format!("small file {i}").into_bytes())).collect();
+    content.push(("docs/d0/f00.txt.conflict".into(), b"small file 0".to_vec()));
+    content.push(("big/large.bin".into(), noise(700_000, 11)));
+    content.push(("top.txt".into(), b"top level".to_vec()));
+    assert_eq!(content.len(), old["files"].as_object().unwrap().len());
+    for (path, data) in &content {
+        let recorded = &old["files"][path.as_str()];
+        assert_eq!(recorded["hash"].as_str(), Some(chunking::hex(&chunking::hash(data)).as_str()), "{path}");
+        let abs = root.join(path);
+        std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        std::fs::write(&abs, data).unwrap();
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_millis(recorded["mtime_ms"].as_u64().unwrap());
+        std::fs::File::options().write(true).open(&abs).unwrap().set_modified(mtime).unwrap();
+    }
+    let store = StateStore::load(&state_path, WS, &root).unwrap();
+    let ident = Identity { device_id: "this-device".into(), device_name: "laptop".into(), username: "bob".into() };
+    let mut sync = FolderSync::new(WS, "team".into(), root.clone(), store, Role::Editor, ident, Ui::quiet());
+    let mut node = FakeNode { seq: 22, ..FakeNode::default() };
+    sync.catch_up(&mut node).await.unwrap();
+    assert!(node.calls.is_empty(), "{:?}", node.calls);
+    assert_eq!((node.chunk_requests, node.batches.len()), (0, 0));
+    assert_eq!(sync.store.last_seq(), 22);
+    assert_eq!(sync.store.totals().0, content.len());
+    for (path, data) in &content {
+        assert_eq!(std::fs::read(root.join(path)).unwrap(), *data);
+    }
+    // Its chunk lists came along: a new file made of the big file's chunks is built locally.
+    let big = noise(700_000, 11);
+    let c = node.publish("copy/large.bin", &big);
+    sync.apply_change(&mut node, c).await.unwrap();
+    assert_eq!(std::fs::read(root.join("copy/large.bin")).unwrap(), big);
+    assert_eq!(node.chunk_requests, 0, "every chunk came from the local file");
+}
+
+/// Lost watcher events (an inotify queue overflow, a watch limit) end in a rescan, which finds
+/// what changed without being told the paths.
+#[tokio::test]
+async fn a_rescan_finds_changes_no_event_reported() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("a.txt", b"one").await;
+    s.synced("d/b.txt", b"two").await;
+    s.write("a.txt", b"one, edited");
+    std::fs::remove_file(s.root().join("d/b.txt")).unwrap();
+    s.write("new/c.txt", b"three");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    tx.send(WatchEvent::Rescan).await.unwrap();
+    drop(tx); // the watcher then stops: `live` returns after the rescan
+    let ended = s.sync.live(&mut s.node, &mut rx, &mut stop).await;
+    assert!(matches!(ended, Err(SyncError::Fatal(_))), "{ended:?}");
+    let mut calls = s.node.calls.clone();
+    calls.sort();
+    assert_eq!(calls, vec!["delete d/b.txt base 2", "put a.txt base 1", "put new/c.txt base 0"]);
+    assert_eq!(s.sync.store.get("d/b.txt"), None);
+    assert!(s.sync.store.get("new/c.txt").is_some());
 }

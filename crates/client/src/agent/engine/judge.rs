@@ -1,0 +1,87 @@
+//! Judging local files: how the file on disk compares with what both sides last agreed on.
+
+use super::*;
+
+/// Paths whose local state is read in one blocking task.
+pub(super) const STATUS_GROUP: usize = 256;
+
+/// What the local copy of a path looks like compared with the state.
+#[derive(Debug, Clone)]
+pub(super) enum Local {
+    /// Neither a file nor a state entry.
+    Absent,
+    /// The state has an entry, the file is gone.
+    Gone,
+    /// The file matches the state entry.
+    Same,
+    /// The file is new or differs from the entry.
+    Changed(LocalFile, FileScan),
+}
+
+impl FolderSync {
+    /// Compares a path on disk with its state entry. Reads (hashes) the file only if size or mtime moved.
+    pub(super) async fn local_status(&mut self, rel: &WsPath) -> Local {
+        let mut out = self.local_statuses(vec![rel.clone()]).await;
+        out.pop().map(|(_, local)| local).unwrap_or(Local::Absent)
+    }
+
+    /// [`Local`] of each path, in order. The disk work runs on the blocking pool in groups of
+    /// [`STATUS_GROUP`] paths, two groups at once: an initial sync of a large tree is not one
+    /// thread hand-off per file.
+    pub(super) async fn local_statuses(&mut self, rels: Vec<WsPath>) -> Vec<(WsPath, Local)> {
+        let jobs: Vec<Vec<(WsPath, Option<Entry>)>> = rels
+            .chunks(STATUS_GROUP)
+            .map(|group| group.iter().map(|rel| (rel.clone(), self.store.get(rel))).collect())
+            .collect();
+        let root = self.root.clone();
+        let groups = futures::stream::iter(jobs).map(|group| {
+            let root = root.clone();
+            async move {
+                let judged = tokio::task::spawn_blocking(move || {
+                    group.into_iter().map(|(rel, entry)| (judge(&root, &rel, entry.as_ref()), rel)).collect::<Vec<_>>()
+                })
+                .await;
+                judged.unwrap_or_default()
+            }
+        });
+        let judged: Vec<Vec<(Judged, WsPath)>> = groups.buffered(2).collect().await;
+        let mut out = Vec::with_capacity(rels.len());
+        for (judged, rel) in judged.into_iter().flatten() {
+            let local = match judged {
+                Judged::Local(local) => local,
+                Judged::Touched(meta) => {
+                    // Touched, not changed: remember the new mtime so we do not read it again.
+                    self.store.touch(&rel, meta.mtime_ms, meta.mode);
+                    Local::Same
+                }
+            };
+            out.push((rel, local));
+        }
+        out
+    }
+}
+
+/// What the disk says about one path, decided off the async threads.
+pub(super) enum Judged {
+    Local(Local),
+    /// Same content as `entry`, newer mtime.
+    Touched(LocalFile),
+}
+
+/// Compares the file at `rel` with what both sides last agreed on (`entry`): metadata first, the
+/// content only when the metadata differs. Blocking.
+pub(super) fn judge(root: &Path, rel: &WsPath, entry: Option<&Entry>) -> Judged {
+    let missing = || Judged::Local(if entry.is_some() { Local::Gone } else { Local::Absent });
+    let Some(meta) = local::stat(root, rel) else { return missing() };
+    if entry.is_some_and(|e| e.size == meta.size && e.mtime_ms == meta.mtime_ms) {
+        return Judged::Local(Local::Same);
+    }
+    let Ok(scan) = local::scan_file(&local::abs_of(root, rel)) else {
+        // Vanished or unreadable between stat and read: the next event will tell.
+        return missing();
+    };
+    match entry {
+        Some(e) if e.hash == scan.content_hash && e.size == scan.size => Judged::Touched(meta),
+        _ => Judged::Local(Local::Changed(meta, scan)),
+    }
+}

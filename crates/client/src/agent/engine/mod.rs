@@ -1,0 +1,419 @@
+//! Two-way sync of one linked folder over one connection.
+//!
+//! Every decision is made per path by comparing three things: the file on
+//! disk, the state entry (what both sides last agreed on) and the server's
+//! newest change. The rules, in one place ([`FolderSync::apply_put`],
+//! [`FolderSync::apply_delete`], [`FolderSync::push_local`]):
+//!
+//! | local \ server | unchanged | changed | deleted |
+//! |---|---|---|---|
+//! | unchanged | — | download | delete locally |
+//! | changed | upload | same content: record; else conflict copy of ours, download theirs | upload ours as new |
+//! | deleted | delete on server | download (a change beats a delete) | forget |
+//!
+//! **Invariant:** no branch overwrites or deletes a local file whose content
+//! the server has not got (or that is not kept as a conflict copy).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use chrono::Utc;
+
+use filesync_core::chunking::{self, ChunkRef, FileScan, Hash};
+use filesync_core::path::{PathError, WsPath};
+use filesync_core::proto::{Change, ChangeOp, EntryKind, ErrorCode, Notice};
+use filesync_core::{Role, WorkspaceId};
+
+use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
+use super::local::{self, LocalFile, StagedFile, TempFile};
+use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
+use super::state::{Entry, StateStore};
+use super::ui::{Bar, Ui};
+use super::watch::WatchEvent;
+
+mod fetch;
+mod judge;
+mod rules;
+mod scan;
+
+use fetch::{Staged, APPLY_BATCH};
+use judge::Local;
+#[cfg(test)]
+use rules::UPLOAD_BATCH;
+
+/// How often the whole folder is compared with the state anyway, for what a watcher can miss.
+pub const DEFAULT_RESCAN_EVERY: Duration = Duration::from_secs(3600);
+
+/// Remote heads remembered (the newest seen first out): enough for the uploads in flight, whose
+/// lost races they settle; never the whole tree.
+const REMOTE_HEADS: usize = 4096;
+
+/// Who we are, for conflict copy names.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub device_id: String,
+    pub device_name: String,
+    pub username: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The connection is gone: reconnect and catch up.
+    #[error("connection lost: {0}")]
+    Connection(String),
+    /// The node went away politely: move to the next one at once.
+    #[error("node said goodbye: {0}")]
+    Goodbye(String),
+    /// Retrying cannot help (bad token, an unusable setup).
+    #[error("{0}")]
+    Fatal(String),
+    /// The user lost this workspace (removed from it, or it was deleted): stop syncing this folder
+    /// and keep its files. The text says why.
+    #[error("{0}")]
+    AccessEnded(&'static str),
+    /// The server no longer accepts this device's login (revoked, password changed): log in again.
+    #[error("{0}")]
+    SignedOut(String),
+    #[error(transparent)]
+    State(#[from] crate::home::HomeError),
+    /// Shutdown was requested between two files.
+    #[error("stopped")]
+    Stopped,
+}
+
+impl From<RemoteError> for SyncError {
+    fn from(e: RemoteError) -> SyncError {
+        match e {
+            e if e.is_auth() => SyncError::SignedOut(format!("signed out: {e}; run `filesync login` to sync again")),
+            RemoteError::Refused { code: Refusal::Misconfigured, message } => SyncError::Fatal(message),
+            RemoteError::Connection(m) => SyncError::Connection(m),
+            RemoteError::NoWorkspace(_) => SyncError::AccessEnded(NO_LONGER_MEMBER),
+            RemoteError::Refused { code, message } => SyncError::Connection(format!("{message} ({code})")),
+        }
+    }
+}
+
+/// Outcome of a request about one path that did not break the connection.
+type PathResult = Result<(), SyncError>;
+
+/// Why a folder stops when the node no longer knows the workspace for this user.
+const NO_LONGER_MEMBER: &str = "you are no longer a member of it, or it was deleted";
+
+/// The sync of one folder.
+pub struct FolderSync {
+    pub ws: WorkspaceId,
+    pub name: String,
+    root: PathBuf,
+    pub store: StateStore,
+    rules: IgnoreRules,
+    pub role: Role,
+    ident: Identity,
+    ui: Ui,
+    /// The newest change seen per path, to fetch the head after our upload lost a race.
+    remote_heads: RemoteHeads,
+    /// How often a full rescan runs during live sync.
+    pub rescan_every: Duration,
+    /// Download only: never upload, delete or move on the server (`workspace download`).
+    pub read_only: bool,
+    /// Set to `true` when the agent is asked to stop; long loops check it between files.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Downloads of the batch being applied, fetched ahead and durable, by seq. Whatever is not
+    /// placed when the batch ends is dropped, which removes its temp file.
+    staged: HashMap<i64, Staged>,
+}
+
+impl std::fmt::Debug for FolderSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderSync").field("ws", &self.ws).field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+/// What ended a connected session.
+#[derive(Debug)]
+pub enum Ended {
+    /// Shutdown requested; state saved.
+    Stopped,
+    /// `--once`: everything reconciled.
+    Reconciled,
+}
+
+impl FolderSync {
+    pub fn new(
+        ws: WorkspaceId,
+        name: String,
+        root: PathBuf,
+        store: StateStore,
+        role: Role,
+        ident: Identity,
+        ui: Ui,
+    ) -> FolderSync {
+        let rules = IgnoreRules::load(&root);
+        if let Some(w) = &rules.warning {
+            tracing::warn!(workspace.id = %ws, "ignore rules: {w}");
+        }
+        FolderSync {
+            ws,
+            name,
+            root,
+            store,
+            rules,
+            role,
+            ident,
+            ui,
+            remote_heads: RemoteHeads::default(),
+            rescan_every: DEFAULT_RESCAN_EVERY,
+            read_only: false,
+            stop: None,
+            staged: HashMap::new(),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Catch up from the last seq, then push local changes made meanwhile. Returns with the folder reconciled.
+    pub async fn catch_up<R: Remote>(&mut self, remote: &mut R) -> Result<(), SyncError> {
+        let removed = local::remove_stale_temps(&self.root);
+        if removed > 0 {
+            tracing::info!(workspace.id = %self.ws, count = removed, "removed partial downloads left by an earlier run");
+        }
+        let since = self.store.last_seq();
+        let head = remote.subscribe(self.ws, since).await?;
+        let mut changes = Vec::new();
+        // The journal is gap-free: catch-up is done when the change numbered `head` is in.
+        let mut seen = since;
+        while seen < head {
+            match remote.next_event().await {
+                RemoteEvent::Change(c) if c.workspace_id == self.ws => {
+                    seen = seen.max(c.seq);
+                    changes.push(c);
+                }
+                RemoteEvent::Change(_) => {}
+                RemoteEvent::Notice(n) => self.on_notice(n)?,
+                RemoteEvent::Goodbye { reason } => return Err(SyncError::Goodbye(reason)),
+                RemoteEvent::Closed { reason } => return Err(SyncError::Connection(reason)),
+            }
+        }
+        tracing::info!(workspace.id = %self.ws, since, head, changes = changes.len(), "catching up");
+        self.apply_changes(remote, changes, true).await?;
+        self.store.advance(head);
+        self.store.save()?;
+        if !self.read_only {
+            self.rescan(remote).await?;
+        }
+        self.store.save()?;
+        Ok(())
+    }
+
+    /// Live sync until shutdown or a connection problem.
+    pub async fn live<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        watch: &mut tokio::sync::mpsc::Receiver<WatchEvent>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Ended, SyncError> {
+        let mut rescan_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.rescan_every, self.rescan_every);
+        rescan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.store.save()?;
+                    return Ok(Ended::Stopped);
+                }
+                ev = remote.next_event() => {
+                    // Changes that arrived together are applied together (their downloads overlap);
+                    // the first other event waits for them, so the order holds.
+                    let (changes, after) = self.take_changes(remote, ev);
+                    if !changes.is_empty() {
+                        self.apply_changes(remote, changes, false).await?;
+                        self.store.save()?;
+                    }
+                    if let Some(ev) = after {
+                        self.on_event(ev)?;
+                    }
+                }
+                w = watch.recv() => match w {
+                    Some(WatchEvent::Paths(paths)) => {
+                        let rels = self.expand_watched(&paths);
+                        self.push_local(remote, rels).await?;
+                        self.store.save()?;
+                    }
+                    Some(WatchEvent::Rescan) => {
+                        // The watcher said why (and what to raise) when it asked.
+                        self.rescan(remote).await?;
+                        self.store.save()?;
+                    }
+                    None => return Err(SyncError::Fatal("the folder watcher stopped".into())),
+                },
+                _ = rescan_tick.tick() => {
+                    tracing::debug!(workspace.id = %self.ws, "periodic rescan");
+                    self.rescan(remote).await?;
+                    self.store.save()?;
+                }
+            }
+        }
+    }
+
+    /// This workspace's changes among `first` and the events already queued behind it, up to
+    /// [`APPLY_BATCH`], and the first event that is not a change (left for after them).
+    fn take_changes<R: Remote>(&self, remote: &mut R, first: RemoteEvent) -> (Vec<Change>, Option<RemoteEvent>) {
+        let mut changes = Vec::new();
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            match ev {
+                RemoteEvent::Change(c) => {
+                    if c.workspace_id == self.ws {
+                        changes.push(c);
+                    }
+                    if changes.len() < APPLY_BATCH {
+                        next = remote.try_next_event();
+                    }
+                }
+                other => return (changes, Some(other)),
+            }
+        }
+        (changes, None)
+    }
+
+    /// An event other than a change, in live sync.
+    fn on_event(&mut self, ev: RemoteEvent) -> Result<(), SyncError> {
+        match ev {
+            RemoteEvent::Change(_) => Ok(()),
+            RemoteEvent::Notice(n) => self.on_notice(n),
+            RemoteEvent::Goodbye { reason } => {
+                self.store.save()?;
+                Err(SyncError::Goodbye(reason))
+            }
+            RemoteEvent::Closed { reason } => {
+                self.store.save()?;
+                Err(SyncError::Connection(reason))
+            }
+        }
+    }
+
+    /// The workspace paths a batch of watcher events may have changed: the paths themselves,
+    /// everything under a directory that appeared, and every known path under one that vanished.
+    fn expand_watched(&mut self, paths: &[PathBuf]) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for abs in paths {
+            let Some(rel) = local::rel_of(&self.root, abs) else { continue };
+            if rel == IGNORE_FILE {
+                self.rules = IgnoreRules::load(&self.root);
+                if let Some(w) = &self.rules.warning {
+                    tracing::warn!(workspace.id = %self.ws, "ignore rules: {w}");
+                }
+            }
+            match std::fs::symlink_metadata(abs) {
+                Ok(m) if m.is_dir() => {
+                    if !self.rules.is_ignored(&rel, true) {
+                        out.extend(local::scan_under(&self.root, abs, &self.rules).into_keys());
+                    }
+                }
+                _ => {
+                    out.insert(rel.clone());
+                }
+            }
+            out.extend(self.store.under(&rel));
+        }
+        out
+    }
+
+    fn on_notice(&mut self, n: Notice) -> Result<(), SyncError> {
+        match n {
+            Notice::WorkspaceShared { workspace_name, role, by_username, .. } => {
+                self.ui.shared(&workspace_name, role, &by_username);
+            }
+            Notice::RoleChanged { workspace_id, role } if workspace_id == self.ws => {
+                tracing::info!(workspace.id = %self.ws, role = %role, "your role changed");
+                self.role = role;
+            }
+            Notice::MemberRemoved { workspace_id } if workspace_id == self.ws => {
+                return Err(SyncError::AccessEnded("you were removed from it"));
+            }
+            Notice::WorkspaceDeleted { workspace_id } if workspace_id == self.ws => {
+                return Err(SyncError::AccessEnded("its owner deleted it"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn forbidden(&mut self, rel: &WsPath) {
+        self.role = Role::Viewer;
+        if self.store.keep_local(rel) {
+            self.ui.kept_local(&self.name, rel);
+        }
+    }
+
+    /// Records that `rel` on disk (as `meta`/`scan`) is the server's `version`.
+    fn record(&mut self, rel: &WsPath, version: i64, meta: &LocalFile, scan: &FileScan) {
+        let entry =
+            Entry { version, hash: scan.content_hash, size: scan.size, mtime_ms: meta.mtime_ms, mode: meta.mode };
+        self.store.set(rel, &entry, &scan.refs());
+    }
+
+    fn conflict_name(&self, rel: &WsPath) -> Option<WsPath> {
+        (1..100).find_map(|n| {
+            let name = filesync_core::path::conflict_copy_name(
+                rel,
+                &self.ident.username,
+                &self.ident.device_name,
+                Utc::now(),
+                n,
+            )?;
+            let name = WsPath::try_from(name).ok()?;
+            local::stat(&self.root, &name).is_none().then_some(name)
+        })
+    }
+
+    fn local_error(&self, rel: &WsPath, e: std::io::Error) {
+        tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), error = %e, "cannot change the local file");
+    }
+}
+
+/// The newest change seen per path, for the most recent [`REMOTE_HEADS`] paths.
+#[derive(Debug, Default)]
+struct RemoteHeads {
+    heads: HashMap<String, Change>,
+    order: VecDeque<String>,
+}
+
+impl RemoteHeads {
+    fn insert(&mut self, c: Change) {
+        if !self.heads.contains_key(&c.path) {
+            self.order.push_back(c.path.clone());
+        }
+        self.heads.insert(c.path.clone(), c);
+        while self.heads.len() > REMOTE_HEADS {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.heads.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn remove(&mut self, path: &str) {
+        if self.heads.remove(path).is_some() {
+            self.order.retain(|p| p != path);
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<&Change> {
+        self.heads.get(path)
+    }
+}
+
+#[cfg(test)]
+mod tests;

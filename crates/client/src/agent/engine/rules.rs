@@ -1,0 +1,381 @@
+//! The per-path rules: what a server change or a local change does to one path (the table in
+//! the [engine](super) docs), and sending local changes up.
+
+use super::*;
+
+/// Files uploaded per batch: the connection overlaps their requests, and the state
+/// records each batch before the next starts.
+pub(super) const UPLOAD_BATCH: usize = 256;
+
+impl FolderSync {
+    /// Applies one journal change from the server.
+    pub(super) async fn apply_change<R: Remote>(&mut self, remote: &mut R, c: Change) -> Result<(), SyncError> {
+        let result = self.apply_change_inner(remote, &c).await;
+        if let Some(from) = &c.from_path {
+            self.remote_heads.remove(from);
+        }
+        self.remote_heads.insert(c);
+        result
+    }
+
+    pub(super) async fn apply_change_inner<R: Remote>(&mut self, remote: &mut R, c: &Change) -> PathResult {
+        // A path from the network is checked here, once, and only the checked value goes on.
+        let path = match WsPath::parse(&c.path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.bad_path("a change", &c.path, &e);
+                return Ok(());
+            }
+        };
+        let from = match c.from_path.as_deref().map(WsPath::parse) {
+            None => None,
+            Some(Ok(from)) => Some(from),
+            Some(Err(e)) => {
+                self.bad_path("the source of a move", c.from_path.as_deref().unwrap_or_default(), &e);
+                return Ok(());
+            }
+        };
+        if self.rules.is_ignored(&path, c.kind == EntryKind::Dir) {
+            // Someone else does not ignore it; here it stays out of the folder.
+            return Ok(());
+        }
+        if c.kind == EntryKind::Dir {
+            return self.apply_dir(c, &path, from.as_ref());
+        }
+        match c.op {
+            ChangeOp::Put | ChangeOp::Restore => self.apply_put(remote, &path, c).await,
+            ChangeOp::Delete => self.apply_delete(remote, &path, c.seq).await,
+            ChangeOp::Move => {
+                let Some(from) = from else { return self.apply_put(remote, &path, c).await };
+                if self.store.get(&path).is_some_and(|e| e.version >= c.seq) {
+                    return Ok(()); // our own move, already recorded
+                }
+                let can_rename = self.store.get(&from).is_some_and(|e| e.hash == c.content_hash)
+                    && local::stat(&self.root, &path).is_none()
+                    && matches!(self.local_status(&from).await, Local::Same);
+                if can_rename && local::rename(&self.root, &from, &path).is_ok() {
+                    let mtime = local::stat(&self.root, &path).map(|f| f.mtime_ms);
+                    self.store.rename(&from, &path, c.seq, mtime);
+                    self.ui.changed_by_other(&self.name, &path);
+                    return Ok(());
+                }
+                // Not a plain rename here (edited locally, or the content differs): a delete and a put.
+                self.apply_delete(remote, &from, c.seq).await?;
+                self.apply_put(remote, &path, c).await
+            }
+        }
+    }
+
+    /// Directory entries (the journal's explicit, possibly empty, directories): created, and
+    /// removed when empty. A directory move moves only the entry; its files arrive as their own moves.
+    pub(super) fn apply_dir(&mut self, c: &Change, path: &WsPath, from: Option<&WsPath>) -> PathResult {
+        if !c.deleted {
+            if let Err(e) = local::make_dir(&self.root, path) {
+                self.local_error(path, e);
+            }
+        }
+        let gone = if c.op == ChangeOp::Move { from } else { c.deleted.then_some(path) };
+        if let Some(gone) = gone {
+            // Only an empty directory goes; files inside were (or will be) changed one by one.
+            let _ = local::remove_dir(&self.root, gone);
+        }
+        Ok(())
+    }
+
+    /// A path from the node that breaks the path rules: one warning naming the folder; the
+    /// message part it came in is skipped.
+    pub(super) fn bad_path(&self, what: &str, path: &str, e: &PathError) {
+        tracing::warn!(workspace.id = %self.ws, folder = %self.name, path = ?path, error = %e, "the node sent {what} with an invalid path; skipped");
+    }
+
+    /// The server has new content for `rel`.
+    pub(super) async fn apply_put<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, c: &Change) -> PathResult {
+        if self.store.get(rel).is_some_and(|e| e.version >= c.seq) {
+            return Ok(()); // already applied (our own upload, or a replay after reconnect)
+        }
+        match self.local_status(rel).await {
+            Local::Same | Local::Gone | Local::Absent => self.download(remote, rel, c).await,
+            Local::Changed(meta, scan) => {
+                if scan.content_hash == c.content_hash {
+                    self.record(rel, c.seq, &meta, &scan);
+                    return Ok(());
+                }
+                // Both sides changed it: ours becomes a conflict copy, theirs takes the name.
+                let Some(copy) = self.conflict_name(rel) else {
+                    tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "no room for a conflict copy name; keeping the local file");
+                    return Ok(());
+                };
+                if let Err(e) = local::rename(&self.root, rel, &copy) {
+                    // Without the copy, downloading would overwrite our edit: leave both as they are.
+                    self.local_error(rel, e);
+                    return Ok(());
+                }
+                self.store.remove(rel);
+                self.store.add_conflict(&copy);
+                self.ui.conflict(&self.name, &copy);
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), conflict.copy = %copy, "conflicting edits: kept ours as a copy");
+                if let Some(meta) = local::stat(&self.root, &copy) {
+                    self.upload(remote, &copy, 0, meta, scan).await?;
+                }
+                self.download(remote, rel, c).await
+            }
+        }
+    }
+
+    /// The server deleted `rel` at `seq`.
+    pub(super) async fn apply_delete<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, seq: i64) -> PathResult {
+        if self.store.get(rel).is_some_and(|e| e.version >= seq) {
+            return Ok(());
+        }
+        match self.local_status(rel).await {
+            Local::Same => {
+                if let Err(e) = local::remove_file(&self.root, rel) {
+                    self.local_error(rel, e);
+                    return Ok(());
+                }
+                self.store.remove(rel);
+                self.ui.changed_by_other(&self.name, rel);
+            }
+            Local::Gone | Local::Absent => {
+                self.store.remove(rel);
+            }
+            Local::Changed(meta, scan) => {
+                // Edited here, deleted there: the edit wins and comes back as a new file.
+                self.store.remove(rel);
+                self.upload(remote, rel, 0, meta, scan).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends local changes among `paths` to the server: moves (a vanished file whose content
+    /// appeared elsewhere), then uploads, then deletes.
+    pub(super) async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
+        let mut gone: Vec<(WsPath, Entry)> = Vec::new();
+        let mut changed: BTreeMap<WsPath, (LocalFile, FileScan)> = BTreeMap::new();
+        let wanted: Vec<WsPath> = paths
+            .into_iter()
+            .filter(|rel| !self.rules.is_ignored(rel, false))
+            .filter_map(|rel| WsPath::try_from(rel).ok())
+            .collect();
+        for (rel, local) in self.local_statuses(wanted).await {
+            match local {
+                Local::Gone => {
+                    if let Some(e) = self.store.get(&rel) {
+                        gone.push((rel, e));
+                    }
+                }
+                Local::Changed(meta, scan) => {
+                    changed.insert(rel, (meta, scan));
+                }
+                Local::Same | Local::Absent => {}
+            }
+        }
+        if changed.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        if !self.role.can_write() || self.read_only {
+            for rel in gone.iter().map(|(r, _)| r).chain(changed.keys()) {
+                if self.store.keep_local(rel) {
+                    self.ui.kept_local(&self.name, rel);
+                }
+            }
+            return Ok(());
+        }
+        for (from, entry) in gone {
+            let target = changed
+                .iter()
+                .find(|(to, (_, scan))| {
+                    scan.content_hash == entry.hash && scan.size == entry.size && self.store.get(to).is_none()
+                })
+                .map(|(to, _)| to.clone());
+            match target {
+                Some(to) => {
+                    let Some((meta, scan)) = changed.remove(&to) else { continue };
+                    match remote.move_path(self.ws, &from, &to, entry.version).await {
+                        Ok(done) => {
+                            tracing::info!(workspace.id = %self.ws, from = %from, to = %to, seq = done.seq, "moved");
+                            self.store.remove(&from);
+                            self.record(&to, done.version, &meta, &scan);
+                            self.store.advance_past_own(done.seq);
+                        }
+                        Err(RemoteError::Refused { code, message }) => {
+                            // Changed meanwhile on the server: send it as a new file; the delete follows the table.
+                            tracing::info!(workspace.id = %self.ws, from = %from, to = %to, %code, %message, "move refused; uploading instead");
+                            self.upload(remote, &to, 0, meta, scan).await?;
+                            self.delete_remote(remote, &from, entry.version).await?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => self.delete_remote(remote, &from, entry.version).await?,
+            }
+        }
+        let mut jobs: Vec<PutJob> = Vec::new();
+        for (rel, (meta, scan)) in changed {
+            let base = self.store.get(&rel).map(|e| e.version).unwrap_or(0);
+            let abs = local::abs_of(&self.root, &rel);
+            jobs.push(PutJob { path: rel.into(), base_version: base, abs, meta, scan });
+        }
+        for batch in jobs.chunks(UPLOAD_BATCH) {
+            if self.stopping() {
+                return Err(SyncError::Stopped);
+            }
+            self.upload_batch(remote, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads a batch of files at once (the connection overlaps them), then settles each answer
+    /// in order. Our own seqs are applied in ascending order so `last_seq` can follow them.
+    pub(super) async fn upload_batch<R: Remote>(&mut self, remote: &mut R, batch: &[PutJob]) -> PathResult {
+        if !self.role.can_write() || self.read_only {
+            for j in batch {
+                if self.store.keep_local(&j.path) {
+                    self.ui.kept_local(&self.name, &j.path);
+                }
+            }
+            return Ok(());
+        }
+        for j in batch {
+            self.store.mark_pending(&j.path, true);
+        }
+        self.store.save()?; // `status` shows them as pending while they go up
+        let results = remote.put_files(self.ws, batch).await;
+        let mut own: Vec<i64> = results.iter().flatten().map(|c| c.seq).collect();
+        own.sort_unstable();
+        for seq in own {
+            self.store.advance_past_own(seq);
+        }
+        let mut first_error = Ok(());
+        for (j, result) in batch.iter().zip(results) {
+            // Our own paths (from the disk, checked in `push_local`).
+            let Ok(rel) = WsPath::parse(&j.path) else { continue };
+            let settled = self.settle_upload(remote, &rel, j.base_version, j.meta, &j.scan, result).await;
+            if let Err(e) = settled {
+                // A broken connection fails every later answer alike; the next round retries them.
+                first_error = first_error.and(Err(e));
+            }
+        }
+        // The batch's answers, recorded in one transaction.
+        self.store.save()?;
+        first_error
+    }
+
+    pub(super) async fn delete_remote<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, base: i64) -> PathResult {
+        match remote.delete(self.ws, rel, base).await {
+            Ok(done) => {
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq = done.seq, "deleted");
+                self.store.remove(rel);
+                self.store.advance_past_own(done.seq);
+                Ok(())
+            }
+            Err(RemoteError::Refused { code: Refusal::Node(ErrorCode::NotFound), message }) => {
+                tracing::debug!(workspace.id = %self.ws, path = rel.as_str(), %message, "already gone on the server");
+                self.store.remove(rel);
+                Ok(())
+            }
+            Err(RemoteError::Refused { code, message }) => {
+                // Changed on the server since: its change arrives by subscription and is downloaded
+                // (a change beats a delete). Keep the entry so that happens.
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), %code, %message, "delete refused");
+                if code == Refusal::Node(ErrorCode::Forbidden) {
+                    self.forbidden(rel);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Uploads `rel`. On a stale base the node keeps our content as a conflict copy; we rename
+    /// ours to match and fetch the head of `rel`.
+    pub(super) async fn upload<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        rel: &WsPath,
+        base: i64,
+        meta: LocalFile,
+        scan: FileScan,
+    ) -> PathResult {
+        if !self.role.can_write() || self.read_only {
+            if self.store.keep_local(rel) {
+                self.ui.kept_local(&self.name, rel);
+            }
+            return Ok(());
+        }
+        self.store.mark_pending(rel, true);
+        let abs = local::abs_of(&self.root, rel);
+        let result = remote.put_file(self.ws, rel, base, &abs, &meta, &scan).await;
+        if let Ok(c) = &result {
+            self.store.advance_past_own(c.seq);
+        }
+        self.settle_upload(remote, rel, base, meta, &scan, result).await
+    }
+
+    /// Applies the node's answer to an upload of `rel` (already sent as `meta`/`scan` on `base`).
+    pub(super) async fn settle_upload<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        rel: &WsPath,
+        base: i64,
+        meta: LocalFile,
+        scan: &FileScan,
+        result: Result<Committed, RemoteError>,
+    ) -> PathResult {
+        match result {
+            Ok(Committed { version, seq, conflict_path: None, .. }) => {
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq, size = scan.size, "uploaded");
+                self.record(rel, version, &meta, scan);
+                Ok(())
+            }
+            Ok(Committed { version, conflict_path: Some(copy), .. }) => {
+                // The copy's name is the node's choice: checked before it is joined, and it must be
+                // beside the original. A bad one moves nothing; the file stays where it is.
+                let copy = match WsPath::parse(&copy) {
+                    Ok(p) if p.same_dir(rel) && p != *rel => p,
+                    Ok(_) => {
+                        tracing::warn!(workspace.id = %self.ws, folder = %self.name, path = rel.as_str(), conflict.copy = ?copy, "the node named a conflict copy outside the file's directory; not moved");
+                        self.store.mark_pending(rel, false);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.bad_path("a conflict copy", &copy, &e);
+                        self.store.mark_pending(rel, false);
+                        return Ok(());
+                    }
+                };
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), conflict.copy = %copy, "our edit raced another: kept as a conflict copy");
+                let renamed = local::rename(&self.root, rel, &copy);
+                self.store.mark_pending(rel, false);
+                self.store.add_conflict(&copy);
+                self.ui.conflict(&self.name, &copy);
+                if renamed.is_ok() {
+                    if let Some(m) = local::stat(&self.root, &copy) {
+                        self.record(&copy, version, &m, scan);
+                    }
+                }
+                self.store.remove(rel);
+                // The change that beat us may already be here (then fetch it now) or still on its way
+                // (then it is applied when it arrives: the path is unknown and absent here).
+                if let Some(head) = self.remote_heads.get(rel.as_str()).cloned().filter(|h| h.seq > base) {
+                    if !head.deleted {
+                        self.download(remote, rel, &head).await?;
+                    }
+                }
+                Ok(())
+            }
+            Err(RemoteError::Refused { code: Refusal::Node(ErrorCode::Forbidden), message }) => {
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), %message, "upload refused");
+                self.forbidden(rel);
+                Ok(())
+            }
+            Err(RemoteError::Refused { code, message }) => {
+                // Usually the file changed while it was read; the watcher brings it back.
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), %code, %message, "upload refused");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

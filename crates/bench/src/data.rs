@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -51,8 +52,13 @@ pub fn tree_file(d: usize, i: usize) -> PathBuf {
 
 /// `dirs` directories of `per_dir` random files of `size` bytes each, flushed to disk.
 pub fn write_tree(root: &Path, dirs: usize, per_dir: usize, size: usize, rng: &mut StdRng) -> Result<()> {
+    write_tree_dirs(root, 0..dirs, per_dir, size, rng)
+}
+
+/// [`write_tree`] for the directories numbered `dirs` only (a tree grown in steps).
+pub fn write_tree_dirs(root: &Path, dirs: Range<usize>, per_dir: usize, size: usize, rng: &mut StdRng) -> Result<()> {
     let mut buf = vec![0; size];
-    for d in 0..dirs {
+    for d in dirs {
         fs::create_dir_all(root.join(format!("d{d:03}")))?;
         for i in 0..per_dir {
             rng.fill_bytes(&mut buf);
@@ -121,7 +127,12 @@ pub struct Arrivals {
 
 impl Arrivals {
     pub fn new(root: &Path, dirs: usize, per_dir: usize, size: u64) -> Arrivals {
-        let pending = (0..dirs)
+        Arrivals::of_dirs(root, 0..dirs, per_dir, size)
+    }
+
+    /// Only the directories numbered `dirs` of a generated tree.
+    pub fn of_dirs(root: &Path, dirs: Range<usize>, per_dir: usize, size: u64) -> Arrivals {
+        let pending = dirs
             .map(|d| {
                 let names = (0..per_dir).filter_map(|i| tree_file(d, i).file_name().map(OsString::from)).collect();
                 (PathBuf::from(format!("d{d:03}")), names)
@@ -187,6 +198,24 @@ pub fn patch_file(path: &Path, offset: u64, patch: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of every regular file under `root` (their sizes, not the blocks they take).
+pub fn dir_bytes(root: &Path) -> Result<u64> {
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(entry.path());
+            } else if ty.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Removes a file or a directory tree; a missing one is fine.
 pub fn remove(path: &Path) -> Result<()> {
     let r = match fs::symlink_metadata(path) {
@@ -230,6 +259,11 @@ mod tests {
         assert_eq!(arrivals.poll(), 6);
         let err = same_tree(&a, &b).unwrap_err().to_string();
         assert!(err.contains("1 with other contents"), "{err}");
+        // A tree grown by two more directories: only those are waited for.
+        write_tree_dirs(&b, 2..4, 3, 100, &mut rng(2)).unwrap();
+        assert!(b.join(tree_file(3, 2)).is_file());
+        assert_eq!(Arrivals::of_dirs(&b, 2..4, 3, 100).poll(), 6);
+        assert_eq!(dir_bytes(&b).unwrap(), 4 * 3 * 100);
     }
 
     #[test]

@@ -57,6 +57,8 @@ enum Command {
     Http,
     /// 8. One node under load: commits per second, upload and download MiB/s.
     NodeLoad,
+    /// 9. The agent as the workspace grows: edit latency, initial sync, RSS, state on disk, restart.
+    Scale,
     /// Writes the report again from `--json` files of earlier runs (later files replace earlier scenarios) with
     /// the current bench/ANALYSIS.md; measures nothing.
     Render {
@@ -69,7 +71,7 @@ enum Command {
 impl Command {
     fn scenarios(&self) -> Vec<u8> {
         match self {
-            Command::All => (1..=8).collect(),
+            Command::All => (1..=9).collect(),
             Command::Latency => vec![1],
             Command::LargeFile => vec![2],
             Command::SmallEdit => vec![3],
@@ -78,6 +80,7 @@ impl Command {
             Command::Fanout => vec![6],
             Command::Http => vec![7],
             Command::NodeLoad => vec![8],
+            Command::Scale => vec![9],
             Command::Render { .. } => vec![],
         }
     }
@@ -171,6 +174,15 @@ pub struct Settings {
     /// S3 bucket: SeaweedFS from .ci/seaweedfs.sh, or FILESYNC_TEST_S3_*).
     #[arg(long, global = true, default_value = "dir", value_parser = ["dir", "s3"])]
     pub storage: String,
+    /// 9: tree sizes in files, comma separated, grown in this order (rounded up to whole directories).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub scale_sizes: Option<Vec<usize>>,
+    /// 9: files per directory of the tree.
+    #[arg(long, global = true, default_value_t = 1000)]
+    pub scale_per_dir: usize,
+    /// 9: timed 4 KiB edits at each size for filesync (Syncthing makes --syncthing-writes).
+    #[arg(long, global = true)]
+    pub scale_edits: Option<usize>,
 }
 
 impl Settings {
@@ -217,6 +229,12 @@ impl Settings {
     }
     pub fn bcrypt_cost(&self) -> u32 {
         self.pick(self.bcrypt_cost, 12, 4)
+    }
+    pub fn scale_sizes(&self) -> Vec<usize> {
+        self.pick(self.scale_sizes.clone(), vec![0, 100_000, 1_000_000], vec![0, 2_000])
+    }
+    pub fn scale_edits(&self) -> usize {
+        self.pick(self.scale_edits, 100, 5)
     }
     pub fn http_duration(&self) -> Duration {
         Duration::from_secs(self.pick(self.http_secs, 10, 1))

@@ -13,7 +13,7 @@ use crate::machine::Machine;
 use crate::mirror::Mirror;
 use crate::report::{Goal, Report, Row, Scenario, Target, FILESYNC};
 use crate::rsync::Rsync;
-use crate::scenarios::{large_file, latency, many_files, small_edit, SizedRuns};
+use crate::scenarios::{large_file, latency, many_files, scale, small_edit, SizedRuns};
 use crate::syncthing::Syncthing;
 use crate::Settings;
 
@@ -94,7 +94,8 @@ pub fn run(s: &Settings, scenarios: &[u8], command: &str, fd_limit: u64) -> Resu
             5 => crate::filesync::connections_scenario(&mut lab.filesync, s),
             6 => crate::filesync::fanout_scenario(&mut lab.filesync, s),
             7 => crate::filesync::http_scenario(&mut lab.filesync, s),
-            _ => crate::filesync::node_load_scenario(&mut lab.filesync, s),
+            8 => crate::filesync::node_load_scenario(&mut lab.filesync, s),
+            _ => run_scale(&mut lab, s),
         });
     }
     // Stop every system before their directories go.
@@ -207,6 +208,50 @@ fn run_many_files(lab: &mut Lab, s: &Settings) -> Scenario {
     sc
 }
 
+fn run_scale(lab: &mut Lab, s: &Settings) -> Scenario {
+    let o = scale::Options {
+        sizes: s.scale_sizes(),
+        per_dir: s.scale_per_dir,
+        file_size: s.file_size(),
+        edits: s.scale_edits(),
+        gap_max: Duration::from_millis(s.gap_ms),
+        seed: s.seed + 8000,
+    };
+    let sizes = scale::sizes(&o).iter().map(|n| crate::report::group(*n as f64)).collect::<Vec<_>>().join(", ");
+    let mut sc = Scenario::new(
+        9,
+        "Scale",
+        &format!(
+            "A tree of {} B files of random bytes, {} per directory, grows in steps to {sizes} files. Each step's new \
+             directories are written and flushed in a staging folder, then renamed into A's folder one after the \
+             other: the clock starts at the first rename and stops when every new file is on B at full size. Once \
+             idle at each size: VmRSS of every process, each end's state on disk (every file under its home), then \
+             timed overwrites of one of {EDITED} small files beside the tree with fresh bytes (clock from just before \
+             `open()` until B holds the bytes; B polled every 1 ms; one warm-up edit not counted), then B's agent is \
+             stopped and started again on the in-sync tree and A edits a file at once: the clock runs from B's start \
+             until B holds that edit. Syncthing (watcher delay 1 s) takes part in the initial sync, the edits \
+             ({} per size) and the memory and state figures on the same tree sizes in the same run.",
+            s.file_size(),
+            o.per_dir,
+            s.syncthing_writes(),
+            EDITED = scale::EDITED,
+        ),
+    );
+    let tests = scale::tests(&o);
+    let tests: Vec<&str> = tests.iter().map(String::as_str).collect();
+    let stage = lab.stage.clone();
+    measure(&mut sc, &tests, FILESYNC, &mut lab.filesync, |f| scale::run(f.mirror()?, &stage, &o));
+    let peer = scale::Options { edits: s.syncthing_writes(), gap_max: Duration::from_secs(1), ..o.clone() };
+    measure(&mut sc, &tests, "Syncthing (delay 1 s)", &mut lab.syncthing, |st| {
+        st.set_delay(1)?;
+        scale::run(st, &stage, &peer)
+    });
+    sc.notes.push(
+        "The tree is left in place at the end: this scenario runs last, and the run's directory goes with it.".into(),
+    );
+    sc
+}
+
 /// Runs a bulk scenario (2–4) on filesync, rsync (and rsync --inplace if asked) and Syncthing at its bulk delay.
 fn measure_bulk(
     sc: &mut Scenario,
@@ -256,5 +301,17 @@ pub fn targets() -> Vec<Target> {
         },
         Target { scenario: 6, test: FANOUT_P99, goal: Goal::AtMost(1000.0), text: "p99 ≤ 1 s" },
         Target { scenario: 7, test: CHECK_TOKEN_RATE, goal: Goal::AtLeast(30_000.0), text: "≥ 30,000 req/s" },
+        Target {
+            scenario: 9,
+            test: scale::EDIT_P50_1M,
+            goal: Goal::AtMost(25.0),
+            text: "edit p50 at 1,000,000 files ≤ 25 ms (issue #11)",
+        },
+        Target {
+            scenario: 9,
+            test: scale::RESTART_1M,
+            goal: Goal::AtMost(15.0),
+            text: "restart at 1,000,000 files to the next synced edit ≤ 15 s (issue #11)",
+        },
     ]
 }

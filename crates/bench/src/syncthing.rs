@@ -14,8 +14,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
+use crate::data;
 use crate::mirror::{Mirror, Wire};
 use crate::procs::{free_port, run_capture, wait_for, Proc};
+use crate::scenarios::scale::AtScale;
 
 const FOLDER: &str = "bench";
 const CONFIG_VERSION: u32 = 36;
@@ -29,6 +31,8 @@ struct Instance {
     key: String,
     id: String,
     folder: PathBuf,
+    /// Its configuration and database.
+    home: PathBuf,
 }
 
 pub struct Syncthing {
@@ -134,7 +138,7 @@ impl Instance {
         // Without a monitor parent, the process we start is the one serving, so stopping it stops Syncthing.
         cmd.env("STMONITORED", "1").env("STNODEFAULTFOLDER", "1").env("STNOUPGRADE", "1");
         let proc = Proc::spawn(&format!("syncthing-{name}"), cmd, root)?;
-        let inst = Instance { name, proc, gui, listen, key, id, folder };
+        let inst = Instance { name, proc, gui, listen, key, id, folder, home };
         let http = Client::builder().no_proxy().timeout(Duration::from_secs(5)).build()?;
         wait_for(&format!("Syncthing {name} REST API"), STARTUP, POLL, || {
             let ok = http.get(inst.url("/rest/system/ping")).header("X-API-Key", &inst.key).send();
@@ -231,6 +235,13 @@ impl Mirror for Syncthing {
             calm = if idle(&a) && idle(&b) && same { calm + 1 } else { 0 };
             Ok((calm >= 2).then_some(()))
         })
+    }
+}
+
+/// Syncthing's state is its home (configuration, keys and the index database); its restart is not measured.
+impl AtScale for Syncthing {
+    fn state_bytes(&self) -> Result<Vec<(String, u64)>> {
+        [&self.a, &self.b].iter().map(|i| Ok((format!("Syncthing {}", i.name), data::dir_bytes(&i.home)?))).collect()
     }
 }
 

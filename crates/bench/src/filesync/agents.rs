@@ -15,6 +15,35 @@ use crate::procs::{run_with_input, Proc};
 
 pub struct Agent {
     pub proc: Proc,
+    /// Its home: configuration, credentials and each linked folder's state.
+    pub home: PathBuf,
+    /// `filesync sync` as it was started, to start it again.
+    sync: Command,
+    name: String,
+    log_dir: PathBuf,
+    starts: usize,
+}
+
+impl Agent {
+    /// Stops the agent (SIGTERM, as a user's logout or service stop would).
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    /// Starts it again with the same home and folder; its log goes to a new file.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.starts += 1;
+        let mut cmd = Command::new(self.sync.get_program());
+        cmd.args(self.sync.get_args());
+        for (k, v) in self.sync.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        self.proc = Proc::spawn(&format!("agent-{}-start-{}", self.name, self.starts), cmd, &self.log_dir)?;
+        Ok(())
+    }
 }
 
 pub struct Agents {
@@ -68,8 +97,19 @@ impl AgentSetup<'_> {
         let mut link = self.command(&home, node);
         link.args(["workspace", "link", &self.workspace.to_string()]).arg(dir).arg("--no-sync");
         run_with_input(link, None, step).with_context(|| format!("agent {name}: filesync workspace link"))?;
-        let mut sync = self.command(&home, node);
-        sync.args(["sync", "--no-notify", "--no-progress"]);
-        Ok(Agent { proc: Proc::spawn(&format!("agent-{name}"), sync, root)? })
+        let sync = || {
+            let mut sync = self.command(&home, node);
+            sync.args(["sync", "--no-notify", "--no-progress"]);
+            sync
+        };
+        let (first, again) = (sync(), sync());
+        Ok(Agent {
+            proc: Proc::spawn(&format!("agent-{name}"), first, root)?,
+            home,
+            sync: again,
+            name: name.to_owned(),
+            log_dir: root.to_path_buf(),
+            starts: 1,
+        })
     }
 }

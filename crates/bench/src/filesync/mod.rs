@@ -20,6 +20,7 @@ use crate::lab::{fresh_dir, measure, Slot, Unavailable};
 use crate::mirror::{Mirror, Wire, POLL_SLOW, TRANSFER_TIMEOUT};
 use crate::procs::{socket_bytes, wait_for};
 use crate::report::{Scenario, FILESYNC};
+use crate::scenarios::scale::AtScale;
 use crate::Settings;
 use agents::Agents;
 use stack::{Stack, Tuning};
@@ -173,6 +174,26 @@ impl Mirror for Filesync {
             last = now;
             Ok((calm >= 3).then_some(()))
         })
+    }
+}
+
+/// The agents' homes hold their state; B's agent is the one restarted.
+impl AtScale for Filesync {
+    fn state_bytes(&self) -> Result<Vec<(String, u64)>> {
+        let Ok(agents) = &self.agents else { return Ok(Vec::new()) };
+        Ok(vec![
+            ("agent A".into(), data::dir_bytes(&agents.a.home)?),
+            ("agent B".into(), data::dir_bytes(&agents.b.home)?),
+        ])
+    }
+
+    fn stop_target(&mut self) -> Result<bool> {
+        self.agents()?.b.stop();
+        Ok(true)
+    }
+
+    fn start_target(&mut self) -> Result<()> {
+        self.agents()?.b.start_again()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Scenario 1: a 4 KiB file written and closed on A until the identical file
 //! is in place on B; then an edit of each file, then a delete of each.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -81,7 +81,7 @@ pub fn run(m: &mut dyn Mirror, o: Options) -> Result<Vec<Row>> {
 }
 
 /// Writes `body` to `name` on A (the clock starts just before `open`) and waits until B has it; milliseconds.
-fn time_write(m: &mut dyn Mirror, name: &PathBuf, body: &[u8]) -> Result<f64> {
+pub fn time_write(m: &mut dyn Mirror, name: &Path, body: &[u8]) -> Result<f64> {
     let t0 = Instant::now();
     std::fs::write(m.source().join(name), body)?;
     m.push()?;

@@ -1,9 +1,10 @@
-//! The scenarios of issue #6, each runnable alone. Scenarios 1–4 are written
-//! against [`crate::mirror::Mirror`] and run on filesync and the peers alike.
+//! The scenarios of issue #6 (and 9, `scale`, of issue #11), each runnable alone. Scenarios 1–4 and 9 are
+//! written against [`crate::mirror::Mirror`] and run on filesync and the peers alike.
 
 pub mod large_file;
 pub mod latency;
 pub mod many_files;
+pub mod scale;
 pub mod small_edit;
 
 /// A file size, how many samples to take and the seed of their random bytes.

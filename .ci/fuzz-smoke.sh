@@ -17,7 +17,10 @@ if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
 # cargo fuzz has no --locked: make sure the committed Cargo.lock is complete and current first.
-cargo fetch --locked
+if ! cargo fetch --locked; then
+  echo "fuzz/Cargo.lock is out of date (a dependency of filesync-core changed?): run \`cd fuzz && cargo update -w\` and commit it" >&2
+  exit 1
+fi
 start=$(date +%s)
 cargo fuzz build
 echo "fuzz targets built in $(( $(date +%s) - start )) s"

@@ -535,9 +535,19 @@ impl StateStore {
         });
     }
 
-    /// Whether the state knows `path`.
-    pub fn contains(&self, path: &str) -> bool {
-        self.with(|c| c.prepare_cached("SELECT 1 FROM files WHERE path = ?1")?.exists([path])).unwrap_or(false)
+    /// The paths among `paths` that the state does not know (one statement for the lot).
+    pub fn unknown(&self, paths: Vec<String>) -> Vec<String> {
+        self.with(|c| {
+            let mut known = c.prepare_cached("SELECT 1 FROM files WHERE path = ?1")?;
+            let mut out = Vec::new();
+            for p in paths {
+                if !known.exists([&p])? {
+                    out.push(p);
+                }
+            }
+            Ok(out)
+        })
+        .unwrap_or_default()
     }
 
     /// Known paths equal to `dir` or under `dir/`, in order.

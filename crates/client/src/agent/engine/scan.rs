@@ -10,6 +10,9 @@ use super::*;
 /// Known paths compared per page.
 const PAGE: usize = 4096;
 
+/// Batches of listed paths (1,024 each) waiting while the state's pages are compared.
+const WALK_AHEAD: usize = 64;
+
 /// Threads that stat one page. Stat-ing is waiting on the file system more than computing: more
 /// threads than cores pay off when the metadata is not cached.
 const STAT_THREADS: usize = 8;
@@ -19,6 +22,11 @@ impl FolderSync {
     pub(super) async fn rescan<R: Remote>(&mut self, remote: &mut R) -> PathResult {
         let started = std::time::Instant::now();
         let mut suspects: BTreeSet<String> = BTreeSet::new();
+        // The folder is listed meanwhile on a thread of its own, a bounded number of batches ahead.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(WALK_AHEAD);
+        let (root, rules) = (self.root.clone(), self.rules.clone());
+        let walk =
+            tokio::task::spawn_blocking(move || local::walk_paths(&root, &rules, |b| tx.blocking_send(b).is_ok()));
         let (mut known, mut after) = (0usize, None::<String>);
         loop {
             let page = self.store.page(after.as_deref(), PAGE);
@@ -30,14 +38,10 @@ impl FolderSync {
             suspects.extend(moved.map_err(|e| SyncError::Fatal(format!("rescan failed: {e}")))?);
         }
         let stat_ms = started.elapsed().as_millis();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(4);
-        let (root, rules) = (self.root.clone(), self.rules.clone());
-        let walk =
-            tokio::task::spawn_blocking(move || local::walk_paths(&root, &rules, |b| tx.blocking_send(b).is_ok()));
         let mut on_disk = 0usize;
         while let Some(batch) = rx.recv().await {
             on_disk += batch.len();
-            suspects.extend(batch.into_iter().filter(|p| !self.store.contains(p)));
+            suspects.extend(self.store.unknown(batch));
         }
         let _ = walk.await;
         tracing::info!(

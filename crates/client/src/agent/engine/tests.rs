@@ -633,3 +633,33 @@ async fn a_rescan_finds_changes_no_event_reported() {
     assert_eq!(s.sync.store.get("d/b.txt"), None);
     assert!(s.sync.store.get("new/c.txt").is_some());
 }
+
+/// What a restart on an in-sync tree costs before the next edit can sync: the full compare of
+/// `N` files that all match the state (nothing is read, nothing is sent).
+/// `FILESYNC_RESCAN_FILES=100000 cargo test -p filesync-client --lib rescan_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn rescan_cost() {
+    let _ = tracing_subscriber::fmt().with_env_filter("filesync_client=info").with_test_writer().try_init();
+    let n: usize = std::env::var("FILESYNC_RESCAN_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let mut s = Setup::new(Role::Editor);
+    let root = s.root();
+    for i in 0..n {
+        let rel = format!("d{:04}/f{:06}.txt", i / 1000, i);
+        let abs = root.join(&rel);
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        }
+        let data = format!("file {i}");
+        std::fs::write(&abs, &data).unwrap();
+        let meta = local::stat(&root, &WsPath::parse(&rel).unwrap()).unwrap();
+        let scan = chunking::scan_small(data.as_bytes()).unwrap();
+        s.sync.record(&WsPath::parse(&rel).unwrap(), 1, &meta, &scan);
+    }
+    s.sync.store.save().unwrap();
+    let started = std::time::Instant::now();
+    s.sync.rescan(&mut s.node).await.unwrap();
+    let took = started.elapsed();
+    assert!(s.node.calls.is_empty());
+    println!("rescan of {n} in-sync files: {} ms", took.as_millis());
+}

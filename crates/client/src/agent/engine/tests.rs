@@ -663,3 +663,17 @@ async fn rescan_cost() {
     assert!(s.node.calls.is_empty());
     println!("rescan of {n} in-sync files: {} ms", took.as_millis());
 }
+
+/// The periodic rescan catches a change the watcher never reported.
+#[tokio::test]
+async fn the_periodic_rescan_finds_what_no_event_reported() {
+    let mut s = Setup::new(Role::Editor);
+    s.sync.rescan_every = std::time::Duration::from_millis(200);
+    s.write("quiet.txt", b"written while nobody watched");
+    let (_tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let live = s.sync.live(&mut s.node, &mut rx, &mut stop);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), live).await;
+    assert_eq!(s.node.calls, vec!["put quiet.txt base 0"]);
+    assert!(s.sync.store.get("quiet.txt").is_some());
+}

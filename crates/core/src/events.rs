@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Role, UserId, WorkspaceId};
+use crate::proto::Notice;
 
 pub fn user_channel(user: UserId) -> String {
     format!("filesync:user:{user}")
@@ -92,6 +93,9 @@ impl Revoked {
 pub enum WorkspaceEvent {
     /// Change `seq` was committed to the journal; nodes read it (and any before it they missed) from the database.
     Committed { workspace_id: WorkspaceId, seq: i64 },
+    /// A large upload's progress ([`Notice::upload_workspace`] is `workspace_id`): nodes pass it
+    /// to the workspace's subscribers as a notification. Losing one costs only streaming.
+    Upload { workspace_id: WorkspaceId, notice: Notice },
 }
 
 #[cfg(test)]

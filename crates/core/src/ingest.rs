@@ -67,6 +67,9 @@ pub struct Progress {
     /// Of those, the chunks actually written and the bytes they take at rest.
     pub chunks_written: u64,
     pub bytes_written: u64,
+    /// Chunks made durable and recorded for the workspace during the call: the oldest pushed
+    /// chunks not recorded before (the sink records in push order).
+    pub recorded: u64,
 }
 
 impl Progress {
@@ -89,6 +92,7 @@ impl std::ops::Add for Progress {
             bytes: self.bytes + b.bytes,
             chunks_written: self.chunks_written + b.chunks_written,
             bytes_written: self.bytes_written + b.bytes_written,
+            recorded: self.recorded + b.recorded,
         }
     }
 }
@@ -182,20 +186,21 @@ impl ChunkSink {
             self.unrecorded.push(NewChunk { hash, size: len, stored_size, at: appended.map(|a| a.at) });
             self.unrecorded_bytes += stored_size;
             if self.unrecorded_bytes >= PACK_TARGET || self.unrecorded.len() >= RECORD_BATCH {
-                self.record().await?;
+                progress.recorded += self.record().await?;
             }
         }
         if keep == 0 && !self.unrecorded.is_empty() {
-            self.record().await?;
+            progress.recorded += self.record().await?;
         }
         Ok(progress)
     }
 
     /// Seals the open pack (durable), then records it and the unrecorded chunks in one
     /// transaction. Chunks still being appended go to the next pack; a settled chunk's entry is
-    /// in the pack sealed now or in one sealed and recorded before.
-    async fn record(&mut self) -> Result<(), IngestError> {
+    /// in the pack sealed now or in one sealed and recorded before. Returns how many it recorded.
+    async fn record(&mut self) -> Result<u64, IngestError> {
         let batch = std::mem::take(&mut self.unrecorded);
+        let recorded = batch.len() as u64;
         self.unrecorded_bytes = 0;
         let sealed = match self.writer.take() {
             Some(pack) => Some(self.store.seal(pack).await?),
@@ -210,7 +215,7 @@ impl ChunkSink {
                 journal::record_chunks(c, ws, &batch)
             })
             .await?;
-        Ok(())
+        Ok(recorded)
     }
 }
 

@@ -376,9 +376,28 @@ impl Hub {
                     }
                 });
             }
+            BusMessage::Workspace { workspace_id, event: WorkspaceEvent::Upload { notice, .. }, .. } => {
+                self.upload_notice(workspace_id, notice).await;
+            }
             BusMessage::User { user_id, event } => self.user_event(user_id, event).await,
             // Nodes act on the user's own topic (see `user_event`); they do not watch this one.
             BusMessage::Revoked { .. } => {}
+        }
+    }
+
+    /// Passes a large upload's announcement to the workspace's subscribers on this node (members,
+    /// checked when they subscribed; removed members were unsubscribed). A notice about another
+    /// workspace than its channel's is dropped. A full queue skips the notice instead of closing
+    /// the connection: a missed announcement costs streaming, never a change.
+    pub async fn upload_notice(&self, ws: WorkspaceId, notice: Notice) {
+        if notice.upload_workspace() != Some(ws) {
+            tracing::warn!(workspace.id = %ws, "an upload notice about another workspace; dropped");
+            return;
+        }
+        let Some(watch) = self.existing_watch(ws) else { return };
+        let inner = watch.inner.lock().await;
+        for sub in &inner.subs {
+            let _ = sub.conn.events.try_send(Message::Notification(notice.clone()));
         }
     }
 

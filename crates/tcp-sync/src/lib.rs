@@ -26,6 +26,7 @@ mod metered;
 pub mod metrics;
 pub mod node;
 pub mod session;
+pub mod streaming;
 pub mod tls;
 
 use std::future::Future;

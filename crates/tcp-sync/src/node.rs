@@ -11,6 +11,7 @@ use filesync_core::db::Db;
 use filesync_core::events::{UserEvent, WorkspaceEvent};
 use filesync_core::jwt::JwtKeys;
 use filesync_core::proto::presence::PresenceEntry;
+use filesync_core::proto::Notice;
 use filesync_core::storage::ChunkStore;
 use filesync_core::{UserId, WorkspaceId};
 use tokio::net::TcpListener;
@@ -92,6 +93,12 @@ impl Shared {
     pub async fn announce(&self, ws: WorkspaceId, seq: i64) {
         self.hub.poke(ws, seq).await;
         tokio::spawn(self.bus.publish_workspace_stamped(ws, &WorkspaceEvent::Committed { workspace_id: ws, seq }));
+    }
+
+    /// Tells every node's subscribers of `ws` about a large upload in progress (through the bus,
+    /// which delivers to this node's own subscribers too).
+    pub fn announce_upload(&self, ws: WorkspaceId, notice: Notice) {
+        tokio::spawn(self.bus.publish_workspace(ws, &WorkspaceEvent::Upload { workspace_id: ws, notice }));
     }
 }
 

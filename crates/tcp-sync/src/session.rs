@@ -32,6 +32,7 @@ use crate::error::ReqError;
 use crate::handshake::Identity;
 use crate::hub::ConnHandle;
 use crate::node::Shared;
+use crate::streaming::Announced;
 
 /// Uploads one connection may have open at once.
 pub const MAX_OPEN_UPLOADS: usize = 64;
@@ -60,6 +61,8 @@ struct Upload {
     needed: HashMap<Hash, u32>,
     /// Where the received chunks go: core's ingest pipeline (verify, store, durable, record).
     sink: ChunkSink,
+    /// A large upload announced to the workspace's other subscribers while it arrives.
+    announced: Option<Announced>,
 }
 
 pub struct Session {
@@ -239,7 +242,9 @@ impl Session {
     async fn put_file(&mut self, put: PutFile) -> Result<(), ReqError> {
         check_path(&put.file.path)?;
         let lengths = check_chunks(&put.file.chunks, put.file.size)?;
-        self.open_upload(put.request_id, put.workspace_id, lengths, Job::One(put)).await
+        // In file order, so the chunks come (and become durable) in the order a reader wants them.
+        let order = put.file.chunks.iter().map(|c| c.hash).collect();
+        self.open_upload(put.request_id, put.workspace_id, lengths, order, Job::One(put)).await
     }
 
     /// A batch of small files: checked as a whole (one bad path or manifest refuses the batch),
@@ -271,7 +276,8 @@ impl Session {
                 }
             }
         }
-        self.open_upload(request_id, ws, lengths, Job::Many { request_id, workspace_id: ws, files }).await
+        let order = lengths.keys().copied().collect();
+        self.open_upload(request_id, ws, lengths, order, Job::Many { request_id, workspace_id: ws, files }).await
     }
 
     /// Asks for the chunks the workspace lacks; commits at once if there are none.
@@ -280,6 +286,7 @@ impl Session {
         request_id: RequestId,
         ws: WorkspaceId,
         lengths: HashMap<Hash, u32>,
+        order: Vec<Hash>,
         job: Job,
     ) -> Result<(), ReqError> {
         if self.uploads.contains_key(&request_id) {
@@ -289,15 +296,18 @@ impl Session {
             return Err(ReqError::bad_request(format!("at most {MAX_OPEN_UPLOADS} uploads may be open at once")));
         }
         authorize(&self.shared.db, self.identity.user, ws, Action::WriteFiles).await?;
-        let hashes: Vec<Hash> = lengths.keys().copied().collect();
-        let missing = self.shared.db.run(move |c| journal::missing_chunks(c, ws, &hashes)).await?;
+        let missing = self.shared.db.run(move |c| journal::missing_chunks(c, ws, &order)).await?;
         let needed: HashMap<Hash, u32> = missing.iter().map(|h| (*h, lengths[h])).collect();
+        let announced = match &job {
+            Job::One(put) => Announced::start(&self.shared, ws, &put.file, &self.identity.device_id, &missing),
+            Job::Many { .. } => None,
+        };
         self.reply(Message::NeedChunks { request_id, hashes: missing }).await;
         if needed.is_empty() {
             return self.commit_upload(job).await;
         }
         let sink = ChunkSink::new(self.shared.db.clone(), self.shared.store.clone(), ws);
-        self.uploads.insert(request_id, Upload { job, needed, sink });
+        self.uploads.insert(request_id, Upload { job, needed, sink, announced });
         Ok(())
     }
 
@@ -327,6 +337,9 @@ impl Session {
         let complete = upload.needed.is_empty();
         // A few chunks are hashed and written on the blocking pool while the next frames are read;
         // the last one waits for all of them, makes them durable and records them.
+        if let Some(a) = &mut upload.announced {
+            a.pushed(hash);
+        }
         let mut stored = upload.sink.push(hash, data).await;
         if complete {
             stored = match stored {
@@ -335,7 +348,12 @@ impl Session {
             };
         }
         match stored {
-            Ok(progress) => self.count(progress),
+            Ok(progress) => {
+                if let Some(a) = &mut upload.announced {
+                    a.recorded(progress.recorded);
+                }
+                self.count(progress);
+            }
             Err(e) => {
                 self.uploads.remove(&request_id);
                 return Err(e.into());
@@ -343,7 +361,11 @@ impl Session {
         }
         if complete {
             if let Some(done) = self.uploads.remove(&request_id) {
-                return self.commit_upload(done.job).await;
+                let result = self.commit_upload(done.job).await;
+                if let (Ok(()), Some(a)) = (&result, done.announced) {
+                    a.committed();
+                }
+                return result;
             }
         }
         Ok(())

@@ -20,7 +20,7 @@ use crate::ids::{Role, UserId, WorkspaceId};
 use delta::Run;
 
 /// Sent in `Hello`; a node refuses any other with `version_mismatch`.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Requests are numbered by the client; answers carry the same number.
 /// `0` is reserved for frames about the whole connection.
@@ -331,6 +331,44 @@ pub enum Notice {
     WorkspaceDeleted {
         workspace_id: WorkspaceId,
     },
+    /// A large upload to a subscribed workspace began (protocol 4): its chunks become readable
+    /// with `GetChunks` as [`Notice::UploadProgress`] announces them, before the commit.
+    /// Nothing here is committed: the file exists only once its `Change` arrives.
+    UploadStarted {
+        workspace_id: WorkspaceId,
+        path: String,
+        size: u64,
+        content_hash: Hash,
+        /// The uploading device (`Hello.device_id`): it ignores its own announcement.
+        device_id: String,
+        chunks: Vec<ChunkRef>,
+    },
+    /// The first `durable` chunks of the upload of `content_hash` are now held by the workspace.
+    UploadProgress {
+        workspace_id: WorkspaceId,
+        content_hash: Hash,
+        durable: u32,
+    },
+    /// The upload of `content_hash` ended without a commit (cancelled, refused, disconnected).
+    UploadAbandoned {
+        workspace_id: WorkspaceId,
+        content_hash: Hash,
+    },
+}
+
+impl Notice {
+    /// The workspace an upload announcement is about; `None` for membership notices.
+    pub fn upload_workspace(&self) -> Option<WorkspaceId> {
+        match self {
+            Notice::UploadStarted { workspace_id, .. }
+            | Notice::UploadProgress { workspace_id, .. }
+            | Notice::UploadAbandoned { workspace_id, .. } => Some(*workspace_id),
+            Notice::WorkspaceShared { .. }
+            | Notice::MemberRemoved { .. }
+            | Notice::RoleChanged { .. }
+            | Notice::WorkspaceDeleted { .. } => None,
+        }
+    }
 }
 
 impl Notice {
@@ -574,7 +612,7 @@ mod tests {
         assert_eq!(tag(&many), 27);
         // A run is a variant tag then varints: a 16,000-chunk copy costs 4 bytes.
         assert_eq!(postcard::to_allocvec(&delta::Run::Copy { start: 1, count: 16_000 }).unwrap(), [0, 1, 0x80, 0x7d]);
-        assert_eq!(PROTOCOL_VERSION, 3);
+        assert_eq!(PROTOCOL_VERSION, 4);
     }
 
     /// `PutFile` nests a `FileUpload`; on the wire that is its fields in place, as documented (and as
@@ -617,5 +655,39 @@ mod tests {
             postcard::to_allocvec(&Message::Subscribe { request_id: 1, workspace_id: WorkspaceId(1), since_seq: -1 })
                 .unwrap();
         assert_eq!(sub, [17, 1, 2, 1]);
+        // Protocol 4: the upload notices.
+        let started = postcard::to_allocvec(&Message::Notification(Notice::UploadStarted {
+            workspace_id: WorkspaceId(1),
+            path: "a".into(),
+            size: 3,
+            content_hash: [0xcd; 32],
+            device_id: "d".into(),
+            chunks: vec![ChunkRef { hash: [0xab; 32], len: 3 }],
+        }))
+        .unwrap();
+        let mut want = vec![22, 4, 2, 1, b'a', 3];
+        want.extend([0xcd; 32]);
+        want.extend([1, b'd', 1]);
+        want.extend([0xab; 32]);
+        want.push(3);
+        assert_eq!(started, want);
+        let progress = postcard::to_allocvec(&Message::Notification(Notice::UploadProgress {
+            workspace_id: WorkspaceId(1),
+            content_hash: [0xcd; 32],
+            durable: 300,
+        }))
+        .unwrap();
+        let mut want = vec![22, 5, 2];
+        want.extend([0xcd; 32]);
+        want.extend([0xac, 0x02]);
+        assert_eq!(progress, want);
+        let gone = postcard::to_allocvec(&Message::Notification(Notice::UploadAbandoned {
+            workspace_id: WorkspaceId(1),
+            content_hash: [0xcd; 32],
+        }))
+        .unwrap();
+        let mut want = vec![22, 6, 2];
+        want.extend([0xcd; 32]);
+        assert_eq!(gone, want);
     }
 }

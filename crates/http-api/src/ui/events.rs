@@ -76,8 +76,11 @@ pub async fn events(state: web::Data<AppState>, user: AuthUser, ws: web::Path<i6
                 Some(BusMessage::Workspace { event: WorkspaceEvent::Committed { seq, .. }, .. }) => {
                     (format!("event: change\ndata: {{\"seq\":{seq}}}\n\n"), false)
                 }
-                // Not watched here: token checks learn revocations in `run`.
-                Some(BusMessage::Revoked { .. }) => (": keep-alive\n\n".to_owned(), false),
+                // Not watched here: token checks learn revocations in `run`; the page shows
+                // committed changes only, not uploads in progress.
+                Some(
+                    BusMessage::Revoked { .. } | BusMessage::Workspace { event: WorkspaceEvent::Upload { .. }, .. },
+                ) => (": keep-alive\n\n".to_owned(), false),
                 Some(BusMessage::Resync) => ("event: change\ndata: {}\n\n".to_owned(), false),
                 Some(BusMessage::User { .. }) => {
                     // A share, a removal, a role change or a revocation: may the caller still look?

@@ -2,6 +2,7 @@
 //! refuses new ones; the shared MariaDB keeps serving other tests): an upload
 //! meanwhile is answered with the retryable `unavailable` code and commits
 //! nothing; once the database is back, a retried upload commits within 5 s.
+//! The object store goes away under uploads in the same way (below).
 
 mod common;
 
@@ -68,5 +69,102 @@ async fn an_upload_during_a_database_outage_gets_a_retryable_error_and_a_retry_c
     let copy = local.path().join("copy");
     a.download(ws, committed.seq, &copy).await.unwrap();
     assert_eq!(std::fs::read(copy).unwrap(), std::fs::read(&two).unwrap());
+    n.shutdown().await.unwrap();
+}
+
+/// Longer than the chunk store's own retries (`storage::backend::RETRY_TIMEOUT`, 15 s), so uploads meanwhile
+/// are answered, not only delayed.
+const S3_OUTAGE: Duration = Duration::from_secs(20);
+/// Uploaders running when the object store goes away.
+const UPLOADERS: usize = 3;
+
+/// The object store goes away in the middle of uploads (a proxy in front of
+/// SeaweedFS's S3 port cuts every connection and refuses new ones for 20 s):
+/// every upload either commits or is answered with the retryable
+/// `unavailable`; retried after the store returns, each commits; and no
+/// committed version refers to a chunk the store does not hold: every version
+/// committed before, during and after the outage downloads whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_during_an_object_store_outage_get_a_retryable_error_and_nothing_committed_is_missing() {
+    let Some(cluster) = Cluster::on_s3(Backend::Mysql, false) else { return };
+    let (proxy, through) = cluster.s3.as_ref().expect("on S3").via_proxy().await;
+    let mut config = cluster.config();
+    through.configure(&mut config);
+    let n = cluster.node_with(config, Tuning::default()).await;
+    let (alice, token) = cluster.user("alice");
+    let ws = cluster.workspace(alice, "Docs");
+    let local = tempfile::tempdir().unwrap();
+
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut uploaders = Vec::new();
+    for u in 0..UPLOADERS {
+        let (client, events) = connect(n.addr, &token, &format!("device-{u}")).await;
+        let dir = local.path().join(format!("u{u}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let running = running.clone();
+        uploaders.push(tokio::spawn(async move {
+            let _events = events;
+            // (seq, path, bytes) of every commit; how many uploads were refused as retryable.
+            let (mut committed, mut refused) = (Vec::new(), 0usize);
+            let mut k = 0u64;
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                let path = format!("u{u}/file-{k}.bin");
+                let bytes = noise(2 * 1024 * 1024 + (k as usize) * 4099, (u as u64) << 32 | k);
+                let src = write_file(&dir, &format!("file-{k}"), &bytes);
+                // Retried until it commits, as the agent does.
+                loop {
+                    match within("an upload's answer", client.put_file(ws, &path, &src, 0)).await {
+                        Ok(c) => {
+                            committed.push((c.seq, path.clone(), bytes.clone()));
+                            break;
+                        }
+                        Err(ClientError::Server { code, .. }) => {
+                            let code = ErrorCode::parse(&code).expect("a known code");
+                            assert_eq!(code, ErrorCode::Unavailable, "uploading {path}");
+                            assert!(code.is_retryable());
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => panic!("uploading {path}: {e:?}"),
+                    }
+                }
+                k += 1;
+            }
+            (committed, refused)
+        }));
+    }
+
+    // Let the uploads get going, then take the store away under them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.cut();
+    tokio::time::sleep(S3_OUTAGE).await;
+    proxy.restore();
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let (mut all, mut refused) = (Vec::new(), 0);
+    for u in uploaders {
+        let (committed, r) = tokio::time::timeout(Duration::from_secs(60), u)
+            .await
+            .expect("the uploaders finish once the store is back")
+            .expect("an uploader panicked");
+        all.extend(committed);
+        refused += r;
+    }
+    println!("{} uploads committed, {refused} refused as retryable during the outage", all.len());
+    assert!(refused > 0, "no upload was refused during a {S3_OUTAGE:?} outage");
+    assert!(back.elapsed() < Duration::from_secs(60));
+
+    // Every committed version reads back whole from the store: the head of every path, and every version.
+    let (reader, _events) = connect(n.addr, &token, "checker").await;
+    let copy = local.path().join("copy");
+    for (seq, path, bytes) in &all {
+        within("download", reader.download(ws, *seq, &copy))
+            .await
+            .unwrap_or_else(|e| panic!("version {seq} of {path} does not download: {e:?}"));
+        assert!(std::fs::read(&copy).unwrap() == *bytes, "version {seq} of {path} reads back different bytes");
+    }
+    assert_eq!(cluster.head_seq(ws) as usize, all.len(), "a refused upload committed something");
     n.shutdown().await.unwrap();
 }

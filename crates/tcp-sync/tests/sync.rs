@@ -1,5 +1,7 @@
 //! The sync stories, on MariaDB with two nodes and Redis, and on SQLite with
-//! one node and the in-process bus.
+//! one node and the in-process bus; chunks in a directory, and (`_on_s3`) in
+//! the tests' S3 bucket, so two nodes share nothing but MariaDB, Redis and
+//! the bucket.
 
 mod common;
 
@@ -129,6 +131,12 @@ async fn mariadb_two_nodes_and_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_two_nodes_and_redis_on_s3() {
+    let Some(cluster) = Cluster::on_s3(Backend::Mysql, true) else { return };
+    upload_edit_catch_up(&cluster, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_single_node_in_process_bus() {
     let cluster = Cluster::new(Backend::Sqlite, false);
     upload_edit_catch_up(&cluster, false).await;
@@ -187,6 +195,12 @@ async fn conflicts(cluster: &Cluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_edits_make_a_conflict_copy_mariadb() {
     conflicts(&Cluster::new(Backend::Mysql, true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_edits_make_a_conflict_copy_on_s3() {
+    let Some(cluster) = Cluster::on_s3(Backend::Mysql, true) else { return };
+    conflicts(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,7 +1,8 @@
 //! Test harness: real databases (a fresh MariaDB database or SQLite file per
 //! test), a real throw-away Redis per test (so that killing it or publishing
-//! membership events never disturbs other tests), nodes on 127.0.0.1:0, and
-//! the protocol client library.
+//! membership events never disturbs other tests), the chunk store in a
+//! directory or in a fresh prefix of the tests' S3 bucket ([`Cluster::on_s3`]),
+//! nodes on 127.0.0.1:0, and the protocol client library.
 
 #![allow(dead_code)]
 
@@ -22,6 +23,7 @@ use filesync_core::testing::TestDb;
 use filesync_core::{Role, Secret, UserId, WorkspaceId};
 use filesync_proto_client::{Client, ClientError, ConnectOptions, Event, Events};
 use filesync_tcp_sync::{Node, Tuning};
+use filesync_testkit::TestS3;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -106,15 +108,28 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub redis: Option<TestRedis>,
     pub jwt: JwtKeys,
+    /// Chunks in this prefix of the tests' S3 bucket; `None`: in a directory under `dir`.
+    pub s3: Option<TestS3>,
 }
 
 impl Cluster {
+    /// Chunks in a directory.
     pub fn new(backend: Backend, with_redis: bool) -> Cluster {
+        Cluster::with_store(backend, with_redis, None)
+    }
+
+    /// Chunks in a fresh prefix of the tests' S3 bucket; `None` when FILESYNC_SKIP_S3=1 (the test then
+    /// returns), a panic saying how to start SeaweedFS when it does not answer.
+    pub fn on_s3(backend: Backend, with_redis: bool) -> Option<Cluster> {
+        TestS3::fresh().map(|s3| Cluster::with_store(backend, with_redis, Some(s3)))
+    }
+
+    fn with_store(backend: Backend, with_redis: bool, s3: Option<TestS3>) -> Cluster {
         let tdb = TestDb::new(backend);
         let db = Db::open(tdb.url(), 4).expect("test database");
         let dir = tempfile::tempdir().unwrap();
         let redis = with_redis.then(TestRedis::start);
-        Cluster { tdb, db, dir, redis, jwt: JwtKeys::new(&Secret::new(SECRET), 3600) }
+        Cluster { tdb, db, dir, redis, jwt: JwtKeys::new(&Secret::new(SECRET), 3600), s3 }
     }
 
     pub fn storage(&self) -> std::path::PathBuf {
@@ -122,7 +137,7 @@ impl Cluster {
     }
 
     pub fn config(&self) -> Config {
-        Config {
+        let mut config = Config {
             data_dir: self.dir.path().to_path_buf(),
             database_url: Some(self.tdb.url().to_owned()),
             db_pool_size: 4,
@@ -131,7 +146,11 @@ impl Cluster {
             storage: Some(self.storage().display().to_string()),
             bcrypt_cost: 4,
             ..Config::default()
+        };
+        if let Some(s3) = &self.s3 {
+            s3.configure(&mut config);
         }
+        config
     }
 
     pub async fn node(&self) -> RunningNode {
@@ -190,26 +209,51 @@ impl Cluster {
         filesync_core::db::journal::head_seq(&mut c, ws).unwrap().unwrap()
     }
 
-    /// Number of chunk entries in the store's pack files (a chunk written twice counts twice).
+    /// Number of chunk entries in the store's pack files (a chunk written twice counts twice): every
+    /// pack file in the directory, or every recorded pack read back from S3.
     pub fn stored_chunks(&self) -> usize {
-        use filesync_core::storage::pack::{ENTRY_HEADER_LEN, HEADER_LEN};
-        let Ok(dirs) = std::fs::read_dir(self.storage().join("packs")) else { return 0 };
-        let packs = dirs
-            .filter_map(Result::ok)
-            .filter(|d| d.file_name() != ".spool")
-            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().filter_map(Result::ok));
-        let mut entries = 0;
-        for pack in packs {
-            let bytes = std::fs::read(pack.path()).unwrap();
-            let mut at = HEADER_LEN as usize;
-            while at < bytes.len() {
-                let len = u32::from_le_bytes(bytes[at + 33..at + 37].try_into().unwrap()) as usize;
-                at += ENTRY_HEADER_LEN + len;
-                entries += 1;
-            }
+        if self.s3.is_some() {
+            return self.stored_chunks_in_bucket();
         }
-        entries
+        let Ok(dirs) = std::fs::read_dir(self.storage().join("packs")) else { return 0 };
+        dirs.filter_map(Result::ok)
+            .filter(|d| d.file_name() != ".spool")
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().filter_map(Result::ok))
+            .map(|pack| pack_entries(&std::fs::read(pack.path()).unwrap()))
+            .sum()
     }
+
+    fn stored_chunks_in_bucket(&self) -> usize {
+        use diesel::prelude::*;
+        use filesync_core::db::packs::PackId;
+        use filesync_core::db::schema::packs;
+        let mut c = self.db.conn().unwrap();
+        let rows: Vec<(Vec<u8>, i64)> = packs::table.select((packs::id, packs::size)).load(&mut c).unwrap();
+        let backend = filesync_core::storage::Backend::from_config(&self.config()).expect("the bucket");
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let mut entries = 0;
+                for (id, size) in rows {
+                    let id = PackId(id.as_slice().try_into().expect("a 16-byte pack id"));
+                    let bytes = backend.read(&id, 0..size as u64).await.expect("a recorded pack is in the bucket");
+                    entries += pack_entries(&bytes);
+                }
+                entries
+            })
+        })
+    }
+}
+
+/// Entries in one pack file's bytes.
+fn pack_entries(bytes: &[u8]) -> usize {
+    use filesync_core::storage::pack::{ENTRY_HEADER_LEN, HEADER_LEN};
+    let (mut at, mut entries) = (HEADER_LEN as usize, 0);
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 33..at + 37].try_into().unwrap()) as usize;
+        at += ENTRY_HEADER_LEN + len;
+        entries += 1;
+    }
+    entries
 }
 
 pub async fn connect(addr: SocketAddr, token: &str, device: &str) -> (Client, Events) {

@@ -10,7 +10,11 @@
 #
 # Uses the same variables as docker-compose.yml. Binaries come from
 # $FILESYNC_BIN (default target/release, else target/debug). State, logs and
-# pids live in $FILESYNC_STACK_DIR (default ./stack).
+# pids live in $FILESYNC_STACK_DIR (default ./stack); each daemon has its own
+# data directory there. The chunk store is $FILESYNC_STACK_DIR/chunks, or with
+# FILESYNC_STACK_STORAGE=s3 the prefix `stack` in the tests' SeaweedFS bucket
+# (.ci/seaweedfs.sh starts it; the FILESYNC_TEST_S3_* settings apply), so the
+# daemons share nothing but MariaDB, Redis and the bucket, as in compose.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:-}
@@ -46,18 +50,34 @@ up)
   FILESYNC_DATABASE_URL=${FILESYNC_STACK_DATABASE_URL:-${FILESYNC_DATABASE_URL//@mariadb:/@127.0.0.1:}}
   FILESYNC_REDIS_URL=${FILESYNC_STACK_REDIS_URL:-${FILESYNC_REDIS_URL//redis:\/\/redis:/redis://127.0.0.1:}}
   export FILESYNC_DATABASE_URL FILESYNC_REDIS_URL
-  export FILESYNC_DATA_DIR=$run/data FILESYNC_STORAGE=$run/data/chunks
-  mkdir -p "$run/data/chunks"
+  case "${FILESYNC_STACK_STORAGE:-dir}" in
+  dir)
+    export FILESYNC_STORAGE=$run/chunks
+    unset FILESYNC_S3_ENDPOINT FILESYNC_S3_ACCESS_KEY_ID FILESYNC_S3_SECRET_ACCESS_KEY FILESYNC_S3_PATH_STYLE
+    mkdir -p "$run/chunks"
+    ;;
+  s3)
+    .ci/seaweedfs.sh
+    export FILESYNC_STORAGE=s3://${FILESYNC_TEST_S3_BUCKET:-filesync-test}/stack
+    export FILESYNC_S3_ENDPOINT=${FILESYNC_TEST_S3_ENDPOINT:-http://127.0.0.1:8333}
+    export FILESYNC_S3_REGION=${FILESYNC_TEST_S3_REGION:-us-east-1}
+    export FILESYNC_S3_ACCESS_KEY_ID=${FILESYNC_TEST_S3_ACCESS_KEY_ID:-filesync-test}
+    export FILESYNC_S3_SECRET_ACCESS_KEY=${FILESYNC_TEST_S3_SECRET_ACCESS_KEY:-filesync-test-secret}
+    export FILESYNC_S3_PATH_STYLE=true
+    ;;
+  *) echo "FILESYNC_STACK_STORAGE is dir or s3, not ${FILESYNC_STACK_STORAGE}" >&2; exit 2 ;;
+  esac
+  mkdir -p "$run/data-http" "$run/data-tcp1" "$run/data-tcp2"
   b=$(bin_dir)
   http_port=${FILESYNC_HTTP_PORT:-8080}; sync_port=${FILESYNC_SYNC_PORT:-7070}
   base=${FILESYNC_STACK_BASE_PORT:-17100}
 
-  "$b/filesync-http" migrate
-  FILESYNC_HTTP_ADDR=127.0.0.1:$http_port start http "$b/filesync-http" serve
-  FILESYNC_TCP_ADDR=127.0.0.1:$((base + 1)) FILESYNC_TCP_ADMIN_ADDR=127.0.0.1:$((base + 11)) FILESYNC_NODE_ID=node-1 \
-    start tcp1 "$b/filesync-tcp"
-  FILESYNC_TCP_ADDR=127.0.0.1:$((base + 2)) FILESYNC_TCP_ADMIN_ADDR=127.0.0.1:$((base + 12)) FILESYNC_NODE_ID=node-2 \
-    start tcp2 "$b/filesync-tcp"
+  FILESYNC_DATA_DIR=$run/data-http "$b/filesync-http" migrate
+  FILESYNC_DATA_DIR=$run/data-http FILESYNC_HTTP_ADDR=127.0.0.1:$http_port start http "$b/filesync-http" serve
+  FILESYNC_DATA_DIR=$run/data-tcp1 FILESYNC_TCP_ADDR=127.0.0.1:$((base + 1)) \
+    FILESYNC_TCP_ADMIN_ADDR=127.0.0.1:$((base + 11)) FILESYNC_NODE_ID=node-1 start tcp1 "$b/filesync-tcp"
+  FILESYNC_DATA_DIR=$run/data-tcp2 FILESYNC_TCP_ADDR=127.0.0.1:$((base + 2)) \
+    FILESYNC_TCP_ADMIN_ADDR=127.0.0.1:$((base + 12)) FILESYNC_NODE_ID=node-2 start tcp2 "$b/filesync-tcp"
   wait_http "http://127.0.0.1:$http_port/readyz"
   wait_http "http://127.0.0.1:$((base + 11))/readyz"
   wait_http "http://127.0.0.1:$((base + 12))/readyz"
@@ -65,7 +85,8 @@ up)
     FILESYNC_NODE1_ADDR=127.0.0.1:$((base + 1)) FILESYNC_NODE1_ADMIN=$((base + 11)) \
     FILESYNC_NODE2_ADDR=127.0.0.1:$((base + 2)) FILESYNC_NODE2_ADMIN=$((base + 12)) \
     start haproxy haproxy -db -f deploy/haproxy.cfg
-  echo "filesync stack up: HTTP http://127.0.0.1:$http_port, sync (HAProxy) 127.0.0.1:$sync_port; logs in $run"
+  echo "filesync stack up: HTTP http://127.0.0.1:$http_port, sync (HAProxy) 127.0.0.1:$sync_port," \
+    "chunks in ${FILESYNC_STORAGE}; logs in $run"
   ;;
 status)
   for f in "$run"/*.pid; do
@@ -86,5 +107,5 @@ down)
   echo "filesync stack down"
   ;;
 *)
-  sed -n '2,14p' "$0"; exit 2 ;;
+  sed -n '2,17p' "$0"; exit 2 ;;
 esac

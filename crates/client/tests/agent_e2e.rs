@@ -139,10 +139,26 @@ async fn everyday_changes_reach_the_other_folder_and_the_server() {
     std::fs::remove_file(p.a.join("empty.txt")).unwrap();
     let now = p.converge("a delete").await;
     assert!(!now.contains_key("empty.txt"));
+    let log_b = agent_b.log.clone();
+    eventually("bob's agent logs the remote delete", SYNCED, || {
+        std::fs::read_to_string(&log_b).unwrap_or_default().contains("deleted by another device")
+    })
+    .await;
 
     std::fs::rename(p.b.join("bin.dat"), p.b.join("moved.dat")).unwrap();
     let now = p.converge("a rename").await;
     assert!(now.contains_key("moved.dat") && !now.contains_key("bin.dat"), "{now:?}");
+    // Bob's agent sends a rename as a move when it sees both names in one batch (usually; under
+    // load it may be an upload and a delete). When the server holds a move, alice's agent logs it.
+    let moved = p.alice.ok(&["history", p.a.join("moved.dat").to_str().unwrap()], None).await;
+    if moved.contains("from bin.dat to moved.dat") {
+        let log_a = agent_a.log.clone();
+        eventually("alice's agent logs the remote move", SYNCED, || {
+            let log = std::fs::read_to_string(&log_a).unwrap_or_default();
+            log.lines().any(|l| l.contains("moved by another device") && l.contains("moved.dat"))
+        })
+        .await;
+    }
 
     std::fs::rename(p.a.join("d1"), p.a.join("top")).unwrap();
     let now = p.converge("a directory rename").await;
@@ -200,8 +216,20 @@ async fn edits_on_both_sides_while_one_is_offline_keep_both_versions() {
     assert!(copy.starts_with("plan (conflict bob ") && copy.ends_with(".txt"), "{copy}");
     let status = p.bob.ok(&["status"], None).await;
     assert!(status.contains("conflict copy: plan (conflict bob"), "{status}");
+    // Alice, on the other side, is told too: a warning and her status.
+    let log_a = agent_a.log.clone();
+    eventually("alice's agent warns of the conflict", SYNCED, || {
+        std::fs::read_to_string(&log_a).unwrap_or_default().contains("conflicting edits elsewhere")
+    })
+    .await;
+    let status = p.alice.ok(&["status"], None).await;
+    assert!(status.contains("conflict copy: plan (conflict bob"), "{status}");
     agent_a.stop().await;
     agent_b.stop().await;
+    // A conflict copy dealt with (deleted) is no longer listed.
+    std::fs::remove_file(p.a.join(copy)).unwrap();
+    let status = p.alice.ok(&["status"], None).await;
+    assert!(!status.contains("conflict copy:") && status.contains("0 conflicts"), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,6 +179,42 @@ pub fn conflict_copy_name(path: &str, username: &str, device_name: &str, at: Dat
     Some(candidate)
 }
 
+/// Whether the file name of `path` has the shape [`conflict_copy_name`] gives:
+/// `... (conflict USER DEVICE YYYY-MM-DD HHMMSS[ N])...`.
+pub fn is_conflict_copy(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let Some(start) = name.find(" (conflict ") else { return false };
+    let tail = &name.as_bytes()[start..];
+    let stamp = |at: usize| {
+        let b = |i: usize, digit: bool| {
+            tail.get(at + i).is_some_and(|c| if digit { c.is_ascii_digit() } else { *c == b'-' })
+        };
+        (0..4).all(|i| b(i, true))
+            && b(4, false)
+            && b(5, true)
+            && b(6, true)
+            && b(7, false)
+            && b(8, true)
+            && b(9, true)
+            && tail.get(at + 10) == Some(&b' ')
+            && (11..17).all(|i| b(i, true))
+    };
+    (0..tail.len()).any(|at| {
+        if !stamp(at) {
+            return false;
+        }
+        let rest = &tail[at + 17..];
+        match rest.first() {
+            Some(b')') => true,
+            Some(b' ') => {
+                let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                digits > 0 && rest.get(1 + digits) == Some(&b')')
+            }
+            _ => false,
+        }
+    })
+}
+
 /// Replaces what may not appear in a path component and keeps at most `max_chars` characters.
 fn sanitize(s: &str, max_chars: usize) -> String {
     let cleaned: String =
@@ -286,6 +322,14 @@ mod tests {
             "a.tar (conflict bob pc 2026-03-04 050607 3).gz"
         );
         // A device name cannot smuggle a separator into the path.
+        for n in [1, 3] {
+            assert!(is_conflict_copy(&conflict_copy_name("d/a.txt", "bob", "pc (old)", at, n).unwrap()));
+        }
+        for plain in
+            ["a.txt", "d/a (conflict).txt", "a (conflict bob pc 2026-03-04).txt", "x (conflict b p 2026-03-04 050607/y"]
+        {
+            assert!(!is_conflict_copy(plain), "{plain}");
+        }
         let sneaky = conflict_copy_name("f.txt", "bob", "../../etc\\x", at, 1).unwrap();
         assert_eq!(sneaky, "f (conflict bob .._.._etc_x 2026-03-04 050607).txt");
         assert_eq!(validate(&sneaky), Ok(()));

@@ -391,7 +391,14 @@ impl FolderSync {
         self.record(rel, c.seq, facts, &scan);
         tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq = c.seq, size = manifest.size, reused_bytes = reused, "downloaded");
         if c.device_id != self.ident.device_id {
-            self.ui.changed_by_other(&self.name, rel);
+            if c.op == ChangeOp::Put && filesync_core::path::is_conflict_copy(rel.as_str()) {
+                // Another device (or the server) kept both sides of a conflicting edit: say so here too.
+                tracing::warn!(workspace.id = %self.ws, conflict.copy = rel.as_str(), "conflicting edits elsewhere: both versions kept, this one as a copy");
+                self.store.add_conflict(rel);
+                self.ui.conflict(&self.name, rel);
+            } else {
+                self.ui.changed_by_other(&self.name, rel);
+            }
         }
         if rel.starts_with(IGNORE_FILE) {
             self.rules = IgnoreRules::load(&self.root);

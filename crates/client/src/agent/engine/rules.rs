@@ -54,6 +54,7 @@ impl FolderSync {
                     && local::stat(&self.root, &path).is_none()
                     && matches!(self.local_status(&from).await, Local::Same);
                 if can_rename && local::rename(&self.root, &from, &path).is_ok() {
+                    tracing::info!(workspace.id = %self.ws, from = %from, to = %path, seq = c.seq, "moved by another device");
                     let mtime = local::stat(&self.root, &path).map(|f| f.mtime_ms);
                     self.store.rename(&from, &path, c.seq, mtime);
                     self.ui.changed_by_other(&self.name, &path);
@@ -133,6 +134,7 @@ impl FolderSync {
                     self.local_error(rel, e);
                     return Ok(());
                 }
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq, "deleted by another device");
                 self.store.remove(rel);
                 self.ui.changed_by_other(&self.name, rel);
             }
@@ -141,6 +143,7 @@ impl FolderSync {
             }
             Local::Changed(meta, scan) => {
                 // Edited here, deleted there: the edit wins and comes back as a new file.
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq, "deleted by another device but edited here: uploading ours again");
                 self.store.remove(rel);
                 self.upload(remote, rel, 0, meta, scan).await?;
             }

@@ -28,6 +28,7 @@
 //!   [`Client::bytes_received`] count every byte on the wire.
 
 mod counted;
+pub mod download;
 mod manifest_cache;
 pub mod tls;
 mod transfer;

@@ -3,18 +3,15 @@
 use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use filesync_core::chunking::{self, Hash};
 use filesync_core::proto::{BatchOutcome, FileUpload, Message, PutFile};
 use filesync_core::WorkspaceId;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::{committed, unexpected, Client, ClientError, Committed, Manifest};
-
-/// Bytes of chunks requested per `GetChunks` (and held in memory while a window is written).
-const WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+use crate::download::mode_of;
+use crate::{committed, unexpected, Client, ClientError, Committed};
 
 /// One file of [`Client::put_files_scanned`], scanned by the caller.
 #[derive(Debug, Clone, Copy)]
@@ -67,37 +64,12 @@ fn read_chunks(files: &[PathBuf], wanted: Vec<(Hash, usize, (u64, u32))>, tx: &m
     }
 }
 
-/// Reads one chunk of a local file and checks it still has the hash it was indexed with.
-async fn read_chunk(
-    file: &mut tokio::fs::File,
-    (offset, len): (u64, u32),
-    hash: &Hash,
-) -> Result<Option<Vec<u8>>, ClientError> {
-    file.seek(SeekFrom::Start(offset)).await?;
-    let mut data = vec![0u8; len as usize];
-    if file.read_exact(&mut data).await.is_err() {
-        return Ok(None);
-    }
-    Ok((&chunking::hash(&data) == hash).then_some(data))
-}
-
 fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(unix)]
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o7777
-}
-
-#[cfg(not(unix))]
-fn mode_of(_meta: &std::fs::Metadata) -> u32 {
-    0
 }
 
 impl Client {
@@ -284,128 +256,5 @@ impl Client {
             }
         }
         Ok(out)
-    }
-
-    /// Downloads the version made by `seq` to `dest` (temporary file, verified, renamed).
-    pub async fn download(&self, ws: WorkspaceId, seq: i64, dest: &Path) -> Result<Manifest, ClientError> {
-        self.download_reusing(ws, seq, dest, None).await
-    }
-
-    /// Like [`Client::download`], taking every chunk that `base` (e.g. the
-    /// previous local copy, possibly `dest` itself) already has from it instead
-    /// of the network.
-    pub async fn download_reusing(
-        &self,
-        ws: WorkspaceId,
-        seq: i64,
-        dest: &Path,
-        base: Option<&Path>,
-    ) -> Result<Manifest, ClientError> {
-        let manifest = self.manifest(ws, seq).await?;
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        tokio::fs::create_dir_all(&dir).await?;
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.filesync-{}.tmp", uuid::Uuid::new_v4().simple()));
-        let result = self.fetch_into(&manifest, &tmp, base).await;
-        match result {
-            Ok(()) => {
-                tokio::fs::rename(&tmp, dest).await?;
-                if let Ok(d) = std::fs::File::open(&dir) {
-                    let _ = d.sync_all();
-                }
-                Ok(manifest)
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn fetch_into(&self, m: &Manifest, tmp: &Path, base: Option<&Path>) -> Result<(), ClientError> {
-        let (local_index, mut local) = match base {
-            Some(b) if b.is_file() => {
-                let path = b.to_path_buf();
-                let scan = tokio::task::spawn_blocking(move || {
-                    std::fs::File::open(&path).and_then(|f| chunking::scan(std::io::BufReader::new(f)))
-                })
-                .await
-                .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
-                match scan {
-                    Ok(s) => (index_of(&s), Some(tokio::fs::File::open(b).await?)),
-                    Err(_) => (ChunkIndex::new(), None),
-                }
-            }
-            _ => (ChunkIndex::new(), None),
-        };
-        let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(tmp).await?);
-        let mut whole = blake3::Hasher::new();
-        let mut size = 0u64;
-        let mut start = 0;
-        while start < m.chunks.len() {
-            // A window of consecutive chunks, up to WINDOW_BYTES.
-            let mut end = start;
-            let mut bytes = 0u64;
-            while end < m.chunks.len() && (end == start || bytes + u64::from(m.chunks[end].len) <= WINDOW_BYTES) {
-                bytes += u64::from(m.chunks[end].len);
-                end += 1;
-            }
-            let window = &m.chunks[start..end];
-            let mut have: Vec<Option<Vec<u8>>> = Vec::with_capacity(window.len());
-            for c in window {
-                let reused = match (local_index.get(&c.hash), local.as_mut()) {
-                    (Some(at), Some(f)) => read_chunk(f, *at, &c.hash).await?,
-                    _ => None,
-                };
-                have.push(reused);
-            }
-            let remote: Vec<Hash> =
-                window.iter().zip(&have).filter(|(_, h)| h.is_none()).map(|(c, _)| c.hash).collect();
-            if !remote.is_empty() {
-                let mut p = self
-                    .request(|request_id| Message::GetChunks {
-                        request_id,
-                        workspace_id: m.workspace_id,
-                        hashes: remote.clone(),
-                    })
-                    .await?;
-                let mut slots = have.iter_mut().filter(|h| h.is_none());
-                for want in &remote {
-                    let (hash, data) = match p.recv().await? {
-                        Message::Chunk { hash, data, .. } => (hash, data),
-                        other => return Err(unexpected("Chunk", &other)),
-                    };
-                    if hash != *want || chunking::hash(&data) != hash {
-                        return Err(ClientError::Verify(format!("chunk {} does not match", chunking::hex(want))));
-                    }
-                    if let Some(slot) = slots.next() {
-                        *slot = Some(data);
-                    }
-                }
-            }
-            for (c, data) in window.iter().zip(have) {
-                let data = data.ok_or_else(|| ClientError::Protocol("a chunk went missing".into()))?;
-                if data.len() != c.len as usize {
-                    return Err(ClientError::Verify("a chunk has the wrong length".into()));
-                }
-                whole.update(&data);
-                size += data.len() as u64;
-                out.write_all(&data).await?;
-            }
-            start = end;
-        }
-        if size != m.size || *whole.finalize().as_bytes() != m.content_hash {
-            return Err(ClientError::Verify("the assembled file does not match the version's content hash".into()));
-        }
-        out.flush().await?;
-        let file = out.into_inner().into_std().await;
-        if m.mtime_ms > 0 {
-            let _ = file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_millis(m.mtime_ms as u64));
-        }
-        file.sync_all()?;
-        Ok(())
     }
 }

@@ -68,6 +68,20 @@ async fn batch_story(cluster: &Cluster) {
     within("download", b.download(ws, last.seq, &got)).await.unwrap();
     assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&locals[299].1).unwrap());
 
+    // The whole batch the way the agent applies one (the library's one download path): fetched
+    // ahead, staged, made durable with one barrier, renamed; a refused version fails only itself.
+    let mut wanted: Vec<(i64, std::path::PathBuf)> =
+        locals.iter().zip(&seqs).map(|((path, _), &seq)| (seq, dir.path().join("many").join(path))).collect();
+    wanted.push((10_000, dir.path().join("many/none")));
+    let got = within("the batch downloaded at once", b.download_many(ws, &wanted)).await;
+    assert!(matches!(got.last(), Some(Err(ClientError::Server { code: ErrorCode::NotFound, .. }))), "{:?}", got.last());
+    for (((seq, dest), answer), (_, local)) in wanted.iter().zip(&got).zip(&locals) {
+        assert_eq!(answer.as_ref().unwrap().seq, *seq);
+        assert_eq!(std::fs::read(dest).unwrap(), std::fs::read(local).unwrap(), "{dest:?}");
+    }
+    let leftovers = walk_names(&dir.path().join("many"));
+    assert!(leftovers.iter().all(|n| !n.starts_with(".filesync-tmp-")), "temp files left: {leftovers:?}");
+
     // Many manifest requests in flight at once on one connection (the node serves them concurrently):
     // every answer reaches its own request, and a refused one does not disturb the others.
     let asks = seqs.iter().map(|&seq| b.manifest(ws, seq)).chain([b.manifest(ws, 10_000)]);
@@ -131,4 +145,17 @@ async fn a_batch_commits_many_files_at_once_on_mariadb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_commits_many_files_at_once_on_sqlite() {
     batch_story(&Cluster::new(Backend::Sqlite, false)).await;
+}
+
+/// Every file name under `dir`, recursively.
+fn walk_names(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_names(&e.path()));
+        } else {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
 }

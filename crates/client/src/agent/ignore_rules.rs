@@ -10,7 +10,7 @@ use std::path::Path;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 /// Prefix of the agent's own temp files (downloads in progress).
-pub const TEMP_PREFIX: &str = ".filesync-tmp-";
+pub use filesync_proto_client::download::TEMP_PREFIX;
 /// The per-folder rules file.
 pub const IGNORE_FILE: &str = ".filesyncignore";
 

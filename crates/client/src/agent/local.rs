@@ -4,55 +4,14 @@
 //! leaves at most a temp file, which the next start removes.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use filesync_core::chunking::{self, ChunkRef, FileScan};
+use filesync_core::chunking::{self, FileScan};
 use filesync_core::path::WsPath;
 
-use super::ignore_rules::{IgnoreRules, TEMP_PREFIX};
+use super::ignore_rules::IgnoreRules;
 
-/// What the file system says about a regular file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalFile {
-    pub size: u64,
-    pub mtime_ms: i64,
-    pub mode: u32,
-}
-
-impl LocalFile {
-    pub fn from_metadata(meta: &std::fs::Metadata) -> LocalFile {
-        let mtime_ms = meta.modified().ok().map(system_time_ms).unwrap_or(0);
-        LocalFile { size: meta.len(), mtime_ms, mode: mode_of(meta) }
-    }
-}
-
-#[cfg(unix)]
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o7777
-}
-
-#[cfg(not(unix))]
-fn mode_of(_meta: &std::fs::Metadata) -> u32 {
-    0
-}
-
-pub fn system_time_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-fn ms_to_system_time(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    }
-}
+pub use filesync_proto_client::download::{system_time_ms, LocalFile, StagedFile, TempFile};
 
 /// The workspace path of `abs` under `root`, if it is a valid one (UTF-8, inside, not the root).
 pub fn rel_of(root: &Path, abs: &Path) -> Option<String> {
@@ -239,135 +198,10 @@ pub fn scan_file(path: &Path) -> std::io::Result<FileScan> {
     chunking::scan(std::io::Cursor::new(head).chain(file))
 }
 
-/// Reads the chunk `want` at `offset` of `path` and returns it if its hash still matches.
-pub fn read_chunk_at(path: &Path, offset: u64, want: &ChunkRef) -> Option<Vec<u8>> {
-    let mut f = std::fs::File::open(path).ok()?;
-    f.seek(SeekFrom::Start(offset)).ok()?;
-    let mut buf = vec![0u8; want.len as usize];
-    f.read_exact(&mut buf).ok()?;
-    (chunking::hash(&buf) == want.hash).then_some(buf)
-}
-
-/// A download in progress: a temp file beside its destination.
-#[derive(Debug)]
-pub struct TempFile {
-    file: std::fs::File,
-    path: PathBuf,
-    dest: PathBuf,
-}
-
-impl TempFile {
-    /// Creates `.filesync-tmp-<random>` in the directory of `rel` under `root` (made if missing,
-    /// never through a link).
-    pub fn beside(root: &Path, rel: &WsPath) -> std::io::Result<TempFile> {
-        let dest = make_parents(root, rel)?;
-        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent"))?;
-        let path = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(TempFile { file, path, dest })
-    }
-
-    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        self.file.write_all(data)
-    }
-
-    /// Flushes to disk, applies mode and mtime, and renames over the destination.
-    /// Returns the facts of the file now in place.
-    pub fn finish(mut self, mode: u32, mtime_ms: i64) -> std::io::Result<LocalFile> {
-        self.set_facts(mode, mtime_ms)?;
-        self.file.sync_all()?;
-        let meta = self.file.metadata()?;
-        std::fs::rename(&self.path, &self.dest)?;
-        let facts = LocalFile::from_metadata(&meta);
-        // Disarm the drop guard (the temp path is now the destination); dropping
-        // still closes the file, so a long sync never runs out of descriptors.
-        self.path = PathBuf::new();
-        Ok(facts)
-    }
-}
-
-impl TempFile {
-    fn set_facts(&self, mode: u32, mtime_ms: i64) -> std::io::Result<()> {
-        #[cfg(unix)]
-        if mode != 0 {
-            use std::os::unix::fs::PermissionsExt;
-            self.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        self.file.set_modified(ms_to_system_time(mtime_ms))
-    }
-
-    /// Applies mode and mtime and closes the file, not yet flushed nor in place: a batch of
-    /// downloads is made durable at once ([`make_durable`]) before each is renamed
-    /// ([`StagedFile::finish`]). One barrier instead of one fsync per file.
-    pub fn stage(mut self, mode: u32, mtime_ms: i64) -> std::io::Result<StagedFile> {
-        self.set_facts(mode, mtime_ms)?;
-        let facts = LocalFile::from_metadata(&self.file.metadata()?);
-        // The staged file takes over the clean-up; dropping `self` closes the descriptor.
-        let path = std::mem::take(&mut self.path);
-        Ok(StagedFile { path, dest: self.dest.clone(), facts })
-    }
-}
-
-/// A complete download closed beside its destination, waiting for its rename.
-#[derive(Debug)]
-pub struct StagedFile {
-    path: PathBuf,
-    dest: PathBuf,
-    facts: LocalFile,
-}
-
-impl StagedFile {
-    pub fn dest(&self) -> &Path {
-        &self.dest
-    }
-
-    /// Renames over the destination (after [`make_durable`]); the facts of the file now in place.
-    pub fn finish(mut self) -> std::io::Result<LocalFile> {
-        std::fs::rename(&self.path, &self.dest)?;
-        self.path = PathBuf::new();
-        Ok(self.facts)
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        // Not placed (a failed batch, a change decided otherwise): nothing is left behind.
-        if !self.path.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// More staged files than this: one `syncfs` of the folder's file system instead of one fsync each
-/// (as the node's chunk store does).
-const SYNCFS_ABOVE: usize = 16;
-
-/// Makes staged files' content durable, so that a crash after their renames cannot leave an
-/// empty or partial file under a synced name. `root` is any directory on their file system.
-pub fn make_durable(root: &Path, files: &[&StagedFile]) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    if files.len() > SYNCFS_ABOVE {
-        let dir = std::fs::File::open(root)?;
-        return rustix::fs::syncfs(&dir).map_err(std::io::Error::from);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = root;
-    for f in files {
-        std::fs::File::open(&f.path)?.sync_all()?;
-    }
-    Ok(())
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        // An abandoned download leaves nothing behind.
-        if !self.path.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
+/// A temp file for a download of `rel` beside it (its directory made if missing, never through
+/// a link).
+pub fn temp_beside(root: &Path, rel: &WsPath) -> std::io::Result<TempFile> {
+    TempFile::beside(make_parents(root, rel)?)
 }
 
 /// Removes temp files left by a crashed run. Returns how many.
@@ -431,7 +265,7 @@ mod tests {
     fn a_download_appears_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("sub/f.txt");
-        let mut t = TempFile::beside(dir.path(), &w("sub/f.txt")).unwrap();
+        let mut t = temp_beside(dir.path(), &w("sub/f.txt")).unwrap();
         t.write(b"hello").unwrap();
         assert!(!dest.exists(), "nothing at the destination before the rename");
         let facts = t.finish(0o640, 1_600_000_000_123).unwrap();
@@ -441,7 +275,7 @@ mod tests {
         #[cfg(unix)]
         assert_eq!(facts.mode, 0o640);
         // An abandoned one leaves no trace.
-        let mut t = TempFile::beside(dir.path(), &w("sub/f.txt")).unwrap();
+        let mut t = temp_beside(dir.path(), &w("sub/f.txt")).unwrap();
         t.write(b"partial").unwrap();
         drop(t);
         assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
@@ -455,10 +289,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
         // Warm up anything lazily opened, then count.
-        TempFile::beside(dir.path(), &w("warm")).unwrap().finish(0, 1_600_000_000_000).unwrap();
+        temp_beside(dir.path(), &w("warm")).unwrap().finish(0, 1_600_000_000_000).unwrap();
         let before = open_fds();
         for i in 0..200 {
-            let mut t = TempFile::beside(dir.path(), &w(&format!("f{i}"))).unwrap();
+            let mut t = temp_beside(dir.path(), &w(&format!("f{i}"))).unwrap();
             t.write(b"x").unwrap();
             t.finish(0o644, 1_600_000_000_000).unwrap();
         }
@@ -475,15 +309,15 @@ mod tests {
         let before = open_fds();
         let mut staged = Vec::new();
         for i in 0..40 {
-            let mut t = TempFile::beside(dir.path(), &w(&format!("d/f{i}"))).unwrap();
+            let mut t = temp_beside(dir.path(), &w(&format!("d/f{i}"))).unwrap();
             t.write(format!("file {i}").as_bytes()).unwrap();
             staged.push(t.stage(0o600, 1_600_000_000_000 + i).unwrap());
         }
         assert!(open_fds() < before + 20, "staged files keep no descriptor open");
         assert_eq!(stat(dir.path(), &w("d/f0")), None, "nothing at the destination before the rename");
         // Above the syncfs threshold, and below it (one fsync each).
-        make_durable(dir.path(), &staged.iter().collect::<Vec<_>>()).unwrap();
-        make_durable(dir.path(), &staged.iter().take(3).collect::<Vec<_>>()).unwrap();
+        filesync_proto_client::download::make_durable(dir.path(), &staged.iter().collect::<Vec<_>>()).unwrap();
+        filesync_proto_client::download::make_durable(dir.path(), &staged.iter().take(3).collect::<Vec<_>>()).unwrap();
         let unplaced = staged.split_off(30);
         for (i, s) in staged.into_iter().enumerate() {
             let facts = s.finish().unwrap();
@@ -547,9 +381,9 @@ mod tests {
         std::fs::write(root.join("plain"), b"file").unwrap();
 
         assert_eq!(stat(&root, &w("link/victim")), None, "not read through the link");
-        assert!(TempFile::beside(&root, &w("link/new")).is_err());
-        assert!(TempFile::beside(&root, &w("link/deeper/new")).is_err());
-        assert!(TempFile::beside(&root, &w("plain/new")).is_err(), "a file is not a directory");
+        assert!(temp_beside(&root, &w("link/new")).is_err());
+        assert!(temp_beside(&root, &w("link/deeper/new")).is_err());
+        assert!(temp_beside(&root, &w("plain/new")).is_err(), "a file is not a directory");
         assert!(rename(&root, &w("real/f"), &w("link/f")).is_err());
         assert!(rename(&root, &w("link/victim"), &w("real/v")).is_err());
         assert!(remove_file(&root, &w("link/victim")).is_err());

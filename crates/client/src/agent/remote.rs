@@ -8,6 +8,7 @@ use std::path::Path;
 use filesync_core::chunking::{ChunkRef, FileScan, Hash};
 use filesync_core::proto::{Change, ErrorCode, Notice};
 use filesync_core::WorkspaceId;
+use filesync_proto_client::download::Fetch;
 
 use super::local::LocalFile;
 
@@ -128,9 +129,10 @@ impl RemoteError {
 
 pub use crate::agent::session::Session;
 
-/// Everything the engine needs from a connection. Implemented by [`Session`].
+/// Everything the engine needs from a connection. Implemented by [`Session`]. Chunks come
+/// through the library's [`Fetch`], so that downloads run the library's one implementation.
 #[allow(async_fn_in_trait)]
-pub trait Remote {
+pub trait Remote: Fetch<Error = RemoteError> {
     /// The next unsolicited event. Cancel-safe: nothing is lost if the future is dropped.
     async fn next_event(&mut self) -> RemoteEvent;
     /// An event that has already arrived, without waiting: `None` if there is none yet.
@@ -172,17 +174,6 @@ pub trait Remote {
         let mut out = Vec::with_capacity(seqs.len());
         for &seq in seqs {
             out.push(self.manifest(ws, seq).await);
-        }
-        out
-    }
-    /// The bytes of each chunk, in the order asked.
-    async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError>;
-    /// Several [`Remote::chunks`] requests, answering in the order given; overlapped where the
-    /// connection can. One failed set fails only itself.
-    async fn chunk_sets(&mut self, ws: WorkspaceId, sets: &[Vec<Hash>]) -> Vec<Result<Vec<Vec<u8>>, RemoteError>> {
-        let mut out = Vec::with_capacity(sets.len());
-        for set in sets {
-            out.push(self.chunks(ws, set).await);
         }
         out
     }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::local::LocalFile;
 use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
+use filesync_proto_client::download::Fetch;
 use filesync_proto_client::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events};
 
 /// Longest wait for a node to accept the TCP connection and the handshake.
@@ -267,21 +268,26 @@ impl Remote for Session {
                 async move { Ok(client.manifest(ws, seq).await?.into()) }
             })
             .collect();
-        futures::stream::iter(fetches).buffered(PREFETCH_IN_FLIGHT).collect().await
-    }
-
-    async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
-        get_chunks(self.client.clone(), ws, hashes.to_vec()).await
-    }
-
-    async fn chunk_sets(&mut self, ws: WorkspaceId, sets: &[Vec<Hash>]) -> Vec<Result<Vec<Vec<u8>>, RemoteError>> {
-        let fetches: Vec<_> = sets.iter().map(|set| get_chunks(self.client.clone(), ws, set.clone())).collect();
-        futures::stream::iter(fetches).buffered(PREFETCH_IN_FLIGHT).collect().await
+        futures::stream::iter(fetches).buffered(filesync_proto_client::download::REQUESTS_IN_FLIGHT).collect().await
     }
 }
 
-/// Manifest or chunk requests of one prefetch open on the connection at once.
-const PREFETCH_IN_FLIGHT: usize = 48;
+impl Fetch for Session {
+    type Error = RemoteError;
+
+    fn is_refusal(e: &RemoteError) -> bool {
+        matches!(e, RemoteError::Refused { .. })
+    }
+
+    async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        Ok(self.client.chunks(ws, hashes.to_vec()).await?)
+    }
+
+    async fn chunk_sets(&mut self, ws: WorkspaceId, sets: &[Vec<Hash>]) -> Vec<Result<Vec<Vec<u8>>, RemoteError>> {
+        let answers = Fetch::chunk_sets(&mut self.client, ws, sets).await;
+        answers.into_iter().map(|a| a.map_err(RemoteError::from)).collect()
+    }
+}
 
 /// What the engine sees of a protocol event (`None`: the queue ended).
 fn remote_event(ev: Option<Event>) -> RemoteEvent {
@@ -304,12 +310,6 @@ fn renewal_error(e: crate::http::HttpError) -> RemoteError {
     } else {
         RemoteError::Connection(format!("cannot renew the access token: {e}"))
     }
-}
-
-/// One `GetChunks` request: the agent reuses chunks from any local file, so it asks for exactly
-/// the chunks it lacks.
-async fn get_chunks(client: Client, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<Vec<Vec<u8>>, RemoteError> {
-    Ok(client.chunks(ws, hashes).await?)
 }
 
 #[cfg(test)]

@@ -1,66 +1,21 @@
 //! Applying the server's changes: journal batches, fetching ahead, downloads.
 
+use filesync_proto_client::download::{self, FetchError};
+
 use super::*;
-
-/// Chunks fetched per `GetChunks` request (bounded memory: 64 × 256 KiB).
-pub(super) const CHUNK_BATCH: usize = 64;
-
-/// `GetChunks` windows of one large download in flight together (at most 64 MiB held, 16 MiB at the
-/// average chunk size).
-pub(super) const WINDOWS_AHEAD: usize = 4;
 
 /// Journal changes applied as one batch: their small downloads are fetched ahead together and
 /// made durable with one barrier. Also the most live changes taken from the queue at once.
 pub(super) const APPLY_BATCH: usize = 512;
 
 /// Files up to this size are fetched ahead whole; larger ones download alone, a window at a time.
-pub(super) const PREFETCH_FILE_BYTES: u64 = 1 << 20;
-
-/// Chunk bytes fetched ahead for one batch (bounded memory); the files beyond download alone.
-pub(super) const PREFETCH_BYTES: u64 = 32 << 20;
-
-/// Chunk bytes asked for in one `GetChunks` while fetching ahead: several requests overlap, and
-/// one refused request only sends its own files down the one-by-one path.
-pub(super) const PREFETCH_REQUEST_BYTES: u64 = 1 << 20;
+pub(super) const PREFETCH_FILE_BYTES: u64 = download::AHEAD_FILE_BYTES;
 
 /// A version of a file fetched ahead ([`FolderSync::prefetch`]), waiting beside its destination.
-#[derive(Debug)]
-pub(super) struct Staged {
-    file: StagedFile,
-    manifest: Manifest,
-    /// Bytes taken from local files rather than fetched.
-    reused: u64,
-}
+pub(super) use download::Staged;
 
-/// What a prefetch gathered: the files to write, and where their chunks come from.
-#[derive(Debug, Default)]
-pub(super) struct Gathered {
-    jobs: Vec<StageJob>,
-    fetched: HashMap<Hash, Vec<u8>>,
-    /// Chunks some local file holds: its path and the offset.
-    local: HashMap<Hash, (PathBuf, u64)>,
-}
-
-impl Gathered {
-    pub(super) fn extend(&mut self, other: Gathered) {
-        self.jobs.extend(other.jobs);
-        self.fetched.extend(other.fetched);
-        self.local.extend(other.local);
-    }
-
-    pub(super) fn has_all(&self, job: &StageJob) -> bool {
-        job.manifest.chunks.iter().all(|r| self.fetched.contains_key(&r.hash) || self.local.contains_key(&r.hash))
-    }
-}
-
-/// A download to fetch ahead: one version of a small file.
-#[derive(Debug)]
-pub(super) struct StageJob {
-    seq: i64,
-    rel: WsPath,
-    mode: u32,
-    manifest: Manifest,
-}
+/// What a prefetch gathered (the library's [`download::fetch_ahead`]), by destination.
+type Gathered = download::Gathered<WsPath>;
 
 impl FolderSync {
     /// Applies journal changes in order, [`APPLY_BATCH`] at a time: the downloads of a batch are
@@ -133,7 +88,11 @@ impl FolderSync {
         gathered.extend(self.fetch_chunks(remote, manifests).await?);
         let fetched_ms = started.elapsed().as_millis();
         let (root, ws) = (self.root.clone(), self.ws);
-        let staged = tokio::task::spawn_blocking(move || stage_all(&root, ws, gathered)).await.unwrap_or_default();
+        let staged = tokio::task::spawn_blocking(move || {
+            download::stage_all(&root, ws, gathered, |rel| local::temp_beside(&root, rel))
+        })
+        .await
+        .unwrap_or_default();
         tracing::debug!(workspace.id = %self.ws, files = staged.len(), fetched_ms, total_ms = started.elapsed().as_millis(), "fetched ahead");
         self.staged = staged;
         Ok(())
@@ -150,7 +109,7 @@ impl FolderSync {
     ) -> Result<(Gathered, Vec<&'a Change>), SyncError> {
         let files = changes.iter().map(|&c| (c, one_chunk_manifest(c))).collect();
         let mut gathered = self.fetch_chunks(remote, files).await?;
-        let (whole, wrong): (Vec<StageJob>, Vec<StageJob>) =
+        let (whole, wrong): (Vec<_>, Vec<_>) =
             std::mem::take(&mut gathered.jobs).into_iter().partition(|j| gathered.has_all(j));
         gathered.jobs = whole;
         let wrong: BTreeSet<i64> = wrong.iter().map(|j| j.seq).collect();
@@ -202,75 +161,23 @@ impl FolderSync {
         out
     }
 
-    /// The files to stage and where the chunks local files hold can be read; and which chunks
-    /// to ask for, grouped per request (a file's chunks in one request), within [`PREFETCH_BYTES`].
-    pub(super) fn plan_fetch(&self, files: Vec<(&Change, Manifest)>) -> (Gathered, Vec<Vec<Hash>>) {
-        let (mut jobs, mut sets, mut local_chunks) = (Vec::new(), Vec::new(), HashMap::new());
-        let mut asked: std::collections::HashSet<Hash> = std::collections::HashSet::new();
-        let (mut set, mut set_bytes, mut total) = (Vec::new(), 0u64, 0u64);
-        for (c, manifest) in files {
-            let (mut need, mut need_bytes) = (Vec::new(), 0u64);
-            for r in &manifest.chunks {
-                if let Some((path, offset)) = self.local_chunk_at(r) {
-                    local_chunks.insert(r.hash, (local::abs_of(&self.root, &path), offset));
-                } else if asked.insert(r.hash) {
-                    need.push(r.hash);
-                    need_bytes += u64::from(r.len);
-                }
-            }
-            if total + need_bytes > PREFETCH_BYTES {
-                break; // the rest download one by one
-            }
-            total += need_bytes;
-            if !set.is_empty() && set_bytes + need_bytes > PREFETCH_REQUEST_BYTES {
-                sets.push(std::mem::take(&mut set));
-                set_bytes = 0;
-            }
-            set.extend(need);
-            set_bytes += need_bytes;
-            // Candidates passed the path rules ([`FolderSync::prefetch_candidates`]).
-            let Ok(rel) = WsPath::parse(&c.path) else { continue };
-            jobs.push(StageJob { seq: c.seq, rel, mode: c.mode, manifest });
-        }
-        if !set.is_empty() {
-            sets.push(set);
-        }
-        (Gathered { jobs, fetched: HashMap::new(), local: local_chunks }, sets)
-    }
-
-    /// The chunks `files` lack locally ([`FolderSync::plan_fetch`], [`FolderSync::fetch_sets`]).
+    /// Fetches ahead (the library's [`download::fetch_ahead`]) the chunks of `files` that no
+    /// local file holds; the jobs it leaves out download one by one.
     pub(super) async fn fetch_chunks<R: Remote>(
         &mut self,
         remote: &mut R,
         files: Vec<(&Change, Manifest)>,
     ) -> Result<Gathered, SyncError> {
-        let (mut gathered, sets) = self.plan_fetch(files);
-        gathered.fetched = self.fetch_sets(remote, sets).await?;
-        Ok(gathered)
-    }
-
-    /// The chunks of every set; a refused set is left out (its files download one by one).
-    pub(super) async fn fetch_sets<R: Remote>(
-        &mut self,
-        remote: &mut R,
-        sets: Vec<Vec<Hash>>,
-    ) -> Result<HashMap<Hash, Vec<u8>>, SyncError> {
-        let mut have = HashMap::new();
-        if sets.is_empty() {
-            return Ok(have);
+        let mut jobs = Vec::with_capacity(files.len());
+        let mut local = download::LocalChunks::new();
+        for (c, manifest) in files {
+            // Candidates passed the path rules ([`FolderSync::prefetch_candidates`]).
+            let Ok(rel) = WsPath::parse(&c.path) else { continue };
+            local.extend(self.local_chunks(&manifest.chunks));
+            let Manifest { size, mtime_ms, content_hash, chunks } = manifest;
+            jobs.push(download::AheadJob { seq: c.seq, key: rel, mode: c.mode, mtime_ms, size, content_hash, chunks });
         }
-        let answers = remote.chunk_sets(self.ws, &sets).await;
-        for (set, answer) in sets.into_iter().zip(answers) {
-            match answer {
-                // Checked as part of each file's content hash when staged.
-                Ok(data) => have.extend(set.into_iter().zip(data)),
-                Err(RemoteError::Refused { code, message }) => {
-                    tracing::info!(workspace.id = %self.ws, %code, %message, chunks = set.len(), "chunks refused; their files download one by one");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(have)
+        Ok(download::fetch_ahead(remote, self.ws, jobs, local).await?)
     }
 
     /// Fetches version `c.seq` of `rel` into place: chunks we already have locally are copied,
@@ -289,7 +196,7 @@ impl FolderSync {
             Err(e) => return Err(e.into()),
         };
         let before = local::stat(&self.root, rel);
-        let mut tmp = match TempFile::beside(&self.root, rel) {
+        let mut tmp = match local::temp_beside(&self.root, rel) {
             Ok(t) => t,
             Err(e) => {
                 self.local_error(rel, e);
@@ -297,54 +204,31 @@ impl FolderSync {
             }
         };
         let bar = self.ui.bytes(manifest.size, rel);
-        let mut whole = blake3::Hasher::new();
-        let mut reused = 0u64;
-        // A few windows are asked for at once (the node serves them concurrently), so the network,
-        // the node's disk and our writes overlap instead of taking turns.
-        for group in manifest.chunks.chunks(CHUNK_BATCH * WINDOWS_AHEAD) {
-            let mut have: HashMap<Hash, Vec<u8>> = HashMap::new();
-            for c in group {
-                if have.contains_key(&c.hash) {
-                    continue;
-                }
-                if let Some(data) = self.local_chunk(c) {
-                    reused += u64::from(c.len);
-                    have.insert(c.hash, data);
-                }
+        let local_chunks = self.local_chunks(&manifest.chunks);
+        let fetched = download::fetch_into(
+            remote,
+            self.ws,
+            &manifest.chunks,
+            &manifest.content_hash,
+            &mut tmp,
+            &local_chunks,
+            &mut |n| bar.inc(n),
+        )
+        .await;
+        let reused = match fetched {
+            Ok(reused) => reused,
+            Err(FetchError::Remote(e)) => return Err(e.into()),
+            Err(FetchError::Damaged) => return Err(SyncError::Connection("a chunk arrived damaged".into())),
+            Err(FetchError::Write(e)) => {
+                self.local_error(rel, e);
+                return Ok(());
             }
-            let mut asked: std::collections::HashSet<Hash> = std::collections::HashSet::new();
-            let sets: Vec<Vec<Hash>> = group
-                .chunks(CHUNK_BATCH)
-                .map(|window| {
-                    window.iter().map(|c| c.hash).filter(|h| !have.contains_key(h) && asked.insert(*h)).collect()
-                })
-                .filter(|set: &Vec<Hash>| !set.is_empty())
-                .collect();
-            for (set, fetched) in sets.iter().zip(remote.chunk_sets(self.ws, &sets).await) {
-                for (hash, data) in set.iter().zip(fetched?) {
-                    if chunking::hash(&data) != *hash {
-                        return Err(SyncError::Connection("a chunk arrived damaged".into()));
-                    }
-                    have.insert(*hash, data);
-                }
+            Err(FetchError::Mismatch) => {
+                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "downloaded content does not match its hash; not applied");
+                return Ok(());
             }
-            for c in group {
-                let Some(data) = have.get(&c.hash) else {
-                    return Err(SyncError::Connection("the node did not send a chunk it listed".into()));
-                };
-                whole.update(data);
-                if let Err(e) = tmp.write(data) {
-                    self.local_error(rel, e);
-                    return Ok(());
-                }
-                bar.inc(u64::from(c.len));
-            }
-        }
+        };
         bar.finish();
-        if *whole.finalize().as_bytes() != manifest.content_hash {
-            tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "downloaded content does not match its hash; not applied");
-            return Ok(());
-        }
         if local::stat(&self.root, rel) != before {
             // Edited while we downloaded: leave theirs for the conflict path (our next upload's base is stale).
             tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "changed locally during download; not replaced");
@@ -378,8 +262,9 @@ impl FolderSync {
             tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "changed locally during download; not replaced");
             return;
         }
-        match staged.file.finish() {
-            Ok(facts) => self.downloaded(rel, c, &facts, &staged.manifest, staged.reused),
+        let Staged { file, size, mtime_ms, content_hash, chunks, reused } = staged;
+        match file.finish() {
+            Ok(facts) => self.downloaded(rel, c, &facts, &Manifest { size, mtime_ms, content_hash, chunks }, reused),
             Err(e) => self.local_error(rel, e),
         }
     }
@@ -405,10 +290,19 @@ impl FolderSync {
         }
     }
 
-    /// A chunk from any local file that had it, if it is still there unchanged.
-    pub(super) fn local_chunk(&self, c: &ChunkRef) -> Option<Vec<u8>> {
-        let (path, offset) = self.local_chunk_at(c)?;
-        local::read_chunk_at(&local::abs_of(&self.root, &path), offset, c)
+    /// Where local files held the chunks of `chunks`, as far as the state knows (may be stale:
+    /// the library checks each chunk it reads).
+    pub(super) fn local_chunks(&self, chunks: &[ChunkRef]) -> download::LocalChunks {
+        let mut out = download::LocalChunks::new();
+        for c in chunks {
+            if out.contains_key(&c.hash) {
+                continue;
+            }
+            if let Some((path, offset)) = self.local_chunk_at(c) {
+                out.insert(c.hash, (local::abs_of(&self.root, &path), offset));
+            }
+        }
+        out
     }
 
     /// Where the state says a local file held chunk `c` (path and offset); may be stale.
@@ -420,10 +314,7 @@ impl FolderSync {
 
 /// The manifest of a file that is a single chunk (not larger than [`chunking::MIN_CHUNK`]).
 pub(super) fn one_chunk_manifest(c: &Change) -> Manifest {
-    let chunks = match u32::try_from(c.size) {
-        Ok(len) if len > 0 => vec![ChunkRef { hash: c.content_hash, len }],
-        _ => Vec::new(),
-    };
+    let chunks = download::one_chunk_list(c.size, c.content_hash);
     Manifest { size: c.size, mtime_ms: c.mtime_ms, content_hash: c.content_hash, chunks }
 }
 
@@ -441,66 +332,6 @@ pub(super) fn superseded(changes: &[Change]) -> BTreeSet<usize> {
         })
         .map(|(i, _)| i)
         .collect()
-}
-
-/// Writes each job's file beside its destination from the fetched and local chunks, then makes
-/// them durable together. A file that cannot be built whole is left out (it downloads one by
-/// one); if the barrier fails, all are.
-pub(super) fn stage_all(root: &Path, ws: WorkspaceId, gathered: Gathered) -> HashMap<i64, Staged> {
-    let Gathered { jobs, fetched, local } = gathered;
-    let mut staged = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let (seq, rel) = (job.seq, job.rel.clone());
-        match stage_one(root, job, &fetched, &local) {
-            Ok(Some(s)) => staged.push((seq, s)),
-            Ok(None) => {
-                tracing::debug!(workspace.id = %ws, path = %rel, "not fetched ahead whole; downloading alone")
-            }
-            Err(e) => tracing::warn!(workspace.id = %ws, path = %rel, error = %e, "cannot write a download"),
-        }
-    }
-    let files: Vec<&StagedFile> = staged.iter().map(|(_, s)| &s.file).collect();
-    let barrier = std::time::Instant::now();
-    let durable = local::make_durable(root, &files);
-    tracing::debug!(workspace.id = %ws, files = files.len(), ms = barrier.elapsed().as_millis(), "downloads made durable");
-    if let Err(e) = durable {
-        tracing::warn!(workspace.id = %ws, error = %e, "cannot flush downloads to disk; downloading one by one");
-        return HashMap::new();
-    }
-    staged.into_iter().collect()
-}
-
-/// One file fetched ahead, or `None` if a chunk is missing or the content does not match its hash.
-pub(super) fn stage_one(
-    root: &Path,
-    job: StageJob,
-    fetched: &HashMap<Hash, Vec<u8>>,
-    local_chunks: &HashMap<Hash, (PathBuf, u64)>,
-) -> std::io::Result<Option<Staged>> {
-    let mut tmp = TempFile::beside(root, &job.rel)?;
-    let mut whole = blake3::Hasher::new();
-    let mut reused = 0u64;
-    for r in &job.manifest.chunks {
-        let local;
-        let data = match fetched.get(&r.hash) {
-            Some(d) => d,
-            None => match local_chunks.get(&r.hash).and_then(|(path, offset)| local::read_chunk_at(path, *offset, r)) {
-                Some(d) => {
-                    reused += u64::from(r.len);
-                    local = d;
-                    &local
-                }
-                None => return Ok(None),
-            },
-        };
-        whole.update(data);
-        tmp.write(data)?;
-    }
-    if *whole.finalize().as_bytes() != job.manifest.content_hash {
-        return Ok(None);
-    }
-    let file = tmp.stage(job.mode, job.manifest.mtime_ms)?;
-    Ok(Some(Staged { file, manifest: job.manifest, reused }))
 }
 
 pub(super) fn offsets(chunks: &[ChunkRef]) -> Vec<chunking::ScannedChunk> {

@@ -22,13 +22,13 @@ use futures::StreamExt;
 
 use chrono::Utc;
 
-use filesync_core::chunking::{self, ChunkRef, FileScan, Hash};
+use filesync_core::chunking::{self, ChunkRef, FileScan};
 use filesync_core::path::{PathError, WsPath};
 use filesync_core::proto::{Change, ChangeOp, EntryKind, ErrorCode, Notice};
 use filesync_core::{Role, WorkspaceId};
 
 use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
-use super::local::{self, LocalFile, StagedFile, TempFile};
+use super::local::{self, LocalFile};
 use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
 use super::state::{Entry, StateStore};
 use super::ui::{Bar, Ui};

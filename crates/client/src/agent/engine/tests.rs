@@ -11,6 +11,7 @@ use filesync_core::{Role, UserId, WorkspaceId};
 
 use super::*;
 use crate::agent::remote::Manifest;
+use filesync_proto_client::download::Fetch;
 
 const WS: WorkspaceId = WorkspaceId(1);
 
@@ -150,6 +151,14 @@ impl Remote for FakeNode {
             code: Refusal::Node(ErrorCode::NotFound),
             message: "no such version".into(),
         })
+    }
+}
+
+impl Fetch for FakeNode {
+    type Error = RemoteError;
+
+    fn is_refusal(e: &RemoteError) -> bool {
+        matches!(e, RemoteError::Refused { .. })
     }
 
     async fn chunks(&mut self, _ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, RemoteError> {

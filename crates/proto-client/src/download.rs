@@ -1,0 +1,681 @@
+//! Downloads: the one implementation, used by the sync agent and by [`Client::download`] alike.
+//!
+//! A version is written to a temp file beside its destination ([`TempFile`], named
+//! [`TEMP_PREFIX`]…) from chunks that local files already hold ([`LocalChunks`], each checked
+//! against its hash when read) and chunks asked for over the connection ([`Fetch`], several
+//! requests in flight). Every chunk and the whole content are verified before the file is
+//! renamed into place, so a file appears whole or not at all.
+//!
+//! Two shapes share those pieces:
+//! - one large version, a window of requests at a time ([`fetch_into`], bounded memory);
+//! - a batch of small versions fetched ahead together ([`fetch_ahead`]), written beside their
+//!   destinations and made durable with one barrier ([`stage_all`]); each is then renamed on
+//!   its own ([`Staged::finish`]) once the caller has decided it still applies.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use filesync_core::chunking::{self, ChunkRef, Hash};
+use filesync_core::WorkspaceId;
+use futures::StreamExt;
+
+use crate::{Client, ClientError};
+
+/// Temp files of downloads in progress start with this; a crash leaves at most such a file,
+/// which the agent removes at its next start (and never syncs).
+pub const TEMP_PREFIX: &str = ".filesync-tmp-";
+
+/// Chunks asked for per `GetChunks` request of a large download (bounded memory: 64 × 256 KiB).
+pub const CHUNK_BATCH: usize = 64;
+
+/// `GetChunks` windows of one large download in flight together (at most 64 MiB held, 16 MiB at
+/// the average chunk size): the network, the node's disk and our writes overlap.
+pub const WINDOWS_AHEAD: usize = 4;
+
+/// Versions up to this size are fetched ahead in batches; larger ones download alone, a window
+/// at a time.
+pub const AHEAD_FILE_BYTES: u64 = 1 << 20;
+
+/// Requests of one prefetch open on the connection at once.
+pub const REQUESTS_IN_FLIGHT: usize = 48;
+
+/// Chunk bytes fetched ahead for one batch (bounded memory); the files beyond download alone.
+pub const PREFETCH_BYTES: u64 = 32 << 20;
+
+/// Chunk bytes asked for in one `GetChunks` while fetching ahead: several requests overlap, and
+/// one refused request only sends its own files down the one-by-one path.
+pub const PREFETCH_REQUEST_BYTES: u64 = 1 << 20;
+
+/// What a download needs from a connection: chunks by hash, several requests in flight.
+/// Implemented by [`Client`]; the agent implements it over its own connection seam.
+#[allow(async_fn_in_trait)]
+pub trait Fetch {
+    type Error;
+    /// True if `e` refused this request only (the connection is fine).
+    fn is_refusal(e: &Self::Error) -> bool;
+    /// The bytes of each chunk, in the order asked.
+    async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, Self::Error>;
+    /// Several [`Fetch::chunks`] requests, answering in the order given; overlapped where the
+    /// connection can. One failed set fails only itself.
+    async fn chunk_sets(&mut self, ws: WorkspaceId, sets: &[Vec<Hash>]) -> Vec<Result<Vec<Vec<u8>>, Self::Error>> {
+        let mut out = Vec::with_capacity(sets.len());
+        for set in sets {
+            out.push(self.chunks(ws, set).await);
+        }
+        out
+    }
+}
+
+impl Fetch for Client {
+    type Error = ClientError;
+
+    fn is_refusal(e: &ClientError) -> bool {
+        e.is_refusal()
+    }
+
+    async fn chunks(&mut self, ws: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, ClientError> {
+        Client::chunks(self, ws, hashes.to_vec()).await
+    }
+
+    async fn chunk_sets(&mut self, ws: WorkspaceId, sets: &[Vec<Hash>]) -> Vec<Result<Vec<Vec<u8>>, ClientError>> {
+        // Owned futures (a client clone each): borrowed ones would make a spawned caller's future not `Send`.
+        let fetches: Vec<_> = sets
+            .iter()
+            .map(|set| {
+                let (client, set) = (self.clone(), set.clone());
+                async move { client.chunks(ws, set).await }
+            })
+            .collect();
+        futures::stream::iter(fetches).buffered(REQUESTS_IN_FLIGHT).collect().await
+    }
+}
+
+/// Where local files held chunks (path and offset). May be stale: every read is checked
+/// against the chunk's hash, and a chunk that no longer matches is fetched instead.
+pub type LocalChunks = HashMap<Hash, (PathBuf, u64)>;
+
+/// Where each chunk of the file at `path` starts, from its scan.
+pub fn local_chunks_of(path: &Path, scan: &chunking::FileScan) -> LocalChunks {
+    let mut out = LocalChunks::new();
+    for c in &scan.chunks {
+        out.entry(c.chunk.hash).or_insert_with(|| (path.to_path_buf(), c.offset));
+    }
+    out
+}
+
+/// Reads the chunk `want` at `offset` of `path` and returns it if its hash still matches. Blocking.
+pub fn read_chunk_at(path: &Path, offset: u64, want: &ChunkRef) -> Option<Vec<u8>> {
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut buf = vec![0u8; want.len as usize];
+    f.read_exact(&mut buf).ok()?;
+    (chunking::hash(&buf) == want.hash).then_some(buf)
+}
+
+/// What the file system says about a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalFile {
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub mode: u32,
+}
+
+impl LocalFile {
+    pub fn from_metadata(meta: &std::fs::Metadata) -> LocalFile {
+        let mtime_ms = meta.modified().ok().map(system_time_ms).unwrap_or(0);
+        LocalFile { size: meta.len(), mtime_ms, mode: mode_of(meta) }
+    }
+}
+
+#[cfg(unix)]
+pub(crate) fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+pub(crate) fn mode_of(_meta: &std::fs::Metadata) -> u32 {
+    0
+}
+
+/// Milliseconds since the Unix epoch (negative before it).
+pub fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn ms_to_system_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// A download in progress: a temp file beside its destination, removed if dropped unfinished.
+#[derive(Debug)]
+pub struct TempFile {
+    file: std::fs::File,
+    path: PathBuf,
+    dest: PathBuf,
+}
+
+impl TempFile {
+    /// Creates `TEMP_PREFIX<random>` in the directory of `dest`, which must exist (the caller
+    /// makes it, by its own rules about links).
+    pub fn beside(dest: PathBuf) -> std::io::Result<TempFile> {
+        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent"))?;
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let path = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        Ok(TempFile { file, path, dest })
+    }
+
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(data)
+    }
+
+    /// Flushes to disk, applies mode and mtime, and renames over the destination.
+    /// Returns the facts of the file now in place.
+    pub fn finish(mut self, mode: u32, mtime_ms: i64) -> std::io::Result<LocalFile> {
+        self.set_facts(mode, mtime_ms)?;
+        self.file.sync_all()?;
+        let meta = self.file.metadata()?;
+        std::fs::rename(&self.path, &self.dest)?;
+        if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename itself survives a crash.
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        let facts = LocalFile::from_metadata(&meta);
+        // Disarm the drop guard (the temp path is now the destination); dropping
+        // still closes the file, so a long sync never runs out of descriptors.
+        self.path = PathBuf::new();
+        Ok(facts)
+    }
+
+    fn set_facts(&self, mode: u32, mtime_ms: i64) -> std::io::Result<()> {
+        #[cfg(unix)]
+        if mode != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            self.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        self.file.set_modified(ms_to_system_time(mtime_ms))
+    }
+
+    /// Applies mode and mtime and closes the file, not yet flushed nor in place: a batch of
+    /// downloads is made durable at once ([`make_durable`]) before each is renamed
+    /// ([`StagedFile::finish`]). One barrier instead of one fsync per file.
+    pub fn stage(mut self, mode: u32, mtime_ms: i64) -> std::io::Result<StagedFile> {
+        self.set_facts(mode, mtime_ms)?;
+        let facts = LocalFile::from_metadata(&self.file.metadata()?);
+        // The staged file takes over the clean-up; dropping `self` closes the descriptor.
+        let path = std::mem::take(&mut self.path);
+        Ok(StagedFile { path, dest: self.dest.clone(), facts })
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // An abandoned download leaves nothing behind.
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A complete download closed beside its destination, waiting for its rename.
+#[derive(Debug)]
+pub struct StagedFile {
+    path: PathBuf,
+    dest: PathBuf,
+    facts: LocalFile,
+}
+
+impl StagedFile {
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Renames over the destination (after [`make_durable`]); the facts of the file now in place.
+    pub fn finish(mut self) -> std::io::Result<LocalFile> {
+        std::fs::rename(&self.path, &self.dest)?;
+        self.path = PathBuf::new();
+        Ok(self.facts)
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        // Not placed (a failed batch, a change decided otherwise): nothing is left behind.
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// More staged files than this: one `syncfs` of their file system instead of one fsync each
+/// (as the node's chunk store does).
+const SYNCFS_ABOVE: usize = 16;
+
+/// Makes staged files' content durable, so that a crash after their renames cannot leave an
+/// empty or partial file under a synced name. `root` is any directory on their file system.
+pub fn make_durable(root: &Path, files: &[&StagedFile]) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if files.len() > SYNCFS_ABOVE {
+        let dir = std::fs::File::open(root)?;
+        return rustix::fs::syncfs(&dir).map_err(std::io::Error::from);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = root;
+    for f in files {
+        std::fs::File::open(&f.path)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Why [`fetch_into`] did not produce the version.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError<E> {
+    /// The connection failed, or the node refused a request.
+    #[error("{0}")]
+    Remote(E),
+    /// The node sent a chunk that does not match its hash, or not every chunk asked for.
+    #[error("the node sent a damaged or incomplete chunk")]
+    Damaged,
+    /// The assembled file does not match the version's content hash.
+    #[error("the assembled file does not match the version's content hash")]
+    Mismatch,
+    /// Writing the temp file failed.
+    #[error("cannot write the download: {0}")]
+    Write(std::io::Error),
+}
+
+/// Writes the version made of `chunks` into `out`, a few windows of [`CHUNK_BATCH`] chunks in
+/// flight at a time: chunks that `local` still holds are read from disk, only the others are
+/// asked for. Each chunk and the whole content (against `content_hash`) are verified; `progress`
+/// gets the bytes written. Returns the bytes taken from local files.
+pub async fn fetch_into<F: Fetch>(
+    remote: &mut F,
+    ws: WorkspaceId,
+    chunks: &[ChunkRef],
+    content_hash: &Hash,
+    out: &mut TempFile,
+    local: &LocalChunks,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<u64, FetchError<F::Error>> {
+    let mut whole = blake3::Hasher::new();
+    let mut reused = 0u64;
+    for group in chunks.chunks(CHUNK_BATCH * WINDOWS_AHEAD) {
+        let mut have: HashMap<Hash, Vec<u8>> = HashMap::new();
+        for c in group {
+            if have.contains_key(&c.hash) {
+                continue;
+            }
+            if let Some(data) = local.get(&c.hash).and_then(|(path, offset)| read_chunk_at(path, *offset, c)) {
+                reused += u64::from(c.len);
+                have.insert(c.hash, data);
+            }
+        }
+        let mut asked: HashSet<Hash> = HashSet::new();
+        let sets: Vec<Vec<Hash>> = group
+            .chunks(CHUNK_BATCH)
+            .map(|window| window.iter().map(|c| c.hash).filter(|h| !have.contains_key(h) && asked.insert(*h)).collect())
+            .filter(|set: &Vec<Hash>| !set.is_empty())
+            .collect();
+        for (set, fetched) in sets.iter().zip(remote.chunk_sets(ws, &sets).await) {
+            let fetched = fetched.map_err(FetchError::Remote)?;
+            if fetched.len() != set.len() {
+                return Err(FetchError::Damaged);
+            }
+            for (hash, data) in set.iter().zip(fetched) {
+                if chunking::hash(&data) != *hash {
+                    return Err(FetchError::Damaged);
+                }
+                have.insert(*hash, data);
+            }
+        }
+        for c in group {
+            let data = have.get(&c.hash).ok_or(FetchError::Damaged)?;
+            if data.len() != c.len as usize {
+                return Err(FetchError::Damaged);
+            }
+            whole.update(data);
+            out.write(data).map_err(FetchError::Write)?;
+            progress(u64::from(c.len));
+        }
+    }
+    if whole.finalize().as_bytes() != content_hash {
+        return Err(FetchError::Mismatch);
+    }
+    Ok(reused)
+}
+
+/// One small version to fetch ahead ([`fetch_ahead`]); `key` names its destination for the
+/// caller's `open` of [`stage_all`].
+#[derive(Debug)]
+pub struct AheadJob<K> {
+    pub seq: i64,
+    pub key: K,
+    pub mode: u32,
+    pub mtime_ms: i64,
+    pub size: u64,
+    pub content_hash: Hash,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// What a prefetch gathered: the versions to write, and where their chunks come from.
+#[derive(Debug)]
+pub struct Gathered<K> {
+    pub jobs: Vec<AheadJob<K>>,
+    fetched: HashMap<Hash, Vec<u8>>,
+    local: LocalChunks,
+}
+
+impl<K> Default for Gathered<K> {
+    fn default() -> Self {
+        Gathered { jobs: Vec::new(), fetched: HashMap::new(), local: LocalChunks::new() }
+    }
+}
+
+impl<K> Gathered<K> {
+    pub fn extend(&mut self, other: Gathered<K>) {
+        self.jobs.extend(other.jobs);
+        self.fetched.extend(other.fetched);
+        self.local.extend(other.local);
+    }
+
+    /// True if every chunk of `job` was fetched or is held by a local file.
+    pub fn has_all(&self, job: &AheadJob<K>) -> bool {
+        job.chunks.iter().all(|r| self.fetched.contains_key(&r.hash) || self.local.contains_key(&r.hash))
+    }
+
+    /// Keeps only the jobs for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&AheadJob<K>) -> bool) {
+        self.jobs.retain(keep);
+    }
+}
+
+/// Fetches ahead the chunks that `jobs` need and `local` does not hold, a file's chunks in one
+/// request, [`PREFETCH_REQUEST_BYTES`] per request and many in flight, within [`PREFETCH_BYTES`]
+/// in all (the jobs beyond are left out: they download alone). A refused request is left out
+/// too (its files download alone); a failed connection is the error.
+pub async fn fetch_ahead<F: Fetch, K>(
+    remote: &mut F,
+    ws: WorkspaceId,
+    jobs: Vec<AheadJob<K>>,
+    local: LocalChunks,
+) -> Result<Gathered<K>, F::Error> {
+    let (mut kept, mut sets) = (Vec::new(), Vec::new());
+    let mut asked: HashSet<Hash> = HashSet::new();
+    let (mut set, mut set_bytes, mut total) = (Vec::new(), 0u64, 0u64);
+    for job in jobs {
+        let (mut need, mut need_bytes) = (Vec::new(), 0u64);
+        for r in &job.chunks {
+            if !local.contains_key(&r.hash) && asked.insert(r.hash) {
+                need.push(r.hash);
+                need_bytes += u64::from(r.len);
+            }
+        }
+        if total + need_bytes > PREFETCH_BYTES {
+            break; // the rest download one by one
+        }
+        total += need_bytes;
+        if !set.is_empty() && set_bytes + need_bytes > PREFETCH_REQUEST_BYTES {
+            sets.push(std::mem::take(&mut set));
+            set_bytes = 0;
+        }
+        set.extend(need);
+        set_bytes += need_bytes;
+        kept.push(job);
+    }
+    if !set.is_empty() {
+        sets.push(set);
+    }
+    let mut fetched = HashMap::new();
+    if !sets.is_empty() {
+        let answers = remote.chunk_sets(ws, &sets).await;
+        for (set, answer) in sets.into_iter().zip(answers) {
+            match answer {
+                // Checked as part of each file's content hash when staged.
+                Ok(data) => fetched.extend(set.into_iter().zip(data)),
+                Err(e) if F::is_refusal(&e) => {
+                    tracing::info!(workspace.id = %ws, chunks = set.len(), "chunks refused; their files download one by one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(Gathered { jobs: kept, fetched, local })
+}
+
+/// A version fetched ahead, complete, verified and durable beside its destination.
+#[derive(Debug)]
+pub struct Staged {
+    pub file: StagedFile,
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub content_hash: Hash,
+    pub chunks: Vec<ChunkRef>,
+    /// Bytes taken from local files rather than fetched.
+    pub reused: u64,
+}
+
+/// Writes each gathered version beside its destination (`open` makes its temp file from its
+/// key), then makes them all durable with one barrier on `durable_root`'s file system. A version
+/// that cannot be built whole and verified is left out (it downloads alone); if the barrier
+/// fails, all are. Blocking: run it on a blocking thread.
+pub fn stage_all<K>(
+    durable_root: &Path,
+    ws: WorkspaceId,
+    gathered: Gathered<K>,
+    open: impl Fn(&K) -> std::io::Result<TempFile>,
+) -> HashMap<i64, Staged> {
+    let Gathered { jobs, fetched, local } = gathered;
+    let mut staged = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let seq = job.seq;
+        let tmp = match open(&job.key) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(workspace.id = %ws, seq, error = %e, "cannot write a download");
+                continue;
+            }
+        };
+        match stage_one(tmp, job, &fetched, &local) {
+            Ok(Some(s)) => staged.push((seq, s)),
+            Ok(None) => tracing::debug!(workspace.id = %ws, seq, "not fetched ahead whole; downloading alone"),
+            Err(e) => tracing::warn!(workspace.id = %ws, seq, error = %e, "cannot write a download"),
+        }
+    }
+    let files: Vec<&StagedFile> = staged.iter().map(|(_, s)| &s.file).collect();
+    let barrier = std::time::Instant::now();
+    let durable = make_durable(durable_root, &files);
+    tracing::debug!(workspace.id = %ws, files = files.len(), ms = barrier.elapsed().as_millis(), "downloads made durable");
+    if let Err(e) = durable {
+        tracing::warn!(workspace.id = %ws, error = %e, "cannot flush downloads to disk; downloading one by one");
+        return HashMap::new();
+    }
+    staged.into_iter().collect()
+}
+
+/// One version fetched ahead, or `None` if a chunk is missing or the content does not match.
+fn stage_one<K>(
+    mut tmp: TempFile,
+    job: AheadJob<K>,
+    fetched: &HashMap<Hash, Vec<u8>>,
+    local: &LocalChunks,
+) -> std::io::Result<Option<Staged>> {
+    let mut whole = blake3::Hasher::new();
+    let mut reused = 0u64;
+    for r in &job.chunks {
+        let read;
+        let data = match fetched.get(&r.hash) {
+            Some(d) => d,
+            None => match local.get(&r.hash).and_then(|(path, offset)| read_chunk_at(path, *offset, r)) {
+                Some(d) => {
+                    reused += u64::from(r.len);
+                    read = d;
+                    &read
+                }
+                None => return Ok(None),
+            },
+        };
+        if data.len() != r.len as usize {
+            return Ok(None);
+        }
+        whole.update(data);
+        tmp.write(data)?;
+    }
+    if *whole.finalize().as_bytes() != job.content_hash {
+        return Ok(None);
+    }
+    let file = tmp.stage(job.mode, job.mtime_ms)?;
+    Ok(Some(Staged {
+        file,
+        size: job.size,
+        mtime_ms: job.mtime_ms,
+        content_hash: job.content_hash,
+        chunks: job.chunks,
+        reused,
+    }))
+}
+
+/// The chunk list of a file no larger than [`chunking::MIN_CHUNK`]: one chunk whose hash is the
+/// content hash (or none, for an empty file). Lets a batch of small files be fetched without
+/// asking for their manifests; the content is verified either way.
+pub fn one_chunk_list(size: u64, content_hash: Hash) -> Vec<ChunkRef> {
+    match u32::try_from(size) {
+        Ok(len) if len > 0 => vec![ChunkRef { hash: content_hash, len }],
+        _ => Vec::new(),
+    }
+}
+
+impl Client {
+    /// Downloads several versions, each to its destination (directories made if missing; all
+    /// on one file system), answering in the order given. The small ones are fetched ahead
+    /// together ([`fetch_ahead`], manifests and chunks many requests in flight), written beside
+    /// their destinations and made durable with one barrier ([`stage_all`]), then renamed; the
+    /// others, and any not fetched ahead whole, download one by one ([`Client::download`]).
+    /// The agent applies a batch of incoming changes with the same functions.
+    pub async fn download_many(
+        &self,
+        ws: WorkspaceId,
+        wanted: &[(i64, PathBuf)],
+    ) -> Vec<Result<crate::Manifest, ClientError>> {
+        let asks: Vec<_> = wanted
+            .iter()
+            .map(|&(seq, _)| {
+                let client = self.clone();
+                async move { client.manifest(ws, seq).await }
+            })
+            .collect();
+        let mut manifests: Vec<Result<crate::Manifest, ClientError>> =
+            futures::stream::iter(asks).buffered(REQUESTS_IN_FLIGHT).collect().await;
+        let mut jobs = Vec::new();
+        for (i, m) in manifests.iter().enumerate() {
+            let Ok(m) = m else { continue };
+            if m.size > AHEAD_FILE_BYTES {
+                continue;
+            }
+            if let Some(dir) = wanted[i].1.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if tokio::fs::create_dir_all(dir).await.is_err() {
+                    continue; // reported by the download alone
+                }
+            }
+            let (size, mtime_ms, content_hash, chunks) = (m.size, m.mtime_ms, m.content_hash, m.chunks.clone());
+            jobs.push(AheadJob { seq: m.seq, key: i, mode: 0, mtime_ms, size, content_hash, chunks });
+        }
+        let mut staged = HashMap::new();
+        if jobs.len() > 1 {
+            let mut remote = self.clone();
+            match fetch_ahead(&mut remote, ws, jobs, LocalChunks::new()).await {
+                Ok(gathered) => {
+                    let dests: Vec<PathBuf> = wanted.iter().map(|(_, d)| d.clone()).collect();
+                    let root = dests[0].parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    let root = root.to_path_buf();
+                    staged = tokio::task::spawn_blocking(move || {
+                        stage_all(&root, ws, gathered, |&i| TempFile::beside(dests[i].clone()))
+                    })
+                    .await
+                    .unwrap_or_default();
+                }
+                Err(e) => {
+                    tracing::debug!(workspace.id = %ws, error = %e, "fetching ahead failed; downloading one by one")
+                }
+            }
+        }
+        for (i, (seq, dest)) in wanted.iter().enumerate() {
+            if manifests[i].is_err() {
+                continue;
+            }
+            let placed = match staged.remove(seq) {
+                Some(s) if s.file.dest() == dest.as_path() => s.file.finish().map(drop).map_err(ClientError::Io),
+                _ => self.download(ws, *seq, dest).await.map(drop),
+            };
+            if let Err(e) = placed {
+                manifests[i] = Err(e);
+            }
+        }
+        manifests
+    }
+
+    /// Downloads the version made by `seq` to `dest` (temporary file beside it, verified,
+    /// renamed; the directory is made if missing).
+    pub async fn download(&self, ws: WorkspaceId, seq: i64, dest: &Path) -> Result<crate::Manifest, ClientError> {
+        self.download_reusing(ws, seq, dest, None).await
+    }
+
+    /// Like [`Client::download`], taking every chunk that `base` (e.g. the previous local copy,
+    /// possibly `dest` itself) already has from it instead of the network.
+    pub async fn download_reusing(
+        &self,
+        ws: WorkspaceId,
+        seq: i64,
+        dest: &Path,
+        base: Option<&Path>,
+    ) -> Result<crate::Manifest, ClientError> {
+        let manifest = self.manifest(ws, seq).await?;
+        let local = match base {
+            Some(b) if b.is_file() => {
+                let path = b.to_path_buf();
+                let scan = tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&path).and_then(|f| chunking::scan(std::io::BufReader::new(f)))
+                })
+                .await
+                .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+                scan.map(|s| local_chunks_of(b, &s)).unwrap_or_default()
+            }
+            _ => LocalChunks::new(),
+        };
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let mut tmp = TempFile::beside(dest.to_path_buf())?;
+        let mut remote = self.clone();
+        fetch_into(&mut remote, ws, &manifest.chunks, &manifest.content_hash, &mut tmp, &local, &mut |_| {})
+            .await
+            .map_err(|e| match e {
+                FetchError::Remote(e) => e,
+                FetchError::Write(e) => ClientError::Io(e),
+                e @ (FetchError::Damaged | FetchError::Mismatch) => {
+                    ClientError::Verify(format!("the version of seq {seq}: {e}"))
+                }
+            })?;
+        let (mode, mtime) = (0, manifest.mtime_ms);
+        tokio::task::spawn_blocking(move || tmp.finish(mode, mtime))
+            .await
+            .map_err(|e| ClientError::Io(std::io::Error::other(e)))??;
+        Ok(manifest)
+    }
+}

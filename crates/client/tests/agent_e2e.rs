@@ -2,6 +2,8 @@
 //! MariaDB, a Redis of the test's own), two `filesync sync` processes with
 //! separate homes and folders, each on its own node. Every story ends with both
 //! folders and the server (a fresh `workspace download`) identical by hash.
+//! The everyday story and history/restore also run with the chunks in the
+//! tests' S3 bucket (`_on_s3`).
 
 mod support;
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use filesync_core::db::Backend;
 
+use filesync_testkit::TestS3;
 use support::{eventually, eventually_async, tree, Cli, Stack};
 
 /// Longest a change may take to reach the other folder before the test fails (not a speed check).
@@ -28,7 +31,17 @@ struct Pair {
 /// Alice creates `team` and shares it with bob as `bob_role`; both link a folder. Alice syncs
 /// through node 1 then 2, bob through node 2 then 1.
 async fn pair(backend: Backend, bob_role: &str) -> Pair {
-    let stack = Stack::start(backend, 2).await;
+    pair_on(backend, bob_role, None).await
+}
+
+/// [`pair`] with the chunks in `s3` (a prefix of the tests' bucket) when given.
+async fn pair_on(backend: Backend, bob_role: &str, s3: Option<TestS3>) -> Pair {
+    let stack = Stack::start_with(backend, 2, |c| {
+        if let Some(s3) = &s3 {
+            s3.configure(c);
+        }
+    })
+    .await;
     let nodes = stack.node_addrs();
     let alice = stack.cli("alice", &[nodes[0].clone(), nodes[1].clone()]);
     let bob = stack.cli("bob", &[nodes[1].clone(), nodes[0].clone()]);
@@ -85,7 +98,16 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everyday_changes_reach_the_other_folder_and_the_server() {
-    let p = pair(Backend::Mysql, "editor").await;
+    everyday_changes(pair(Backend::Mysql, "editor").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everyday_changes_reach_the_other_folder_and_the_server_on_s3() {
+    let Some(s3) = TestS3::fresh() else { return };
+    everyday_changes(pair_on(Backend::Mysql, "editor", Some(s3)).await).await;
+}
+
+async fn everyday_changes(p: Pair) {
     let agent_a = p.alice.spawn_sync();
     let agent_b = p.bob.spawn_sync();
 
@@ -359,7 +381,16 @@ async fn sync_once_on_sqlite_reconciles_and_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_restore_and_who() {
-    let p = pair(Backend::Sqlite, "editor").await;
+    history_restore_who(pair(Backend::Sqlite, "editor").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_restore_and_who_on_s3() {
+    let Some(s3) = TestS3::fresh() else { return };
+    history_restore_who(pair_on(Backend::Sqlite, "editor", Some(s3)).await).await;
+}
+
+async fn history_restore_who(p: Pair) {
     let file = p.a.join("story.txt");
     write(&p.a, "story.txt", b"first draft\n");
     p.alice.ok(&["sync", "--once"], None).await;

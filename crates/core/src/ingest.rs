@@ -116,6 +116,9 @@ pub struct ChunkSink {
     unrecorded: Vec<NewChunk>,
     /// Pack bytes written since the last record.
     unrecorded_bytes: u64,
+    /// The chunks the index held when the upload began, looked up by the caller in bulk; `None`:
+    /// ask the index for each chunk as it arrives.
+    stored: Option<HashSet<Hash>>,
     /// Chunks of this upload already on their way (a file of zeros repeats one chunk), forgotten
     /// past [`SEEN_MAX`] entries: a repeat then costs dead bytes, never correctness.
     seen: HashSet<Hash>,
@@ -125,6 +128,7 @@ pub struct ChunkSink {
 const SEEN_MAX: usize = 65_536;
 
 impl ChunkSink {
+    /// A sink that asks the index about each chunk as it arrives (one query per chunk).
     pub fn new(db: Db, store: ChunkStore, ws: WorkspaceId) -> ChunkSink {
         let writer = Arc::new(store.writer());
         ChunkSink {
@@ -135,8 +139,16 @@ impl ChunkSink {
             storing: VecDeque::new(),
             unrecorded: Vec::new(),
             unrecorded_bytes: 0,
+            stored: None,
             seen: HashSet::new(),
         }
+    }
+
+    /// A sink for chunks whose list the caller knew in advance and looked up in one query:
+    /// `stored` are the ones the index held (not written again), any other is written without
+    /// asking (one a concurrent upload stores meanwhile is dead bytes in one pack).
+    pub fn with_stored(db: Db, store: ChunkStore, ws: WorkspaceId, stored: HashSet<Hash>) -> ChunkSink {
+        ChunkSink { stored: Some(stored), ..ChunkSink::new(db, store, ws) }
     }
 
     pub fn workspace(&self) -> WorkspaceId {
@@ -152,8 +164,14 @@ impl ChunkSink {
             self.seen.clear();
         }
         let repeat = !self.seen.insert(hash);
+        let known = self.stored.as_ref().map(|stored| stored.contains(&hash));
         let write = tokio::task::spawn_blocking(move || {
-            if repeat || store.is_recorded_blocking(&hash)? {
+            let stored = repeat
+                || match known {
+                    Some(known) => known,
+                    None => store.is_recorded_blocking(&hash)?,
+                };
+            if stored {
                 // Verified anyway: the client must prove it holds the bytes it names.
                 let actual = chunking::hash(&data);
                 if actual != hash {
@@ -447,6 +465,26 @@ mod tests {
         assert!(third.created && copy.starts_with("big (conflict alice test "), "{copy}");
         let head = db.run(move |c| journal::head_of(c, ws, "big.bin")).await.unwrap().unwrap();
         assert_eq!(head.seq, second.committed.seq);
+    }
+
+    /// A sink told in advance which chunks are stored writes only the others and asks nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_told_what_is_stored_writes_only_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ws, _) = setup(dir.path());
+        let store = memory_store(&db);
+        let (old, new) = (noise(5000, 1), noise(5000, 2));
+        let (h_old, h_new) = (chunking::hash(&old), chunking::hash(&new));
+        let mut sink = ChunkSink::new(db.clone(), store.clone(), ws);
+        sink.push(h_old, old.clone()).await.unwrap();
+        sink.finish().await.unwrap();
+        let mut sink = ChunkSink::with_stored(db.clone(), store.clone(), ws, HashSet::from([h_old]));
+        let mut progress = sink.push(h_old, old.clone()).await.unwrap();
+        progress = progress + sink.push(h_new, new.clone()).await.unwrap();
+        progress = progress + sink.finish().await.unwrap();
+        assert_eq!((progress.chunks, progress.chunks_written), (2, 1));
+        assert_eq!(store.get(&h_new).await.unwrap(), new);
+        assert_eq!(store.get(&h_old).await.unwrap(), old);
     }
 
     /// A chunk whose bytes do not match its name is refused and nothing of it is recorded, known

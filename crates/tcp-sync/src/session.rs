@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
-use filesync_core::db::accounts;
 use filesync_core::db::journal::{self, Author, Content, Edit};
+use filesync_core::db::{accounts, packs};
 use filesync_core::ingest::{self, ChunkSink, Progress};
 use filesync_core::path;
 use filesync_core::proto::delta;
@@ -296,7 +296,17 @@ impl Session {
             return Err(ReqError::bad_request(format!("at most {MAX_OPEN_UPLOADS} uploads may be open at once")));
         }
         authorize(&self.shared.db, self.identity.user, ws, Action::WriteFiles).await?;
-        let missing = self.shared.db.run(move |c| journal::missing_chunks(c, ws, &order)).await?;
+        // Which of the chunks the workspace lacks are stored already (for another workspace): the
+        // client still proves it holds them, but they are not written again. One query for all.
+        let (missing, stored) = self
+            .shared
+            .db
+            .run(move |c| {
+                let missing = journal::missing_chunks(c, ws, &order)?;
+                let stored = packs::locate(c, &missing)?.into_keys().collect();
+                Ok((missing, stored))
+            })
+            .await?;
         let needed: HashMap<Hash, u32> = missing.iter().map(|h| (*h, lengths[h])).collect();
         let announced = match &job {
             Job::One(put) => Announced::start(&self.shared, ws, &put.file, &self.identity.device_id, &missing),
@@ -306,7 +316,7 @@ impl Session {
         if needed.is_empty() {
             return self.commit_upload(job).await;
         }
-        let sink = ChunkSink::new(self.shared.db.clone(), self.shared.store.clone(), ws);
+        let sink = ChunkSink::with_stored(self.shared.db.clone(), self.shared.store.clone(), ws, stored);
         self.uploads.insert(request_id, Upload { job, needed, sink, announced });
         Ok(())
     }

@@ -14,9 +14,10 @@ use filesync_core::{Role, WorkspaceId};
 pub enum HttpError {
     #[error("cannot reach the server at {server}: {reason}")]
     Unreachable { server: String, reason: String },
-    /// The server answered with its `{"error": {code, message}}` body.
+    /// The server answered with its `{"error": {code, message}}` body (or without one: `code`
+    /// is then [`ApiCode::Other`]).
     #[error("{message}")]
-    Server { status: u16, code: String, message: String },
+    Server { status: u16, code: ApiCode, message: String },
     /// The route is not there: an older server, or a feature it does not offer.
     #[error("the server at {server} does not offer {what}")]
     Unavailable { server: String, what: String },
@@ -26,11 +27,24 @@ pub enum HttpError {
     BadUrl(String),
 }
 
+/// The HTTP API's error codes (`error.code`) this client acts on, parsed when the answer
+/// arrives; every other code is `Other` (the message is what the user sees). Never compared as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiCode {
+    /// The access token expired: renew it and send the request again.
+    TokenExpired,
+    /// No such route: an older server, or a feature it does not offer.
+    RouteNotFound,
+    #[serde(other)]
+    Other,
+}
+
 impl HttpError {
-    /// The server's error code, if it sent one.
-    pub fn code(&self) -> Option<&str> {
+    /// The server's error code, if it answered with an error.
+    pub fn code(&self) -> Option<ApiCode> {
         match self {
-            HttpError::Server { code, .. } => Some(code),
+            HttpError::Server { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -52,7 +66,7 @@ struct ErrorBody {
 
 #[derive(Deserialize)]
 struct ErrorDetail {
-    code: String,
+    code: ApiCode,
     message: String,
 }
 
@@ -183,7 +197,7 @@ impl Credentials {
         let Some(refresh) = saved.refresh_token.clone() else {
             return Err(HttpError::Server {
                 status: 401,
-                code: "token_expired".into(),
+                code: ApiCode::TokenExpired,
                 message: "the login has expired and this client has no refresh credential; log in again".into(),
             });
         };
@@ -369,7 +383,7 @@ impl Api {
         let retry = req.try_clone();
         let token = creds.token().await?;
         match self.send_once(req.bearer_auth(&token), what).await {
-            Err(e) if e.code() == Some("token_expired") => match retry {
+            Err(e) if e.code() == Some(ApiCode::TokenExpired) => match retry {
                 Some(retry) => {
                     let token = creds.renew(&token).await?;
                     self.send_once(retry.bearer_auth(token), what).await
@@ -393,7 +407,9 @@ impl Api {
         let unavailable = || HttpError::Unavailable { server: self.base.clone(), what: what.to_owned() };
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             // The route itself is missing (an older server, or a feature it does not offer).
-            Ok(body) if body.error.code == "route_not_found" || status == reqwest::StatusCode::METHOD_NOT_ALLOWED => {
+            Ok(body)
+                if body.error.code == ApiCode::RouteNotFound || status == reqwest::StatusCode::METHOD_NOT_ALLOWED =>
+            {
                 Err(unavailable())
             }
             Ok(body) => {
@@ -404,7 +420,7 @@ impl Api {
             }
             Err(_) => Err(HttpError::Server {
                 status: status.as_u16(),
-                code: "http".into(),
+                code: ApiCode::Other,
                 message: format!("the server answered {status}"),
             }),
         }
@@ -588,5 +604,23 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         format!("{reason}; pass --ca FILE if the server's certificate is signed by a private CA")
     } else {
         reason
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_error_codes_arrive_typed() {
+        let parse = |code: &str| {
+            let body = format!(r#"{{"error": {{"code": "{code}", "message": "m"}}}}"#);
+            serde_json::from_str::<ErrorBody>(&body).unwrap().error.code
+        };
+        assert_eq!(parse("token_expired"), ApiCode::TokenExpired);
+        assert_eq!(parse("route_not_found"), ApiCode::RouteNotFound);
+        // A code the client does not act on (or a newer server's) still parses; the message is shown.
+        assert_eq!(parse("workspace_not_found"), ApiCode::Other);
+        assert_eq!(parse("something_new"), ApiCode::Other);
     }
 }

@@ -3,7 +3,9 @@
 //! A version is written to a temp file beside its destination ([`TempFile`], named
 //! [`TEMP_PREFIX`]…) from chunks that local files already hold ([`LocalChunks`], each checked
 //! against its hash when read) and chunks asked for over the connection ([`Fetch`], several
-//! requests in flight). Every chunk and the whole content are verified before the file is
+//! requests in flight); chunks of local files unchanged since their scan may instead be copied
+//! in the kernel, unread ([`CopyChunks`]), the whole file then read back to check it. Every chunk
+//! and the whole content are verified before the file is
 //! renamed into place, so a file appears whole or not at all.
 //!
 //! Two shapes share those pieces:
@@ -96,6 +98,19 @@ impl Fetch for Client {
 /// against the chunk's hash, and a chunk that no longer matches is fetched instead.
 pub type LocalChunks = HashMap<Hash, (PathBuf, u64)>;
 
+/// Chunks that local files unchanged since their scan hold (the open file and the offset):
+/// [`fetch_into`] copies them in the kernel, unread, and then checks the whole file by reading
+/// it back. Should such a file have changed unnoticed, that check fails ([`FetchError::Mismatch`])
+/// and the caller downloads again with [`LocalChunks`] only, where every read is checked.
+pub type CopyChunks = HashMap<Hash, (std::sync::Arc<std::fs::File>, u64)>;
+
+/// The chunks local files hold, for [`fetch_into`]: read and checked, or copied unread.
+#[derive(Debug, Clone, Copy)]
+pub struct Local<'a> {
+    pub read: &'a LocalChunks,
+    pub copy: &'a CopyChunks,
+}
+
 /// Where each chunk of the file at `path` starts, from its scan.
 pub fn local_chunks_of(path: &Path, scan: &chunking::FileScan) -> LocalChunks {
     let mut out = LocalChunks::new();
@@ -156,6 +171,24 @@ fn ms_to_system_time(ms: i64) -> SystemTime {
     }
 }
 
+#[cfg(target_os = "linux")]
+fn copy_range(src: &std::fs::File, offset: u64, dst: &std::fs::File, len: u64) -> std::io::Result<()> {
+    let (mut at, mut left) = (offset, len);
+    while left > 0 {
+        let step = usize::try_from(left).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(src, Some(&mut at), dst, None, step)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => left -= n as u64,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn copy_range(_src: &std::fs::File, _offset: u64, _dst: &std::fs::File, _len: u64) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 /// A download in progress: a temp file beside its destination, removed if dropped unfinished.
 #[derive(Debug)]
 pub struct TempFile {
@@ -182,6 +215,26 @@ impl TempFile {
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         self.file.write_all(data)
+    }
+
+    /// Appends `len` bytes of `src` from `offset`, copied by the kernel (`copy_file_range`: the
+    /// bytes never pass through this process, and file systems that can share extents do). On
+    /// failure nothing is appended.
+    pub fn copy_from(&mut self, src: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+        let start = self.file.stream_position()?;
+        let copied = copy_range(src, offset, &self.file, len);
+        if copied.is_err() {
+            self.file.set_len(start)?;
+            self.file.seek(SeekFrom::Start(start))?;
+        }
+        copied
+    }
+
+    /// The BLAKE3 hash of everything written so far, read back from the file. Blocking.
+    pub fn content_hash(&self) -> std::io::Result<Hash> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(std::fs::File::open(&self.path)?)?;
+        Ok(*hasher.finalize().as_bytes())
     }
 
     /// Flushes to disk, applies mode and mtime, and renames over the destination.
@@ -293,7 +346,8 @@ pub enum FetchError<E> {
     /// The node sent a chunk that does not match its hash, or not every chunk asked for.
     #[error("the node sent a damaged or incomplete chunk")]
     Damaged,
-    /// The assembled file does not match the version's content hash.
+    /// The assembled file does not match the version's content hash (or a chunk of
+    /// [`CopyChunks`] could not be copied).
     #[error("the assembled file does not match the version's content hash")]
     Mismatch,
     /// Writing the temp file failed.
@@ -303,23 +357,25 @@ pub enum FetchError<E> {
 
 /// Writes the version made of `chunks` into `out`, a few windows of [`CHUNK_BATCH`] chunks in
 /// flight at a time: chunks that `local` still holds are read from disk, only the others are
-/// asked for. Each chunk and the whole content (against `content_hash`) are verified; `progress`
-/// gets the bytes written. Returns the bytes taken from local files.
+/// asked for; chunks in `copy` are copied in the kernel, unread ([`CopyChunks`]). Each chunk and
+/// the whole content (against `content_hash`) are verified; `progress` gets the bytes written.
+/// Returns the bytes taken from local files.
 pub async fn fetch_into<F: Fetch>(
     remote: &mut F,
     ws: WorkspaceId,
     chunks: &[ChunkRef],
     content_hash: &Hash,
     out: &mut TempFile,
-    local: &LocalChunks,
+    local: Local<'_>,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, FetchError<F::Error>> {
+    let Local { read: local, copy } = local;
     let mut whole = blake3::Hasher::new();
-    let mut reused = 0u64;
+    let (mut reused, mut copied) = (0u64, false);
     for group in chunks.chunks(CHUNK_BATCH * WINDOWS_AHEAD) {
         let mut have: HashMap<Hash, Vec<u8>> = HashMap::new();
         for c in group {
-            if have.contains_key(&c.hash) {
+            if have.contains_key(&c.hash) || copy.contains_key(&c.hash) {
                 continue;
             }
             if let Some(data) = local.get(&c.hash).and_then(|(path, offset)| read_chunk_at(path, *offset, c)) {
@@ -330,7 +386,10 @@ pub async fn fetch_into<F: Fetch>(
         let mut asked: HashSet<Hash> = HashSet::new();
         let sets: Vec<Vec<Hash>> = group
             .chunks(CHUNK_BATCH)
-            .map(|window| window.iter().map(|c| c.hash).filter(|h| !have.contains_key(h) && asked.insert(*h)).collect())
+            .map(|window| {
+                let wanted = |h: &Hash| !have.contains_key(h) && !copy.contains_key(h) && asked.insert(*h);
+                window.iter().map(|c| c.hash).filter(wanted).collect()
+            })
             .filter(|set: &Vec<Hash>| !set.is_empty())
             .collect();
         for (set, fetched) in sets.iter().zip(remote.chunk_sets(ws, &sets).await) {
@@ -346,6 +405,12 @@ pub async fn fetch_into<F: Fetch>(
             }
         }
         for c in group {
+            if let Some((src, offset)) = copy.get(&c.hash) {
+                out.copy_from(src, *offset, u64::from(c.len)).map_err(|_| FetchError::Mismatch)?;
+                (reused, copied) = (reused + u64::from(c.len), true);
+                progress(u64::from(c.len));
+                continue;
+            }
             let data = have.get(&c.hash).ok_or(FetchError::Damaged)?;
             if data.len() != c.len as usize {
                 return Err(FetchError::Damaged);
@@ -355,7 +420,8 @@ pub async fn fetch_into<F: Fetch>(
             progress(u64::from(c.len));
         }
     }
-    if whole.finalize().as_bytes() != content_hash {
+    let assembled = if copied { out.content_hash().map_err(FetchError::Write)? } else { *whole.finalize().as_bytes() };
+    if assembled != *content_hash {
         return Err(FetchError::Mismatch);
     }
     Ok(reused)
@@ -663,19 +729,51 @@ impl Client {
         }
         let mut tmp = TempFile::beside(dest.to_path_buf())?;
         let mut remote = self.clone();
-        fetch_into(&mut remote, ws, &manifest.chunks, &manifest.content_hash, &mut tmp, &local, &mut |_| {})
-            .await
-            .map_err(|e| match e {
-                FetchError::Remote(e) => e,
-                FetchError::Write(e) => ClientError::Io(e),
-                e @ (FetchError::Damaged | FetchError::Mismatch) => {
-                    ClientError::Verify(format!("the version of seq {seq}: {e}"))
-                }
-            })?;
+        fetch_into(
+            &mut remote,
+            ws,
+            &manifest.chunks,
+            &manifest.content_hash,
+            &mut tmp,
+            Local { read: &local, copy: &CopyChunks::new() },
+            &mut |_| {},
+        )
+        .await
+        .map_err(|e| match e {
+            FetchError::Remote(e) => e,
+            FetchError::Write(e) => ClientError::Io(e),
+            e @ (FetchError::Damaged | FetchError::Mismatch) => {
+                ClientError::Verify(format!("the version of seq {seq}: {e}"))
+            }
+        })?;
         let (mode, mtime) = (0, manifest.mtime_ms);
         tokio::task::spawn_blocking(move || tmp.finish(mode, mtime))
             .await
             .map_err(|e| ClientError::Io(std::io::Error::other(e)))??;
         Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copied_ranges_land_in_order_and_a_failed_copy_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("old.bin"), &old).unwrap();
+        let src = std::fs::File::open(dir.path().join("old.bin")).unwrap();
+        let mut tmp = TempFile::beside(dir.path().join("new.bin")).unwrap();
+        tmp.copy_from(&src, 100_000, 50_000).unwrap();
+        tmp.write(b"edit").unwrap();
+        assert!(tmp.copy_from(&src, 190_000, 50_000).is_err(), "past the end of the old file");
+        tmp.copy_from(&src, 0, 10).unwrap();
+        let mut want = old[100_000..150_000].to_vec();
+        want.extend_from_slice(b"edit");
+        want.extend_from_slice(&old[..10]);
+        assert_eq!(tmp.content_hash().unwrap(), chunking::hash(&want));
+        tmp.finish(0o644, 1_700_000_000_000).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("new.bin")).unwrap(), want);
     }
 }

@@ -196,36 +196,46 @@ impl FolderSync {
             Err(e) => return Err(e.into()),
         };
         let before = local::stat(&self.root, rel);
-        let mut tmp = match local::temp_beside(&self.root, rel) {
-            Ok(t) => t,
-            Err(e) => {
-                self.local_error(rel, e);
-                return Ok(());
-            }
-        };
-        let bar = self.ui.bytes(manifest.size, rel);
         let local_chunks = self.local_chunks(&manifest.chunks);
-        let fetched = download::fetch_into(
-            remote,
-            self.ws,
-            &manifest.chunks,
-            &manifest.content_hash,
-            &mut tmp,
-            &local_chunks,
-            &mut |n| bar.inc(n),
-        )
-        .await;
-        let reused = match fetched {
-            Ok(reused) => reused,
-            Err(FetchError::Remote(e)) => return Err(e.into()),
-            Err(FetchError::Damaged) => return Err(SyncError::Connection("a chunk arrived damaged".into())),
-            Err(FetchError::Write(e)) => {
-                self.local_error(rel, e);
-                return Ok(());
-            }
-            Err(FetchError::Mismatch) => {
-                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "downloaded content does not match its hash; not applied");
-                return Ok(());
+        // First the chunks of local files unchanged since scanned are copied in the kernel,
+        // unread, and the whole file checked; should one have changed unnoticed, the download
+        // runs again reading and checking every local chunk.
+        let mut copy = self.copy_chunks(&manifest.chunks);
+        let (tmp, reused, bar) = loop {
+            let mut tmp = match local::temp_beside(&self.root, rel) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.local_error(rel, e);
+                    return Ok(());
+                }
+            };
+            let bar = self.ui.bytes(manifest.size, rel);
+            let fetched = download::fetch_into(
+                remote,
+                self.ws,
+                &manifest.chunks,
+                &manifest.content_hash,
+                &mut tmp,
+                download::Local { read: &local_chunks, copy: &copy },
+                &mut |n| bar.inc(n),
+            )
+            .await;
+            match fetched {
+                Ok(reused) => break (tmp, reused, bar),
+                Err(FetchError::Remote(e)) => return Err(e.into()),
+                Err(FetchError::Damaged) => return Err(SyncError::Connection("a chunk arrived damaged".into())),
+                Err(FetchError::Write(e)) => {
+                    self.local_error(rel, e);
+                    return Ok(());
+                }
+                Err(FetchError::Mismatch) if !copy.is_empty() => {
+                    tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "local chunks not as recorded; reading and checking them");
+                    copy.clear();
+                }
+                Err(FetchError::Mismatch) => {
+                    tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "downloaded content does not match its hash; not applied");
+                    return Ok(());
+                }
             }
         };
         bar.finish();
@@ -300,6 +310,31 @@ impl FolderSync {
             }
             if let Some((path, offset)) = self.local_chunk_at(c) {
                 out.insert(c.hash, (local::abs_of(&self.root, &path), offset));
+            }
+        }
+        out
+    }
+
+    /// The chunks of `chunks` held by local files that are as the state recorded them (size and
+    /// mtime): copied unread ([`download::CopyChunks`]). Each such file is opened once.
+    pub(super) fn copy_chunks(&self, chunks: &[ChunkRef]) -> download::CopyChunks {
+        let mut files: HashMap<WsPath, Option<std::sync::Arc<std::fs::File>>> = HashMap::new();
+        let mut out = download::CopyChunks::new();
+        for c in chunks {
+            if out.contains_key(&c.hash) {
+                continue;
+            }
+            let Some((path, offset)) = self.local_chunk_at(c) else { continue };
+            let file = files.entry(path.clone()).or_insert_with(|| {
+                let known = self.store.get(path.as_str())?;
+                let now = local::stat(&self.root, &path)?;
+                if (now.size, now.mtime_ms) != (known.size, known.mtime_ms) {
+                    return None;
+                }
+                std::fs::File::open(local::abs_of(&self.root, &path)).ok().map(std::sync::Arc::new)
+            });
+            if let Some(file) = file {
+                out.insert(c.hash, (file.clone(), offset));
             }
         }
         out

@@ -208,6 +208,11 @@ impl TempFile {
         Ok(TempFile { file, path, dest })
     }
 
+    /// Where the temporary file is (a reader of what was written so far).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn dest(&self) -> &Path {
         &self.dest
     }

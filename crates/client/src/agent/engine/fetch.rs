@@ -196,7 +196,17 @@ impl FolderSync {
             Err(e) => return Err(e.into()),
         };
         let before = local::stat(&self.root, rel);
-        let local_chunks = self.local_chunks(&manifest.chunks);
+        let mut local_chunks = self.local_chunks(&manifest.chunks);
+        // A large upload staged while it was being sent: its chunks are read from there (verified
+        // like any local chunk); the staged file is dropped once this download is done.
+        let stream = self.take_stream(rel, &manifest);
+        if let Some(s) = &stream {
+            let mut at = 0u64;
+            for c in &s.chunks[..s.next] {
+                local_chunks.entry(c.hash).or_insert_with(|| (s.tmp.path().to_path_buf(), at));
+                at += u64::from(c.len);
+            }
+        }
         // First the chunks of local files unchanged since scanned are copied in the kernel,
         // unread, and the whole file checked; should one have changed unnoticed, the download
         // runs again reading and checking every local chunk.

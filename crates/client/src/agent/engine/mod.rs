@@ -38,6 +38,7 @@ mod fetch;
 mod judge;
 mod rules;
 mod scan;
+mod stream;
 
 use fetch::{Staged, APPLY_BATCH};
 use judge::Local;
@@ -123,6 +124,8 @@ pub struct FolderSync {
     /// Downloads of the batch being applied, fetched ahead and durable, by seq. Whatever is not
     /// placed when the batch ends is dropped, which removes its temp file.
     staged: HashMap<i64, Staged>,
+    /// Large uploads announced by the node and fetched before their commit, by content hash.
+    streams: HashMap<chunking::Hash, stream::Stream>,
 }
 
 impl std::fmt::Debug for FolderSync {
@@ -168,6 +171,7 @@ impl FolderSync {
             read_only: false,
             stop: None,
             staged: HashMap::new(),
+            streams: HashMap::new(),
         }
     }
 
@@ -238,8 +242,10 @@ impl FolderSync {
                         self.apply_changes(remote, changes, false).await?;
                         self.store.save()?;
                     }
-                    if let Some(ev) = after {
-                        self.on_event(ev)?;
+                    match after {
+                        Some(RemoteEvent::Notice(n)) if Self::is_upload_notice(&n) => self.on_upload(remote, n).await?,
+                        Some(ev) => self.on_event(ev)?,
+                        None => {}
                     }
                 }
                 w = watch.recv() => match w {

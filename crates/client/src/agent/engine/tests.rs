@@ -746,3 +746,64 @@ async fn small_edit_cost() {
     eprintln!("A rescans 256 MiB (FastCDC + BLAKE3): {:?}", t.elapsed());
     assert_eq!(scan.content_hash, chunking::hash(&new));
 }
+
+/// A large upload announced before its commit is fetched into a temp file as its chunks become
+/// durable; the file appears only with the commit, whole, and nothing is fetched twice. An
+/// abandoned upload leaves nothing; our own announcements and bad paths are ignored.
+#[tokio::test]
+async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
+    let mut s = Setup::new(Role::Editor);
+    let data = noise(8 * 1024 * 1024, 31);
+    let scan = chunking::scan(&data[..]).unwrap();
+    let refs = scan.refs();
+    let half = refs.len() / 2;
+    // Only the durable prefix is readable on the node so far.
+    for c in &scan.chunks[..half] {
+        let at = c.offset as usize;
+        s.node.chunks.insert(c.chunk.hash, data[at..at + c.chunk.len as usize].to_vec());
+    }
+    let started = |path: &str, device: &str, hash: Hash| Notice::UploadStarted {
+        workspace_id: WS,
+        path: path.into(),
+        size: data.len() as u64,
+        content_hash: hash,
+        device_id: device.into(),
+        chunks: refs.clone(),
+    };
+    for ignored in [started("big.bin", "this-device", [1; 32]), started("../big.bin", "other-device", [2; 32])] {
+        s.sync.on_upload(&mut s.node, ignored).await.unwrap();
+    }
+    assert!(s.temps().is_empty(), "our own upload and a bad path start nothing");
+
+    s.sync.on_upload(&mut s.node, started("big.bin", "other-device", scan.content_hash)).await.unwrap();
+    let progress = Notice::UploadProgress { workspace_id: WS, content_hash: scan.content_hash, durable: half as u32 };
+    s.sync.on_upload(&mut s.node, progress).await.unwrap();
+    let temps = s.temps();
+    assert_eq!(temps.len(), 1);
+    let prefix: u64 = refs[..half].iter().map(|c| u64::from(c.len)).sum();
+    assert_eq!(std::fs::read(&temps[0]).unwrap(), data[..prefix as usize], "the durable prefix, staged");
+    assert_eq!(s.node.chunks_sent, half);
+    assert!(s.read("big.bin").is_none(), "nothing appears before the commit");
+
+    // The commit: the rest is fetched, the whole verified and renamed into place.
+    let c = s.node.publish("big.bin", &data);
+    s.sync.apply_change(&mut s.node, c).await.unwrap();
+    assert_eq!(s.read("big.bin").as_deref(), Some(&data[..]));
+    assert_eq!(s.node.chunks_sent, refs.len(), "no chunk fetched twice");
+    assert!(s.temps().is_empty());
+
+    // An abandoned upload: its staged prefix is dropped, nothing appears.
+    let other = noise(8 * 1024 * 1024, 32);
+    let (oscan, _) = s.node.store(&other);
+    let mut notice = started("gone.bin", "other-device", oscan.content_hash);
+    if let Notice::UploadStarted { chunks, .. } = &mut notice {
+        *chunks = oscan.refs();
+    }
+    s.sync.on_upload(&mut s.node, notice).await.unwrap();
+    let progress = Notice::UploadProgress { workspace_id: WS, content_hash: oscan.content_hash, durable: 10 };
+    s.sync.on_upload(&mut s.node, progress).await.unwrap();
+    assert_eq!(s.temps().len(), 1);
+    let gone = Notice::UploadAbandoned { workspace_id: WS, content_hash: oscan.content_hash };
+    s.sync.on_upload(&mut s.node, gone).await.unwrap();
+    assert!(s.temps().is_empty() && s.read("gone.bin").is_none());
+}

@@ -302,7 +302,7 @@ impl Report {
             let _ = writeln!(md, "- {n}");
         }
         if !targets.is_empty() {
-            let _ = writeln!(md, "\n## Targets (issue #6)\n");
+            let _ = writeln!(md, "\n## Targets (issues #6 and #11)\n");
             let _ = writeln!(md, "| # | Target | filesync | Verdict |\n|---|---|---|---|");
             for t in targets {
                 let (got, verdict) = self.verdict(t);

@@ -15,14 +15,18 @@
 //!   its own ([`Staged::finish`]) once the caller has decided it still applies.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use filesync_core::chunking::{self, ChunkRef, Hash};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
+use rustix::fs::{Mode, OFlags};
 
+use crate::folder::Folder;
 use crate::{Client, ClientError};
 
 /// Temp files of downloads in progress start with this; a crash leaves at most such a file,
@@ -142,17 +146,22 @@ impl LocalFile {
         let mtime_ms = meta.modified().ok().map(system_time_ms).unwrap_or(0);
         LocalFile { size: meta.len(), mtime_ms, mode: mode_of(meta) }
     }
+
+    /// From a `stat` beneath a folder ([`Folder::stat`]): the same facts as
+    /// [`LocalFile::from_metadata`] gives.
+    pub(crate) fn from_stat(st: &rustix::fs::Stat) -> LocalFile {
+        // Nanoseconds since the epoch, truncated toward zero to milliseconds as `system_time_ms`.
+        let ns = i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec);
+        let mtime_ms = i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX);
+        #[allow(clippy::useless_conversion)] // `st_mode` is narrower on some systems
+        let mode = u32::from(st.st_mode) & 0o7777;
+        LocalFile { size: u64::try_from(st.st_size).unwrap_or(0), mtime_ms, mode }
+    }
 }
 
-#[cfg(unix)]
 pub(crate) fn mode_of(meta: &std::fs::Metadata) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o7777
-}
-
-#[cfg(not(unix))]
-pub(crate) fn mode_of(_meta: &std::fs::Metadata) -> u32 {
-    0
 }
 
 /// Milliseconds since the Unix epoch (negative before it).
@@ -189,23 +198,83 @@ fn copy_range(_src: &std::fs::File, _offset: u64, _dst: &std::fs::File, _len: u6
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
+/// Where a download goes: a directory beneath a folder and the names in it. Every operation
+/// opens the directory beneath the folder again ([`Folder`]), so a staged file holds no
+/// descriptor and no link on the way is ever followed.
+#[derive(Debug)]
+struct Place {
+    /// The folder (opened by path: the one the caller chose).
+    root: PathBuf,
+    /// The destination's directory beneath `root` (`""`: `root` itself).
+    dir: String,
+    /// The temp file's name in `dir`.
+    temp: String,
+    /// The destination's name in `dir`.
+    dest_name: OsString,
+}
+
+impl Place {
+    fn open_dir(&self) -> std::io::Result<OwnedFd> {
+        Folder::open(&self.root)?.open_dir(&self.dir)
+    }
+
+    /// The temp file, opened for reading (never through a link).
+    fn open_temp(&self, dir: &OwnedFd) -> std::io::Result<std::fs::File> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(rustix::fs::openat(dir, self.temp.as_str(), flags, Mode::empty())?.into())
+    }
+
+    /// Renames the temp file over the destination, in its directory.
+    fn rename(&self, dir: &OwnedFd) -> std::io::Result<()> {
+        Ok(rustix::fs::renameat(dir, self.temp.as_str(), dir, &self.dest_name)?)
+    }
+
+    fn remove(&self, dir: &OwnedFd) {
+        let _ = rustix::fs::unlinkat(dir, self.temp.as_str(), rustix::fs::AtFlags::empty());
+    }
+}
+
 /// A download in progress: a temp file beside its destination, removed if dropped unfinished.
+/// It is created, renamed and removed relative to a handle on its directory ([`Folder`]), so a
+/// directory swapped for a link meanwhile cannot lead it elsewhere.
 #[derive(Debug)]
 pub struct TempFile {
     file: std::fs::File,
+    /// The destination's directory, held while the file is written.
+    dir: OwnedFd,
+    place: Place,
     path: PathBuf,
     dest: PathBuf,
+    /// False once renamed into place or staged (someone else cleans up).
+    armed: bool,
 }
 
 impl TempFile {
-    /// Creates `TEMP_PREFIX<random>` in the directory of `dest`, which must exist (the caller
-    /// makes it, by its own rules about links).
+    /// Creates `TEMP_PREFIX<random>` in the directory of `dest`, which must exist. `dest` is the
+    /// caller's own path (its links are followed); the agent's downloads are made beneath their
+    /// folder instead ([`Folder::temp_beside`]).
     pub fn beside(dest: PathBuf) -> std::io::Result<TempFile> {
-        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent"))?;
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        let path = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(TempFile { file, path, dest })
+        let name = dest.file_name().ok_or_else(|| std::io::Error::other("destination has no file name"))?;
+        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let folder = Folder::open(dir)?;
+        let fd = folder.open_dir("")?;
+        TempFile::create(fd, dir.to_path_buf(), String::new(), name.to_owned())
+    }
+
+    /// Creates the temp file in `dir_fd`, the directory `dir` beneath the folder `root`.
+    pub(crate) fn create(
+        dir_fd: OwnedFd,
+        root: PathBuf,
+        dir: String,
+        dest_name: OsString,
+    ) -> std::io::Result<TempFile> {
+        let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file = rustix::fs::openat(&dir_fd, temp.as_str(), flags, Mode::from_raw_mode(0o666))?.into();
+        let mut base = root.clone();
+        base.extend(dir.split('/').filter(|c| !c.is_empty()));
+        let (path, dest) = (base.join(&temp), base.join(&dest_name));
+        Ok(TempFile { file, dir: dir_fd, place: Place { root, dir, temp, dest_name }, path, dest, armed: true })
     }
 
     /// Where the temporary file is (a reader of what was written so far).
@@ -238,36 +307,31 @@ impl TempFile {
     /// The BLAKE3 hash of everything written so far, read back from the file. Blocking.
     pub fn content_hash(&self) -> std::io::Result<Hash> {
         let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(std::fs::File::open(&self.path)?)?;
+        hasher.update_reader(self.place.open_temp(&self.dir)?)?;
         Ok(*hasher.finalize().as_bytes())
     }
 
-    /// Flushes to disk, applies mode and mtime, and renames over the destination.
+    /// Flushes to disk, applies mode and mtime, and renames over the destination (in the
+    /// directory it was created in); the rename is made durable too.
     /// Returns the facts of the file now in place.
     pub fn finish(mut self, mode: u32, mtime_ms: i64) -> std::io::Result<LocalFile> {
         self.set_facts(mode, mtime_ms)?;
         self.file.sync_all()?;
         let meta = self.file.metadata()?;
-        std::fs::rename(&self.path, &self.dest)?;
-        if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The rename itself survives a crash.
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        }
-        let facts = LocalFile::from_metadata(&meta);
-        // Disarm the drop guard (the temp path is now the destination); dropping
-        // still closes the file, so a long sync never runs out of descriptors.
-        self.path = PathBuf::new();
-        Ok(facts)
+        self.place.rename(&self.dir)?;
+        // Disarm the drop guard (the temp name is now the destination's); dropping still closes
+        // the file, so a long sync never runs out of descriptors.
+        self.armed = false;
+        // The rename itself survives a crash.
+        let _ = rustix::fs::fsync(&self.dir);
+        Ok(LocalFile::from_metadata(&meta))
     }
 
     fn set_facts(&self, mode: u32, mtime_ms: i64) -> std::io::Result<()> {
-        #[cfg(unix)]
         if mode != 0 {
             use std::os::unix::fs::PermissionsExt;
             self.file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
         }
-        #[cfg(not(unix))]
-        let _ = mode;
         self.file.set_modified(ms_to_system_time(mtime_ms))
     }
 
@@ -275,29 +339,42 @@ impl TempFile {
     /// downloads is made durable at once ([`make_durable`]) before each is renamed
     /// ([`StagedFile::finish`]). One barrier instead of one fsync per file.
     pub fn stage(mut self, mode: u32, mtime_ms: i64) -> std::io::Result<StagedFile> {
+        use std::os::unix::fs::MetadataExt;
         self.set_facts(mode, mtime_ms)?;
-        let facts = LocalFile::from_metadata(&self.file.metadata()?);
-        // The staged file takes over the clean-up; dropping `self` closes the descriptor.
-        let path = std::mem::take(&mut self.path);
-        Ok(StagedFile { path, dest: self.dest.clone(), facts })
+        let meta = self.file.metadata()?;
+        // The staged file takes over the clean-up; dropping `self` closes both descriptors.
+        self.armed = false;
+        let place = Place {
+            root: self.place.root.clone(),
+            dir: std::mem::take(&mut self.place.dir),
+            temp: std::mem::take(&mut self.place.temp),
+            dest_name: std::mem::take(&mut self.place.dest_name),
+        };
+        let dest = std::mem::take(&mut self.dest);
+        Ok(StagedFile { place, dest, facts: LocalFile::from_metadata(&meta), dev: meta.dev(), armed: true })
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         // An abandoned download leaves nothing behind.
-        if !self.path.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.path);
+        if self.armed {
+            self.place.remove(&self.dir);
         }
     }
 }
 
-/// A complete download closed beside its destination, waiting for its rename.
+/// A complete download closed beside its destination, waiting for its rename. It holds no
+/// descriptor (a batch may be large): its directory is opened beneath the folder again to
+/// flush, rename or remove it.
 #[derive(Debug)]
 pub struct StagedFile {
-    path: PathBuf,
+    place: Place,
     dest: PathBuf,
     facts: LocalFile,
+    /// The file system it is on.
+    dev: u64,
+    armed: bool,
 }
 
 impl StagedFile {
@@ -307,37 +384,45 @@ impl StagedFile {
 
     /// Renames over the destination (after [`make_durable`]); the facts of the file now in place.
     pub fn finish(mut self) -> std::io::Result<LocalFile> {
-        std::fs::rename(&self.path, &self.dest)?;
-        self.path = PathBuf::new();
+        self.place.rename(&self.place.open_dir()?)?;
+        self.armed = false;
         Ok(self.facts)
     }
 }
 
 impl Drop for StagedFile {
     fn drop(&mut self) {
-        // Not placed (a failed batch, a change decided otherwise): nothing is left behind.
-        if !self.path.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.path);
+        // Not placed (a failed batch, a change decided otherwise): nothing is left behind. If its
+        // directory cannot be opened any more (swapped for a link), the agent's next start
+        // removes the temp file.
+        if self.armed {
+            if let Ok(dir) = self.place.open_dir() {
+                self.place.remove(&dir);
+            }
         }
     }
 }
 
-/// More staged files than this: one `syncfs` of their file system instead of one fsync each
-/// (as the node's chunk store does).
+/// More staged files than this: one `syncfs` of each file system they are on instead of one
+/// fsync each (as the node's chunk store does).
 const SYNCFS_ABOVE: usize = 16;
 
 /// Makes staged files' content durable, so that a crash after their renames cannot leave an
-/// empty or partial file under a synced name. `root` is any directory on their file system.
-pub fn make_durable(root: &Path, files: &[&StagedFile]) -> std::io::Result<()> {
+/// empty or partial file under a synced name. Files on several file systems (a directory of the
+/// folder that is a mount of another) get a barrier on each.
+pub fn make_durable(files: &[&StagedFile]) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     if files.len() > SYNCFS_ABOVE {
-        let dir = std::fs::File::open(root)?;
-        return rustix::fs::syncfs(&dir).map_err(std::io::Error::from);
+        let mut synced = HashSet::new();
+        for f in files {
+            if synced.insert(f.dev) {
+                rustix::fs::syncfs(f.place.open_dir()?)?;
+            }
+        }
+        return Ok(());
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = root;
     for f in files {
-        std::fs::File::open(&f.path)?.sync_all()?;
+        f.place.open_temp(&f.place.open_dir()?)?.sync_all()?;
     }
     Ok(())
 }
@@ -543,11 +628,10 @@ pub struct Staged {
 }
 
 /// Writes each gathered version beside its destination (`open` makes its temp file from its
-/// key), then makes them all durable with one barrier on `durable_root`'s file system. A version
-/// that cannot be built whole and verified is left out (it downloads alone); if the barrier
-/// fails, all are. Blocking: run it on a blocking thread.
+/// key), then makes them all durable with one barrier per file system ([`make_durable`]). A
+/// version that cannot be built whole and verified is left out (it downloads alone); if the
+/// barrier fails, all are. Blocking: run it on a blocking thread.
 pub fn stage_all<K>(
-    durable_root: &Path,
     ws: WorkspaceId,
     gathered: Gathered<K>,
     open: impl Fn(&K) -> std::io::Result<TempFile>,
@@ -571,7 +655,7 @@ pub fn stage_all<K>(
     }
     let files: Vec<&StagedFile> = staged.iter().map(|(_, s)| &s.file).collect();
     let barrier = std::time::Instant::now();
-    let durable = make_durable(durable_root, &files);
+    let durable = make_durable(&files);
     tracing::debug!(workspace.id = %ws, files = files.len(), ms = barrier.elapsed().as_millis(), "downloads made durable");
     if let Err(e) = durable {
         tracing::warn!(workspace.id = %ws, error = %e, "cannot flush downloads to disk; downloading one by one");
@@ -633,8 +717,9 @@ pub fn one_chunk_list(size: u64, content_hash: Hash) -> Vec<ChunkRef> {
 }
 
 impl Client {
-    /// Downloads several versions, each to its destination (directories made if missing; all
-    /// on one file system), answering in the order given. The small ones are fetched ahead
+    /// Downloads several versions, each to its destination (directories made if missing; each
+    /// written beside its destination, so destinations on different file systems are fine),
+    /// answering in the order given. The small ones are fetched ahead
     /// together ([`fetch_ahead`], manifests and chunks many requests in flight), written beside
     /// their destinations and made durable with one barrier ([`stage_all`]), then renamed; the
     /// others, and any not fetched ahead whole, download one by one ([`Client::download`]).
@@ -673,10 +758,8 @@ impl Client {
             match fetch_ahead(&mut remote, ws, jobs, LocalChunks::new()).await {
                 Ok(gathered) => {
                     let dests: Vec<PathBuf> = wanted.iter().map(|(_, d)| d.clone()).collect();
-                    let root = dests[0].parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                    let root = root.to_path_buf();
                     staged = tokio::task::spawn_blocking(move || {
-                        stage_all(&root, ws, gathered, |&i| TempFile::beside(dests[i].clone()))
+                        stage_all(ws, gathered, |&i| TempFile::beside(dests[i].clone()))
                     })
                     .await
                     .unwrap_or_default();
@@ -762,6 +845,37 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filesync_core::path::WsPath;
+
+    /// A batch whose destinations are on two file systems (a temp directory and `/dev/shm`, a
+    /// tmpfs, as when a directory of the folder is a mount of another): each temp file is
+    /// beside its destination, so no rename crosses devices, and each file system gets its
+    /// barrier.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_batch_across_file_systems_is_flushed_and_placed() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir_in("/dev/shm").unwrap());
+        let folders = [Folder::open(a.path()).unwrap(), Folder::open(b.path()).unwrap()];
+        let mut staged = Vec::new();
+        for i in 0..SYNCFS_ABOVE {
+            for f in &folders {
+                let mut t = f.temp_beside(&WsPath::parse(&format!("sub/f{i}")).unwrap()).unwrap();
+                t.write(format!("file {i}").as_bytes()).unwrap();
+                staged.push(t.stage(0o644, 1_700_000_000_000).unwrap());
+            }
+        }
+        assert_ne!(staged[0].dev, staged[1].dev, "the two destinations are on different file systems");
+        make_durable(&staged.iter().collect::<Vec<_>>()).unwrap();
+        for s in staged {
+            s.finish().unwrap();
+        }
+        for dir in [a.path(), b.path()] {
+            for i in 0..SYNCFS_ABOVE {
+                assert_eq!(std::fs::read(dir.join(format!("sub/f{i}"))).unwrap(), format!("file {i}").as_bytes());
+            }
+            assert_eq!(std::fs::read_dir(dir.join("sub")).unwrap().count(), SYNCFS_ABOVE, "no temp file is left");
+        }
+    }
 
     #[test]
     fn copied_ranges_land_in_order_and_a_failed_copy_appends_nothing() {

@@ -29,6 +29,7 @@
 
 mod counted;
 pub mod download;
+pub mod folder;
 mod manifest_cache;
 pub mod tls;
 mod transfer;

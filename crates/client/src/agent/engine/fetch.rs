@@ -89,7 +89,7 @@ impl FolderSync {
         let fetched_ms = started.elapsed().as_millis();
         let (root, ws) = (self.root.clone(), self.ws);
         let staged = tokio::task::spawn_blocking(move || {
-            download::stage_all(&root, ws, gathered, |rel| local::temp_beside(&root, rel))
+            download::stage_all(ws, gathered, |rel| local::temp_beside(&root, rel))
         })
         .await
         .unwrap_or_default();
@@ -341,7 +341,7 @@ impl FolderSync {
                 if (now.size, now.mtime_ms) != (known.size, known.mtime_ms) {
                     return None;
                 }
-                std::fs::File::open(local::abs_of(&self.root, &path)).ok().map(std::sync::Arc::new)
+                local::open_file(&self.root, &path).ok().map(std::sync::Arc::new)
             });
             if let Some(file) = file {
                 out.insert(c.hash, (file.clone(), offset));

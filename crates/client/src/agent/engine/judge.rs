@@ -76,7 +76,7 @@ pub(super) fn judge(root: &Path, rel: &WsPath, entry: Option<&Entry>) -> Judged 
     if entry.is_some_and(|e| e.size == meta.size && e.mtime_ms == meta.mtime_ms) {
         return Judged::Local(Local::Same);
     }
-    let Ok(scan) = local::scan_file(&local::abs_of(root, rel)) else {
+    let Ok(scan) = local::scan_file(root, rel) else {
         // Vanished or unreadable between stat and read: the next event will tell.
         return missing();
     };

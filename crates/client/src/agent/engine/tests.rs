@@ -807,3 +807,100 @@ async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
     s.sync.on_upload(&mut s.node, gone).await.unwrap();
     assert!(s.temps().is_empty() && s.read("gone.bin").is_none());
 }
+
+/// Every entry under `dir` with its content (a link as its target), sorted.
+fn listing(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let t = e.file_type().unwrap();
+            let content = if t.is_dir() {
+                dirs.push(e.path());
+                b"<dir>".to_vec()
+            } else if t.is_symlink() {
+                std::fs::read_link(e.path()).unwrap().into_os_string().into_encoded_bytes()
+            } else {
+                std::fs::read(e.path()).unwrap_or_default()
+            };
+            out.push((e.path(), content));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Another program swaps a directory of the folder for a link to a directory outside it, and
+/// back, again and again, while the agent applies remote changes into it: downloads fetched
+/// ahead and alone, conflict copies, moves, deletes, new directories. Whatever lands where,
+/// nothing outside the folder is ever created, changed or removed.
+#[tokio::test]
+async fn a_directory_swapped_for_a_link_while_changes_apply_never_leads_outside() {
+    use filesync_proto_client::folder::Folder;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = Setup::new(Role::Editor);
+    let root = s.root();
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("e")).unwrap();
+    for name in ["a.txt", "b.txt", "moved.txt", "e/c.txt", "e/big.bin", "e/new"] {
+        std::fs::write(outside.join(name), b"outside").unwrap();
+    }
+    let before = listing(&outside);
+    std::fs::create_dir_all(root.join("d/e")).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (d, link) = (root.join("d"), root.join("d-link"));
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let swapper = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            use rustix::fs::{RenameFlags, CWD};
+            // `d` becomes a link to outside, then the directory again, atomically (while it
+            // exists: the agent removes it when it is left empty and makes it again).
+            let exchange = || rustix::fs::renameat_with(CWD, &d, CWD, &link, RenameFlags::EXCHANGE);
+            while !stop.load(Ordering::Relaxed) {
+                let _ = exchange();
+                let _ = exchange();
+            }
+        }
+    });
+    let w = |p: &str| WsPath::parse(p).unwrap();
+    for round in 0..40u64 {
+        // A batch fetched ahead together.
+        let batch: Vec<(String, Vec<u8>)> = ["d/a.txt", "d/b.txt", "d/e/c.txt"]
+            .iter()
+            .map(|p| (p.to_string(), noise(3000, round * 10 + p.len() as u64)))
+            .collect();
+        let changes = s.publish_all(&batch);
+        s.sync.apply_changes(&mut s.node, changes, false).await.unwrap();
+        // A download alone (several chunks).
+        let big = s.node.publish("d/e/big.bin", &noise(200_000, round));
+        s.sync.apply_changes(&mut s.node, vec![big], false).await.unwrap();
+        // A local edit meeting a remote one: ours becomes a conflict copy beside it.
+        if let Ok(folder) = Folder::open(&root) {
+            if let Ok(mut t) = folder.temp_beside(&w("d/e/c.txt")) {
+                t.write(format!("mine {round}").as_bytes()).unwrap();
+                let _ = t.finish(0o644, 1_600_000_000_000 + round as i64);
+            }
+        }
+        let theirs = s.node.publish("d/e/c.txt", &noise(3000, 1000 + round));
+        s.sync.apply_changes(&mut s.node, vec![theirs], false).await.unwrap();
+        // A move, a delete, a directory made and removed.
+        let a = batch[0].1.clone();
+        s.node.seq += 1;
+        let moved =
+            change(s.node.seq, ChangeOp::Move, "d/moved.txt", Some("d/a.txt"), chunking::hash(&a), a.len() as u64);
+        s.node.seq += 1;
+        let deleted = change(s.node.seq, ChangeOp::Delete, "d/b.txt", None, [0; 32], 0);
+        s.node.seq += 1;
+        let mut made = change(s.node.seq, ChangeOp::Put, "d/e/new", None, [0; 32], 0);
+        made.kind = EntryKind::Dir;
+        s.node.seq += 1;
+        let mut gone = change(s.node.seq, ChangeOp::Delete, "d/e/new", None, [0; 32], 0);
+        gone.kind = EntryKind::Dir;
+        s.sync.apply_changes(&mut s.node, vec![moved, deleted, made, gone], false).await.unwrap();
+        let _ = local::remove_file(&root, &w("d/moved.txt"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert_eq!(listing(&outside), before, "nothing outside the folder was created, changed or removed");
+}

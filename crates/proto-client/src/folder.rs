@@ -197,10 +197,28 @@ impl Folder {
     /// Facts about the regular file `rel`; `None` if it is missing, not a regular file, or
     /// reached through a link.
     pub fn stat(&self, rel: &WsPath) -> Option<LocalFile> {
+        let regular = |st: rustix::fs::Stat| {
+            (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+                .then(|| LocalFile::from_stat(&st))
+        };
+        #[cfg(target_os = "linux")]
+        if !NO_OPENAT2.load(std::sync::atomic::Ordering::Relaxed) {
+            use rustix::fs::ResolveFlags;
+            // One lookup (a rescan stats every file): the file itself, a link as itself (`O_PATH |
+            // O_NOFOLLOW`), no link on the way.
+            let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            for _ in 0..16 {
+                let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+                match rustix::fs::openat2(&self.fd, rel.as_str(), flags, Mode::empty(), how) {
+                    Ok(fd) => return regular(rustix::fs::fstat(&fd).ok()?),
+                    Err(Errno::AGAIN) => continue,
+                    Err(Errno::NOSYS | Errno::PERM) => break,
+                    Err(_) => return None,
+                }
+            }
+        }
         let (dir, name) = split(rel);
-        let st = rustix::fs::statat(self.open_dir(dir).ok()?, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
-            .then(|| LocalFile::from_stat(&st))
+        regular(rustix::fs::statat(self.open_dir(dir).ok()?, name, AtFlags::SYMLINK_NOFOLLOW).ok()?)
     }
 
     /// Opens the regular file `rel` for reading, not through a link.

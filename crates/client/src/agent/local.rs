@@ -14,7 +14,7 @@ use filesync_core::path::WsPath;
 use super::ignore_rules::IgnoreRules;
 
 pub use filesync_proto_client::download::{system_time_ms, LocalFile, StagedFile, TempFile};
-use filesync_proto_client::folder::Folder;
+pub use filesync_proto_client::folder::Folder;
 
 /// The workspace path of `abs` under `root`, if it is a valid one (UTF-8, inside, not the root).
 pub fn rel_of(root: &Path, abs: &Path) -> Option<String> {

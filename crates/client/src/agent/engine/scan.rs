@@ -60,13 +60,16 @@ impl FolderSync {
 /// The paths of `page` whose file is gone or whose size or mtime moved since it was recorded.
 /// Blocking; stats on [`STAT_THREADS`] threads.
 fn moved_since(root: &Path, page: &[(String, Entry)]) -> Vec<String> {
+    // One handle on the folder for the page (a folder that cannot be opened has every file gone).
+    let folder = local::Folder::open(root).ok();
+    let folder = folder.as_ref();
     let per_thread = page.len().div_ceil(STAT_THREADS).max(1);
     std::thread::scope(|s| {
         let parts: Vec<_> = page
             .chunks(per_thread)
             .map(|part| {
                 s.spawn(move || {
-                    part.iter().filter(|(p, e)| !unchanged(root, p, e)).map(|(p, _)| p.clone()).collect::<Vec<_>>()
+                    part.iter().filter(|(p, e)| !unchanged(folder, p, e)).map(|(p, _)| p.clone()).collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -74,7 +77,7 @@ fn moved_since(root: &Path, page: &[(String, Entry)]) -> Vec<String> {
     })
 }
 
-fn unchanged(root: &Path, path: &str, e: &Entry) -> bool {
-    let Ok(rel) = WsPath::parse(path) else { return false };
-    local::stat(root, &rel).is_some_and(|m| m.size == e.size && m.mtime_ms == e.mtime_ms)
+fn unchanged(folder: Option<&local::Folder>, path: &str, e: &Entry) -> bool {
+    let (Some(folder), Ok(rel)) = (folder, WsPath::parse(path)) else { return false };
+    folder.stat(&rel).is_some_and(|m| m.size == e.size && m.mtime_ms == e.mtime_ms)
 }

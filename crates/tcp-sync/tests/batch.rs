@@ -69,9 +69,13 @@ async fn batch_story(cluster: &Cluster) {
     assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&locals[299].1).unwrap());
 
     // The whole batch the way the agent applies one (the library's one download path): fetched
-    // ahead, staged, made durable with one barrier, renamed; a refused version fails only itself.
+    // ahead, staged, made durable with one barrier per file system, renamed; a refused version
+    // fails only itself. Every other destination is on another file system (`/dev/shm`, a tmpfs,
+    // as when a directory of a folder is a mount): each is written beside its destination.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let many = |i: usize| if i.is_multiple_of(2) { dir.path().join("many") } else { shm.path().join("many") };
     let mut wanted: Vec<(i64, std::path::PathBuf)> =
-        locals.iter().zip(&seqs).map(|((path, _), &seq)| (seq, dir.path().join("many").join(path))).collect();
+        locals.iter().zip(&seqs).enumerate().map(|(i, ((path, _), &seq))| (seq, many(i).join(path))).collect();
     wanted.push((10_000, dir.path().join("many/none")));
     let got = within("the batch downloaded at once", b.download_many(ws, &wanted)).await;
     assert!(matches!(got.last(), Some(Err(ClientError::Server { code: ErrorCode::NotFound, .. }))), "{:?}", got.last());
@@ -79,8 +83,10 @@ async fn batch_story(cluster: &Cluster) {
         assert_eq!(answer.as_ref().unwrap().seq, *seq);
         assert_eq!(std::fs::read(dest).unwrap(), std::fs::read(local).unwrap(), "{dest:?}");
     }
-    let leftovers = walk_names(&dir.path().join("many"));
-    assert!(leftovers.iter().all(|n| !n.starts_with(".filesync-tmp-")), "temp files left: {leftovers:?}");
+    for many in [many(0), many(1)] {
+        let leftovers = walk_names(&many);
+        assert!(leftovers.iter().all(|n| !n.starts_with(".filesync-tmp-")), "temp files left: {leftovers:?}");
+    }
 
     // Many manifest requests in flight at once on one connection (the node serves them concurrently):
     // every answer reaches its own request, and a refused one does not disturb the others.

@@ -7,6 +7,7 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
@@ -97,9 +98,10 @@ async fn serve_hostile(stream: tokio::net::TcpStream) {
                 out.push(Message::Subscribed { request_id, workspace_id, head_seq: head });
                 out
             }
-            Message::GetChunks { request_id, hashes, .. } => {
-                hashes.into_iter().map(|hash| Message::Chunk { request_id, hash, data: EVIL.to_vec() }).collect()
-            }
+            Message::GetChunks { request_id, hashes, .. } => hashes
+                .into_iter()
+                .map(|hash| Message::Chunk { request_id, hash, format: 0, payload: EVIL.to_vec() })
+                .collect(),
             Message::GetManifest { request_id, workspace_id, seq } => {
                 let hash: Hash = *blake3::hash(EVIL).as_bytes();
                 vec![Message::Manifest {
@@ -242,4 +244,109 @@ async fn a_hostile_node_cannot_make_the_agent_touch_anything_outside_the_folder(
     want.retain(|k, _| !k.starts_with("link"));
     assert_eq!(tree(&copy), want, "the real node holds the folder");
     assert_eq!(tree(&outside), outside_before);
+}
+
+/// The text of the one file the lying node below offers: compressible, so chunks travel as zstd.
+fn offered_text() -> Vec<u8> {
+    b"fn main() { println!(\"hello\"); }\n".repeat(2000)
+}
+
+/// A node that offers one file (`doc.rs`, one chunk) and answers `GetChunks` with a compressed
+/// chunk that must not be accepted: `lie` 0 a zstd bomb (16 MiB of zeros in a few hundred bytes),
+/// 1 valid zstd of other bytes (wrong hash), 2 a payload that is not zstd, 3 an unknown format.
+async fn serve_bad_chunks(stream: tokio::net::TcpStream, lie: usize) {
+    use filesync_core::encoding::{Encoded, FORMAT_ZSTD};
+    let text = offered_text();
+    let hash: Hash = *blake3::hash(&text).as_bytes();
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    while let Some(Ok(msg)) = framed.next().await {
+        let reply: Vec<Message> = match msg {
+            Message::Hello { .. } => vec![Message::Welcome {
+                user_id: UserId(1),
+                node_id: "liar".into(),
+                session_id: "s".into(),
+                max_frame_bytes: 16 << 20,
+                heartbeat_secs: 15,
+            }],
+            Message::Ping { nonce } => vec![Message::Pong { nonce }],
+            Message::Subscribe { request_id, workspace_id, .. } => {
+                let mut c = change(workspace_id, 1, ChangeOp::Put, EntryKind::File, "doc.rs", None);
+                c.size = text.len() as u64;
+                c.content_hash = hash;
+                vec![Message::Change(c), Message::Subscribed { request_id, workspace_id, head_seq: 1 }]
+            }
+            Message::GetManifest { request_id, workspace_id, seq } => vec![Message::Manifest {
+                request_id,
+                workspace_id,
+                seq,
+                path: "doc.rs".into(),
+                size: text.len() as u64,
+                mtime_ms: 1_700_000_000_000,
+                content_hash: hash,
+                chunks: vec![ChunkRef { hash, len: text.len() as u32 }],
+            }],
+            Message::GetChunks { request_id, hashes, .. } => {
+                let (format, payload) = match lie {
+                    0 => (FORMAT_ZSTD, Encoded::of(vec![0u8; 16 << 20]).payload),
+                    1 => (FORMAT_ZSTD, Encoded::of(b"fn evil() {}\n".repeat(5000)).payload),
+                    2 => (FORMAT_ZSTD, b"not a zstd frame at all".to_vec()),
+                    _ => (9, Encoded::of(text.clone()).payload),
+                };
+                hashes
+                    .into_iter()
+                    .map(|hash| Message::Chunk { request_id, hash, format, payload: payload.clone() })
+                    .collect()
+            }
+            other => match other.request_id() {
+                Some(request_id) => vec![Message::error(request_id, ErrorCode::NotFound, "liar")],
+                None => Vec::new(),
+            },
+        };
+        for m in reply {
+            if framed.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_compressed_chunks_from_a_node_are_refused() {
+    let stack = Stack::start(Backend::Sqlite, 1).await;
+    let real = stack.cli("alice", &stack.node_addrs());
+    real.register("alice").await;
+    let folder = stack.dir.path().join("code");
+    real.ok(&["workspace", "create", "code", folder.to_str().unwrap(), "--no-sync"], None).await;
+    std::fs::write(folder.join("mine.txt"), b"the user's file\n").unwrap();
+    let before = listing(&folder);
+
+    for lie in 0..4 {
+        let liar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = liar.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = liar.accept().await {
+                tokio::spawn(serve_bad_chunks(stream, lie));
+            }
+        });
+        // The agent refuses the chunk and retries later (a node that sends a bad chunk is treated like a
+        // broken connection): it never writes the file, and stops cleanly when asked.
+        let cli = support::Cli::new(real.home.clone(), &real.server, &[addr]);
+        let logged = std::fs::read_to_string(real.home.join("agent.log")).map(|l| l.len()).unwrap_or(0);
+        let agent = cli.spawn_sync();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let log = loop {
+            let log = agent.log_text().get(logged..).unwrap_or_default().to_owned();
+            if log.contains("the node sent a bad chunk") {
+                break log;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "lie {lie}: no refusal in the log: {log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(!log.contains("panicked"), "lie {lie}: the agent panicked: {log}");
+        agent.stop().await;
+        // Nothing appeared: no doc.rs, no temp file beside it; the user's file is untouched.
+        assert_eq!(listing(&folder), before, "lie {lie}: {log}");
+        assert_eq!(std::fs::read(folder.join("mine.txt")).unwrap(), b"the user's file\n");
+    }
 }

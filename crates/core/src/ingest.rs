@@ -34,7 +34,8 @@ use crate::chunking::{self, ChunkRef, Hash, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 use crate::db::journal::{self, Author, Committed, Content, Edit, NewChunk};
 use crate::db::packs;
 use crate::db::{Db, DbError};
-use crate::storage::pack::Appended;
+use crate::encoding::Encoded;
+use crate::storage::pack::{self, Appended};
 use crate::storage::{ChunkStore, PackWriter, StorageError, Stored, PACK_TARGET};
 use crate::WorkspaceId;
 
@@ -97,6 +98,14 @@ impl std::ops::Add for Progress {
     }
 }
 
+/// A chunk as a [`ChunkSink`] receives it.
+enum Incoming {
+    /// Its bytes (an HTTP upload): encoded here.
+    Bytes(Vec<u8>),
+    /// Its stored form: verified by decoding, then stored as it is.
+    Encoded(Encoded),
+}
+
 /// A chunk being stored: `None` once done if the index already had it.
 type ChunkWrite = JoinHandle<Result<Option<Appended>, StorageError>>;
 
@@ -155,10 +164,22 @@ impl ChunkSink {
         self.ws
     }
 
-    /// Starts verifying and writing `data` under `hash` on the blocking pool; waits for older
-    /// chunks until at most [`STORE_AHEAD`] are in flight, recording full packs.
+    /// Starts verifying, encoding and writing `data` under `hash` on the blocking pool; waits for
+    /// older chunks until at most [`STORE_AHEAD`] are in flight, recording full packs.
     pub async fn push(&mut self, hash: Hash, data: Vec<u8>) -> Result<Progress, IngestError> {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        self.push_any(hash, len, Incoming::Bytes(data)).await
+    }
+
+    /// Like [`ChunkSink::push`] for a chunk received in its stored form (protocol 5): it must
+    /// decode (never to more than `len` bytes) to the `len` bytes `hash` names, and is then stored
+    /// as it came, not re-encoded. A payload that does not is refused
+    /// ([`StorageError::Undecodable`] or [`StorageError::HashMismatch`]) and nothing of it is stored.
+    pub async fn push_encoded(&mut self, hash: Hash, len: u32, encoded: Encoded) -> Result<Progress, IngestError> {
+        self.push_any(hash, len, Incoming::Encoded(encoded)).await
+    }
+
+    async fn push_any(&mut self, hash: Hash, len: u32, incoming: Incoming) -> Result<Progress, IngestError> {
         let (store, writer) = (self.store.clone(), self.writer.clone());
         if self.seen.len() >= SEEN_MAX {
             self.seen.clear();
@@ -171,18 +192,22 @@ impl ChunkSink {
                     Some(known) => known,
                     None => store.is_recorded_blocking(&hash)?,
                 };
-            if stored {
+            match incoming {
                 // Verified anyway: the client must prove it holds the bytes it names.
-                let actual = chunking::hash(&data);
-                if actual != hash {
-                    return Err(StorageError::HashMismatch {
-                        claimed: chunking::hex(&hash),
-                        actual: chunking::hex(&actual),
-                    });
+                Incoming::Bytes(data) if stored => {
+                    let actual = chunking::hash(&data);
+                    if actual != hash {
+                        return Err(StorageError::HashMismatch {
+                            claimed: chunking::hex(&hash),
+                            actual: chunking::hex(&actual),
+                        });
+                    }
+                    Ok(None)
                 }
-                return Ok(None);
+                Incoming::Encoded(encoded) if stored => pack::verify_encoded(&hash, len, &encoded).map(|()| None),
+                Incoming::Bytes(data) => writer.append(&hash, data).map(Some),
+                Incoming::Encoded(encoded) => writer.append_encoded(&hash, len, &encoded).map(Some),
             }
-            writer.append(&hash, data).map(Some)
         });
         self.storing.push_back((hash, len, write));
         self.settle(STORE_AHEAD).await

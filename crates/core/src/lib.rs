@@ -9,6 +9,7 @@
 //! - [`events`]: JSON events published on the Redis bus by either daemon.
 //! - [`path`]: the rules a workspace path must follow, path hashes, conflict-copy names.
 //! - [`chunking`]: FastCDC content-defined chunks, BLAKE3 hashes, manifests.
+//! - [`encoding`]: a chunk's stored form (raw or zstd), the same at rest and on the wire.
 //! - [`proto`]: the sync protocol's messages and frame codec, presence key layout.
 //! - [`storage`] (feature `storage`): the chunk store trait and its local directory backend.
 //! - [`ingest`] (feature `ingest`): the one upload pipeline (store, durable, record, commit)
@@ -23,6 +24,7 @@
 pub mod access;
 pub mod chunking;
 pub mod config;
+pub mod encoding;
 pub mod events;
 pub mod ids;
 pub mod jwt;

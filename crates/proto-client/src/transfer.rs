@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use filesync_core::chunking::{self, Hash};
+use filesync_core::encoding::{self, Encoded};
 use filesync_core::proto::{BatchOutcome, FileUpload, Message, PutFile};
 use filesync_core::WorkspaceId;
 use tokio::sync::mpsc;
@@ -36,11 +37,13 @@ fn index_of(scan: &chunking::FileScan) -> ChunkIndex {
 /// Chunks a batch upload reads ahead of the one being sent.
 const READ_AHEAD_CHUNKS: usize = 16;
 
-/// One chunk read for a batch: its bytes, `None` if the file no longer has it (changed since its scan).
-type ReadChunk = Result<Option<(Hash, Vec<u8>)>, ClientError>;
+/// One chunk read for a batch, in the form it is sent (compressed when that pays), `None` if the
+/// file no longer has it (changed since its scan).
+type ReadChunk = Result<Option<(Hash, Encoded)>, ClientError>;
 
 /// Reads `wanted` chunks (hash, file index, place) from `files` in order into `tx`, each checked
-/// against its hash; stops at the first that no longer matches. Blocking.
+/// against its hash and encoded as the node stores it (core's one decision, [`Encoded::of`]);
+/// stops at the first that no longer matches. Blocking.
 fn read_chunks(files: &[PathBuf], wanted: Vec<(Hash, usize, (u64, u32))>, tx: &mpsc::Sender<ReadChunk>) {
     use std::io::{Read, Seek};
     let mut open: Option<(usize, std::fs::File)> = None;
@@ -55,7 +58,7 @@ fn read_chunks(files: &[PathBuf], wanted: Vec<(Hash, usize, (u64, u32))>, tx: &m
             if file.read_exact(&mut data).is_err() || chunking::hash(&data) != hash {
                 return Ok(None);
             }
-            Ok(Some((hash, data)))
+            Ok(Some((hash, Encoded::of(data))))
         })();
         let stop = !matches!(read, Ok(Some(_)));
         if tx.blocking_send(read).is_err() || stop {
@@ -231,16 +234,18 @@ impl Client {
                     other => Err(unexpected("no answer before the chunks", &other)),
                 };
             }
-            let Some((hash, data)) = read? else {
+            let Some((hash, chunk)) = read? else {
                 self.send(Message::Cancel { request_id: pending.id }).await?;
                 return Err(ClientError::FileChanged);
             };
-            self.send(Message::Chunk { request_id: pending.id, hash, data }).await?;
+            let (format, payload) = (chunk.format, chunk.payload);
+            self.send(Message::Chunk { request_id: pending.id, hash, format, payload }).await?;
         }
         Ok(())
     }
 
-    /// The bytes of each chunk of `hashes`, in the order asked, each checked against its hash.
+    /// The bytes of each chunk of `hashes`, in the order asked, each decoded from the form it
+    /// travelled in (bounded: never more than `MAX_CHUNK` bytes) and checked against its hash.
     pub async fn chunks(&self, ws: WorkspaceId, hashes: Vec<Hash>) -> Result<Vec<Vec<u8>>, ClientError> {
         let wanted = hashes.clone();
         let mut p =
@@ -248,7 +253,12 @@ impl Client {
         let mut out = Vec::with_capacity(hashes.len());
         for want in &hashes {
             match p.recv().await? {
-                Message::Chunk { hash, data, .. } if hash == *want && chunking::hash(&data) == hash => out.push(data),
+                Message::Chunk { hash, format, payload, .. } if hash == *want => {
+                    match encoding::decode(want, format, &payload, chunking::MAX_CHUNK) {
+                        Ok(data) => out.push(data),
+                        Err(e) => return Err(ClientError::Verify(format!("the node sent a bad chunk: {e}"))),
+                    }
+                }
                 Message::Chunk { .. } => {
                     return Err(ClientError::Verify(format!("chunk {} does not match", chunking::hex(want))))
                 }

@@ -221,9 +221,9 @@ const IDLE_BUFFER: usize = 1024;
 
 /// Queues one frame in the writer's buffer (written out by the next flush, or once it is full).
 async fn write_one(writer: &mut Writer, msg: Message, shared: &Shared) -> bool {
-    if let Message::Chunk { data, .. } = &msg {
+    if let Message::Chunk { payload, .. } = &msg {
         shared.metrics.chunks_sent.inc();
-        shared.metrics.chunk_bytes_sent.inc_by(data.len() as u64);
+        shared.metrics.chunk_bytes_sent.inc_by(payload.len() as u64);
     }
     match writer.feed(msg).await {
         Ok(()) => {

@@ -52,7 +52,9 @@ impl From<DbError> for ReqError {
 impl From<StorageError> for ReqError {
     fn from(e: StorageError) -> ReqError {
         match e {
-            StorageError::HashMismatch { .. } => ReqError::new(ErrorCode::ChunkMismatch, e.to_string()),
+            StorageError::HashMismatch { .. } | StorageError::Undecodable(_) => {
+                ReqError::new(ErrorCode::ChunkMismatch, e.to_string())
+            }
             StorageError::NotFound(_) => ReqError::new(ErrorCode::NotFound, e.to_string()),
             StorageError::Index(e) => e.into(),
             other if other.is_unavailable() => {

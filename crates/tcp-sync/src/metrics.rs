@@ -78,7 +78,11 @@ impl Metrics {
             chunks_received: counter(&r, "chunks_received_total", "Chunks received and verified"),
             chunk_bytes_received: counter(&r, "chunk_bytes_received_total", "Chunk bytes received and verified"),
             chunks_sent: counter(&r, "chunks_sent_total", "Chunks sent to clients"),
-            chunk_bytes_sent: counter(&r, "chunk_bytes_sent_total", "Chunk bytes sent to clients"),
+            chunk_bytes_sent: counter(
+                &r,
+                "chunk_bytes_sent_total",
+                "Chunk payload bytes sent to clients (as stored: compressed when that paid)",
+            ),
             chunks_stored: counter(&r, "chunk_store_chunks_written_total", "New chunks written to the chunk store"),
             chunk_store_bytes_written: counter(
                 &r,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
 use filesync_core::db::journal::{self, Author, Content, Edit};
 use filesync_core::db::{accounts, packs};
+use filesync_core::encoding::{Encoded, FORMAT_RAW};
 use filesync_core::ingest::{self, ChunkSink, Progress};
 use filesync_core::path;
 use filesync_core::proto::delta;
@@ -190,7 +191,9 @@ impl Session {
             Message::GetManifestDelta { request_id, workspace_id, seq, bases } => {
                 self.spawn_read(request_id, |r| r.manifest_delta(request_id, workspace_id, seq, bases)).await
             }
-            Message::Chunk { request_id, hash, data } => self.chunk(request_id, hash, data).await,
+            Message::Chunk { request_id, hash, format, payload } => {
+                self.chunk(request_id, hash, Encoded { format, payload }).await
+            }
             Message::Cancel { request_id } => {
                 self.uploads.remove(&request_id);
                 Ok(())
@@ -330,7 +333,9 @@ impl Session {
         self.put_file(d.with_chunks(chunks)).await
     }
 
-    async fn chunk(&mut self, request_id: RequestId, hash: Hash, data: Vec<u8>) -> Result<(), ReqError> {
+    /// One chunk of an upload, in its stored form: stored as it came once it decodes (bounded by
+    /// the manifest's length) to the bytes its hash names; anything else abandons the upload.
+    async fn chunk(&mut self, request_id: RequestId, hash: Hash, encoded: Encoded) -> Result<(), ReqError> {
         let Some(upload) = self.uploads.get_mut(&request_id) else {
             return Err(ReqError::new(ErrorCode::UnknownRequest, "no open upload has this request id"));
         };
@@ -339,9 +344,14 @@ impl Session {
             self.uploads.remove(&request_id);
             return Err(mismatch("this chunk was not asked for"));
         };
-        if data.len() != len as usize {
+        if encoded.format == FORMAT_RAW && encoded.payload.len() != len as usize {
             self.uploads.remove(&request_id);
             return Err(mismatch("the chunk's length differs from the manifest"));
+        }
+        // A compressed payload is sent only when it is smaller than the chunk.
+        if encoded.payload.len() > len as usize {
+            self.uploads.remove(&request_id);
+            return Err(mismatch("the chunk's payload is longer than the chunk"));
         }
         upload.needed.remove(&hash);
         let complete = upload.needed.is_empty();
@@ -350,7 +360,7 @@ impl Session {
         if let Some(a) = &mut upload.announced {
             a.pushed(hash);
         }
-        let mut stored = upload.sink.push(hash, data).await;
+        let mut stored = upload.sink.push_encoded(hash, len, encoded).await;
         if complete {
             stored = match stored {
                 Ok(a) => upload.sink.finish().await.map(|b| a + b),
@@ -593,12 +603,14 @@ impl Reads {
                 format!("chunk {} is not part of workspace {ws}", filesync_core::chunking::hex(h)),
             ));
         }
-        // A few chunks are read (and verified) ahead, so the store and the hashing overlap the sending;
-        // the answer queue's bound is the flow control.
-        let mut reads = self.shared.store.read_many(hashes, READ_AHEAD);
+        // Chunks travel as stored (protocol 5): the node neither decompresses nor hashes them, the
+        // client decodes and verifies each. A few are read ahead, so the store overlaps the
+        // sending; the answer queue's bound is the flow control.
+        let mut reads = self.shared.store.read_many_stored(hashes, READ_AHEAD);
         while let Some(got) = reads.next().await {
-            let (hash, data) = got?;
-            if !send_answer(&self.resp, &self.conn, Message::Chunk { request_id, hash, data }).await {
+            let (hash, stored) = got?;
+            let chunk = Message::Chunk { request_id, hash, format: stored.format, payload: stored.payload };
+            if !send_answer(&self.resp, &self.conn, chunk).await {
                 return Ok(());
             }
         }

@@ -112,7 +112,7 @@ async fn a_large_upload_is_readable_before_its_commit_and_an_abandoned_one_commi
     let mut at = 0usize;
     for c in &refs[..refs.len() - 1] {
         let chunk = data[at..at + c.len as usize].to_vec();
-        send(&mut aw, &Message::Chunk { request_id: 1, hash: c.hash, data: chunk }).await;
+        send(&mut aw, &Message::Chunk { request_id: 1, hash: c.hash, format: 0, payload: chunk }).await;
         at += c.len as usize;
     }
     let durable = match next_upload_notice(&mut be, "progress").await {
@@ -131,7 +131,7 @@ async fn a_large_upload_is_readable_before_its_commit_and_an_abandoned_one_commi
 
     // The last chunk: committed, and the Change names the same content.
     let last = refs.last().unwrap();
-    send(&mut aw, &Message::Chunk { request_id: 1, hash: last.hash, data: data[at..].to_vec() }).await;
+    send(&mut aw, &Message::Chunk { request_id: 1, hash: last.hash, format: 0, payload: data[at..].to_vec() }).await;
     let seq = loop {
         match within("Committed", ar.next()).await {
             Some(Ok(Message::Committed { seq, .. })) => break seq,
@@ -155,8 +155,11 @@ async fn a_large_upload_is_readable_before_its_commit_and_an_abandoned_one_commi
         other => panic!("expected UploadStarted, got {other:?}"),
     }
     let first = &other_refs[0];
-    send(&mut aw, &Message::Chunk { request_id: 2, hash: first.hash, data: other[..first.len as usize].to_vec() })
-        .await;
+    send(
+        &mut aw,
+        &Message::Chunk { request_id: 2, hash: first.hash, format: 0, payload: other[..first.len as usize].to_vec() },
+    )
+    .await;
     send(&mut aw, &Message::Cancel { request_id: 2 }).await;
     loop {
         match next_upload_notice(&mut be, "the abandonment").await {

@@ -172,7 +172,7 @@ mod tests {
                     chunks: vec![ChunkRef { hash: [2; 32], len: 5 }],
                 },
             }),
-            Message::Chunk { request_id: 9, hash: [3; 32], data: (0..=255).collect() },
+            Message::Chunk { request_id: 9, hash: [3; 32], format: 0, payload: (0..=255).collect() },
             Message::Ping { nonce: u64::MAX },
         ]
     }
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn encoder_refuses_oversized_bodies() {
         let mut codec = FrameCodec::new(64);
-        let big = Message::Chunk { request_id: 1, hash: [0; 32], data: vec![0; 64] };
+        let big = Message::Chunk { request_id: 1, hash: [0; 32], format: 0, payload: vec![0; 64] };
         assert!(matches!(codec.encode(big, &mut BytesMut::new()), Err(FrameError::TooLarge { .. })));
     }
 }

@@ -19,8 +19,9 @@ use crate::events::UserEvent;
 use crate::ids::{Role, UserId, WorkspaceId};
 use delta::Run;
 
-/// Sent in `Hello`; a node refuses any other with `version_mismatch`.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Sent in `Hello`; a node refuses any other with `version_mismatch` (5: chunks travel in their
+/// stored form, `Chunk.format`).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Requests are numbered by the client; answers carry the same number.
 /// `0` is reserved for frames about the whole connection.
@@ -53,12 +54,17 @@ pub enum Message {
     PutFile(PutFile),
     /// 7, node → client: send these chunks (each once, any order) as `Chunk` frames.
     NeedChunks { request_id: RequestId, hashes: Vec<Hash> },
-    /// 8, both ways: one chunk's bytes (upload: client → node; download: node → client).
+    /// 8, both ways: one chunk in its stored form (upload: client → node; download: node →
+    /// client). `format` is [`crate::encoding::FORMAT_RAW`] (`payload` is the chunk's bytes) or
+    /// [`crate::encoding::FORMAT_ZSTD`] (`payload` is one zstd frame of them). The receiver
+    /// decodes with [`crate::encoding::decode`] (never more than the chunk's length, at most
+    /// `MAX_CHUNK` bytes) and checks the hash.
     Chunk {
         request_id: RequestId,
         hash: Hash,
+        format: u8,
         #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        payload: Vec<u8>,
     },
     /// 9, client → node: abandon the upload `request_id`. No answer.
     Cancel { request_id: RequestId },
@@ -579,6 +585,7 @@ impl std::fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoding::{FORMAT_RAW, FORMAT_ZSTD};
 
     #[test]
     fn error_codes_round_trip() {
@@ -602,7 +609,7 @@ mod tests {
             0
         );
         assert_eq!(tag(&Message::Ping { nonce: 0 }), 3);
-        assert_eq!(tag(&Message::Chunk { request_id: 1, hash: [0; 32], data: vec![] }), 8);
+        assert_eq!(tag(&Message::Chunk { request_id: 1, hash: [0; 32], format: 0, payload: vec![] }), 8);
         assert_eq!(tag(&Message::Ack { request_id: 1 }), 20);
         assert_eq!(tag(&Message::Notification(Notice::MemberRemoved { workspace_id: WorkspaceId(1) })), 22);
         let get = Message::GetManifestDelta { request_id: 1, workspace_id: WorkspaceId(1), seq: 2, bases: vec![1] };
@@ -612,7 +619,7 @@ mod tests {
         assert_eq!(tag(&many), 27);
         // A run is a variant tag then varints: a 16,000-chunk copy costs 4 bytes.
         assert_eq!(postcard::to_allocvec(&delta::Run::Copy { start: 1, count: 16_000 }).unwrap(), [0, 1, 0x80, 0x7d]);
-        assert_eq!(PROTOCOL_VERSION, 4);
+        assert_eq!(PROTOCOL_VERSION, 5);
     }
 
     /// `PutFile` nests a `FileUpload`; on the wire that is its fields in place, as documented (and as
@@ -642,12 +649,29 @@ mod tests {
     #[test]
     fn byte_layout_matches_the_protocol_doc() {
         // The worked example in docs/protocol.md.
-        let bytes =
-            postcard::to_allocvec(&Message::Chunk { request_id: 300, hash: [0xab; 32], data: vec![1, 2, 3] }).unwrap();
+        // Protocol 5: the format byte before the payload (0 raw, 1 zstd).
+        let raw = Message::Chunk { request_id: 300, hash: [0xab; 32], format: FORMAT_RAW, payload: vec![1, 2, 3] };
         let mut want = vec![8, 0xac, 0x02];
         want.extend([0xab; 32]);
-        want.extend([3, 1, 2, 3]);
-        assert_eq!(bytes, want);
+        want.extend([0, 3, 1, 2, 3]);
+        assert_eq!(postcard::to_allocvec(&raw).unwrap(), want);
+        let text = b"abc".repeat(100);
+        let zstd = crate::encoding::Encoded::of(text.clone());
+        assert_eq!(zstd.format, FORMAT_ZSTD);
+        let sent = Message::Chunk {
+            request_id: 300,
+            hash: crate::chunking::hash(&text),
+            format: zstd.format,
+            payload: zstd.payload.clone(),
+        };
+        let bytes = postcard::to_allocvec(&sent).unwrap();
+        assert_eq!(&bytes[..3], [8, 0xac, 0x02]);
+        assert_eq!(&bytes[3..35], crate::chunking::hash(&text));
+        assert_eq!(bytes[35], 1);
+        assert_eq!(usize::from(bytes[36]), zstd.payload.len(), "a one-byte varint length");
+        assert_eq!(&bytes[37..], zstd.payload);
+        assert_eq!(&zstd.payload[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+        assert_eq!(crate::encoding::decode(&crate::chunking::hash(&text), 1, &bytes[37..], 300).unwrap(), text);
         let err = postcard::to_allocvec(&Message::error(0, ErrorCode::Busy, "full")).unwrap();
         assert_eq!(err, [2, 0, 4, b'b', b'u', b's', b'y', 4, b'f', b'u', b'l', b'l']);
         // i64 fields are zigzag varints: -1 → 1, 1 → 2.

@@ -9,6 +9,10 @@ use crate::db::DbError;
 pub enum StorageError {
     #[error("chunk bytes hash to {actual}, not to the claimed {claimed}")]
     HashMismatch { claimed: String, actual: String },
+    /// An uploaded chunk's payload does not decode (an unknown format, not zstd, longer than
+    /// the chunk its manifest announced).
+    #[error("the chunk is refused: {0}")]
+    Undecodable(String),
     #[error("chunk {0} is not in the store")]
     NotFound(String),
     #[error("stored chunk {0} is corrupt")]
@@ -50,6 +54,19 @@ impl From<object_store::Error> for StorageError {
             // A pack the index names is gone: the chunk is not in the store.
             object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
             other => StorageError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Bytes received for storing: a wrong hash stays a mismatch, the rest is undecodable. (Bytes
+/// read back from the store map every failure to [`StorageError::Corrupt`] instead.)
+impl From<crate::encoding::EncodingError> for StorageError {
+    fn from(e: crate::encoding::EncodingError) -> StorageError {
+        match e {
+            crate::encoding::EncodingError::HashMismatch { claimed, actual } => {
+                StorageError::HashMismatch { claimed, actual }
+            }
+            other @ crate::encoding::EncodingError::Undecodable { .. } => StorageError::Undecodable(other.to_string()),
         }
     }
 }

@@ -8,9 +8,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::encoding;
+use super::encoding::{self, Encoded};
 use super::StorageError;
-use crate::chunking::{hex, Hash};
+use crate::chunking::{hex, Hash, MAX_CHUNK};
 
 /// The loose file of `hash` under `root`.
 pub fn loose_path(root: &Path, hash: &Hash) -> PathBuf {
@@ -20,16 +20,23 @@ pub fn loose_path(root: &Path, hash: &Hash) -> PathBuf {
 
 /// A loose chunk's bytes, verified. Blocking.
 pub fn read_loose(root: &Path, hash: &Hash) -> Result<Vec<u8>, StorageError> {
+    let stored = read_loose_stored(root, hash)?;
+    encoding::decode(hash, stored.format, &stored.payload, MAX_CHUNK).map_err(|_| StorageError::Corrupt(hex(hash)))
+}
+
+/// A loose chunk's stored form, not decoded (the node sends it as it is). Blocking.
+pub fn read_loose_stored(root: &Path, hash: &Hash) -> Result<Encoded, StorageError> {
     let path = loose_path(root, hash);
-    let raw = match fs::read(&path) {
+    let mut raw = match fs::read(&path) {
         Ok(raw) => raw,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::NotFound(hex(hash))),
         Err(e) => return Err(StorageError::io(path)(e)),
     };
-    match raw.split_first() {
-        Some((&format, payload)) => encoding::decode(hash, format, payload),
-        None => Err(StorageError::Corrupt(hex(hash))),
+    if raw.is_empty() {
+        return Err(StorageError::Corrupt(hex(hash)));
     }
+    let format = raw.remove(0);
+    Ok(Encoded { format, payload: raw })
 }
 
 /// Deletes a loose chunk's file (after it was moved into a pack); a missing file is fine. Blocking.
@@ -60,7 +67,7 @@ pub fn write_loose(root: &Path, hash: &Hash, data: Vec<u8>) -> Result<u64, Stora
 mod tests {
     use super::*;
     use crate::chunking::hash;
-    use crate::storage::encoding::FORMAT_RAW;
+    use crate::encoding::FORMAT_RAW;
 
     #[test]
     fn loose_chunks_read_verified_and_removed() {

@@ -2,7 +2,8 @@
 //! directory or an S3-compatible object store, indexed in the database
 //! (`docs/storage.md`).
 //!
-//! - [`encoding`]: a chunk at rest (raw or zstd), verified both ways;
+//! - [`encoding`] (`crate::encoding`, re-exported): a chunk's stored form (raw or zstd), verified
+//!   both ways, the same at rest and on the wire;
 //! - [`pack`]: the pack byte layout and the [`PackWriter`] that spools an
 //!   upload's chunks into packs;
 //! - [`backend`]: where packs live (directory or `object_store`), built from
@@ -12,7 +13,10 @@
 //! - the index is `db::packs`.
 //!
 //! **Architecture Invariant:** nothing is stored unless its bytes hash to the
-//! name it is stored under, and nothing is returned unless it still does.
+//! name it is stored under, and nothing is returned decoded unless it still
+//! does; [`ChunkStore::read_many_stored`] hands out stored forms undecoded
+//! (header checked against the index) only for a peer that decodes and
+//! verifies them itself (the node's clients).
 //! A pack is durable (fsynced and renamed into place, or its PUT
 //! acknowledged) before the transaction that records it and the chunks in it
 //! commits; the database, not the store, decides which chunks exist, so
@@ -24,7 +28,6 @@
 //! work (encoding, appending, decoding) runs on the blocking pool.
 
 pub mod backend;
-pub mod encoding;
 mod error;
 pub mod legacy;
 pub mod migrate;
@@ -36,14 +39,16 @@ use std::sync::Arc;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
+pub use crate::encoding;
 pub use backend::Backend;
 pub use error::StorageError;
 pub use pack::{OpenPack, PackWriter, PACK_TARGET};
 
-use crate::chunking::{hex, Hash};
+use crate::chunking::{hex, Hash, MAX_CHUNK};
 use crate::config::Config;
 use crate::db::packs::{self, Location, PackId};
 use crate::db::Db;
+use crate::encoding::Encoded;
 
 /// Hashes located with one index query when many chunks are read in order.
 const LOCATE_BATCH: usize = 256;
@@ -122,6 +127,34 @@ impl ChunkStore {
         hashes: Vec<Hash>,
         ahead: usize,
     ) -> BoxStream<'static, Result<(Hash, Vec<u8>), StorageError>> {
+        self.read_stream(hashes, ahead, |store, hash, location| async move { store.read_located(hash, location).await })
+    }
+
+    /// The stored forms of the chunks `hashes`, in order, as [`ChunkStore::read_many`] reads them
+    /// but not decoded: each entry's header is checked against the index, its payload is not
+    /// decompressed nor hashed here. For a peer that decodes and verifies every chunk itself (the
+    /// node sends these to clients, protocol 5), so the node spends no CPU on them.
+    pub fn read_many_stored(
+        &self,
+        hashes: Vec<Hash>,
+        ahead: usize,
+    ) -> BoxStream<'static, Result<(Hash, Encoded), StorageError>> {
+        self.read_stream(hashes, ahead, |store, hash, location| async move {
+            store.read_located_stored(hash, location).await
+        })
+    }
+
+    fn read_stream<T, F, Fut>(
+        &self,
+        hashes: Vec<Hash>,
+        ahead: usize,
+        read: F,
+    ) -> BoxStream<'static, Result<(Hash, T), StorageError>>
+    where
+        T: Send + 'static,
+        F: Fn(ChunkStore, Hash, Option<Location>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
+    {
         let batches: Vec<Vec<Hash>> = hashes.chunks(LOCATE_BATCH).map(<[Hash]>::to_vec).collect();
         let locator = self.clone();
         let reader = self.clone();
@@ -138,10 +171,10 @@ impl ChunkStore {
             .map_ok(|located| stream::iter(located.into_iter().map(Ok::<_, StorageError>)))
             .try_flatten()
             .map(move |item| {
-                let store = reader.clone();
+                let read = item.map(|(hash, location)| (hash, read(reader.clone(), hash, location)));
                 async move {
-                    let (hash, location) = item?;
-                    store.read_located(hash, location).await.map(|data| (hash, data))
+                    let (hash, read) = read?;
+                    read.await.map(|data| (hash, data))
                 }
             })
             .buffered(ahead.max(1))
@@ -154,16 +187,25 @@ impl ChunkStore {
     }
 
     async fn read_located(&self, hash: Hash, location: Option<Location>) -> Result<Vec<u8>, StorageError> {
+        let stored = self.read_located_stored(hash, location).await?;
+        tokio::task::spawn_blocking(move || {
+            encoding::decode(&hash, stored.format, &stored.payload, MAX_CHUNK)
+                .map_err(|_| StorageError::Corrupt(hex(&hash)))
+        })
+        .await?
+    }
+
+    async fn read_located_stored(&self, hash: Hash, location: Option<Location>) -> Result<Encoded, StorageError> {
         match location {
             None => Err(StorageError::NotFound(hex(&hash))),
             Some(Location::Packed { at, stored_size }) => {
                 let entry = self.backend.read(&at.pack, at.offset..at.offset + u64::from(stored_size)).await?;
-                tokio::task::spawn_blocking(move || pack::read_entry(&hash, &at, &entry)).await?
+                pack::read_entry_stored(&hash, &at, &entry)
             }
             Some(Location::Loose) => match self.backend.loose_root() {
                 Some(root) => {
                     let root = root.to_path_buf();
-                    tokio::task::spawn_blocking(move || legacy::read_loose(&root, &hash)).await?
+                    tokio::task::spawn_blocking(move || legacy::read_loose_stored(&root, &hash)).await?
                 }
                 // Loose chunks exist only in a directory; `storage migrate` packs them before a move.
                 None => Err(StorageError::NotFound(hex(&hash))),

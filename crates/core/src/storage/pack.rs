@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use super::encoding::{self, Encoded};
 use super::StorageError;
-use crate::chunking::{hex, Hash};
+use crate::chunking::{hex, Hash, MAX_CHUNK};
 use crate::db::packs::{PackId, PackedAt};
 
 pub const MAGIC: [u8; 4] = *b"FSPK";
@@ -67,6 +67,14 @@ pub fn pack_key(id: &PackId) -> object_store::path::Path {
 /// The chunk in `entry` (the bytes a ranged read of the index's location returned), checked
 /// against the index (`claimed`, `at.format`) and verified.
 pub fn read_entry(claimed: &Hash, at: &PackedAt, entry: &[u8]) -> Result<Vec<u8>, StorageError> {
+    let stored = read_entry_stored(claimed, at, entry)?;
+    encoding::decode(claimed, stored.format, &stored.payload, MAX_CHUNK)
+        .map_err(|_| StorageError::Corrupt(hex(claimed)))
+}
+
+/// The stored form in `entry`, its header checked against the index (hash, format, length) but
+/// its payload not decoded: what the node sends a client, which decodes and verifies it.
+pub fn read_entry_stored(claimed: &Hash, at: &PackedAt, entry: &[u8]) -> Result<Encoded, StorageError> {
     let corrupt = || StorageError::Corrupt(hex(claimed));
     if entry.len() < ENTRY_HEADER_LEN {
         return Err(corrupt());
@@ -76,7 +84,7 @@ pub fn read_entry(claimed: &Hash, at: &PackedAt, entry: &[u8]) -> Result<Vec<u8>
     if &head[..32] != claimed || head[32] != at.format || len as usize != payload.len() {
         return Err(corrupt());
     }
-    encoding::decode(claimed, at.format, payload)
+    Ok(Encoded { format: at.format, payload: payload.to_vec() })
 }
 
 /// Where [`PackWriter::append`] put a chunk.
@@ -139,6 +147,16 @@ impl OpenPack {
     }
 }
 
+/// Checks a chunk received in its stored form: it decodes, within the bound `len` (at most
+/// `MAX_CHUNK`), to exactly `len` bytes that hash to `hash`. Blocking (decompresses and hashes).
+pub fn verify_encoded(hash: &Hash, len: u32, encoded: &Encoded) -> Result<(), StorageError> {
+    let data = encoding::decode(hash, encoded.format, &encoded.payload, len)?;
+    if data.len() != len as usize {
+        return Err(StorageError::Undecodable(format!("chunk {} is not {len} bytes long", hex(hash))));
+    }
+    Ok(())
+}
+
 /// Appends the chunks of one upload to packs. The blocking tasks that verify and encode chunks
 /// append to it concurrently (the order of entries in a pack does not matter); the owner takes the
 /// open pack to seal it ([`PackWriter::take`]) and later appends start a new one.
@@ -156,12 +174,24 @@ impl PackWriter {
     /// Verifies `data` against `hash`, encodes it and appends it to the open pack. Blocking.
     pub fn append(&self, hash: &Hash, data: Vec<u8>) -> Result<Appended, StorageError> {
         let encoded = encoding::encode(hash, data)?;
+        self.append_checked(hash, &encoded)
+    }
+
+    /// Appends a chunk received in its stored form (a protocol 5 upload) as it is, once it
+    /// decodes (to at most `len` bytes, the length its manifest announced) to bytes that hash to
+    /// `hash` and are exactly `len` long. Nothing is re-encoded. Blocking.
+    pub fn append_encoded(&self, hash: &Hash, len: u32, encoded: &Encoded) -> Result<Appended, StorageError> {
+        verify_encoded(hash, len, encoded)?;
+        self.append_checked(hash, encoded)
+    }
+
+    fn append_checked(&self, hash: &Hash, encoded: &Encoded) -> Result<Appended, StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.is_none() {
             *open = Some(OpenPack::create(&self.spool_dir)?);
         }
         match open.as_mut() {
-            Some(pack) => pack.append(hash, &encoded),
+            Some(pack) => pack.append(hash, encoded),
             None => Err(StorageError::Task("no open pack".into())),
         }
     }
@@ -176,7 +206,7 @@ impl PackWriter {
 mod tests {
     use super::*;
     use crate::chunking::hash;
-    use crate::storage::encoding::{FORMAT_RAW, FORMAT_ZSTD};
+    use crate::encoding::{FORMAT_RAW, FORMAT_ZSTD};
 
     /// The byte layout of docs/storage.md, pinned: a change here is a format change.
     #[test]

@@ -75,18 +75,207 @@ pub fn chunks<R: Read>(source: R) -> impl Iterator<Item = io::Result<(ScannedChu
     })
 }
 
-/// Chunks and hashes a whole stream, keeping only the chunk list.
+/// Chunks and hashes a whole stream, keeping only the chunk list. The same cuts as [`chunks`];
+/// see [`rescan`] for how the work is spread.
 pub fn scan<R: Read>(source: R) -> io::Result<FileScan> {
-    let mut whole = blake3::Hasher::new();
-    let mut size = 0u64;
-    let mut list = Vec::new();
-    for item in chunks(source) {
-        let (chunk, data) = item?;
-        whole.update(&data);
-        size += data.len() as u64;
-        list.push(chunk);
+    rescan(source, &[])
+}
+
+/// Bytes read from the source at a time by [`scan`]/[`rescan`] (memory: a few such blocks).
+const BLOCK: usize = 4 << 20;
+
+/// Blocks in flight to the thread that hashes the whole content.
+const BLOCKS_AHEAD: usize = 2;
+
+/// [`scan`] of a new version of a file whose previous version was cut into `before` (by this
+/// chunker; empty if unknown). The result is exactly [`scan`]'s, with less work:
+///
+/// - Where the previous version had a chunk, its bytes are hashed first, and if the hash matches,
+///   that chunk is taken without running the chunker over it (a 4 KiB edit in 1 GiB re-cuts a
+///   chunk or two and only hashes the rest). Why that gives the same cut: FastCDC decides the
+///   end of a chunk from the chunk's own bytes, the one byte after it (the cut test at position
+///   `L` includes byte `L`) and how much data follows (less than [`MAX_CHUNK`] to the end of the
+///   file changes its thresholds). So a matched chunk is taken only where at least
+///   [`MAX_CHUNK`] bytes follow its start in both versions, and it stands only once the chunk
+///   after it matched too (that covers the byte after it) or when it is [`MAX_CHUNK`] long (the
+///   cut is forced); otherwise it is cut again. After a chunk that does not match, the chunker
+///   runs until one of its chunks is a chunk of `before`, and speculation resumes with the one
+///   that followed it there.
+/// - The whole-content hash runs on a second thread over the blocks as they are read, while this
+///   thread cuts and hashes chunks (inputs of one block or less are hashed inline).
+///
+/// Streams: at most a few [`BLOCK`]s are in memory.
+pub fn rescan<R: Read>(mut source: R, before: &[ChunkRef]) -> io::Result<FileScan> {
+    // Grown as read: a file of a few KiB does not get a block.
+    let mut first = Vec::new();
+    let eof = fill(&mut source, &mut first, BLOCK)?;
+    let cutter = Cutter::new(before);
+    if eof {
+        let content_hash = hash(&first);
+        let size = first.len() as u64;
+        let chunks = cutter.run(first, true, &mut source, &mut |_, _| Ok(()))?;
+        return Ok(FileScan { size, content_hash, chunks });
     }
-    Ok(FileScan { size, content_hash: *whole.finalize().as_bytes(), chunks: list })
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(std::sync::Arc<Vec<u8>>, usize)>(BLOCKS_AHEAD);
+        let whole = std::thread::Builder::new().name("filesync-hash".into()).spawn_scoped(s, move || {
+            let (mut hasher, mut size) = (blake3::Hasher::new(), 0u64);
+            for (block, from) in rx {
+                hasher.update(&block[from..]);
+                size += (block.len() - from) as u64;
+            }
+            (*hasher.finalize().as_bytes(), size)
+        })?;
+        let chunks = cutter.run(first, false, &mut source, &mut |block, from| {
+            tx.send((block.clone(), from)).map_err(|_| io::Error::other("the hashing thread stopped"))
+        });
+        drop(tx);
+        let (content_hash, size) = whole.join().map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        Ok(FileScan { size, content_hash, chunks: chunks? })
+    })
+}
+
+/// Reads into `buf` until it holds `want` bytes or the source ends; true if it ended.
+fn fill<R: Read>(source: &mut R, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    let start = buf.len();
+    let n = source.by_ref().take((want.saturating_sub(start)) as u64).read_to_end(buf)?;
+    Ok(start + n < want)
+}
+
+/// Where [`Cutter::run`] hands each block read (and the index where its new bytes start).
+type BlockSink<'s> = dyn FnMut(&std::sync::Arc<Vec<u8>>, usize) -> io::Result<()> + 's;
+
+/// The cutting half of [`rescan`]: FastCDC with this crate's parameters, or chunks of the
+/// previous version taken after their hash matched.
+struct Cutter<'a> {
+    before: &'a [ChunkRef],
+    /// Where each chunk of `before` started, and where it ended (the last entry).
+    starts: Vec<u64>,
+    by_hash: std::collections::HashMap<Hash, usize>,
+    masks: (u64, u64),
+}
+
+impl<'a> Cutter<'a> {
+    fn new(before: &'a [ChunkRef]) -> Cutter<'a> {
+        let mut starts = Vec::with_capacity(before.len() + 1);
+        let mut at = 0u64;
+        let mut by_hash = std::collections::HashMap::with_capacity(before.len());
+        for (i, c) in before.iter().enumerate() {
+            starts.push(at);
+            by_hash.entry(c.hash).or_insert(i);
+            at += u64::from(c.len);
+        }
+        starts.push(at);
+        let masks = fastcdc::v2020::select_masks(AVG_CHUNK as usize, fastcdc::v2020::Normalization::Level1);
+        Cutter { before, starts, by_hash, masks }
+    }
+
+    /// FastCDC's next cut in `data` (all that is left of the file, or at least [`MAX_CHUNK`]).
+    fn cut(&self, data: &[u8]) -> usize {
+        let data = &data[..data.len().min(MAX_CHUNK as usize)];
+        let (mask_s, mask_l) = self.masks;
+        let (min, avg, max) = (MIN_CHUNK as usize, AVG_CHUNK as usize, MAX_CHUNK as usize);
+        fastcdc::v2020::cut(data, min, avg, max, mask_s, mask_l, mask_s << 1, mask_l << 1).1
+    }
+
+    /// The chunk of `before` that may start at `pos` of the new version, after the chunk just
+    /// taken (`after`: its index in `before`, if it is one of them).
+    fn expected(&self, after: Option<usize>, pos: u64) -> Option<usize> {
+        match after {
+            Some(i) => Some(i + 1).filter(|&k| k < self.before.len()),
+            None => self.starts[..self.before.len()].binary_search(&pos).ok(),
+        }
+    }
+
+    /// Cuts the whole source: `block` holds its first bytes (`eof`: all of them). Every block
+    /// read is handed to `whole` (with the index where its new bytes start) before it is cut.
+    fn run<R: Read>(
+        &self,
+        block: Vec<u8>,
+        eof: bool,
+        source: &mut R,
+        whole: &mut BlockSink<'_>,
+    ) -> io::Result<Vec<ScannedChunk>> {
+        let max = u64::from(MAX_CHUNK);
+        let old_size = self.starts[self.before.len()];
+        let mut block = std::sync::Arc::new(block);
+        whole(&block, 0)?;
+        let (mut block_start, mut eof) = (0u64, eof);
+        let mut spare: Vec<std::sync::Arc<Vec<u8>>> = Vec::new();
+        let mut out: Vec<ScannedChunk> = Vec::new();
+        let mut pos = 0u64;
+        // The chunk of `before` expected at `pos`, and where a guess already failed.
+        let (mut expect, mut failed) = (self.expected(None, 0), None::<u64>);
+        // The last chunk of `out` was taken on its hash and still needs its next byte confirmed.
+        let mut pending = false;
+        loop {
+            let avail = block_start + block.len() as u64 - pos;
+            if !eof && avail < max {
+                // Keep what is not cut yet (and a pending chunk, which may be cut again).
+                let keep = if pending { out.last().map_or(pos, |c| c.offset) } else { pos };
+                let mut next = take_spare(&mut spare);
+                next.extend_from_slice(&block[(keep - block_start) as usize..]);
+                let carried = next.len();
+                eof = fill(source, &mut next, carried + BLOCK)?;
+                spare.push(std::mem::replace(&mut block, std::sync::Arc::new(next)));
+                block_start = keep;
+                if block.len() > carried {
+                    whole(&block, carried)?;
+                }
+                continue;
+            }
+            let at = |p: u64| &block[(p - block_start) as usize..];
+            // (A list from elsewhere may be anything: a length out of bounds is never a guess.)
+            let sane = |k: usize| (1..=MAX_CHUNK).contains(&self.before[k].len);
+            let guess =
+                expect.filter(|&k| failed != Some(pos) && avail >= max && self.starts[k] + max <= old_size && sane(k));
+            if let Some(k) = guess {
+                let c = self.before[k];
+                if hash(&at(pos)[..c.len as usize]) == c.hash {
+                    // Its first byte is the old one: a pending chunk before it stands.
+                    out.push(ScannedChunk { chunk: c, offset: pos });
+                    pos += u64::from(c.len);
+                    pending = c.len < MAX_CHUNK;
+                    expect = self.expected(Some(k), pos);
+                    continue;
+                }
+                failed = Some(pos);
+            }
+            if let Some(taken) = std::mem::take(&mut pending).then(|| out.pop()).flatten() {
+                // Its next byte is not known to be the old one: cut it again.
+                pos = taken.offset;
+                expect = None;
+                if self.cut(at(pos)) == taken.chunk.len as usize {
+                    out.push(taken);
+                    pos += u64::from(taken.chunk.len);
+                    expect = self.expected(self.by_hash.get(&taken.chunk.hash).copied(), pos);
+                }
+                continue;
+            }
+            let avail = block_start + block.len() as u64 - pos;
+            if avail == 0 {
+                break;
+            }
+            let len = self.cut(at(pos));
+            let data = &at(pos)[..len];
+            let chunk = ChunkRef { hash: hash(data), len: len as u32 };
+            out.push(ScannedChunk { chunk, offset: pos });
+            pos += len as u64;
+            expect = self.expected(self.by_hash.get(&chunk.hash).copied(), pos);
+        }
+        Ok(out)
+    }
+}
+
+/// A block buffer no other thread still holds, emptied, or a new one.
+fn take_spare(spare: &mut Vec<std::sync::Arc<Vec<u8>>>) -> Vec<u8> {
+    if let Some(i) = spare.iter().position(|b| std::sync::Arc::strong_count(b) == 1) {
+        if let Ok(mut v) = std::sync::Arc::try_unwrap(spare.swap_remove(i)) {
+            v.clear();
+            return v;
+        }
+    }
+    Vec::with_capacity(BLOCK + 2 * MAX_CHUNK as usize)
 }
 
 /// [`scan`] of content already in memory and at most [`MIN_CHUNK`] bytes long: FastCDC never cuts
@@ -197,6 +386,95 @@ mod tests {
         let shifted = scan(&data[..]).unwrap();
         let changed = shifted.chunks.iter().filter(|c| !before.contains(&c.chunk.hash)).count();
         assert!(changed <= 3, "{changed} chunks changed after a 100-byte insert");
+    }
+
+    /// The cuts of the streaming chunker ([`chunks`], what the node's `ingest` uses too).
+    fn reference(data: &[u8]) -> FileScan {
+        let chunks: Vec<ScannedChunk> = chunks(data).map(|c| c.unwrap().0).collect();
+        FileScan { size: data.len() as u64, content_hash: hash(data), chunks }
+    }
+
+    /// Bytes with long runs of one value: the chunker hits its maximum there.
+    fn runs(len: usize, seed: u64) -> Vec<u8> {
+        let noise = pseudo_random(len, seed);
+        (0..len).map(|i| if (i / 300_000) % 2 == 0 { 0 } else { noise[i] }).collect()
+    }
+
+    #[test]
+    fn scan_cuts_as_the_streaming_chunker_does_at_every_size() {
+        let (min, max, block) = (MIN_CHUNK as usize, MAX_CHUNK as usize, BLOCK);
+        let sizes =
+            [0, 1, min, min + 1, max - 1, max, max + 1, block - 1, block, block + 1, 2 * block + 12_345, 9_000_001];
+        for (i, len) in sizes.into_iter().enumerate() {
+            for data in [pseudo_random(len, 10 + i as u64), runs(len, 40 + i as u64)] {
+                assert_eq!(scan(&data[..]).unwrap(), reference(&data), "{len} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn rescan_with_the_old_list_cuts_exactly_as_a_full_scan() {
+        let base = pseudo_random(2 * BLOCK + 777_777, 21);
+        let old = scan(&base[..]).unwrap();
+        let hint = old.refs();
+        let starts: Vec<usize> = old.chunks.iter().map(|c| c.offset as usize).collect();
+        let mut edits: Vec<(&str, Vec<u8>)> = Vec::new();
+        let patch = pseudo_random(4096, 22);
+        let overwrite = |at: usize, with: &[u8]| {
+            let mut d = base.clone();
+            d[at..at + with.len()].copy_from_slice(with);
+            d
+        };
+        edits.push(("unchanged", base.clone()));
+        edits.push(("4 KiB in the middle", overwrite(base.len() / 2 + 1234, &patch)));
+        edits.push(("4 KiB at the start", overwrite(0, &patch)));
+        edits.push(("4 KiB at the end", overwrite(base.len() - 4096, &patch)));
+        // The byte a cut test reads is the first of the next chunk: changing it alone moves the cut.
+        for &b in starts.iter().skip(1).step_by(starts.len() / 12) {
+            let mut d = base.clone();
+            d[b] ^= 0x5a;
+            edits.push(("first byte of a chunk", d.clone()));
+            d[b] ^= 0x5a;
+            d[b - 1] ^= 0xa5;
+            edits.push(("last byte of a chunk", d));
+        }
+        let mut inserted = base.clone();
+        inserted.splice(1_000_000..1_000_000, pseudo_random(100, 23));
+        edits.push(("100 bytes inserted", inserted));
+        let mut deleted = base.clone();
+        deleted.drain(3_000_000..3_050_000);
+        edits.push(("50 KB deleted", deleted));
+        let mut appended = base.clone();
+        appended.extend(pseudo_random(300_000, 24));
+        edits.push(("appended", appended));
+        edits.push(("truncated", base[..base.len() - 100_000].to_vec()));
+        edits.push(("cut to one block", base[..BLOCK - 5].to_vec()));
+        let mut two = overwrite(500_000, &patch);
+        two[6_000_000..6_004_096].copy_from_slice(&patch);
+        edits.push(("two edits", two));
+        edits.push(("another file", pseudo_random(base.len(), 25)));
+        for (what, data) in &edits {
+            assert_eq!(rescan(&data[..], &hint).unwrap(), reference(data), "{what}");
+        }
+        // Long runs: chunks of the maximum size, whose cut is forced.
+        let zeros = runs(3 * BLOCK, 26);
+        let mut edited = zeros.clone();
+        edited[5_000_000] ^= 1;
+        assert_eq!(rescan(&edited[..], &scan(&zeros[..]).unwrap().refs()).unwrap(), reference(&edited));
+    }
+
+    #[test]
+    fn rescan_with_a_nonsense_list_still_scans_correctly() {
+        let data = pseudo_random(BLOCK + 300_000, 31);
+        let real = scan(&data[..]).unwrap().refs();
+        let junk = vec![
+            ChunkRef { hash: hash(b""), len: 0 },
+            ChunkRef { hash: [1; 32], len: MAX_CHUNK + 1 },
+            ChunkRef { hash: real[2].hash, len: u32::MAX },
+            real[3],
+            ChunkRef { hash: real[5].hash, len: real[5].len - 1 },
+        ];
+        assert_eq!(rescan(&data[..], &junk).unwrap(), reference(&data));
     }
 
     #[test]

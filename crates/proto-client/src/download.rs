@@ -4,7 +4,8 @@
 //! [`TEMP_PREFIX`]…) from chunks that local files already hold ([`LocalChunks`], each checked
 //! against its hash when read) and chunks asked for over the connection ([`Fetch`], several
 //! requests in flight); chunks of local files unchanged since their scan may instead be copied
-//! in the kernel, unread ([`CopyChunks`]), the whole file then read back to check it. Every chunk
+//! in the kernel, unread ([`CopyChunks`]), the file read back and hashed on a second thread as
+//! it grows (the check overlaps the copy; the file system does the copying). Every chunk
 //! and the whole content are verified before the file is
 //! renamed into place, so a file appears whole or not at all.
 //!
@@ -247,6 +248,8 @@ pub struct TempFile {
     dest: PathBuf,
     /// False once renamed into place or staged (someone else cleans up).
     armed: bool,
+    /// Bytes written so far (the file's length and position).
+    written: u64,
 }
 
 impl TempFile {
@@ -274,7 +277,15 @@ impl TempFile {
         let mut base = root.clone();
         base.extend(dir.split('/').filter(|c| !c.is_empty()));
         let (path, dest) = (base.join(&temp), base.join(&dest_name));
-        Ok(TempFile { file, dir: dir_fd, place: Place { root, dir, temp, dest_name }, path, dest, armed: true })
+        Ok(TempFile {
+            file,
+            dir: dir_fd,
+            place: Place { root, dir, temp, dest_name },
+            path,
+            dest,
+            armed: true,
+            written: 0,
+        })
     }
 
     /// Where the temporary file is (a reader of what was written so far).
@@ -288,20 +299,34 @@ impl TempFile {
 
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
-        self.file.write_all(data)
+        self.file.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
     }
 
     /// Appends `len` bytes of `src` from `offset`, copied by the kernel (`copy_file_range`: the
     /// bytes never pass through this process, and file systems that can share extents do). On
     /// failure nothing is appended.
     pub fn copy_from(&mut self, src: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
-        let start = self.file.stream_position()?;
+        let start = self.written;
         let copied = copy_range(src, offset, &self.file, len);
         if copied.is_err() {
             self.file.set_len(start)?;
             self.file.seek(SeekFrom::Start(start))?;
+        } else {
+            self.written += len;
         }
         copied
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    /// True if nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
     }
 
     /// The BLAKE3 hash of everything written so far, read back from the file. Blocking.
@@ -460,8 +485,16 @@ pub async fn fetch_into<F: Fetch>(
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, FetchError<F::Error>> {
     let Local { read: local, copy } = local;
+    // Copied ranges are checked by reading the file back, on a thread of its own as it grows.
+    let mut check = if chunks.iter().any(|c| copy.contains_key(&c.hash)) {
+        Some(ReadBack::start(out.path()).map_err(FetchError::Write)?)
+    } else {
+        None
+    };
     let mut whole = blake3::Hasher::new();
-    let (mut reused, mut copied) = (0u64, false);
+    let mut reused = 0u64;
+    // Adjacent chunks of one file are copied in one call.
+    let mut run: Option<CopyRun> = None;
     for group in chunks.chunks(CHUNK_BATCH * WINDOWS_AHEAD) {
         let mut have: HashMap<Hash, Vec<u8>> = HashMap::new();
         for c in group {
@@ -496,25 +529,115 @@ pub async fn fetch_into<F: Fetch>(
         }
         for c in group {
             if let Some((src, offset)) = copy.get(&c.hash) {
-                out.copy_from(src, *offset, u64::from(c.len)).map_err(|_| FetchError::Mismatch)?;
-                (reused, copied) = (reused + u64::from(c.len), true);
-                progress(u64::from(c.len));
+                let len = u64::from(c.len);
+                match &mut run {
+                    Some(r) if std::sync::Arc::ptr_eq(&r.src, src) && r.offset + r.len == *offset => r.len += len,
+                    _ => {
+                        flush_run(out, run.take(), check.as_ref())?;
+                        run = Some(CopyRun { src: src.clone(), offset: *offset, len });
+                    }
+                }
+                reused += len;
+                progress(len);
                 continue;
             }
+            flush_run(out, run.take(), check.as_ref())?;
             let data = have.get(&c.hash).ok_or(FetchError::Damaged)?;
             if data.len() != c.len as usize {
                 return Err(FetchError::Damaged);
             }
             whole.update(data);
             out.write(data).map_err(FetchError::Write)?;
+            if let Some(check) = &check {
+                check.written(out.len());
+            }
             progress(u64::from(c.len));
         }
+        flush_run(out, run.take(), check.as_ref())?;
     }
-    let assembled = if copied { out.content_hash().map_err(FetchError::Write)? } else { *whole.finalize().as_bytes() };
+    let assembled = match check.take() {
+        Some(check) => check.finish(out.len()).map_err(FetchError::Write)?,
+        None => *whole.finalize().as_bytes(),
+    };
     if assembled != *content_hash {
         return Err(FetchError::Mismatch);
     }
     Ok(reused)
+}
+
+/// Consecutive bytes of one local file to copy into a download.
+struct CopyRun {
+    src: std::sync::Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+}
+
+/// Copies `run` (if any) to the end of `out` and tells `check` how far the file now goes.
+fn flush_run<E>(out: &mut TempFile, run: Option<CopyRun>, check: Option<&ReadBack>) -> Result<(), FetchError<E>> {
+    let Some(r) = run else { return Ok(()) };
+    out.copy_from(&r.src, r.offset, r.len).map_err(|_| FetchError::Mismatch)?;
+    if let Some(check) = check {
+        check.written(out.len());
+    }
+    Ok(())
+}
+
+/// Reading bytes back costs a copy; this many at a time.
+const READ_BACK_BUF: usize = 1 << 20;
+
+/// Every this many bytes read back, the read-back thread flushes the file so far to disk.
+const READ_BACK_FLUSH: u64 = 64 << 20;
+
+/// The BLAKE3 hash of a file being written, read back on a thread of its own as far as the
+/// writer says it got ([`ReadBack::written`]), so checking what was copied unread overlaps the
+/// copying. It also flushes what it has read every [`READ_BACK_FLUSH`] bytes, so the writing
+/// to disk overlaps too and the final fsync ([`TempFile::finish`]) finds little left.
+struct ReadBack {
+    upto: Option<std::sync::mpsc::Sender<u64>>,
+    thread: std::thread::JoinHandle<std::io::Result<Hash>>,
+}
+
+impl ReadBack {
+    fn start(path: &Path) -> std::io::Result<ReadBack> {
+        let mut file = std::fs::File::open(path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let thread = std::thread::Builder::new().name("filesync-check".into()).spawn(move || {
+            let (mut hasher, mut buf, mut done) = (blake3::Hasher::new(), vec![0u8; READ_BACK_BUF], 0u64);
+            for upto in rx {
+                while done < upto {
+                    let want = usize::try_from(upto - done).unwrap_or(usize::MAX).min(buf.len());
+                    let n = file.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    hasher.update(&buf[..n]);
+                    let before = done;
+                    done += n as u64;
+                    if before / READ_BACK_FLUSH != done / READ_BACK_FLUSH {
+                        // Only an early start: a failure is the final fsync's to report.
+                        let _ = file.sync_data();
+                    }
+                }
+            }
+            Ok(*hasher.finalize().as_bytes())
+        })?;
+        Ok(ReadBack { upto: Some(tx), thread })
+    }
+
+    /// The file now holds `len` bytes (never fewer than told before).
+    fn written(&self, len: u64) {
+        if let Some(tx) = &self.upto {
+            let _ = tx.send(len);
+        }
+    }
+
+    /// The hash of the first `len` bytes, once all are read back. Blocking (briefly: the reading
+    /// kept up with the writing).
+    fn finish(mut self, len: u64) -> std::io::Result<Hash> {
+        self.written(len);
+        drop(self.upto.take());
+        self.thread.join().map_err(|_| std::io::Error::other("the read-back thread panicked"))?
+    }
 }
 
 /// One small version to fetch ahead ([`fetch_ahead`]); `key` names its destination for the
@@ -875,6 +998,89 @@ mod tests {
             }
             assert_eq!(std::fs::read_dir(dir.join("sub")).unwrap().count(), SYNCFS_ABOVE, "no temp file is left");
         }
+    }
+
+    /// A node that holds some chunks.
+    struct Held(HashMap<Hash, Vec<u8>>);
+
+    impl Fetch for Held {
+        type Error = ();
+        fn is_refusal(_: &()) -> bool {
+            true
+        }
+        async fn chunks(&mut self, _: WorkspaceId, hashes: &[Hash]) -> Result<Vec<Vec<u8>>, ()> {
+            hashes.iter().map(|h| self.0.get(h).cloned().ok_or(())).collect()
+        }
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Builds the edited version from `old.bin` as `old_scan` saw it (copied unread where `copy`,
+    /// else read and checked) and what the node holds; the result as the caller sees it.
+    async fn assemble(
+        dir: &Path,
+        old_scan: &chunking::FileScan,
+        new: &[u8],
+        copy: bool,
+    ) -> (Result<u64, FetchError<()>>, Vec<u8>) {
+        let path = dir.join("old.bin");
+        let scan = chunking::scan(new).unwrap();
+        let read = local_chunks_of(&path, old_scan);
+        let mut copies = CopyChunks::new();
+        if copy {
+            let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+            for c in &old_scan.chunks {
+                copies.insert(c.chunk.hash, (file.clone(), c.offset));
+            }
+        }
+        let held = scan.chunks.iter().map(|c| {
+            let at = c.offset as usize;
+            (c.chunk.hash, new[at..at + c.chunk.len as usize].to_vec())
+        });
+        let mut node = Held(held.collect());
+        let mut tmp = TempFile::beside(dir.join("new.bin")).unwrap();
+        let local = Local { read: &read, copy: &copies };
+        let ws = WorkspaceId(1);
+        let got = fetch_into(&mut node, ws, &scan.refs(), &scan.content_hash, &mut tmp, local, &mut |_| {}).await;
+        let bytes = std::fs::read(tmp.path()).unwrap();
+        (got, bytes)
+    }
+
+    #[tokio::test]
+    async fn copies_from_a_file_changed_after_its_scan_are_caught_and_reading_is_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = noise(3_000_000, 1);
+        let mut new = old.clone();
+        new[1_500_000..1_504_096].copy_from_slice(&noise(4096, 2));
+        std::fs::write(dir.path().join("old.bin"), &old).unwrap();
+        let scan = chunking::scan(&old[..]).unwrap();
+        let (got, bytes) = assemble(dir.path(), &scan, &new, true).await;
+        assert!(got.unwrap() > 2_500_000, "most of the file came from the old one");
+        assert!(bytes == new, "copied runs land in order");
+        // The old file changes after the copy plan was made (its scan is stale): in a copied run...
+        let mut scribbled = old.clone();
+        scribbled[2_000_000] ^= 1;
+        std::fs::write(dir.path().join("old.bin"), &scribbled).unwrap();
+        let (got, _) = assemble(dir.path(), &scan, &new, true).await;
+        assert!(matches!(got, Err(FetchError::Mismatch)), "read back, the copy does not add up");
+        // ... or shrinks under the copy.
+        std::fs::write(dir.path().join("old.bin"), &old[..2_000_000]).unwrap();
+        let (got, _) = assemble(dir.path(), &scan, &new, true).await;
+        assert!(matches!(got, Err(FetchError::Mismatch)), "a copy past the end fails");
+        // The caller's fallback reads and checks each local chunk, fetching the rest: right again.
+        std::fs::write(dir.path().join("old.bin"), &scribbled).unwrap();
+        let (got, bytes) = assemble(dir.path(), &scan, &new, false).await;
+        assert!(got.is_ok() && bytes == new);
     }
 
     #[test]

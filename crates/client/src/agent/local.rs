@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use filesync_core::chunking::{self, FileScan};
+use filesync_core::chunking::{self, ChunkRef, FileScan};
 use filesync_core::path::WsPath;
 
 use super::ignore_rules::IgnoreRules;
@@ -128,8 +128,9 @@ pub fn open_file(root: &Path, rel: &WsPath) -> std::io::Result<std::fs::File> {
 }
 
 /// Chunks and hashes the file `rel`, streaming (never the whole file in memory), not through a
-/// link. Blocking: call from a blocking task.
-pub fn scan_file(root: &Path, rel: &WsPath) -> std::io::Result<FileScan> {
+/// link; `before`: the chunks of its previous content, if known ([`chunking::rescan`]).
+/// Blocking: call from a blocking task.
+pub fn scan_file(root: &Path, rel: &WsPath, before: &[ChunkRef]) -> std::io::Result<FileScan> {
     use std::io::Read;
     let mut file = open_file(root, rel)?;
     // Small files (most of a source tree) are read whole and hashed once; the streaming chunker
@@ -139,7 +140,7 @@ pub fn scan_file(root: &Path, rel: &WsPath) -> std::io::Result<FileScan> {
     if let Some(scan) = chunking::scan_small(&head) {
         return Ok(scan);
     }
-    chunking::scan(std::io::Cursor::new(head).chain(file))
+    chunking::rescan(std::io::Cursor::new(head).chain(file), before)
 }
 
 /// A temp file for a download of `rel` beside it (its directory made if missing, never through

@@ -1,5 +1,8 @@
 //! Applying the server's changes: journal batches, fetching ahead, downloads.
 
+use std::collections::HashSet;
+
+use filesync_core::chunking::Hash;
 use filesync_proto_client::download::{self, FetchError};
 
 use super::*;
@@ -173,7 +176,7 @@ impl FolderSync {
         for (c, manifest) in files {
             // Candidates passed the path rules ([`FolderSync::prefetch_candidates`]).
             let Ok(rel) = WsPath::parse(&c.path) else { continue };
-            local.extend(self.local_chunks(&manifest.chunks));
+            local.extend(self.local_chunks(&self.chunk_places(&rel, &manifest.chunks)));
             let Manifest { size, mtime_ms, content_hash, chunks } = manifest;
             jobs.push(download::AheadJob { seq: c.seq, key: rel, mode: c.mode, mtime_ms, size, content_hash, chunks });
         }
@@ -196,7 +199,9 @@ impl FolderSync {
             Err(e) => return Err(e.into()),
         };
         let before = local::stat(&self.root, rel);
-        let mut local_chunks = self.local_chunks(&manifest.chunks);
+        let planning = std::time::Instant::now();
+        let places = self.chunk_places(rel, &manifest.chunks);
+        let mut local_chunks = self.local_chunks(&places);
         // A large upload staged while it was being sent: its chunks are read from there (verified
         // like any local chunk); the staged file is dropped once this download is done.
         let stream = self.take_stream(rel, &manifest);
@@ -210,7 +215,9 @@ impl FolderSync {
         // First the chunks of local files unchanged since scanned are copied in the kernel,
         // unread, and the whole file checked; should one have changed unnoticed, the download
         // runs again reading and checking every local chunk.
-        let mut copy = self.copy_chunks(&manifest.chunks);
+        let mut copy = self.copy_chunks(&places);
+        let planned_ms = planning.elapsed().as_millis();
+        let started = std::time::Instant::now();
         let (tmp, reused, bar) = loop {
             let mut tmp = match local::temp_beside(&self.root, rel) {
                 Ok(t) => t,
@@ -255,7 +262,10 @@ impl FolderSync {
             return Ok(());
         }
         let (mode, mtime_ms) = (c.mode, manifest.mtime_ms);
+        let assembled_ms = started.elapsed().as_millis();
         let finished = tokio::task::spawn_blocking(move || tmp.finish(mode, mtime_ms)).await;
+        let (copied, finish_ms) = (!copy.is_empty(), started.elapsed().as_millis() - assembled_ms);
+        tracing::debug!(workspace.id = %self.ws, path = rel.as_str(), copied, planned_ms, assembled_ms, finish_ms, "download written");
         let facts = match finished.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
             Ok(f) => f,
             Err(e) => {
@@ -310,41 +320,50 @@ impl FolderSync {
         }
     }
 
-    /// Where local files held the chunks of `chunks`, as far as the state knows (may be stale:
-    /// the library checks each chunk it reads).
-    pub(super) fn local_chunks(&self, chunks: &[ChunkRef]) -> download::LocalChunks {
-        let mut out = download::LocalChunks::new();
-        for c in chunks {
-            if out.contains_key(&c.hash) {
-                continue;
+    /// Where local files held the chunks of `chunks`, as far as the state knows (may be stale):
+    /// first the recorded content of `rel` itself, in one read (a new version of a large file is
+    /// mostly its old chunks: no lookup per chunk), then a lookup for each chunk still missing.
+    pub(super) fn chunk_places(&self, rel: &WsPath, chunks: &[ChunkRef]) -> HashMap<Hash, (WsPath, u64)> {
+        let wanted: HashSet<Hash> = chunks.iter().map(|c| c.hash).collect();
+        let mut out: HashMap<Hash, (WsPath, u64)> = HashMap::new();
+        let mut offset = 0u64;
+        for c in self.store.chunks(rel) {
+            if wanted.contains(&c.hash) {
+                out.entry(c.hash).or_insert_with(|| (rel.clone(), offset));
             }
-            if let Some((path, offset)) = self.local_chunk_at(c) {
-                out.insert(c.hash, (local::abs_of(&self.root, &path), offset));
+            offset += u64::from(c.len);
+        }
+        for c in chunks {
+            if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(c.hash) {
+                if let Some(place) = self.local_chunk_at(c) {
+                    slot.insert(place);
+                }
             }
         }
         out
     }
 
-    /// The chunks of `chunks` held by local files that are as the state recorded them (size and
+    /// [`FolderSync::chunk_places`] as files to read (the library checks each chunk it reads).
+    pub(super) fn local_chunks(&self, places: &HashMap<Hash, (WsPath, u64)>) -> download::LocalChunks {
+        places.iter().map(|(h, (path, offset))| (*h, (local::abs_of(&self.root, path), *offset))).collect()
+    }
+
+    /// The chunks of `places` held by local files that are as the state recorded them (size and
     /// mtime): copied unread ([`download::CopyChunks`]). Each such file is opened once.
-    pub(super) fn copy_chunks(&self, chunks: &[ChunkRef]) -> download::CopyChunks {
-        let mut files: HashMap<WsPath, Option<std::sync::Arc<std::fs::File>>> = HashMap::new();
+    pub(super) fn copy_chunks(&self, places: &HashMap<Hash, (WsPath, u64)>) -> download::CopyChunks {
+        let mut files: HashMap<&WsPath, Option<std::sync::Arc<std::fs::File>>> = HashMap::new();
         let mut out = download::CopyChunks::new();
-        for c in chunks {
-            if out.contains_key(&c.hash) {
-                continue;
-            }
-            let Some((path, offset)) = self.local_chunk_at(c) else { continue };
-            let file = files.entry(path.clone()).or_insert_with(|| {
+        for (hash, (path, offset)) in places {
+            let file = files.entry(path).or_insert_with(|| {
                 let known = self.store.get(path.as_str())?;
-                let now = local::stat(&self.root, &path)?;
+                let now = local::stat(&self.root, path)?;
                 if (now.size, now.mtime_ms) != (known.size, known.mtime_ms) {
                     return None;
                 }
-                local::open_file(&self.root, &path).ok().map(std::sync::Arc::new)
+                local::open_file(&self.root, path).ok().map(std::sync::Arc::new)
             });
             if let Some(file) = file {
-                out.insert(c.hash, (file.clone(), offset));
+                out.insert(*hash, (file.clone(), *offset));
             }
         }
         out

@@ -5,6 +5,11 @@ use super::*;
 /// Paths whose local state is read in one blocking task.
 pub(super) const STATUS_GROUP: usize = 256;
 
+/// Files at least this large are re-scanned with their recorded chunk list
+/// ([`chunking::rescan`]: matching chunks are hashed, not cut again); smaller ones, read whole,
+/// gain nothing from it.
+pub(super) const RESCAN_FROM: u64 = 4 * chunking::MAX_CHUNK as u64;
+
 /// What the local copy of a path looks like compared with the state.
 #[derive(Debug, Clone)]
 pub(super) enum Local {
@@ -29,16 +34,30 @@ impl FolderSync {
     /// [`STATUS_GROUP`] paths, two groups at once: an initial sync of a large tree is not one
     /// thread hand-off per file.
     pub(super) async fn local_statuses(&mut self, rels: Vec<WsPath>) -> Vec<(WsPath, Local)> {
-        let jobs: Vec<Vec<(WsPath, Option<Entry>)>> = rels
+        let jobs: Vec<Vec<Job>> = rels
             .chunks(STATUS_GROUP)
-            .map(|group| group.iter().map(|rel| (rel.clone(), self.store.get(rel))).collect())
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|rel| {
+                        let entry = self.store.get(rel);
+                        // Only a file that may be read needs its list; a large one is rare.
+                        let large = entry.as_ref().is_some_and(|e| e.size >= RESCAN_FROM);
+                        let before = if large { self.store.chunks(rel) } else { Vec::new() };
+                        (rel.clone(), entry, before)
+                    })
+                    .collect()
+            })
             .collect();
         let root = self.root.clone();
         let groups = futures::stream::iter(jobs).map(|group| {
             let root = root.clone();
             async move {
                 let judged = tokio::task::spawn_blocking(move || {
-                    group.into_iter().map(|(rel, entry)| (judge(&root, &rel, entry.as_ref()), rel)).collect::<Vec<_>>()
+                    group
+                        .into_iter()
+                        .map(|(rel, entry, before)| (judge(&root, &rel, entry.as_ref(), &before), rel))
+                        .collect::<Vec<_>>()
                 })
                 .await;
                 judged.unwrap_or_default()
@@ -61,6 +80,9 @@ impl FolderSync {
     }
 }
 
+/// A path to judge: its entry, and the chunks of its recorded content if it is large.
+type Job = (WsPath, Option<Entry>, Vec<ChunkRef>);
+
 /// What the disk says about one path, decided off the async threads.
 pub(super) enum Judged {
     Local(Local),
@@ -68,18 +90,23 @@ pub(super) enum Judged {
     Touched(LocalFile),
 }
 
-/// Compares the file at `rel` with what both sides last agreed on (`entry`): metadata first, the
-/// content only when the metadata differs. Blocking.
-pub(super) fn judge(root: &Path, rel: &WsPath, entry: Option<&Entry>) -> Judged {
+/// Compares the file at `rel` with what both sides last agreed on (`entry`, whose content was cut
+/// into `before`, if known): metadata first, the content only when the metadata differs. Blocking.
+pub(super) fn judge(root: &Path, rel: &WsPath, entry: Option<&Entry>, before: &[ChunkRef]) -> Judged {
     let missing = || Judged::Local(if entry.is_some() { Local::Gone } else { Local::Absent });
     let Some(meta) = local::stat(root, rel) else { return missing() };
     if entry.is_some_and(|e| e.size == meta.size && e.mtime_ms == meta.mtime_ms) {
         return Judged::Local(Local::Same);
     }
-    let Ok(scan) = local::scan_file(root, rel) else {
+    let started = std::time::Instant::now();
+    let Ok(scan) = local::scan_file(root, rel, before) else {
         // Vanished or unreadable between stat and read: the next event will tell.
         return missing();
     };
+    if scan.size >= RESCAN_FROM {
+        let ms = started.elapsed().as_millis();
+        tracing::debug!(path = rel.as_str(), size = scan.size, ms, with_old_chunks = !before.is_empty(), "scanned");
+    }
     match entry {
         Some(e) if e.hash == scan.content_hash && e.size == scan.size => Judged::Touched(meta),
         _ => Judged::Local(Local::Changed(meta, scan)),

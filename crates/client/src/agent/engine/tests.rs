@@ -912,4 +912,34 @@ async fn a_directory_swapped_for_a_link_while_changes_apply_never_leads_outside(
     let last = s.node.publish("d/e/last.txt", b"after the race");
     s.sync.apply_changes(&mut s.node, vec![last], false).await.unwrap();
     assert_eq!(s.read("d/e/last.txt").as_deref(), Some(&b"after the race"[..]));
+/// An announced upload that is a new version of a large file we hold (an edit) is not fetched
+/// ahead: after the commit only the changed chunks are fetched, the rest comes from our copy.
+#[tokio::test]
+async fn an_announced_edit_of_a_file_we_hold_is_not_fetched_ahead() {
+    let mut s = Setup::new(Role::Editor);
+    let old = noise(3_000_000, 61);
+    s.synced("big.bin", &old).await;
+    let mut new = old.clone();
+    new[1_500_000..1_504_096].copy_from_slice(&noise(4096, 62));
+    let (scan, _) = s.node.store(&new);
+    let announced = Notice::UploadStarted {
+        workspace_id: WS,
+        path: "big.bin".into(),
+        size: new.len() as u64,
+        content_hash: scan.content_hash,
+        device_id: "other-device".into(),
+        chunks: scan.refs(),
+    };
+    s.sync.on_upload(&mut s.node, announced).await.unwrap();
+    let progress =
+        Notice::UploadProgress { workspace_id: WS, content_hash: scan.content_hash, durable: scan.chunks.len() as u32 };
+    let fetched_before = s.node.chunks_sent;
+    s.sync.on_upload(&mut s.node, progress).await.unwrap();
+    assert_eq!(s.node.chunks_sent, fetched_before, "nothing fetched ahead");
+    assert!(s.temps().is_empty());
+    let edit = s.node.publish("big.bin", &new);
+    s.sync.apply_change(&mut s.node, edit).await.unwrap();
+    assert_eq!(s.read("big.bin").as_deref(), Some(&new[..]));
+    let fetched = s.node.chunks_sent - fetched_before;
+    assert!((1..=3).contains(&fetched), "{fetched} chunks fetched");
 }

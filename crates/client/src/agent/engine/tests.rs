@@ -912,6 +912,8 @@ async fn a_directory_swapped_for_a_link_while_changes_apply_never_leads_outside(
     let last = s.node.publish("d/e/last.txt", b"after the race");
     s.sync.apply_changes(&mut s.node, vec![last], false).await.unwrap();
     assert_eq!(s.read("d/e/last.txt").as_deref(), Some(&b"after the race"[..]));
+}
+
 /// An announced upload that is a new version of a large file we hold (an edit) is not fetched
 /// ahead: after the commit only the changed chunks are fetched, the rest comes from our copy.
 #[tokio::test]

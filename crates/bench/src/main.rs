@@ -59,6 +59,8 @@ enum Command {
     NodeLoad,
     /// 9. The agent as the workspace grows: edit latency, initial sync, RSS, state on disk, restart.
     Scale,
+    /// 10. A source-like tree of compressible text, initial sync: bytes on the wire against rsync -z and Syncthing.
+    CompressibleTree,
     /// Writes the report again from `--json` files of earlier runs (later files replace earlier scenarios) with
     /// the current bench/ANALYSIS.md; measures nothing.
     Render {
@@ -71,7 +73,8 @@ enum Command {
 impl Command {
     fn scenarios(&self) -> Vec<u8> {
         match self {
-            Command::All => (1..=9).collect(),
+            // Scale leaves its tree in place: it runs last.
+            Command::All => vec![1, 2, 3, 4, 5, 6, 7, 8, 10, 9],
             Command::Latency => vec![1],
             Command::LargeFile => vec![2],
             Command::SmallEdit => vec![3],
@@ -81,6 +84,7 @@ impl Command {
             Command::Http => vec![7],
             Command::NodeLoad => vec![8],
             Command::Scale => vec![9],
+            Command::CompressibleTree => vec![10],
             Command::Render { .. } => vec![],
         }
     }
@@ -183,6 +187,15 @@ pub struct Settings {
     /// 9: timed 4 KiB edits at each size for filesync (Syncthing makes --syncthing-writes).
     #[arg(long, global = true)]
     pub scale_edits: Option<usize>,
+    /// 10: number of text files in the source-like tree.
+    #[arg(long, global = true)]
+    pub text_files: Option<usize>,
+    /// 10: directories they are spread over.
+    #[arg(long, global = true)]
+    pub text_dirs: Option<usize>,
+    /// 10: size of each text file.
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub text_file_size: Option<u64>,
 }
 
 impl Settings {
@@ -235,6 +248,15 @@ impl Settings {
     }
     pub fn scale_edits(&self) -> usize {
         self.pick(self.scale_edits, 100, 5)
+    }
+    pub fn text_files(&self) -> usize {
+        self.pick(self.text_files, 3_000, 40)
+    }
+    pub fn text_dirs(&self) -> usize {
+        self.pick(self.text_dirs, 30, 2)
+    }
+    pub fn text_file_size(&self) -> usize {
+        self.pick(self.text_file_size, 24 * 1024, 8 * 1024) as usize
     }
     pub fn http_duration(&self) -> Duration {
         Duration::from_secs(self.pick(self.http_secs, 10, 1))

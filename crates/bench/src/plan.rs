@@ -13,8 +13,8 @@ use crate::machine::Machine;
 use crate::mirror::Mirror;
 use crate::report::{Goal, Report, Row, Scenario, Target, FILESYNC};
 use crate::rsync::Rsync;
-use crate::scenarios::{large_file, latency, many_files, scale, small_edit, SizedRuns};
-use crate::syncthing::Syncthing;
+use crate::scenarios::{compressible_tree, large_file, latency, many_files, scale, small_edit, SizedRuns};
+use crate::syncthing::{Syncthing, DEFAULT_COMPRESSION};
 use crate::Settings;
 
 /// The systems of a run; each starts when a scenario first needs it.
@@ -22,6 +22,7 @@ struct Lab {
     filesync: Slot<Filesync>,
     rsync: Slot<Rsync>,
     rsync_inplace: Slot<Rsync>,
+    rsync_z: Slot<Rsync>,
     syncthing: Slot<Syncthing>,
     stage: PathBuf,
 }
@@ -36,14 +37,14 @@ impl Lab {
         } else {
             Slot::Off
         };
-        let rsync = |name: &str, inplace: bool| {
+        let rsync = |name: &str, inplace: bool, compress: bool| {
             if !s.wants("rsync") {
                 return Slot::Off;
             }
             let (root, name) = dir(name);
             Slot::lazy(move || {
                 installed("rsync")?;
-                Rsync::start(&fresh_dir(&root, &name)?, inplace)
+                Rsync::start(&fresh_dir(&root, &name)?, inplace, compress)
             })
         };
         let syncthing = if s.wants("syncthing") {
@@ -57,8 +58,9 @@ impl Lab {
         };
         Ok(Lab {
             filesync,
-            rsync: rsync("rsync", false),
-            rsync_inplace: rsync("rsync-inplace", true),
+            rsync: rsync("rsync", false, false),
+            rsync_inplace: rsync("rsync-inplace", true, false),
+            rsync_z: rsync("rsync-z", false, true),
             syncthing,
             stage,
         })
@@ -95,6 +97,7 @@ pub fn run(s: &Settings, scenarios: &[u8], command: &str, fd_limit: u64) -> Resu
             6 => crate::filesync::fanout_scenario(&mut lab.filesync, s),
             7 => crate::filesync::http_scenario(&mut lab.filesync, s),
             8 => crate::filesync::node_load_scenario(&mut lab.filesync, s),
+            10 => run_compressible_tree(&mut lab, s),
             _ => run_scale(&mut lab, s),
         });
     }
@@ -205,6 +208,56 @@ fn run_many_files(lab: &mut Lab, s: &Settings) -> Scenario {
     );
     let tests = [many_files::RATE, many_files::WALL];
     measure_bulk(&mut sc, &tests, lab, s, false, |m, stage| many_files::run(m, stage, o));
+    sc
+}
+
+fn run_compressible_tree(lab: &mut Lab, s: &Settings) -> Scenario {
+    let o = compressible_tree::Options {
+        files: s.text_files(),
+        dirs: s.text_dirs(),
+        size: s.text_file_size(),
+        runs: s.runs(),
+        seed: s.seed + 10_000,
+    };
+    let files = o.files.div_ceil(o.dirs.max(1)) * o.dirs;
+    let mut sc = Scenario::new(
+        10,
+        "Compressible tree",
+        &format!(
+            "A source-like tree — {} files of {} B of generated program text (indented lines of keywords and \
+             identifiers; zstd and gzip shrink it 3 to 4 times; every file different, nothing to deduplicate) in {} \
+             directories, {} in all — is written and flushed in a staging folder, then renamed into A's folder in \
+             one step. Counted: the bytes each system put on the wire until B holds every file and both ends are \
+             idle again, from each system's own counters, and the wall time (B counted every 50 ms). filesync \
+             compresses a chunk with zstd when a sample says it pays and sends it in that stored form both ways; \
+             rsync runs without and with `-z`; Syncthing with its default device compression (`metadata`: only \
+             indexes and requests) and with `always` (file data too), the setting a user syncing source would pick.",
+            files,
+            o.size,
+            o.dirs,
+            large_file::size_label((files * o.size) as u64),
+        ),
+    );
+    let tests = compressible_tree::TESTS;
+    let stage = lab.stage.clone();
+    measure(&mut sc, &tests, FILESYNC, &mut lab.filesync, |f| compressible_tree::run(f.mirror()?, &stage, o));
+    measure(&mut sc, &tests, "rsync", &mut lab.rsync, |m| compressible_tree::run(m, &stage, o));
+    measure(&mut sc, &tests, "rsync -z", &mut lab.rsync_z, |m| compressible_tree::run(m, &stage, o));
+    let delay = s.syncthing_bulk_delay;
+    for compression in [DEFAULT_COMPRESSION, "always"] {
+        let name = match compression {
+            DEFAULT_COMPRESSION => format!("Syncthing (delay {delay} s)"),
+            other => format!("Syncthing (delay {delay} s, compression {other})"),
+        };
+        measure(&mut sc, &tests, &name, &mut lab.syncthing, |st| {
+            st.set_delay(delay)?;
+            st.set_compression(compression)?;
+            let rows = compressible_tree::run(st, &stage, o);
+            // Later scenarios see Syncthing as a user gets it.
+            let back = st.set_compression(DEFAULT_COMPRESSION);
+            rows.and_then(|rows| back.map(|()| rows))
+        });
+    }
     sc
 }
 

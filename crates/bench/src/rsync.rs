@@ -1,6 +1,7 @@
 //! Peer: rsync pushing A to a local rsync daemon serving B, over plain TCP on
 //! loopback. Each change is one client run, timed by the scenario; bytes are
-//! the client's own `--stats`.
+//! the client's own `--stats`. Variants: `--inplace`, and `-z` (compression,
+//! the algorithm rsync negotiates between the two ends: zstd when both have it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,11 +18,12 @@ pub struct Rsync {
     src: PathBuf,
     dst: PathBuf,
     inplace: bool,
+    compress: bool,
 }
 
 impl Rsync {
     /// A daemon serving an empty B under `root`, and an empty A beside it.
-    pub fn start(root: &Path, inplace: bool) -> Result<Rsync> {
+    pub fn start(root: &Path, inplace: bool, compress: bool) -> Result<Rsync> {
         let (src, dst) = (root.join("A"), root.join("B"));
         std::fs::create_dir_all(&src)?;
         std::fs::create_dir_all(&dst)?;
@@ -41,16 +43,17 @@ impl Rsync {
         cmd.arg(format!("--config={}", conf.display()));
         let daemon = Proc::spawn("rsyncd", cmd, root)?;
         wait_for_port(port, Duration::from_secs(20)).with_context(|| daemon.log_tail())?;
-        Ok(Rsync { daemon, port, src, dst, inplace })
+        Ok(Rsync { daemon, port, src, dst, inplace, compress })
     }
 }
 
 impl Mirror for Rsync {
     fn name(&self) -> String {
-        if self.inplace {
-            "rsync --inplace".into()
-        } else {
-            "rsync".into()
+        match (self.inplace, self.compress) {
+            (true, false) => "rsync --inplace".into(),
+            (false, true) => "rsync -z".into(),
+            (true, true) => "rsync -z --inplace".into(),
+            (false, false) => "rsync".into(),
         }
     }
 
@@ -67,6 +70,9 @@ impl Mirror for Rsync {
         cmd.args(["-a", "--delete", "--stats"]);
         if self.inplace {
             cmd.arg("--inplace");
+        }
+        if self.compress {
+            cmd.arg("-z");
         }
         cmd.arg(format!("{}/", self.src.display())).arg(format!("rsync://127.0.0.1:{}/bench/", self.port));
         let out = run_capture(cmd, TRANSFER_TIMEOUT)?;
@@ -114,7 +120,7 @@ mod tests {
     #[test]
     fn a_push_mirrors_a_into_b_through_the_daemon() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Rsync::start(dir.path(), false).unwrap();
+        let mut r = Rsync::start(dir.path(), false, false).unwrap();
         data::write_tree(r.source(), 2, 2, 4096, &mut data::rng(1)).unwrap();
         let wire = r.push().unwrap().unwrap();
         assert!(wire.sent_by_a > 4 * 4096, "{wire:?}");

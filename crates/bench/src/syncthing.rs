@@ -4,7 +4,9 @@
 //! first start (listen and GUI addresses, discovery, relays, NAT, usage
 //! reporting off); devices and the folder are then added through the REST
 //! API from Syncthing's own defaults, so everything else is as a user gets it
-//! (watcher on, `fsWatcherDelayS` 10 unless a run asks for another value).
+//! (watcher on, `fsWatcherDelayS` 10 unless a run asks for another value,
+//! device compression `metadata`, Syncthing's default, unless a scenario asks
+//! for `always`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,7 +42,12 @@ pub struct Syncthing {
     b: Instance,
     http: Client,
     delay_s: u32,
+    /// The devices' `compression`: `metadata` (Syncthing's default), `always` or `never`.
+    compression: &'static str,
 }
+
+/// Syncthing's default device compression: only metadata (indexes, requests) is compressed.
+pub const DEFAULT_COMPRESSION: &str = "metadata";
 
 impl Syncthing {
     /// Starts A and B under `root`, connects them and shares an empty folder with the watcher delay `delay_s`.
@@ -48,7 +55,7 @@ impl Syncthing {
         let http = Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
         let a = Instance::start(root, "A")?;
         let b = Instance::start(root, "B")?;
-        let mut st = Syncthing { a, b, http, delay_s };
+        let mut st = Syncthing { a, b, http, delay_s, compression: DEFAULT_COMPRESSION };
         st.link()?;
         Ok(st)
     }
@@ -61,6 +68,34 @@ impl Syncthing {
             self.put(inst, &format!("/rest/config/folders/{FOLDER}"), &folder)?;
         }
         self.delay_s = delay_s;
+        self.settle()
+    }
+
+    /// Sets each device's `compression` for its peer (`metadata`, `always`, `never`), waits until they are
+    /// connected again and idle.
+    pub fn set_compression(&mut self, compression: &'static str) -> Result<()> {
+        if compression == self.compression {
+            return Ok(());
+        }
+        for (me, peer) in [(&self.a, &self.b), (&self.b, &self.a)] {
+            let mut device = self.get(me, &format!("/rest/config/devices/{}", peer.id))?;
+            device["compression"] = json!(compression);
+            self.put(me, &format!("/rest/config/devices/{}", peer.id), &device)?;
+        }
+        self.compression = compression;
+        // A connection keeps the compression it was opened with: pause and resume the peer for a new one.
+        for (me, peer) in [(&self.a, &self.b), (&self.b, &self.a)] {
+            self.post(me, &format!("/rest/system/pause?device={}", peer.id))?;
+        }
+        for (me, peer) in [(&self.a, &self.b), (&self.b, &self.a)] {
+            self.post(me, &format!("/rest/system/resume?device={}", peer.id))?;
+        }
+        for (me, peer) in [(&self.a, &self.b), (&self.b, &self.a)] {
+            wait_for(&format!("Syncthing {} to reconnect to {}", me.name, peer.name), STARTUP, POLL, || {
+                let c = self.get(me, "/rest/system/connections")?;
+                Ok(c["connections"][&peer.id]["connected"].as_bool().unwrap_or(false).then_some(()))
+            })?;
+        }
         self.settle()
     }
 
@@ -97,6 +132,15 @@ impl Syncthing {
             bail!("Syncthing {} GET {path}: {status}: {}", inst.name, resp.text().unwrap_or_default());
         }
         Ok(resp.json()?)
+    }
+
+    fn post(&self, inst: &Instance, path: &str) -> Result<()> {
+        let resp = self.http.post(inst.url(path)).header("X-API-Key", &inst.key).send()?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("Syncthing {} POST {path}: {status}: {}", inst.name, resp.text().unwrap_or_default());
+        }
+        Ok(())
     }
 
     fn put(&self, inst: &Instance, path: &str, body: &Value) -> Result<()> {
@@ -191,7 +235,10 @@ fn loopback_config(gui: u16, listen: u16, key: &str) -> String {
 
 impl Mirror for Syncthing {
     fn name(&self) -> String {
-        format!("Syncthing (delay {} s)", self.delay_s)
+        match self.compression {
+            DEFAULT_COMPRESSION => format!("Syncthing (delay {} s)", self.delay_s),
+            other => format!("Syncthing (delay {} s, compression {other})", self.delay_s),
+        }
     }
 
     fn source(&self) -> &Path {

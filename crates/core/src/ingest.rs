@@ -4,7 +4,11 @@
 //! 1. Each chunk is verified against its hash, encoded and appended to the
 //!    upload's open pack ([`PackWriter::append`]) on the blocking pool, a few at
 //!    once ([`STORE_AHEAD`]) while the caller reads the next one. A chunk the
-//!    index already records (stored by anyone) is not written again.
+//!    index already records (stored by anyone) is not written again: the node
+//!    looks up the chunks it asks a client for in bulk before they arrive
+//!    ([`ChunkSink::with_stored`]); an upload whose chunks are known only as
+//!    they are cut waits for [`LOOKUP_BATCH`] of them (at most [`LOOKUP_BYTES`])
+//!    and asks the index about them in one query.
 //! 2. When the pack reaches [`PACK_TARGET`] bytes (or [`RECORD_BATCH`] chunks
 //!    are waiting), and at the end, the pack is sealed — fsynced and renamed
 //!    into place, or uploaded and acknowledged ([`ChunkStore::seal`]) — and
@@ -19,8 +23,9 @@
 //! chunked the file); an HTTP upload hands a byte stream to [`store_stream`],
 //! which cuts it with the same FastCDC parameters as
 //! [`crate::chunking::chunks`] while reading, so memory stays flat whatever
-//! the size: one chunker buffer and [`STORE_AHEAD`] chunks of at most
-//! [`MAX_CHUNK`] bytes; the pack being written is a spool file.
+//! the size: one chunker buffer, two lookup batches (one filling, one being
+//! written [`STORE_AHEAD`] chunks at a time while the next is read) of at most
+//! [`LOOKUP_BYTES`] each; the pack being written is a spool file.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -41,6 +46,11 @@ use crate::WorkspaceId;
 
 /// Received chunks of one upload being verified and written at once.
 pub const STORE_AHEAD: usize = 4;
+
+/// Chunks of an upload not looked up in advance that wait to be asked about in one index query...
+pub const LOOKUP_BATCH: usize = 64;
+/// ...or fewer, once they hold this many bytes (so an upload's memory stays a few MiB).
+pub const LOOKUP_BYTES: usize = 4 << 20;
 
 /// At most this many chunks wait to be recorded (their pack is sealed early): one transaction
 /// stays small even when chunks are tiny after compression or already stored.
@@ -99,6 +109,7 @@ impl std::ops::Add for Progress {
 }
 
 /// A chunk as a [`ChunkSink`] receives it.
+#[derive(Debug)]
 enum Incoming {
     /// Its bytes (an HTTP upload): encoded here.
     Bytes(Vec<u8>),
@@ -126,8 +137,14 @@ pub struct ChunkSink {
     /// Pack bytes written since the last record.
     unrecorded_bytes: u64,
     /// The chunks the index held when the upload began, looked up by the caller in bulk; `None`:
-    /// ask the index for each chunk as it arrives.
+    /// ask the index about the chunks as they arrive, a batch at a time ([`LOOKUP_BATCH`]).
     stored: Option<HashSet<Hash>>,
+    /// Arrived chunks waiting for their batch's index query (`true`: a repeat of this upload),
+    /// and their bytes.
+    waiting: Vec<(Hash, u32, Incoming, bool)>,
+    waiting_bytes: usize,
+    /// Looked-up chunks not yet started (`true`: stored already, only verified), at most one batch.
+    ready: VecDeque<(Hash, u32, Incoming, bool)>,
     /// Chunks of this upload already on their way (a file of zeros repeats one chunk), forgotten
     /// past [`SEEN_MAX`] entries: a repeat then costs dead bytes, never correctness.
     seen: HashSet<Hash>,
@@ -137,7 +154,8 @@ pub struct ChunkSink {
 const SEEN_MAX: usize = 65_536;
 
 impl ChunkSink {
-    /// A sink that asks the index about each chunk as it arrives (one query per chunk).
+    /// A sink for chunks not known in advance: it asks the index which are stored already a batch
+    /// at a time ([`LOOKUP_BATCH`] chunks, at most [`LOOKUP_BYTES`], per query).
     pub fn new(db: Db, store: ChunkStore, ws: WorkspaceId) -> ChunkSink {
         let writer = Arc::new(store.writer());
         ChunkSink {
@@ -149,6 +167,9 @@ impl ChunkSink {
             unrecorded: Vec::new(),
             unrecorded_bytes: 0,
             stored: None,
+            waiting: Vec::new(),
+            waiting_bytes: 0,
+            ready: VecDeque::new(),
             seen: HashSet::new(),
         }
     }
@@ -165,7 +186,8 @@ impl ChunkSink {
     }
 
     /// Starts verifying, encoding and writing `data` under `hash` on the blocking pool; waits for
-    /// older chunks until at most [`STORE_AHEAD`] are in flight, recording full packs.
+    /// older chunks until at most [`STORE_AHEAD`] are in flight, recording full packs. Without a
+    /// list of stored chunks the chunk first waits for its lookup batch.
     pub async fn push(&mut self, hash: Hash, data: Vec<u8>) -> Result<Progress, IngestError> {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         self.push_any(hash, len, Incoming::Bytes(data)).await
@@ -180,21 +202,68 @@ impl ChunkSink {
     }
 
     async fn push_any(&mut self, hash: Hash, len: u32, incoming: Incoming) -> Result<Progress, IngestError> {
-        let (store, writer) = (self.store.clone(), self.writer.clone());
         if self.seen.len() >= SEEN_MAX {
             self.seen.clear();
         }
         let repeat = !self.seen.insert(hash);
-        let known = self.stored.as_ref().map(|stored| stored.contains(&hash));
+        let Some(stored) = &self.stored else {
+            self.waiting_bytes += len as usize;
+            self.waiting.push((hash, len, incoming, repeat));
+            let mut progress = Progress::default();
+            if self.waiting.len() >= LOOKUP_BATCH || self.waiting_bytes >= LOOKUP_BYTES {
+                // At most one looked-up batch waits to be written.
+                progress = self.pump(true).await?;
+                self.look_up_waiting().await?;
+            }
+            return Ok(progress + self.pump(false).await?);
+        };
+        let known = repeat || stored.contains(&hash);
+        self.start(hash, len, incoming, known);
+        self.settle(STORE_AHEAD).await
+    }
+
+    /// Asks the index which waiting chunks are stored (one query); they become ready to write.
+    async fn look_up_waiting(&mut self) -> Result<(), IngestError> {
+        let waiting = std::mem::take(&mut self.waiting);
+        self.waiting_bytes = 0;
+        let asked: Vec<Hash> = waiting.iter().filter(|w| !w.3).map(|w| w.0).collect();
+        let stored =
+            if asked.is_empty() { HashSet::new() } else { self.db.run(move |c| packs::recorded(c, &asked)).await? };
+        self.ready.extend(waiting.into_iter().map(|(hash, len, incoming, repeat)| {
+            let known = repeat || stored.contains(&hash);
+            (hash, len, incoming, known)
+        }));
+        Ok(())
+    }
+
+    /// Settles the writes that are done and starts ready chunks while fewer than [`STORE_AHEAD`]
+    /// are in flight, so writing goes on while the caller reads the next chunks; with `drain`,
+    /// waits until every ready chunk has started.
+    async fn pump(&mut self, drain: bool) -> Result<Progress, IngestError> {
+        let mut progress = Progress::default();
+        loop {
+            while self.storing.front().is_some_and(|(_, _, write)| write.is_finished()) {
+                progress = progress + self.settle_oldest().await?;
+            }
+            while self.storing.len() < STORE_AHEAD {
+                let Some((hash, len, incoming, known)) = self.ready.pop_front() else { break };
+                self.start(hash, len, incoming, known);
+            }
+            if !drain || self.ready.is_empty() {
+                return Ok(progress);
+            }
+            progress = progress + self.settle_oldest().await?;
+        }
+    }
+
+    /// Verifies the chunk (and appends it to the pack unless `known`: stored already, by anyone or
+    /// earlier in this upload) on the blocking pool.
+    fn start(&mut self, hash: Hash, len: u32, incoming: Incoming, known: bool) {
+        let writer = self.writer.clone();
         let write = tokio::task::spawn_blocking(move || {
-            let stored = repeat
-                || match known {
-                    Some(known) => known,
-                    None => store.is_recorded_blocking(&hash)?,
-                };
             match incoming {
                 // Verified anyway: the client must prove it holds the bytes it names.
-                Incoming::Bytes(data) if stored => {
+                Incoming::Bytes(data) if known => {
                     let actual = chunking::hash(&data);
                     if actual != hash {
                         return Err(StorageError::HashMismatch {
@@ -204,35 +273,46 @@ impl ChunkSink {
                     }
                     Ok(None)
                 }
-                Incoming::Encoded(encoded) if stored => pack::verify_encoded(&hash, len, &encoded).map(|()| None),
+                Incoming::Encoded(encoded) if known => pack::verify_encoded(&hash, len, &encoded).map(|()| None),
                 Incoming::Bytes(data) => writer.append(&hash, data).map(Some),
                 Incoming::Encoded(encoded) => writer.append_encoded(&hash, len, &encoded).map(Some),
             }
         });
         self.storing.push_back((hash, len, write));
-        self.settle(STORE_AHEAD).await
     }
 
     /// Waits for every chunk, makes them durable and records them: from then on the workspace
     /// holds them and a version may name them.
     pub async fn finish(&mut self) -> Result<Progress, IngestError> {
-        self.settle(0).await
+        if !self.waiting.is_empty() {
+            self.look_up_waiting().await?;
+        }
+        let started = self.pump(true).await?;
+        Ok(started + self.settle(0).await?)
     }
 
+    /// Settles the oldest chunks until at most `keep` are in flight; with 0, records them all.
     async fn settle(&mut self, keep: usize) -> Result<Progress, IngestError> {
         let mut progress = Progress::default();
         while self.storing.len() > keep {
-            let Some((hash, len, write)) = self.storing.pop_front() else { break };
-            let appended = write.await.map_err(|e| IngestError::Task(e.to_string()))??;
-            let stored_size = appended.map_or(0, |a| u64::from(a.stored_size));
-            progress.add(len, Stored { stored_size, written: appended.is_some() });
-            self.unrecorded.push(NewChunk { hash, size: len, stored_size, at: appended.map(|a| a.at) });
-            self.unrecorded_bytes += stored_size;
-            if self.unrecorded_bytes >= PACK_TARGET || self.unrecorded.len() >= RECORD_BATCH {
-                progress.recorded += self.record().await?;
-            }
+            progress = progress + self.settle_oldest().await?;
         }
         if keep == 0 && !self.unrecorded.is_empty() {
+            progress.recorded += self.record().await?;
+        }
+        Ok(progress)
+    }
+
+    /// Waits for the oldest chunk in flight; records a full pack.
+    async fn settle_oldest(&mut self) -> Result<Progress, IngestError> {
+        let mut progress = Progress::default();
+        let Some((hash, len, write)) = self.storing.pop_front() else { return Ok(progress) };
+        let appended = write.await.map_err(|e| IngestError::Task(e.to_string()))??;
+        let stored_size = appended.map_or(0, |a| u64::from(a.stored_size));
+        progress.add(len, Stored { stored_size, written: appended.is_some() });
+        self.unrecorded.push(NewChunk { hash, size: len, stored_size, at: appended.map(|a| a.at) });
+        self.unrecorded_bytes += stored_size;
+        if self.unrecorded_bytes >= PACK_TARGET || self.unrecorded.len() >= RECORD_BATCH {
             progress.recorded += self.record().await?;
         }
         Ok(progress)
@@ -306,8 +386,9 @@ pub struct Streamed {
 }
 
 /// Cuts `reader` into chunks while reading (FastCDC with the parameters of [`chunking::chunks`], so
-/// the cuts are the agent's), stores and records them through a [`ChunkSink`]. Memory does not
-/// grow with the size of the content: one chunker buffer and [`STORE_AHEAD`] chunks.
+/// the cuts are the agent's), stores and records them through a [`ChunkSink`] that asks the index
+/// about them a batch at a time. Memory does not grow with the size of the content: one chunker
+/// buffer and two lookup batches ([`LOOKUP_BYTES`] each).
 pub async fn store_stream<R: AsyncRead + Unpin>(
     db: &Db,
     store: ChunkStore,
@@ -476,6 +557,13 @@ mod tests {
         assert!(z.progress.chunks > 10);
         assert_eq!(z.progress.chunks_written, 1);
         assert_eq!(store.get(&z.chunks[3].hash).await.unwrap(), vec![0u8; z.chunks[3].len as usize]);
+        // A chunk repeated in one read reads back every time.
+        let mut back = Vec::new();
+        let mut reads = store.read_many(z.chunks.iter().map(|c| c.hash).collect(), 4);
+        while let Some(got) = reads.next().await {
+            back.extend(got.unwrap().1);
+        }
+        assert!(back == zeros, "a run of zeros reads back");
 
         let put = |base| NewPut { path: "big.bin".into(), base, mtime_ms: 1, mode: None };
         let first = commit_put(&db, ws, author.clone(), put(Base::Current), streamed).await.unwrap();

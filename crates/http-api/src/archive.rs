@@ -2,12 +2,18 @@
 //!
 //! The archive is pulled, not pushed: actix polls the body stream only when
 //! the socket can take more, and each poll reads the next chunk from the
-//! store on the blocking pool (with [`READ_AHEAD`] chunks in flight so disk
-//! and network overlap). Nothing runs when the client stops reading, and a
-//! dropped connection drops the stream and with it all work. Memory is
-//! therefore bounded by the read-ahead (a few chunks of at most
-//! `MAX_CHUNK` bytes each), whatever the size of the files; the list of
-//! heads (metadata only) and one file's manifest at a time are the rest.
+//! store (with [`READ_AHEAD`] chunks in flight so disk and network overlap).
+//! Nothing runs when the client stops reading, and a dropped connection drops
+//! the stream and with it all work. Memory is therefore bounded by the
+//! read-ahead (a few chunks of at most `MAX_CHUNK` bytes each), whatever the
+//! size of the files; the list of heads (metadata only) and the manifests of
+//! one batch of files ([`BATCH_FILES`], [`BATCH_BYTES`]) are the rest.
+//!
+//! Chunks are read the way every download reads them, through
+//! [`ChunkStore::read_many`]: the manifests of a batch of files are read in
+//! one query and their chunks located in one index query per few hundred, so
+//! a workspace of many small files costs a few queries per batch, not two
+//! per file.
 //!
 //! Entries are STORED, not deflated: most of what people sync in bulk
 //! (photos, video, archives, office files) is already compressed, deflate
@@ -33,14 +39,20 @@ use filesync_core::db::{journal, Db, DbError};
 use filesync_core::proto::{Change, EntryKind};
 use filesync_core::storage::{ChunkStore, StorageError};
 use filesync_core::WorkspaceId;
-use futures::future::{self, BoxFuture};
+use futures::future;
 use futures::stream::{self, BoxStream};
-use futures::{FutureExt, Stream, StreamExt, TryFutureExt};
+use futures::{Stream, StreamExt};
 use zip::write::{FullFileOptions, SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipWriter};
 
 /// Chunks read ahead of the one being sent.
 pub const READ_AHEAD: usize = 4;
+
+/// Files whose manifests the zip reads in one query...
+pub const BATCH_FILES: usize = 256;
+/// ...unless their content adds up to this many bytes first (a file larger than that is a batch of
+/// its own), so a batch's chunk list stays a few thousand entries.
+pub const BATCH_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -69,8 +81,6 @@ enum Piece {
     End,
 }
 
-type PieceFuture = BoxFuture<'static, Result<Piece, ArchiveError>>;
-
 /// The zip of `heads` (live heads of `ws`, already checked against the path
 /// rules), as a body stream. An `Err` item ends the stream; the client sees
 /// a truncated download rather than a wrong file.
@@ -83,7 +93,6 @@ pub fn zip_stream(
     let mut assembler = Assembler::new();
     let mut failed = false;
     pieces(db, store, ws, heads)
-        .buffered(READ_AHEAD)
         .scan((), move |_, piece| {
             if failed {
                 return future::ready(None);
@@ -95,44 +104,90 @@ pub fn zip_stream(
         .filter(|out| future::ready(!matches!(out, Ok(bytes) if bytes.is_empty())))
 }
 
-/// The archive's pieces as futures: each file's manifest is read when the
-/// stream reaches it, each chunk when `buffered` asks for it.
-fn pieces(db: Db, store: ChunkStore, ws: WorkspaceId, heads: Vec<Change>) -> impl Stream<Item = PieceFuture> {
-    stream::iter(heads)
-        .then(move |head| manifest_of(db.clone(), ws, head))
-        .map(move |loaded| -> BoxStream<'static, PieceFuture> {
+/// The archive's pieces: a batch of files' manifests is read when the stream reaches it, their
+/// chunks as the client reads.
+fn pieces(
+    db: Db,
+    store: ChunkStore,
+    ws: WorkspaceId,
+    heads: Vec<Change>,
+) -> impl Stream<Item = Result<Piece, ArchiveError>> {
+    stream::iter(batches(heads))
+        .then(move |batch| manifests_of(db.clone(), ws, batch))
+        .flat_map(move |loaded| -> BoxStream<'static, Result<Piece, ArchiveError>> {
             match loaded {
-                Err(e) => stream::once(future::ready(future::err(e).boxed())).boxed(),
-                Ok((head, _)) if head.kind == EntryKind::Dir => {
-                    stream::once(future::ready(future::ok(Piece::Dir(head)).boxed())).boxed()
-                }
-                Ok((head, manifest)) => {
-                    let store = store.clone();
-                    let start = future::ok(Piece::File(head)).boxed();
-                    let chunks =
-                        stream::iter(manifest).map(move |c| read_chunk(store.clone(), c).map_ok(Piece::Data).boxed());
-                    stream::once(future::ready(start)).chain(chunks).boxed()
-                }
+                Err(e) => stream::once(future::ready(Err(e))).boxed(),
+                Ok(files) => batch_pieces(store.clone(), files).boxed(),
             }
         })
-        .flatten()
-        .chain(stream::once(future::ready(future::ok(Piece::End).boxed())))
+        .chain(stream::once(future::ready(Ok(Piece::End))))
 }
 
-async fn manifest_of(db: Db, ws: WorkspaceId, head: Change) -> Result<(Change, Vec<ChunkRef>), ArchiveError> {
-    if head.kind == EntryKind::Dir {
-        return Ok((head, Vec::new()));
+/// `heads` cut into batches of at most [`BATCH_FILES`] entries and [`BATCH_BYTES`] of content.
+fn batches(heads: Vec<Change>) -> Vec<Vec<Change>> {
+    let mut out: Vec<Vec<Change>> = Vec::new();
+    let mut bytes = 0u64;
+    for head in heads {
+        let full = out.last().is_none_or(|b| b.len() >= BATCH_FILES || bytes.saturating_add(head.size) > BATCH_BYTES);
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(head.size);
+        out.last_mut().expect("a batch was pushed").push(head);
     }
-    let seq = head.seq;
-    let (_, manifest) =
-        db.run(move |conn| journal::version_at(conn, ws, seq)).await?.ok_or(ArchiveError::MissingVersion(seq))?;
-    Ok((head, manifest))
+    out
+}
+
+/// The batch's heads with their chunk lists (none for a directory), in one query.
+async fn manifests_of(
+    db: Db,
+    ws: WorkspaceId,
+    batch: Vec<Change>,
+) -> Result<Vec<(Change, Vec<ChunkRef>)>, ArchiveError> {
+    let seqs: Vec<i64> = batch.iter().filter(|h| h.kind != EntryKind::Dir).map(|h| h.seq).collect();
+    let mut found = if seqs.is_empty() {
+        Default::default()
+    } else {
+        db.run(move |conn| journal::manifests(conn, ws, &seqs)).await?
+    };
+    batch
+        .into_iter()
+        .map(|head| {
+            if head.kind == EntryKind::Dir {
+                return Ok((head, Vec::new()));
+            }
+            let manifest = found.remove(&head.seq).ok_or(ArchiveError::MissingVersion(head.seq))?;
+            Ok((head, manifest))
+        })
+        .collect()
+}
+
+/// A batch's entries: each head, then its chunks' bytes, all read through one [`chunks`] stream.
+fn batch_pieces(
+    store: ChunkStore,
+    files: Vec<(Change, Vec<ChunkRef>)>,
+) -> impl Stream<Item = Result<Piece, ArchiveError>> {
+    let all: Vec<ChunkRef> = files.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    let data = chunks(store, all).boxed();
+    // Each head with how many of the next chunks are its bytes.
+    let heads = files.into_iter().map(|(head, manifest)| (head, manifest.len())).collect::<Vec<_>>().into_iter();
+    stream::unfold((heads, 0usize, data), |(mut heads, left, mut data)| async move {
+        if left > 0 {
+            let got =
+                data.next().await.unwrap_or_else(|| Err(ArchiveError::Task("the chunk reader ended early".into())));
+            return Some((got.map(Piece::Data), (heads, left - 1, data)));
+        }
+        let (head, n) = heads.next()?;
+        let piece = if head.kind == EntryKind::Dir { Piece::Dir(head) } else { Piece::File(head) };
+        Some((Ok(piece), (heads, n, data)))
+    })
 }
 
 /// Bytes `start..end` of a file whose chunk list is `manifest`, as a body stream: the chunks that
 /// overlap the range are read from the store (verified) as the client reads, [`READ_AHEAD`] ahead,
 /// and cut to the range. The one download path of single files; the zip reads its chunks with the
-/// same [`read_chunk`]. A chunk whose length differs from the manifest ends the stream with an error.
+/// same [`chunks`]. A chunk whose length differs from the manifest ends the stream with an error.
 pub fn file_stream(
     store: ChunkStore,
     manifest: Vec<ChunkRef>,
@@ -153,17 +208,21 @@ pub fn file_stream(
         }
         offset = c_end;
     }
-    let hashes = parts.iter().map(|(c, _, _)| c.hash).collect();
-    store.read_many(hashes, READ_AHEAD).zip(stream::iter(parts)).map(|(got, (c, from, to))| {
-        let (_, data) = got?;
-        checked_len(&c, data).map(|data| Bytes::from(data).slice(from..to))
-    })
+    let wanted = parts.iter().map(|(c, _, _)| *c).collect();
+    chunks(store, wanted)
+        .zip(stream::iter(parts))
+        .map(|(got, (_, from, to))| got.map(|data| Bytes::from(data).slice(from..to)))
 }
 
-/// One chunk, verified by the store, of the length its manifest says (an entry of the zip).
-async fn read_chunk(store: ChunkStore, chunk: ChunkRef) -> Result<Vec<u8>, ArchiveError> {
-    let data = store.get(&chunk.hash).await?;
-    checked_len(&chunk, data)
+/// The bytes of `refs`, in order, each verified by the store and as long as its manifest says,
+/// read through [`ChunkStore::read_many`] (located in batches, [`READ_AHEAD`] reads in flight).
+/// The stream ends after the first error.
+fn chunks(store: ChunkStore, refs: Vec<ChunkRef>) -> impl Stream<Item = Result<Vec<u8>, ArchiveError>> {
+    let hashes = refs.iter().map(|c| c.hash).collect();
+    store.read_many(hashes, READ_AHEAD).zip(stream::iter(refs)).map(|(got, c)| {
+        let (_, data) = got?;
+        checked_len(&c, data)
+    })
 }
 
 /// The chunk's bytes if they are as long as its manifest says.
@@ -292,6 +351,45 @@ fn dos_time(t: DateTime<Utc>) -> Option<zip::DateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filesync_core::proto::ChangeOp;
+    use filesync_core::UserId;
+
+    fn head(seq: i64, size: u64) -> Change {
+        Change {
+            workspace_id: WorkspaceId(1),
+            seq,
+            op: ChangeOp::Put,
+            kind: EntryKind::File,
+            path: format!("f{seq}"),
+            from_path: None,
+            size,
+            mtime_ms: 0,
+            mode: 0,
+            content_hash: [0; 32],
+            deleted: false,
+            author_id: UserId(1),
+            device_id: "d".into(),
+            committed_at_ms: 0,
+        }
+    }
+
+    /// Batches keep the heads' order and stay within their file count and content size; a file
+    /// larger than a batch is a batch of its own.
+    #[test]
+    fn batches_bound_files_and_bytes() {
+        let sizes: Vec<u64> = (0..600).map(|i| if i == 300 { 3 * BATCH_BYTES } else { 1 << 20 }).collect();
+        let heads: Vec<Change> = sizes.iter().enumerate().map(|(i, &s)| head(i as i64, s)).collect();
+        let got = batches(heads);
+        let seqs: Vec<i64> = got.iter().flatten().map(|h| h.seq).collect();
+        assert_eq!(seqs, (0..600).collect::<Vec<_>>());
+        assert!(got.iter().all(|b| !b.is_empty() && b.len() <= BATCH_FILES));
+        for b in &got {
+            let bytes: u64 = b.iter().map(|h| h.size).sum();
+            assert!(bytes <= BATCH_BYTES || b.len() == 1, "{} files, {bytes} bytes", b.len());
+        }
+        assert!(got.iter().any(|b| b.len() == 1 && b[0].seq == 300));
+        assert!(batches(Vec::new()).is_empty());
+    }
 
     #[test]
     fn dos_time_in_and_out_of_range() {

@@ -396,3 +396,82 @@ async fn an_interrupted_upload_commits_nothing() {
     })
     .await;
 }
+
+/// Files in `dir` and below.
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
+        .sum()
+}
+
+/// A large upload streamed over HTTP (several packs, many index lookups, repeated runs inside it)
+/// downloads byte-identical, whole and in ranges across pack boundaries, from a directory store
+/// and from the S3 bucket; the same content uploaded again under another name stores nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_streamed_upload_downloads_identical() {
+    const MIB: usize = 1024 * 1024;
+    // 40 MiB: noise, a 3 MiB run repeated, zeros, more noise.
+    let mut content = noise(17 * MIB + 12_345, 41);
+    let repeated = content[5 * MIB..8 * MIB].to_vec();
+    content.extend_from_slice(&repeated);
+    content.extend(std::iter::repeat_n(0u8, 2 * MIB));
+    content.extend(noise(40 * MIB - content.len() - 777, 42));
+    let content = std::sync::Arc::new(content);
+    on_both_backends(|backend| {
+        let content = content.clone();
+        async move {
+            for on_s3 in [false, true] {
+                let s3 = if on_s3 {
+                    match filesync_testkit::TestS3::fresh() {
+                        Some(s3) => Some(s3),
+                        None => continue,
+                    }
+                } else {
+                    None
+                };
+                let storage = tempfile::tempdir().unwrap();
+                let dir = storage.path().to_path_buf();
+                let srv = Server::start(backend, move |c| match &s3 {
+                    Some(s3) => s3.configure(c),
+                    None => c.storage = Some(dir.display().to_string()),
+                })
+                .await;
+                let p = people(&srv).await;
+                let upload = |path: &str| {
+                    let body = content.clone();
+                    let parts = futures::stream::iter(0..body.len().div_ceil(MIB))
+                        .map(move |i| Ok::<_, std::io::Error>(body[i * MIB..((i + 1) * MIB).min(body.len())].to_vec()));
+                    srv.raw()
+                        .put(file_url(&srv, p.ws, path))
+                        .bearer_auth(&p.alice)
+                        .body(reqwest::Body::wrap_stream(parts))
+                        .send()
+                };
+                let res = upload("big/first.bin").await.expect("upload");
+                assert_eq!(res.status(), StatusCode::CREATED, "on s3: {on_s3}");
+                assert!(bytes_of(&srv, &p.bob, p.ws, "big/first.bin").await == *content, "the download differs");
+                let url = file_url(&srv, p.ws, "big/first.bin");
+                for (from, to) in
+                    [(16 * MIB - 100, 16 * MIB + 100), (17 * MIB, 23 * MIB), (40 * MIB - 900, 40 * MIB - 777)]
+                {
+                    let range = format!("bytes={from}-{}", to - 1);
+                    let res = get(&srv, &p.bob, url.clone(), &[("Range", &range)]).await;
+                    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+                    assert!(res.bytes().await.unwrap() == content[from..to], "{range}: wrong bytes");
+                }
+                let packs_before = files_under(storage.path());
+                let res = upload("big/again.bin").await.expect("upload");
+                assert_eq!(res.status(), StatusCode::CREATED);
+                assert!(bytes_of(&srv, &p.bob, p.ws, "big/again.bin").await == *content, "the second download differs");
+                if !on_s3 {
+                    assert_eq!(files_under(storage.path()), packs_before, "known chunks were stored again");
+                }
+                srv.stop().await.expect("clean shutdown");
+            }
+        }
+    })
+    .await;
+}

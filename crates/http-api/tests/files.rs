@@ -573,3 +573,49 @@ async fn restore_is_announced_and_presence_comes_from_redis() {
     })
     .await;
 }
+
+/// A workspace of many files (more than one batch of the zip's manifest reads), uploaded over HTTP
+/// into the S3 bucket, downloads as a zip whose every entry equals the file's current content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zip_of_many_files_on_s3_equals_their_content() {
+    const FILES: usize = 300;
+    on_both_backends(|backend| async move {
+        let Some(s3) = TestS3::fresh() else { return };
+        let srv = Server::start(backend, move |c| s3.configure(c)).await;
+        let p = people(&srv, "Many").await;
+        let token = &p.alice.1;
+        let put = |path: String, bytes: Vec<u8>| {
+            let url = srv.url(&format!("/workspaces/{}/file?path={}", p.ws, urlencode(&path)));
+            let req = srv.raw().put(url).bearer_auth(token).body(bytes);
+            async move {
+                let res = req.send().await.expect("request");
+                assert!(res.status().is_success(), "{path}: {}", res.status());
+            }
+        };
+        let mut expected = BTreeMap::new();
+        for i in 0..FILES {
+            // 0 to ~300 KiB: empty files, one chunk, several chunks.
+            let bytes = noise((i * 7_919) % 300_000, i as u64);
+            let path = format!("dir{}/sub{}/file {i}.bin", i % 7, i % 3);
+            put(path.clone(), bytes.clone()).await;
+            expected.insert(path, Some(bytes));
+        }
+        // A file changed after it was written: the zip has its head.
+        put("dir0/sub0/file 0.bin".into(), b"second version".to_vec()).await;
+        expected.insert("dir0/sub0/file 0.bin".into(), Some(b"second version".to_vec()));
+        let (status, body) =
+            srv.post(&format!("/workspaces/{}/mkdir", p.ws), Some(token), json!({"path": "empty/folder"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        expected.insert("empty/folder/".into(), None);
+        let got = zip_of(&srv, &p.bob.1, p.ws).await;
+        let files: BTreeMap<_, _> =
+            got.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let want: BTreeMap<_, _> =
+            expected.iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(files.len(), FILES);
+        assert!(files == want, "a zip entry differs from its file");
+        assert_eq!(got.get("empty/folder/"), Some(&None), "the empty folder is in the zip");
+        srv.stop().await.expect("clean shutdown");
+    })
+    .await;
+}

@@ -12,6 +12,7 @@ use common::Server;
 use filesync_core::db::Backend;
 use filesync_core::testing::TestDb;
 use filesync_testkit::via_proxy;
+use futures::StreamExt;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 
@@ -94,4 +95,61 @@ async fn a_database_outage_is_a_503_with_retry_after_and_the_api_serves_again_af
     assert_eq!(restored, second + 1, "no seq was taken by a refused write");
     let content = srv.raw().get(&file).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(&content[..], b"first");
+}
+
+/// The object store goes away in the middle of a streamed upload (a proxy in front of the S3
+/// endpoint cuts every connection and refuses new ones): the upload is answered 503
+/// `storage_unavailable` with `Retry-After`, commits nothing, and the same upload retried after
+/// the store returns commits and downloads byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_outage_during_an_upload_is_a_503_and_commits_nothing() {
+    const MIB: usize = 1024 * 1024;
+    common::on_both_backends(|backend| async move {
+        let Some(s3) = filesync_testkit::TestS3::fresh() else { return };
+        let (proxy, through) = s3.via_proxy().await;
+        let proxy = std::sync::Arc::new(proxy);
+        let srv = Server::start(backend, move |c| through.configure(c)).await;
+        let (_, token) = srv.user("alice").await;
+        let (status, body) = srv.post("/create-workspace", Some(&token), json!({"name": "Docs"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let ws = body["workspace"]["id"].as_i64().unwrap();
+        let url = |path: &str| srv.url(&format!("/workspaces/{ws}/file?path={path}"));
+        let (status, _, body) = call(srv.raw().put(url("before.txt")).bearer_auth(&token).body("before")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+
+        // 40 MiB sent 1 MiB at a time; the store is cut once 8 MiB have been handed to the
+        // connection, before the first pack (16 MiB) is sealed.
+        let content = std::sync::Arc::new(filesync_core::testing::noise(40 * MIB, 9));
+        let upload = |cut: Option<std::sync::Arc<filesync_testkit::CutProxy>>| {
+            let content = content.clone();
+            let parts = futures::stream::iter(0..40).map(move |i| {
+                if i == 8 {
+                    if let Some(proxy) = &cut {
+                        proxy.cut();
+                    }
+                }
+                Ok::<_, std::io::Error>(content[i * MIB..(i + 1) * MIB].to_vec())
+            });
+            srv.raw().put(url("big.bin")).bearer_auth(&token).body(reqwest::Body::wrap_stream(parts))
+        };
+        let (status, retry, body) = call(upload(Some(proxy.clone()))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+        assert!(retry.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)), "Retry-After");
+        let (_, files) = srv.get(&format!("/workspaces/{ws}/files"), Some(&token)).await;
+        let paths: Vec<&str> = files["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, ["before.txt"], "nothing of the refused upload is committed");
+        let (_, activity) = srv.get(&format!("/workspaces/{ws}/activity"), Some(&token)).await;
+        assert_eq!(activity["entries"].as_array().unwrap().len(), 1, "{activity}");
+
+        proxy.restore();
+        let (status, _, body) = call(upload(None)).await;
+        assert_eq!(status, StatusCode::CREATED, "the retry after the store returned: {body}");
+        let got = srv.raw().get(url("big.bin")).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
+        assert!(got[..] == content[..], "the retried upload downloads identical");
+        let got = srv.raw().get(url("before.txt")).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"before");
+        srv.stop().await.expect("clean shutdown");
+    })
+    .await;
 }

@@ -36,7 +36,8 @@ impl From<DbError> for ReqError {
         match e {
             DbError::NotFound => ReqError::new(ErrorCode::NotFound, "no such workspace, path or version"),
             // The journal's refusals are full sentences meant for the client.
-            DbError::Conflict(sentence) => ReqError::new(ErrorCode::Conflict, sentence),
+            DbError::Refused(refusal) => ReqError::new(ErrorCode::Conflict, refusal.sentence()),
+            DbError::Conflict(what) => ReqError::new(ErrorCode::Conflict, format!("{what} already exists")),
             other if other.is_unavailable() => {
                 tracing::warn!(error = %other, "database unavailable");
                 ReqError::new(ErrorCode::Unavailable, "the database is unavailable; retry shortly")

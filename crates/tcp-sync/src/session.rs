@@ -306,7 +306,7 @@ impl Session {
             .db
             .run(move |c| {
                 let missing = journal::missing_chunks(c, ws, &order)?;
-                let stored = packs::locate(c, &missing)?.into_keys().collect();
+                let stored = packs::recorded(c, &missing)?;
                 Ok((missing, stored))
             })
             .await?;

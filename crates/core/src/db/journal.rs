@@ -16,7 +16,7 @@
 //! only, so a hash known from elsewhere never reveals or grants another
 //! workspace's data.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -34,15 +34,42 @@ const IN_BATCH: usize = 500;
 /// Conflict copies tried per second before giving up.
 const MAX_CONFLICT_COPIES: u32 = 100;
 
-/// Refusals. They are `DbError::Conflict` / `DbError::NotFound` so that the
-/// transaction rolls back; the text is a full sentence meant for the client.
-pub const STALE_BASE: &str = "the path changed since base_version; fetch the current version first";
-pub const DESTINATION_EXISTS: &str = "the destination path already exists";
-pub const PARENT_IS_FILE: &str = "a parent directory of the path is a file";
-pub const KIND_MISMATCH: &str = "a directory and a file cannot replace each other at one path";
-pub const SAME_PATH: &str = "source and destination are the same path";
-pub const CHUNKS_NOT_HELD: &str = "the manifest names chunks this workspace does not hold; upload them first";
-pub const NO_CONFLICT_NAME: &str = "no conflict-copy name fits the path length rules";
+/// Why the journal refused an edit. Returned as `DbError::Refused` (or `DbError::NotFound`) so
+/// that the transaction rolls back; each daemon maps it to its own error code, and its text is a
+/// full sentence meant for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    StaleBase,
+    DestinationExists,
+    ParentIsFile,
+    KindMismatch,
+    SamePath,
+    ChunksNotHeld,
+    NoConflictName,
+}
+
+impl Refusal {
+    /// The sentence for the client (the `Display` text).
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Refusal::StaleBase => "the path changed since base_version; fetch the current version first",
+            Refusal::DestinationExists => "the destination path already exists",
+            Refusal::ParentIsFile => "a parent directory of the path is a file",
+            Refusal::KindMismatch => "a directory and a file cannot replace each other at one path",
+            Refusal::SamePath => "source and destination are the same path",
+            Refusal::ChunksNotHeld => "the manifest names chunks this workspace does not hold; upload them first",
+            Refusal::NoConflictName => "no conflict-copy name fits the path length rules",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.sentence())
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// Who makes a change.
 #[derive(Debug, Clone)]
@@ -220,6 +247,23 @@ pub fn version_at(conn: &mut DbConn, ws: WorkspaceId, seq: i64) -> Result<Option
         .transpose()
 }
 
+/// The chunk lists of the versions `seqs` of the workspace, by seq (one query per 500); a seq
+/// the journal does not hold is absent.
+pub fn manifests(conn: &mut DbConn, ws: WorkspaceId, seqs: &[i64]) -> Result<HashMap<i64, Vec<ChunkRef>>, DbError> {
+    let mut out = HashMap::with_capacity(seqs.len());
+    for part in seqs.chunks(IN_BATCH) {
+        let rows: Vec<(i64, Vec<u8>)> = file_versions::table
+            .filter(file_versions::workspace_id.eq(ws.0))
+            .filter(file_versions::seq.eq_any(part.to_vec()))
+            .select((file_versions::seq, file_versions::manifest))
+            .load(conn)?;
+        for (seq, manifest) in rows {
+            out.insert(seq, decode_manifest(&manifest).map_err(|_| corrupt("manifest"))?);
+        }
+    }
+    Ok(out)
+}
+
 /// Every live head of the workspace with its version, ordered by path.
 pub fn live_heads(conn: &mut DbConn, ws: WorkspaceId) -> Result<Vec<Change>, DbError> {
     let rows: Vec<VersionRow> =
@@ -381,13 +425,13 @@ pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[NewChunk]) -> 
 
 /// Commits `edit` (see the module invariants). Must run inside a transaction
 /// (`Db::write`). Refusals are `DbError::NotFound` (no such workspace, path or
-/// version) or `DbError::Conflict(sentence)`.
+/// version) or `DbError::Refused`.
 pub fn commit(conn: &mut DbConn, ws: WorkspaceId, author: &Author, edit: &Edit) -> Result<Committed, DbError> {
     commit_many(conn, ws, author, std::slice::from_ref(edit))?.pop().unwrap_or(Err(DbError::NotFound))
 }
 
 /// Commits `edits` in order with consecutive seqs, in the caller's one transaction: one workspace
-/// lock, one chunk lookup and one head update for all of them. A refused edit (`Conflict`,
+/// lock, one chunk lookup and one head update for all of them. A refused edit (`Refused`,
 /// `NotFound`: decided before anything of it is written) is answered in its place and the others
 /// go on; any other error fails the whole call, so the transaction must be rolled back.
 pub fn commit_many(
@@ -415,7 +459,7 @@ pub fn commit_many(
                 out.push(Ok(Committed { seq, path, conflict_path: None, new_seq: false }));
                 continue;
             }
-            Err(e @ (DbError::Conflict(_) | DbError::NotFound)) => {
+            Err(e @ (DbError::Refused(_) | DbError::NotFound)) => {
                 out.push(Err(e));
                 continue;
             }
@@ -592,18 +636,18 @@ fn plan(
         Edit::Put { path, base_version, content } => {
             check_parents(conn, ws, path, batch)?;
             if content.chunks.iter().any(|c| !batch.held.contains(&c.hash)) {
-                return Err(DbError::Conflict(CHUNKS_NOT_HELD));
+                return Err(DbError::Refused(Refusal::ChunksNotHeld));
             }
             let head = head_of(conn, ws, path)?;
             match live_of(conn, ws, head)? {
                 None if batch.new_file_at_or_under(path) || has_live_descendants(conn, ws, path)? => {
-                    Err(DbError::Conflict(KIND_MISMATCH))
+                    Err(DbError::Refused(Refusal::KindMismatch))
                 }
                 None => Ok(Plan::Write(Row {
                     head_absent: head.is_none(),
                     ..row(ChangeOp::Put, EntryKind::File, path, content.clone(), false)
                 })),
-                Some((_, EntryKind::Dir, _)) => Err(DbError::Conflict(KIND_MISMATCH)),
+                Some((_, EntryKind::Dir, _)) => Err(DbError::Refused(Refusal::KindMismatch)),
                 Some((seq, _, _)) if seq == *base_version => {
                     Ok(write(ChangeOp::Put, EntryKind::File, path, content.clone(), false))
                 }
@@ -630,19 +674,19 @@ fn plan(
         }
         Edit::Delete { path, base_version } => match live_version(conn, ws, path)? {
             None => Err(DbError::NotFound),
-            Some((seq, _, _)) if seq != *base_version => Err(DbError::Conflict(STALE_BASE)),
+            Some((seq, _, _)) if seq != *base_version => Err(DbError::Refused(Refusal::StaleBase)),
             Some((_, kind, _)) => Ok(write(ChangeOp::Delete, kind, path, empty_content(), true)),
         },
         Edit::Move { from, to, base_version } => {
             if from == to {
-                return Err(DbError::Conflict(SAME_PATH));
+                return Err(DbError::Refused(Refusal::SamePath));
             }
             let (seq, kind, content) = live_version(conn, ws, from)?.ok_or(DbError::NotFound)?;
             if seq != *base_version {
-                return Err(DbError::Conflict(STALE_BASE));
+                return Err(DbError::Refused(Refusal::StaleBase));
             }
             if live_version(conn, ws, to)?.is_some() || has_live_descendants(conn, ws, to)? {
-                return Err(DbError::Conflict(DESTINATION_EXISTS));
+                return Err(DbError::Refused(Refusal::DestinationExists));
             }
             check_parents(conn, ws, to, batch)?;
             Ok(Plan::Write(Row {
@@ -661,7 +705,7 @@ fn plan(
             match live_version(conn, ws, path)? {
                 None => Ok(write(ChangeOp::Put, EntryKind::Dir, path, empty_content(), false)),
                 Some((seq, EntryKind::Dir, _)) => Ok(Plan::Noop { seq, path: path.clone() }),
-                Some(_) => Err(DbError::Conflict(KIND_MISMATCH)),
+                Some(_) => Err(DbError::Refused(Refusal::KindMismatch)),
             }
         }
         Edit::Restore { path, seq } => {
@@ -671,7 +715,7 @@ fn plan(
             }
             check_parents(conn, ws, path, batch)?;
             if let Some((_, EntryKind::Dir, _)) = live_version(conn, ws, path)? {
-                return Err(DbError::Conflict(KIND_MISMATCH));
+                return Err(DbError::Refused(Refusal::KindMismatch));
             }
             let content = Content {
                 size: old.size,
@@ -689,13 +733,13 @@ fn plan(
 fn check_parents(conn: &mut DbConn, ws: WorkspaceId, path: &str, batch: &mut BatchState) -> Result<(), DbError> {
     for dir in ancestors(path) {
         if batch.new_files.contains(dir) {
-            return Err(DbError::Conflict(PARENT_IS_FILE));
+            return Err(DbError::Refused(Refusal::ParentIsFile));
         }
         if batch.not_files.contains(dir) {
             continue;
         }
         if let Some((_, EntryKind::File, _)) = live_version(conn, ws, dir)? {
-            return Err(DbError::Conflict(PARENT_IS_FILE));
+            return Err(DbError::Refused(Refusal::ParentIsFile));
         }
         batch.not_files.insert(dir.to_owned());
     }
@@ -722,12 +766,12 @@ fn free_conflict_name(conn: &mut DbConn, ws: WorkspaceId, author: &Author, path:
     let at = Utc::now();
     for n in 1..=MAX_CONFLICT_COPIES {
         let name = conflict_copy_name(path, &username, &author.device_name, at, n)
-            .ok_or(DbError::Conflict(NO_CONFLICT_NAME))?;
+            .ok_or(DbError::Refused(Refusal::NoConflictName))?;
         if live_version(conn, ws, &name)?.is_none() {
             return Ok(name);
         }
     }
-    Err(DbError::Conflict(NO_CONFLICT_NAME))
+    Err(DbError::Refused(Refusal::NoConflictName))
 }
 
 /// Rows per multi-row insert: far below every backend's limit on bound parameters.
@@ -900,7 +944,7 @@ mod tests {
             assert!(missing_chunks(c, ws, &[v1.content_hash]).unwrap().is_empty());
             // ... and cannot be referenced there.
             let err = commit_in(other, &b, put("x", 0, v1.clone())).unwrap_err();
-            assert!(matches!(err, DbError::Conflict(CHUNKS_NOT_HELD)), "{err}");
+            assert!(matches!(err, DbError::Refused(Refusal::ChunksNotHeld)), "{err}");
             assert_eq!(head_seq(c, other).unwrap(), Some(0));
 
             let first = commit(&a, put("docs/a.txt", 0, v1.clone())).unwrap();
@@ -922,7 +966,7 @@ mod tests {
             // Delete needs the current base; an edit against a delete wins.
             assert!(matches!(
                 commit(&b, Edit::Delete { path: "docs/a.txt".into(), base_version: 1 }),
-                Err(DbError::Conflict(STALE_BASE))
+                Err(DbError::Refused(Refusal::StaleBase))
             ));
             assert_eq!(commit(&b, Edit::Delete { path: "docs/a.txt".into(), base_version: 2 }).unwrap().seq, 4);
             assert!(matches!(
@@ -935,7 +979,7 @@ mod tests {
             // A move is one seq: source deleted, destination live, history of both shows it.
             assert!(matches!(
                 commit(&a, Edit::Move { from: "docs/a.txt".into(), to: copy.clone(), base_version: 5 }),
-                Err(DbError::Conflict(DESTINATION_EXISTS))
+                Err(DbError::Refused(Refusal::DestinationExists))
             ));
             let moved =
                 commit(&a, Edit::Move { from: "docs/a.txt".into(), to: "b.txt".into(), base_version: 5 }).unwrap();
@@ -951,15 +995,21 @@ mod tests {
             assert_eq!(hist, vec![1, 2, 4, 5, 6]);
 
             // A file cannot be a directory, and the other way round.
-            assert!(matches!(commit(&a, put("b.txt/inner", 0, v1.clone())), Err(DbError::Conflict(PARENT_IS_FILE))));
+            assert!(matches!(
+                commit(&a, put("b.txt/inner", 0, v1.clone())),
+                Err(DbError::Refused(Refusal::ParentIsFile))
+            ));
             assert_eq!(commit(&a, Edit::MakeDir { path: "empty/dir".into(), base_version: 0 }).unwrap().seq, 7);
             assert!(!commit(&a, Edit::MakeDir { path: "empty/dir".into(), base_version: 0 }).unwrap().new_seq);
-            assert!(matches!(commit(&a, put("empty/dir", 7, v1.clone())), Err(DbError::Conflict(KIND_MISMATCH))));
+            assert!(matches!(
+                commit(&a, put("empty/dir", 7, v1.clone())),
+                Err(DbError::Refused(Refusal::KindMismatch))
+            ));
             // ... nor can a file take the name of a directory that has entries.
-            assert!(matches!(commit(&a, put("empty", 0, v1.clone())), Err(DbError::Conflict(KIND_MISMATCH))));
+            assert!(matches!(commit(&a, put("empty", 0, v1.clone())), Err(DbError::Refused(Refusal::KindMismatch))));
             assert!(matches!(
                 commit(&a, Edit::Move { from: "b.txt".into(), to: "empty".into(), base_version: 6 }),
-                Err(DbError::Conflict(DESTINATION_EXISTS))
+                Err(DbError::Refused(Refusal::DestinationExists))
             ));
             // A sibling whose name merely starts the same is no child.
             let sibling = commit(&a, put("emptyish", 0, v1.clone())).unwrap();
@@ -1009,8 +1059,8 @@ mod tests {
             let results = db.write_blocking(|c| commit_many(c, ws, &a, &edits)).unwrap();
             let seqs: Vec<Option<i64>> = results.iter().map(|r| r.as_ref().ok().map(|c| c.seq)).collect();
             assert_eq!(seqs, vec![Some(11), None, None, Some(12), Some(13)]);
-            assert!(matches!(results[1], Err(DbError::Conflict(PARENT_IS_FILE))));
-            assert!(matches!(results[2], Err(DbError::Conflict(CHUNKS_NOT_HELD))));
+            assert!(matches!(results[1], Err(DbError::Refused(Refusal::ParentIsFile))));
+            assert!(matches!(results[2], Err(DbError::Refused(Refusal::ChunksNotHeld))));
             assert_eq!(head_seq(c, ws).unwrap(), Some(13));
             assert_eq!(head_of(c, ws, "batch/one").unwrap(), Some(Head { seq: 13, deleted: false }));
             assert_eq!(head_of(c, ws, "batch/two").unwrap(), None);
@@ -1026,8 +1076,8 @@ mod tests {
                 put("twice", 0, n2.clone()),
             ];
             let results = db.write_blocking(|c| commit_many(c, ws, &a, &edits)).unwrap();
-            assert!(matches!(results[1], Err(DbError::Conflict(PARENT_IS_FILE))));
-            assert!(matches!(results[3], Err(DbError::Conflict(KIND_MISMATCH))));
+            assert!(matches!(results[1], Err(DbError::Refused(Refusal::ParentIsFile))));
+            assert!(matches!(results[3], Err(DbError::Refused(Refusal::KindMismatch))));
             let twice = results[5].as_ref().unwrap();
             assert!(
                 twice.conflict_path.as_deref().is_some_and(|p| p.starts_with("twice (conflict alice ")),

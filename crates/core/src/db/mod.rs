@@ -72,6 +72,9 @@ pub enum DbError {
     /// A unique constraint was hit; the string names what was taken.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The journal refused an edit (a stale base, a clash with what exists).
+    #[error("{0}")]
+    Refused(journal::Refusal),
     #[error("database connection failed: {0}")]
     Connect(String),
     #[error("database pool: {0}")]
@@ -371,7 +374,7 @@ impl Db {
     /// error type inside the closure would keep a dead connection in the pool (filesync-http did, and
     /// answered 500 after every MariaDB restart; `AppState::read` now hands it back).
     fn heal(&self, conn: &mut PooledConn, err: DbError) -> DbError {
-        if matches!(err, DbError::NotFound | DbError::Conflict(_) | DbError::Unavailable(_))
+        if matches!(err, DbError::NotFound | DbError::Conflict(_) | DbError::Refused(_) | DbError::Unavailable(_))
             || err.is_unique_violation()
         {
             return err;

@@ -3,7 +3,7 @@
 //! (`packs`) in the same transaction as the chunks that point into it, after
 //! its object is durable; the first location recorded for a hash wins.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 
@@ -99,10 +99,19 @@ pub fn locate(conn: &mut DbConn, hashes: &[Hash]) -> Result<HashMap<Hash, Locati
     Ok(found)
 }
 
-/// True if the chunk is recorded (stored durably by someone, in a pack or loose).
-pub fn is_recorded(conn: &mut DbConn, hash: &Hash) -> Result<bool, DbError> {
-    let n: i64 = chunks::table.filter(chunks::hash.eq(hash.to_vec())).count().get_result(conn)?;
-    Ok(n > 0)
+/// Which of `hashes` are recorded (stored durably by someone, in a pack or loose): one query per
+/// 500 hashes.
+pub fn recorded(conn: &mut DbConn, hashes: &[Hash]) -> Result<HashSet<Hash>, DbError> {
+    let mut found = HashSet::with_capacity(hashes.len());
+    for part in hashes.chunks(IN_BATCH) {
+        let raw: Vec<Vec<u8>> = part.iter().map(|h| h.to_vec()).collect();
+        let rows: Vec<Vec<u8>> = chunks::table.filter(chunks::hash.eq_any(raw)).select(chunks::hash).load(conn)?;
+        for row in rows {
+            found
+                .insert(row.as_slice().try_into().map_err(|_| DbError::Task("chunks row has an invalid hash".into()))?);
+        }
+    }
+    Ok(found)
 }
 
 /// Up to `limit` chunks stored one file per chunk, in hash order after `after`: (hash, length).

@@ -101,11 +101,6 @@ impl ChunkStore {
         PackWriter::new(self.backend.spool_dir())
     }
 
-    /// True if the chunk is recorded (durably stored by anyone). Blocking.
-    pub fn is_recorded_blocking(&self, hash: &Hash) -> Result<bool, StorageError> {
-        Ok(self.db.run_blocking(|c| packs::is_recorded(c, hash))?)
-    }
-
     /// Makes `pack` durable under its key. Record it (`db::packs::record_pack`) only after this.
     pub async fn seal(&self, pack: OpenPack) -> Result<SealedPack, StorageError> {
         let id = pack.id;
@@ -164,8 +159,11 @@ impl ChunkStore {
                 let db = locator.db.clone();
                 async move {
                     let wanted = batch.clone();
-                    let mut found: HashMap<Hash, Location> = db.run(move |c| packs::locate(c, &wanted)).await?;
-                    Ok::<_, StorageError>(batch.into_iter().map(move |h| (h, found.remove(&h))).collect::<Vec<_>>())
+                    let found: HashMap<Hash, Location> = db.run(move |c| packs::locate(c, &wanted)).await?;
+                    // A hash may repeat (a run of zeros is one chunk many times): look up, never take.
+                    Ok::<_, StorageError>(
+                        batch.into_iter().map(move |h| (h, found.get(&h).copied())).collect::<Vec<_>>(),
+                    )
                 }
             })
             .map_ok(|located| stream::iter(located.into_iter().map(Ok::<_, StorageError>)))

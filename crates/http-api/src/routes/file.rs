@@ -14,7 +14,7 @@ use std::io;
 use actix_web::http::header::{self, ByteRangeSpec, Range};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use filesync_core::db::journal::{self, Author, Committed};
+use filesync_core::db::journal::{self, Author, Committed, Refusal};
 use filesync_core::db::{DbConn, DbError};
 use filesync_core::events::WorkspaceEvent;
 use filesync_core::ingest::{self, Base, IngestError, NewPut};
@@ -48,15 +48,17 @@ pub(super) fn author(user: &AuthUser) -> Author {
 pub(super) fn refused(e: DbError) -> ApiError {
     match e {
         DbError::NotFound => PATH_NOT_FOUND,
-        DbError::Conflict(message) => {
-            let code = match message {
-                journal::SAME_PATH => return ApiError::invalid(ErrorCode::SamePath, message),
-                journal::NO_CONFLICT_NAME => return ApiError::invalid(ErrorCode::NoConflictName, message),
-                journal::STALE_BASE => ErrorCode::StaleBase,
-                journal::DESTINATION_EXISTS => ErrorCode::DestinationExists,
-                journal::PARENT_IS_FILE => ErrorCode::ParentIsFile,
-                journal::KIND_MISMATCH => ErrorCode::KindMismatch,
-                other => return ApiError::internal(format!("unexpected journal refusal: {other}")),
+        DbError::Refused(refusal) => {
+            let message = refusal.sentence();
+            let code = match refusal {
+                Refusal::SamePath => return ApiError::invalid(ErrorCode::SamePath, message),
+                Refusal::NoConflictName => return ApiError::invalid(ErrorCode::NoConflictName, message),
+                Refusal::StaleBase => ErrorCode::StaleBase,
+                Refusal::DestinationExists => ErrorCode::DestinationExists,
+                Refusal::ParentIsFile => ErrorCode::ParentIsFile,
+                Refusal::KindMismatch => ErrorCode::KindMismatch,
+                // The API stores an upload's chunks itself before it commits.
+                Refusal::ChunksNotHeld => return ApiError::internal(format!("unexpected journal refusal: {message}")),
             };
             ApiError::Conflict { code, message }
         }

@@ -232,7 +232,9 @@ pub async fn restore(
     let committed =
         state.db.write(move |conn| journal::commit(conn, ws, &author, &edit)).await.map_err(|e| match e {
             DbError::NotFound => VERSION_NOT_FOUND,
-            DbError::Conflict(message) => ApiError::Conflict { code: ErrorCode::RestoreConflict, message },
+            DbError::Refused(refusal) => {
+                ApiError::Conflict { code: ErrorCode::RestoreConflict, message: refusal.sentence() }
+            }
             other => other.into(),
         })?;
     tracing::info!(workspace.id = ws.0, user.id = user.id.0, seq = committed.seq, from = version, "version restored");

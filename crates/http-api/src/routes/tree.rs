@@ -168,7 +168,7 @@ pub async fn move_path(
     let (src, dst) = (from.clone(), to.clone());
     let done = commit_all(&state, ws, author(&user), move |c| {
         if src == dst {
-            return Err(DbError::Conflict(journal::SAME_PATH));
+            return Err(DbError::Refused(journal::Refusal::SamePath));
         }
         subtree(c, ws, &src, base, Some(&dst))
     })

@@ -91,12 +91,19 @@ async fn serve_hostile(stream: tokio::net::TcpStream) {
                 heartbeat_secs: 15,
             }],
             Message::Ping { nonce } => vec![Message::Pong { nonce }],
-            Message::Subscribe { request_id, workspace_id, .. } => {
+            Message::Subscribe { request_id, workspace_id, since_seq } => {
                 let changes = hostile_changes(workspace_id);
                 let head = changes.last().map(|c| c.seq).unwrap_or(0);
-                let mut out: Vec<Message> = changes.into_iter().map(Message::Change).collect();
+                let mut out: Vec<Message> =
+                    changes.into_iter().filter(|c| c.seq > since_seq).map(Message::Change).collect();
                 out.push(Message::Subscribed { request_id, workspace_id, head_seq: head });
                 out
+            }
+            Message::GetChanges { request_id, workspace_id, after_seq, limit } => {
+                let changes = hostile_changes(workspace_id);
+                let head_seq = changes.last().map(|c| c.seq).unwrap_or(0);
+                let changes = changes.into_iter().filter(|c| c.seq > after_seq).take(limit as usize).collect();
+                vec![Message::Changes { request_id, workspace_id, head_seq, changes }]
             }
             Message::GetChunks { request_id, hashes, .. } => hashes
                 .into_iter()

@@ -43,6 +43,7 @@ use std::time::Duration;
 use filesync_core::chunking::{ChunkRef, Hash};
 use filesync_core::proto::delta;
 use filesync_core::proto::frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
+pub use filesync_core::proto::MAX_CHANGES_PAGE;
 use filesync_core::proto::{Change, ErrorCode, Message, Notice, RequestId, PROTOCOL_VERSION};
 use filesync_core::{UserId, WorkspaceId};
 use futures::{SinkExt, StreamExt};
@@ -61,7 +62,7 @@ const MAX_DELTA_CHUNKS: usize = 1 << 20;
 const OUT_QUEUE: usize = 16;
 /// Answers buffered per request.
 const ANSWER_QUEUE: usize = 64;
-/// Events buffered before the reader waits for the application.
+/// Events buffered for the application; changes beyond that become [`Event::Missed`].
 const EVENT_QUEUE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +169,11 @@ pub struct Welcome {
 pub enum Event {
     /// A journal entry of a subscribed workspace (catch-up first, then live).
     Change(Change),
+    /// The changes `after_seq + 1 ..= up_to_seq` of a subscribed workspace arrived while the
+    /// queue was full and were not kept: read them with [`Client::changes`] before the events
+    /// that follow. So a reader that falls behind costs a page request, never unbounded memory
+    /// nor a stalled connection.
+    Missed { workspace_id: WorkspaceId, after_seq: i64, up_to_seq: i64 },
     /// A membership change of this user.
     Notice(Notice),
     /// The node is going away: reconnect (to another node) after `retry_after`.
@@ -191,6 +197,17 @@ impl Events {
     pub async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
         tokio::time::timeout(timeout, self.0.recv()).await.ok().flatten()
     }
+
+    /// An event that has already arrived: `Ok(None)` if none has yet, `Err(())` once the
+    /// stream has ended.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_next(&mut self) -> Result<Option<Event>, ()> {
+        match self.0.try_recv() {
+            Ok(ev) => Ok(Some(ev)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+        }
+    }
 }
 
 /// The outcome of a change request.
@@ -202,6 +219,15 @@ pub struct Committed {
     /// Where the change landed: the requested path, or the conflict copy.
     pub path: String,
     pub conflict_path: Option<String>,
+}
+
+/// A page of a workspace's journal ([`Client::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangePage {
+    /// The workspace's newest seq when the page was read.
+    pub head_seq: i64,
+    /// Consecutive changes in seq order, from the one after the asked seq; empty only at the head.
+    pub changes: Vec<Change>,
 }
 
 /// A version's content description.
@@ -502,12 +528,30 @@ impl Client {
     }
 
     /// Subscribes from `since_seq`. When this returns, every change up to the
-    /// returned head seq is already queued on [`Events`]; live ones follow.
+    /// returned head seq is already queued on [`Events`] (as itself, or within an
+    /// [`Event::Missed`] if the queue was full); live ones follow.
     pub async fn subscribe(&self, ws: WorkspaceId, since_seq: i64) -> Result<i64, ClientError> {
         let mut p = self.request(|request_id| Message::Subscribe { request_id, workspace_id: ws, since_seq }).await?;
         match p.recv().await? {
             Message::Subscribed { head_seq, .. } => Ok(head_seq),
             other => Err(unexpected("Subscribed", &other)),
+        }
+    }
+
+    /// Up to `limit` (at most [`MAX_CHANGES_PAGE`]) journal changes after `after_seq`, in one
+    /// answer, without subscribing: a catch-up read a page at a time, so that a client far behind
+    /// holds one page, not everything it missed. Checked on arrival: the changes must be this
+    /// workspace's, consecutive from `after_seq + 1`, no more than asked and not past the head, and
+    /// a page is empty only when `after_seq` is at the head.
+    pub async fn changes(&self, ws: WorkspaceId, after_seq: i64, limit: u32) -> Result<ChangePage, ClientError> {
+        let mut p =
+            self.request(|request_id| Message::GetChanges { request_id, workspace_id: ws, after_seq, limit }).await?;
+        match p.recv().await? {
+            Message::Changes { workspace_id, head_seq, changes, .. } => {
+                check_page(ws, after_seq, limit, workspace_id, head_seq, &changes).map_err(ClientError::Protocol)?;
+                Ok(ChangePage { head_seq, changes })
+            }
+            other => Err(unexpected("Changes", &other)),
         }
     }
 
@@ -518,6 +562,36 @@ impl Client {
             other => Err(unexpected("Ack", &other)),
         }
     }
+}
+
+/// Why a `Changes` answer to `GetChanges{ws, after_seq, limit}` cannot be right, if it cannot.
+fn check_page(
+    ws: WorkspaceId,
+    after_seq: i64,
+    limit: u32,
+    workspace_id: WorkspaceId,
+    head_seq: i64,
+    changes: &[Change],
+) -> Result<(), String> {
+    if workspace_id != ws {
+        return Err(format!("asked for changes of workspace {ws}, got workspace {workspace_id}'s"));
+    }
+    if changes.len() > limit as usize {
+        return Err(format!("asked for {limit} changes, got {}", changes.len()));
+    }
+    if changes.is_empty() && head_seq > after_seq.max(0) {
+        return Err(format!("no changes after seq {after_seq}, yet the head is {head_seq}"));
+    }
+    for (i, c) in changes.iter().enumerate() {
+        let want = after_seq.max(0) + 1 + i as i64;
+        if c.workspace_id != ws || c.seq != want || c.seq > head_seq {
+            return Err(format!(
+                "change {i} of a page after seq {after_seq} (head {head_seq}) is seq {} of workspace {}",
+                c.seq, c.workspace_id
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn committed(msg: Message) -> Result<Committed, ClientError> {
@@ -571,26 +645,33 @@ async fn heartbeat_loop(out: mpsc::Sender<Message>, every: Duration) {
 
 async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: mpsc::Sender<Event>, silence: Duration) {
     let mut closed_with = None;
+    // Events that did not fit the application's queue, in order, until it has room again.
+    let mut held = Held::default();
     let error = loop {
-        let next = match tokio::time::timeout(silence, reader.next()).await {
-            Err(_) => break Some("the node sent nothing for three heartbeats".to_owned()),
-            Ok(None) => break None,
-            Ok(Some(Err(e))) => break Some(e.to_string()),
-            Ok(Some(Ok(m))) => m,
+        let next = tokio::select! {
+            biased;
+            room = events.reserve(), if !held.0.is_empty() => {
+                match (room, held.0.pop_front()) {
+                    (Ok(room), Some(ev)) => room.send(ev),
+                    // The application dropped its events: nothing more to hold.
+                    _ => held.0.clear(),
+                }
+                continue;
+            }
+            // Cancel-safe: a frame read in part stays in the reader's buffer.
+            read = tokio::time::timeout(silence, reader.next()) => match read {
+                Err(_) => break Some("the node sent nothing for three heartbeats".to_owned()),
+                Ok(None) => break None,
+                Ok(Some(Err(e))) => break Some(e.to_string()),
+                Ok(Some(Ok(m))) => m,
+            },
         };
         let Some(inner) = client.upgrade() else { return };
         match next {
-            Message::Change(c) => {
-                if events.send(Event::Change(c)).await.is_err() {
-                    tracing::debug!("events dropped by the application");
-                }
-            }
-            Message::Notification(n) => {
-                let _ = events.send(Event::Notice(n)).await;
-            }
+            Message::Change(c) => held.offer(&events, Event::Change(c)),
+            Message::Notification(n) => held.offer(&events, Event::Notice(n)),
             Message::Goodbye { reason, retry_after_ms } => {
-                let _ =
-                    events.send(Event::Goodbye { reason, retry_after: Duration::from_millis(retry_after_ms) }).await;
+                held.offer(&events, Event::Goodbye { reason, retry_after: Duration::from_millis(retry_after_ms) });
             }
             Message::Ping { nonce } => {
                 let _ = inner.out.send(Message::Pong { nonce }).await;
@@ -615,12 +696,151 @@ async fn read_loop(mut reader: Reader, client: std::sync::Weak<Inner>, events: m
         // Waiting requests see their answer channel close; new ones are refused.
         inner.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+    for ev in held.0 {
+        let _ = events.send(ev).await;
+    }
     let _ = events.send(Event::Closed { error, code: closed_with }).await;
+}
+
+/// Events that arrived while the application's queue was full. Changes are not kept: a run of
+/// them is one [`Event::Missed`] (read again by the application with [`Client::changes`]); an
+/// upload announcement is dropped (it only saves time, as the node drops one for a full queue);
+/// the rare others (membership notices, `Goodbye`) are kept in order.
+#[derive(Debug, Default)]
+struct Held(std::collections::VecDeque<Event>);
+
+impl Held {
+    /// Queues `ev` for the application, or holds it (in its place) if the queue is full or
+    /// events are already held: the reader never waits for the application.
+    fn offer(&mut self, events: &mpsc::Sender<Event>, ev: Event) {
+        if self.0.is_empty() {
+            match events.try_send(ev) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(ev)) => return self.hold(ev),
+            }
+        }
+        self.hold(ev);
+    }
+
+    fn hold(&mut self, ev: Event) {
+        match ev {
+            Event::Change(c) => {
+                // The workspace's latest `Missed` since the last other event takes it in.
+                let run =
+                    self.0.iter_mut().rev().take_while(|e| matches!(e, Event::Missed { .. })).find_map(|e| match e {
+                        Event::Missed { workspace_id, up_to_seq, .. } if *workspace_id == c.workspace_id => {
+                            Some(up_to_seq)
+                        }
+                        _ => None,
+                    });
+                match run {
+                    Some(up_to) => *up_to = (*up_to).max(c.seq),
+                    None => self.0.push_back(Event::Missed {
+                        workspace_id: c.workspace_id,
+                        after_seq: c.seq - 1,
+                        up_to_seq: c.seq,
+                    }),
+                }
+            }
+            Event::Notice(n) if n.upload_workspace().is_some() => {}
+            other => self.0.push_back(other),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(ws: i64, seq: i64) -> Change {
+        Change {
+            workspace_id: WorkspaceId(ws),
+            seq,
+            op: filesync_core::proto::ChangeOp::Put,
+            kind: filesync_core::proto::EntryKind::File,
+            path: format!("f{seq}"),
+            from_path: None,
+            size: 1,
+            mtime_ms: 0,
+            mode: 0o644,
+            content_hash: [0; 32],
+            deleted: false,
+            author_id: UserId(1),
+            device_id: "d".into(),
+            committed_at_ms: 0,
+        }
+    }
+
+    /// A page of changes is taken only if it can be right: a client that applies pages and moves its
+    /// last seq to each page's end must never skip, repeat or wait forever on a node's mistake.
+    #[test]
+    fn a_page_of_changes_is_checked_on_arrival() {
+        let ws = WorkspaceId(1);
+        let page = |v: &[(i64, i64)]| v.iter().map(|&(w, s)| change(w, s)).collect::<Vec<_>>();
+        assert_eq!(check_page(ws, 4, 3, ws, 9, &page(&[(1, 5), (1, 6), (1, 7)])), Ok(()));
+        assert_eq!(check_page(ws, 9, 3, ws, 9, &[]), Ok(()), "at the head");
+        assert_eq!(
+            check_page(ws, 12, 3, ws, 9, &[]),
+            Ok(()),
+            "past the head (a reset server): the caller sees the head"
+        );
+        assert_eq!(check_page(ws, -1, 1, ws, 5, &page(&[(1, 1)])), Ok(()), "a negative seq is read as 0");
+        let bad: [(&str, Result<(), String>); 7] = [
+            ("other workspace", check_page(ws, 0, 3, WorkspaceId(2), 9, &[])),
+            ("a change of another workspace", check_page(ws, 0, 3, ws, 9, &page(&[(1, 1), (2, 2)]))),
+            ("more than asked", check_page(ws, 0, 2, ws, 9, &page(&[(1, 1), (1, 2), (1, 3)]))),
+            ("a gap", check_page(ws, 0, 3, ws, 9, &page(&[(1, 1), (1, 3)]))),
+            ("not from after_seq + 1", check_page(ws, 4, 3, ws, 9, &page(&[(1, 4), (1, 5)]))),
+            ("past the head", check_page(ws, 4, 3, ws, 5, &page(&[(1, 5), (1, 6)]))),
+            ("empty below the head", check_page(ws, 4, 3, ws, 9, &[])),
+        ];
+        for (what, result) in bad {
+            assert!(result.is_err(), "{what}");
+        }
+    }
+
+    /// The reader never waits for the application: changes that do not fit its queue become one
+    /// `Missed` per run (per workspace, in their place among other events), upload announcements
+    /// are dropped, membership notices are kept in order.
+    #[test]
+    fn events_that_do_not_fit_are_held_as_missed_runs() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut held = Held::default();
+        for seq in 1..=5 {
+            held.offer(&tx, Event::Change(change(1, seq)));
+        }
+        let removed = Event::Notice(Notice::MemberRemoved { workspace_id: WorkspaceId(3) });
+        held.offer(&tx, removed.clone());
+        let upload = Notice::UploadAbandoned { workspace_id: WorkspaceId(1), content_hash: [0; 32] };
+        held.offer(&tx, Event::Notice(upload));
+        held.offer(&tx, Event::Change(change(1, 6)));
+        held.offer(&tx, Event::Change(change(2, 9)));
+        held.offer(&tx, Event::Change(change(1, 7)));
+        let missed = |ws: i64, after_seq: i64, up_to_seq: i64| Event::Missed {
+            workspace_id: WorkspaceId(ws),
+            after_seq,
+            up_to_seq,
+        };
+        assert_eq!(
+            held.0.iter().cloned().collect::<Vec<_>>(),
+            vec![missed(1, 2, 5), removed, missed(1, 5, 7), missed(2, 8, 9)]
+        );
+        let queued: Vec<i64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| match e {
+                Event::Change(c) => c.seq,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(queued, [1, 2]);
+        // Once something is held, later events queue behind it even if there is room now.
+        held.offer(&tx, Event::Change(change(1, 8)));
+        assert!(rx.try_recv().is_err());
+        let removed = Event::Notice(Notice::MemberRemoved { workspace_id: WorkspaceId(3) });
+        assert_eq!(
+            held.0.into_iter().collect::<Vec<_>>(),
+            vec![missed(1, 2, 5), removed, missed(1, 5, 8), missed(2, 8, 9)]
+        );
+    }
 
     #[test]
     fn error_codes_arrive_typed() {

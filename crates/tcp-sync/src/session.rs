@@ -17,10 +17,11 @@ use filesync_core::encoding::{Encoded, FORMAT_RAW};
 use filesync_core::ingest::{self, ChunkSink, Progress};
 use filesync_core::path;
 use filesync_core::proto::delta;
+use filesync_core::proto::frame::DEFAULT_MAX_FRAME_BYTES;
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{
     BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, FileUpload, Message, PutDelta, PutFile, RequestId,
-    MAX_BATCH_CHUNKS, MAX_BATCH_FILES,
+    MAX_BATCH_CHUNKS, MAX_BATCH_FILES, MAX_CHANGES_PAGE,
 };
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
@@ -220,6 +221,9 @@ impl Session {
             }
             Message::Subscribe { request_id, workspace_id, since_seq } => {
                 self.subscribe(request_id, workspace_id, since_seq).await
+            }
+            Message::GetChanges { request_id, workspace_id, after_seq, limit } => {
+                self.spawn_read(request_id, |r| r.changes(request_id, workspace_id, after_seq, limit)).await
             }
             Message::Unsubscribe { request_id, workspace_id } => {
                 self.shared.hub.unsubscribe(workspace_id, self.conn.conn_id).await;
@@ -550,6 +554,40 @@ impl Reads {
             chunks,
         })
         .await;
+        Ok(())
+    }
+
+    /// Answers a page of the journal after `after_seq`: `limit` changes, fewer at the head or
+    /// when more would not fit in half the largest frame a client reads.
+    async fn changes(self, request_id: RequestId, ws: WorkspaceId, after_seq: i64, limit: u32) -> Result<(), ReqError> {
+        if limit == 0 || limit > MAX_CHANGES_PAGE {
+            return Err(ReqError::bad_request(format!("limit must be 1 to {MAX_CHANGES_PAGE}, not {limit}")));
+        }
+        let user = self.user;
+        let (role, head, mut changes) = self
+            .shared
+            .db
+            .run(move |c| {
+                let role = accounts::role_of(c, ws, user)?;
+                let head = journal::head_seq(c, ws)?.unwrap_or(0);
+                // Every seq up to the head is committed: the head moves in the commit that takes it.
+                let changes = journal::changes_between(c, ws, after_seq.max(0), head, i64::from(limit))?;
+                Ok((role, head, changes))
+            })
+            .await?;
+        auth::check(role, ws, Action::ReadFiles)?;
+        let budget = self.shared.config.max_frame_bytes.min(DEFAULT_MAX_FRAME_BYTES) / 2;
+        let mut bytes = 0usize;
+        let fits = changes
+            .iter()
+            .take_while(|c| {
+                // Generous: the fixed fields are under 100 bytes encoded.
+                bytes += c.path.len() + c.from_path.as_ref().map_or(0, String::len) + c.device_id.len() + 128;
+                bytes <= budget
+            })
+            .count();
+        changes.truncate(fits.max(1));
+        self.reply(Message::Changes { request_id, workspace_id: ws, head_seq: head, changes }).await;
         Ok(())
     }
 

@@ -102,6 +102,20 @@ async fn upload_edit_catch_up(cluster: &Cluster, two_nodes: bool) {
             (d.seq, ChangeOp::Delete, "notes/new.txt".to_owned(), None, true),
         ]
     );
+    // The same, read a page at a time (no subscription): a full page, the rest up to the head,
+    // then nothing; a page size out of range is refused.
+    let page = within("a page", b.changes(ws, last_seen, 2)).await.unwrap();
+    assert_eq!(page.head_seq, d.seq);
+    assert_eq!(
+        page.changes.iter().map(|c| (c.seq, c.op)).collect::<Vec<_>>(),
+        [(p.seq, ChangeOp::Put), (m.seq, ChangeOp::Move)]
+    );
+    let rest = within("the last page", b.changes(ws, m.seq, 2)).await.unwrap();
+    assert_eq!(rest.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [d.seq]);
+    assert!(within("past the head", b.changes(ws, d.seq, 2)).await.unwrap().changes.is_empty());
+    for limit in [0, filesync_proto_client::MAX_CHANGES_PAGE + 1] {
+        assert_eq!(code(b.changes(ws, 0, limit).await), ErrorCode::BadRequest, "limit {limit}");
+    }
     // Then live again, with no duplicate of the catch-up.
     let dir = a.make_dir(ws, "empty/folder", 0).await.unwrap();
     let live = next_change(&mut b_events, "a live change after catch-up").await;
@@ -243,6 +257,8 @@ async fn viewers_and_outsiders_are_refused() {
     // the answer is the one for a workspace that does not exist.
     let (e, _ee) = connect(n.addr, &te, "e").await;
     assert_eq!(code(e.subscribe(ws, 0).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(code(e.changes(ws, 0, 10).await), ErrorCode::WorkspaceNotFound);
+    assert_eq!(v.changes(ws, 0, 10).await.unwrap().changes.len(), 1, "a viewer reads the journal");
     assert_eq!(code(e.manifest(ws, c.seq).await), ErrorCode::WorkspaceNotFound);
     assert_eq!(code(e.download(ws, c.seq, &local.path().join("x")).await), ErrorCode::WorkspaceNotFound);
     assert_eq!(code(e.put_file(ws, "x", &other, 0).await), ErrorCode::WorkspaceNotFound);
@@ -395,5 +411,55 @@ async fn a_downgrade_and_a_deleted_workspace_take_effect_at_once() {
         assert_eq!(code(client.subscribe(ws, 0).await), ErrorCode::WorkspaceNotFound);
         assert_eq!(code(client.put_file(ws, "x", &f, 0).await), ErrorCode::WorkspaceNotFound);
     }
+    n.shutdown().await.unwrap();
+}
+
+/// A client that does not read its events for a while neither stalls its connection nor holds
+/// what it missed: its answers still arrive, the changes beyond its queue come as one `Missed`
+/// (read again with `GetChanges`), and live changes follow as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_falls_behind_gets_a_missed_run_not_a_stall() {
+    let cluster = Cluster::new(Backend::Sqlite, false);
+    let n = cluster.node().await;
+    let (alice, ta) = cluster.user("alice");
+    let (bob, tb) = cluster.user("bob");
+    let ws = cluster.workspace(alice, "Many");
+    cluster.share(ws, bob, Role::Viewer, alice);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _ae) = connect(n.addr, &ta, "a").await;
+    let (b, mut be) = connect(n.addr, &tb, "b").await;
+    within("subscribe", b.subscribe(ws, 0)).await.unwrap();
+
+    let local = write_file(dir.path(), "same", b"the same small content");
+    let scan = filesync_core::chunking::scan(&b"the same small content"[..]).unwrap();
+    let paths: Vec<String> = (0..5 * 1024).map(|i| format!("d{}/f{i:05}.txt", i / 1024)).collect();
+    // Batches of 256, as the agent sends them (a batch's changes reach the node's queue at once).
+    for part in paths.chunks(256) {
+        let uploads: Vec<filesync_proto_client::BatchUpload> = part
+            .iter()
+            .map(|path| filesync_proto_client::BatchUpload { path, local: &local, base_version: 0, scan: &scan })
+            .collect();
+        within("a batch", a.put_files_scanned(ws, &uploads)).await.unwrap();
+    }
+    let head = cluster.head_seq(ws);
+    assert_eq!(head, 5 * 1024);
+    // Bob has read nothing yet; his requests are answered all the same.
+    let page = within("a page while behind", b.changes(ws, 0, 3)).await.unwrap();
+    assert_eq!(page.changes.len(), 3);
+    let mut seqs = Vec::new();
+    let missed = loop {
+        match within("an event", be.next()).await {
+            Some(Event::Change(c)) => seqs.push(c.seq),
+            Some(Event::Missed { workspace_id, after_seq, up_to_seq }) => break (workspace_id, after_seq, up_to_seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(!seqs.is_empty() && seqs.len() < paths.len(), "{} changes queued", seqs.len());
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "the queued ones in order");
+    assert_eq!(missed, (ws, seqs.len() as i64, head), "the rest as one run");
+    // Live again: the next change arrives as itself.
+    let more = write_file(dir.path(), "more", b"one more");
+    let c = within("one more", a.put_file(ws, "more.txt", &more, 0)).await.unwrap();
+    assert_eq!(next_change(&mut be, "the live change").await.seq, c.seq);
     n.shutdown().await.unwrap();
 }

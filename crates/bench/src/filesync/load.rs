@@ -168,6 +168,8 @@ async fn next_change(events: &mut Events, ws: WorkspaceId, t0: Instant) -> Resul
         match events.next_within(left).await {
             Some(Event::Change(c)) if c.workspace_id == ws => return Ok((c.seq, t0.elapsed().as_secs_f64() * 1e3)),
             Some(Event::Change(_) | Event::Notice(_)) => continue,
+            // The fan-out figure is the first delivery of a change; one the queue could not hold was not delivered.
+            Some(Event::Missed { up_to_seq, .. }) => bail!("changes up to seq {up_to_seq} did not fit the event queue"),
             Some(Event::Goodbye { reason, .. }) => return Err(anyhow!("the node said goodbye: {reason}")),
             Some(Event::Closed { error, .. }) => return Err(anyhow!("connection closed: {error:?}")),
             None => bail!("no change within {FANOUT_TIMEOUT:?}"),

@@ -130,15 +130,24 @@ pub fn run(m: &mut dyn AtScale, stage: &Path, o: &Options) -> Result<Vec<Row>> {
             m.push()?;
             let mut arrivals = data::Arrivals::of_dirs(&m.target().join(TREE), dirs..want, per_dir, o.file_size as u64);
             let every = Duration::from_millis(if added > 100_000 { 500 } else { 50 });
-            let took =
-                wait_for(&format!("{added} new files to reach B ({system})"), sync_timeout(added), every, || {
-                    m.ensure_running()?;
-                    Ok((arrivals.poll() == added).then(|| t0.elapsed()))
-                })?;
+            let limit = sync_timeout(added);
+            let took = wait_for(&format!("{added} new files to reach B ({system})"), limit, every, || {
+                m.ensure_running()?;
+                let arrived = arrivals.poll();
+                Ok((arrived == added || t0.elapsed() > limit).then(|| (t0.elapsed(), arrived)))
+            })?;
             data::remove(&staged)?;
-            let detail =
+            let (took, arrived) = took;
+            let mut detail =
                 format!("{added} files of {} B added to {} ({per_dir} per directory)", o.file_size, dirs * per_dir);
-            let rate = added as f64 / took.as_secs_f64();
+            if arrived < added {
+                // The rate so far, said as such; the sizes after this one are not measured for it.
+                detail = format!(
+                    "{detail}; NOT FINISHED: {arrived} of {added} had arrived when the limit of {} s ran out",
+                    limit.as_secs()
+                );
+            }
+            let rate = arrived as f64 / took.as_secs_f64();
             rows.push(Row::measured(
                 &test(n, SYNC_RATE),
                 &system,
@@ -146,6 +155,13 @@ pub fn run(m: &mut dyn AtScale, stage: &Path, o: &Options) -> Result<Vec<Row>> {
                 Unit::FilesPerSec,
                 detail,
             ));
+            if arrived < added {
+                eprintln!(
+                    "{system}: {arrived} of {added} files reached B within {} s; not measuring larger sizes",
+                    limit.as_secs()
+                );
+                return Ok(rows);
+            }
             dirs = want;
         }
         m.settle()?;

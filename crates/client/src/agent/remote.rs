@@ -16,6 +16,12 @@ use super::local::LocalFile;
 #[derive(Debug, Clone)]
 pub enum RemoteEvent {
     Change(Change),
+    /// Changes of the workspace up to `up_to_seq` (after those already delivered) were not queued:
+    /// read them with [`Remote::changes`] before the events that follow.
+    Missed {
+        workspace_id: WorkspaceId,
+        up_to_seq: i64,
+    },
     Notice(Notice),
     /// The node is going away; move to another one now.
     Goodbye {
@@ -140,6 +146,11 @@ pub trait Remote: Fetch<Error = RemoteError> {
     /// Subscribes from `since_seq`; returns the head seq. Every change up to it is delivered by
     /// [`Remote::next_event`] before any later one.
     async fn subscribe(&mut self, ws: WorkspaceId, since_seq: i64) -> Result<i64, RemoteError>;
+    /// Up to `limit` journal changes after `after_seq`, and the head seq when they were read: a
+    /// page of a catch-up, without subscribing. Consecutive from `after_seq + 1`, in order;
+    /// empty only when `after_seq` is at the head.
+    async fn changes(&mut self, ws: WorkspaceId, after_seq: i64, limit: u32)
+        -> Result<(Vec<Change>, i64), RemoteError>;
     /// Uploads `abs` (described by `meta` and `scan`); only the chunks the node lacks are sent.
     async fn put_file(
         &mut self,

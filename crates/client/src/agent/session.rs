@@ -1,17 +1,17 @@
 //! [`Remote`] over the protocol client library ([`filesync_proto_client::Client`]).
 //!
-//! The library's event stream must be drained or its reader stops (and with
-//! it every answer). The engine does long work between events (a 200 MiB
-//! download), so a forwarding task moves events into an unbounded queue the
-//! moment they arrive.
+//! The library's event stream holds a bounded number of events; changes that
+//! arrive while it is full come as one [`RemoteEvent::Missed`], which the
+//! engine reads again a page at a time: the engine may do long work between
+//! events (a 200 MiB download) without the connection stalling or memory
+//! growing with how far behind it is.
 
 use std::path::Path;
 
 use filesync_core::chunking::{FileScan, Hash};
-use filesync_core::proto::{ErrorCode, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
+use filesync_core::proto::{Change, ErrorCode, MAX_BATCH_CHUNKS, MAX_BATCH_FILES};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
-use tokio::sync::mpsc;
 
 use super::local::LocalFile;
 use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
@@ -61,19 +61,12 @@ fn batches<'a>(small: &'a [usize], jobs: &[PutJob], frame_budget: usize) -> Vec<
 /// One connection to a sync node.
 pub struct Session {
     client: Client,
-    events: mpsc::UnboundedReceiver<Event>,
-    forwarder: tokio::task::JoinHandle<()>,
+    events: Events,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session").field("node", &self.client.welcome().node_id).finish_non_exhaustive()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.forwarder.abort();
     }
 }
 
@@ -110,22 +103,14 @@ impl Session {
     pub async fn connect(addr: &str, config: &super::AgentConfig) -> Result<Session, RemoteError> {
         let creds = &config.credentials;
         let token = creds.token().await.map_err(renewal_error)?;
-        let (client, mut events) = match Session::handshake(addr, config, &token).await {
+        let (client, events) = match Session::handshake(addr, config, &token).await {
             Err(RemoteError::Refused { code: Refusal::Node(ErrorCode::TokenExpired), .. }) => {
                 let token = creds.renew(&token).await.map_err(renewal_error)?;
                 Session::handshake(addr, config, &token).await?
             }
             other => other?,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let forwarder = tokio::spawn(async move {
-            while let Some(ev) = events.next().await {
-                if tx.send(ev).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Session { client, events: rx, forwarder })
+        Ok(Session { client, events })
     }
 
     async fn handshake(addr: &str, config: &super::AgentConfig, token: &str) -> Result<(Client, Events), RemoteError> {
@@ -147,19 +132,28 @@ impl Session {
 
 impl Remote for Session {
     async fn next_event(&mut self) -> RemoteEvent {
-        remote_event(self.events.recv().await)
+        remote_event(self.events.next().await)
     }
 
     fn try_next_event(&mut self) -> Option<RemoteEvent> {
-        match self.events.try_recv() {
-            Ok(ev) => Some(remote_event(Some(ev))),
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => Some(remote_event(None)),
+        match self.events.try_next() {
+            Ok(ev) => ev.map(|ev| remote_event(Some(ev))),
+            Err(()) => Some(remote_event(None)),
         }
     }
 
     async fn subscribe(&mut self, ws: WorkspaceId, since_seq: i64) -> Result<i64, RemoteError> {
         Ok(self.client.subscribe(ws, since_seq).await?)
+    }
+
+    async fn changes(
+        &mut self,
+        ws: WorkspaceId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<(Vec<Change>, i64), RemoteError> {
+        let page = self.client.changes(ws, after_seq, limit).await?;
+        Ok((page.changes, page.head_seq))
     }
 
     async fn put_file(
@@ -293,6 +287,7 @@ impl Fetch for Session {
 fn remote_event(ev: Option<Event>) -> RemoteEvent {
     match ev {
         Some(Event::Change(c)) => RemoteEvent::Change(c),
+        Some(Event::Missed { workspace_id, up_to_seq, .. }) => RemoteEvent::Missed { workspace_id, up_to_seq },
         Some(Event::Notice(n)) => RemoteEvent::Notice(n),
         Some(Event::Goodbye { reason, .. }) => RemoteEvent::Goodbye { reason },
         Some(Event::Closed { error, .. }) => {

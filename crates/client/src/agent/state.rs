@@ -47,7 +47,8 @@ pub struct Entry {
     pub mode: u32,
 }
 
-/// A summary of a folder's state for `filesync status` (loaded whole: a one-shot command).
+/// A summary of a folder's state for `filesync status`: counted in SQL, never loaded whole (the
+/// entries are walked a page at a time with [`StateStore::page`]); the marks are few.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderState {
     pub workspace_id: Option<WorkspaceId>,
@@ -55,7 +56,9 @@ pub struct FolderState {
     pub root: Option<PathBuf>,
     /// Every journal change up to this seq has been applied here.
     pub last_seq: i64,
-    pub files: BTreeMap<String, Entry>,
+    /// Files in sync, and their bytes.
+    pub files: usize,
+    pub bytes: u64,
     /// Conflict copies this agent created or received.
     pub conflicts: BTreeSet<String>,
     /// Local edits not uploaded because the role is viewer; each is reported once.
@@ -395,27 +398,46 @@ impl StateStore {
     /// Reads the state without creating or changing anything (for `status`). A JSON state not yet
     /// imported is read as it is.
     pub fn peek(path: &Path) -> Result<Option<FolderState>, HomeError> {
+        StateStore::open_read_only(path)?.map(|s| s.summary()).transpose()
+    }
+
+    /// Opens the state read-only, creating and changing nothing (for `status`): `None` if there is
+    /// none. A JSON state of an earlier release not yet imported is read into memory as it is.
+    pub fn open_read_only(path: &Path) -> Result<Option<StateStore>, HomeError> {
         let err = |e| state_error(path, e);
-        if !path.exists() {
+        let conn = if path.exists() {
+            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+            if version == 0 {
+                return Ok(None);
+            }
+            conn
+        } else {
             let Some(j) = read_json::<legacy::Json>(&json_path(path))? else { return Ok(None) };
             let conn = Connection::open_in_memory().map_err(err)?;
             conn.execute_batch(SCHEMA).map_err(err)?;
             import(&conn, &j).map_err(err)?;
-            let mut state = summary(&conn).map_err(err)?;
-            state.workspace_id = j.workspace_id;
-            state.root = j.root;
-            return Ok(Some(state));
-        }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
-        if version == 0 {
-            return Ok(None);
-        }
-        let mut state = summary(&conn).map_err(err)?;
-        state.workspace_id = get_meta::<i64>(&conn, "workspace_id").map_err(err)?.map(WorkspaceId);
-        state.root = get_meta::<String>(&conn, "root").map_err(err)?.map(PathBuf::from);
-        Ok(Some(state))
+            if let Some(ws) = j.workspace_id {
+                set_meta(&conn, "workspace_id", ws.0).map_err(err)?;
+            }
+            if let Some(root) = &j.root {
+                set_meta(&conn, "root", root.to_string_lossy().as_ref()).map_err(err)?;
+            }
+            conn
+        };
+        let last_seq = get_meta::<i64>(&conn, "last_seq").map_err(err)?.unwrap_or(0);
+        Ok(Some(StateStore {
+            path: path.to_path_buf(),
+            inner: Mutex::new(Inner { conn, in_tx: false, failed: None }),
+            last_seq,
+        }))
+    }
+
+    /// The state in figures, and its marks (for `status`): one aggregate query, not the entries.
+    pub fn summary(&self) -> Result<FolderState, HomeError> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        summary(&inner.conn).map_err(|e| state_error(&self.path, e))
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
@@ -651,14 +673,18 @@ impl StateStore {
     }
 }
 
-/// Everything of a state, for `status`.
+/// A state's figures, marks and identity, for `status`.
 fn summary(conn: &Connection) -> rusqlite::Result<FolderState> {
-    let mut state = FolderState { last_seq: get_meta(conn, "last_seq")?.unwrap_or(0), ..FolderState::default() };
-    let mut rows = conn.prepare(&format!("SELECT path, {ENTRY_COLUMNS} FROM files"))?;
-    for row in rows.query_map([], |r| Ok((r.get::<_, String>(0)?, read_entry(r, 1)?)))? {
-        let (p, e) = row?;
-        state.files.insert(p, e);
-    }
+    let (files, bytes): (i64, i64) =
+        conn.query_row("SELECT count(*), coalesce(sum(size), 0) FROM files", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut state = FolderState {
+        workspace_id: get_meta::<i64>(conn, "workspace_id")?.map(WorkspaceId),
+        root: get_meta::<String>(conn, "root")?.map(PathBuf::from),
+        last_seq: get_meta(conn, "last_seq")?.unwrap_or(0),
+        files: usize::try_from(files).unwrap_or(0),
+        bytes: u64::try_from(bytes).unwrap_or(0),
+        ..FolderState::default()
+    };
     let mut marks = conn.prepare("SELECT kind, path FROM marks")?;
     for row in marks.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
         let (kind, p) = row?;

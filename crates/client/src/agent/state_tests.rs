@@ -29,7 +29,7 @@ fn state_survives_a_restart_and_unsaved_writes_do_not() {
     assert_eq!(again.get("b.txt"), None);
     drop(again);
     let seen = StateStore::peek(&path).unwrap().unwrap();
-    assert_eq!((seen.last_seq, seen.files.len()), (7, 1));
+    assert_eq!((seen.last_seq, seen.files), (7, 1));
     assert!(seen.conflicts.contains("a (conflict).txt"));
     // Another workspace's or another folder's state is not reused.
     assert_eq!(StateStore::load(&path, WorkspaceId(2), root).unwrap().totals(), (0, 0));
@@ -120,11 +120,11 @@ fn a_json_state_of_the_previous_release_is_imported_once() {
     std::fs::write(path.with_extension("json"), fixture_json(root)).unwrap();
     // `status` before the agent ran again reads it as it is.
     let peeked = StateStore::peek(&path).unwrap().unwrap();
-    assert_eq!((peeked.last_seq, peeked.files.len()), (22, 22));
+    assert_eq!((peeked.last_seq, peeked.files), (22, 22));
     let s = StateStore::load(&path, WorkspaceId(1), root).unwrap();
     assert!(!path.with_extension("json").exists(), "replaced by the database");
     assert_eq!(s.last_seq(), 22);
-    assert_eq!(s.totals(), (22, peeked.files.values().map(|e| e.size).sum()));
+    assert_eq!(s.totals(), (22, peeked.bytes));
     let big = s.chunks("big/large.bin");
     assert_eq!(big.len(), 10);
     assert_eq!(big.iter().map(|c| u64::from(c.len)).sum::<u64>(), 700_000);

@@ -7,9 +7,13 @@ use anyhow::Context as _;
 use super::Ctx;
 use std::collections::BTreeSet;
 
+use crate::agent::engine::differences;
 use crate::agent::ignore_rules::IgnoreRules;
 use crate::agent::local;
 use crate::agent::state::{FolderState, StateStore};
+
+/// Paths `status` lists per kind; beyond that it counts them.
+const LISTED: usize = 20;
 
 pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let folders = ctx.home.folders()?;
@@ -23,10 +27,21 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     for f in folders {
-        let state = StateStore::peek(&ctx.home.state_path(f.workspace_id))?
-            .filter(|s| s.root.as_deref() == Some(f.root.as_path()))
-            .unwrap_or_default();
-        let pending = local_changes(&f.root, &state);
+        // The state is counted in SQL and compared with the folder a page at a time: a folder of a
+        // million files costs a walk of it, not a million entries in memory.
+        let store = StateStore::open_read_only(&ctx.home.state_path(f.workspace_id))?;
+        let (store, state) = match store {
+            Some(s) => {
+                let state = s.summary()?;
+                if state.root.as_deref() == Some(f.root.as_path()) {
+                    (Some(s), state)
+                } else {
+                    (None, FolderState::default())
+                }
+            }
+            None => (None, FolderState::default()),
+        };
+        let pending = local_changes(&f.root, store.as_ref(), &state);
         // A conflict copy the user has dealt with (deleted) is no longer worth a line.
         let conflicts: Vec<&String> = state.conflicts.iter().filter(|c| f.root.join(c.as_str()).exists()).collect();
         println!(
@@ -36,39 +51,65 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
             f.role,
             f.root.display(),
             state.last_seq,
-            state.files.len(),
-            pending.len(),
+            state.files,
+            pending.count,
             conflicts.len()
         );
-        for p in &pending {
-            println!("  pending: {p}");
-        }
-        for c in &conflicts {
-            println!("  conflict copy: {c}");
-        }
-        for p in &state.local_only {
-            println!("  kept local (viewer): {p}");
-        }
+        list("pending", pending.count, pending.first.iter());
+        list("conflict copy", conflicts.len(), conflicts.into_iter());
+        list("kept local (viewer)", state.local_only.len(), state.local_only.iter());
     }
     Ok(())
 }
 
-/// Paths that differ from the state (new, changed by size or mtime, or deleted), plus uploads the
-/// agent had started; a viewer's local-only edits are listed apart. Reads no file content.
-fn local_changes(root: &Path, state: &FolderState) -> BTreeSet<String> {
-    let rules = IgnoreRules::load(root);
-    let on_disk = local::scan_tree(root, &rules);
-    let mut out: BTreeSet<String> = state.pending.clone();
-    for (path, meta) in &on_disk {
-        match state.files.get(path) {
-            Some(e) if e.size == meta.size && e.mtime_ms == meta.mtime_ms => {}
-            _ => {
-                out.insert(path.clone());
-            }
+/// One line per path, the first [`LISTED`] of `count`, then how many more there are.
+fn list<'a>(what: &str, count: usize, paths: impl Iterator<Item = &'a String>) {
+    for p in paths.take(LISTED) {
+        println!("  {what}: {p}");
+    }
+    if count > LISTED {
+        println!("  … and {} more {what}", count - LISTED);
+    }
+}
+
+/// How many paths differ from the state, and the first [`LISTED`] of them in path order.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pending {
+    count: usize,
+    first: BTreeSet<String>,
+}
+
+impl Pending {
+    fn add(&mut self, path: String) {
+        self.count += 1;
+        self.first.insert(path);
+        if self.first.len() > LISTED {
+            self.first.pop_last();
         }
     }
-    out.extend(state.files.keys().filter(|p| !on_disk.contains_key(*p)).cloned());
-    out.retain(|p| !state.local_only.contains(p));
+}
+
+/// Paths that differ from the state (new, changed by size or mtime, or deleted), plus uploads the
+/// agent had started; a viewer's local-only edits are listed apart. Reads no file content; holds
+/// a page of the state and [`LISTED`] paths, never the whole tree (no state: every file is new).
+fn local_changes(root: &Path, store: Option<&StateStore>, state: &FolderState) -> Pending {
+    let rules = IgnoreRules::load(root);
+    let mut out = Pending::default();
+    let mut each = |p: String| {
+        if !state.pending.contains(&p) && !state.local_only.contains(&p) {
+            out.add(p);
+        }
+    };
+    match store {
+        Some(store) => differences(store, root, &rules, &mut each),
+        None => local::walk_paths(root, &rules, |batch| {
+            batch.into_iter().for_each(&mut each);
+            true
+        }),
+    }
+    for p in state.pending.iter().filter(|p| !state.local_only.contains(*p)) {
+        out.add(p.clone());
+    }
     out
 }
 
@@ -144,4 +185,65 @@ pub async fn who(ctx: &Ctx, workspace: &str) -> anyhow::Result<()> {
     });
     super::print_table(["USER", "DEVICE", "NODE", "SINCE"], rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::state::Entry;
+    use filesync_core::path::WsPath;
+    use filesync_core::WorkspaceId;
+
+    /// A folder of a few thousand files, its state kept by an agent (entries, marks), then changed
+    /// behind its back: `status` counts every difference once, lists the first ones in path order,
+    /// and counts the state in SQL.
+    #[test]
+    fn status_counts_a_large_state_and_its_differences() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap().join("folder");
+        let db = dir.path().join("state.db");
+        let mut store = StateStore::load(&db, WorkspaceId(1), &root).unwrap();
+        let n = 3000;
+        for i in 0..n {
+            let rel = format!("d{}/f{i:04}.txt", i % 7);
+            let abs = root.join(&rel);
+            std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+            std::fs::write(&abs, format!("file {i}")).unwrap();
+            let m = local::stat(&root, &WsPath::parse(&rel).unwrap()).unwrap();
+            let e = Entry { version: i + 1, hash: [1; 32], size: m.size, mtime_ms: m.mtime_ms, mode: m.mode };
+            store.set(&rel, &e, &[]);
+        }
+        store.advance(n);
+        let path = |i: i64| format!("d{}/f{i:04}.txt", i % 7);
+        // 25 edited (another size), 5 deleted, 30 new, two uploads under way (one of them also
+        // edited: counted once), one viewer's edit (listed apart, not pending).
+        for i in 100..125 {
+            std::fs::write(root.join(path(i)), "edited, longer than before").unwrap();
+        }
+        for i in 200..205 {
+            std::fs::remove_file(root.join(path(i))).unwrap();
+        }
+        for i in 0..30 {
+            std::fs::write(root.join(format!("new-{i:02}.txt")), "new").unwrap();
+        }
+        store.mark_pending(&path(100), true);
+        store.mark_pending(&path(300), true);
+        std::fs::write(root.join(path(400)), "a viewer's edit, longer").unwrap();
+        store.keep_local(&path(400));
+        store.save().unwrap();
+        drop(store);
+
+        let store = StateStore::open_read_only(&db).unwrap().unwrap();
+        let state = store.summary().unwrap();
+        assert_eq!((state.files, state.last_seq, state.root.as_deref()), (n as usize, n, Some(root.as_path())));
+        let pending = local_changes(&root, Some(&store), &state);
+        assert_eq!(pending.count, 25 + 5 + 30 + 1);
+        let first: Vec<&str> = pending.first.iter().map(String::as_str).collect();
+        assert_eq!(first.len(), LISTED);
+        assert_eq!((first[0], first[LISTED - 1]), ("d0/f0105.txt", "d4/f0123.txt"));
+        assert!(!first.contains(&path(400).as_str()));
+        // Without a state for this folder, every file on disk is new.
+        let none = local_changes(&root, None, &FolderState::default());
+        assert_eq!(none.count, n as usize - 5 + 30);
+    }
 }

@@ -20,7 +20,7 @@ use crate::ids::{Role, UserId, WorkspaceId};
 use delta::Run;
 
 /// Sent in `Hello`; a node refuses any other with `version_mismatch` (5: chunks travel in their
-/// stored form, `Chunk.format`).
+/// stored form, `Chunk.format`; pages of the journal, `GetChanges`).
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Requests are numbered by the client; answers carry the same number.
@@ -140,7 +140,18 @@ pub enum Message {
     /// 27, node → client: the outcome of each file of a `PutFiles`, in the order sent. Consecutive
     /// seqs; a refused file (stale base of a …) does not stop the others.
     CommittedMany { request_id: RequestId, workspace_id: WorkspaceId, results: Vec<BatchOutcome> },
+    /// 28, client → node: up to `limit` (at most [`MAX_CHANGES_PAGE`]) journal changes after
+    /// `after_seq`, as one answer: a page of a catch-up, read at the client's pace (a `Subscribe`
+    /// queues the whole catch-up at once). Answered by `Changes`.
+    GetChanges { request_id: RequestId, workspace_id: WorkspaceId, after_seq: i64, limit: u32 },
+    /// 29, node → client: the changes after the asked `after_seq`, consecutive and in seq order:
+    /// the `limit` asked, fewer only at `head_seq` (the workspace's newest seq when they were read)
+    /// or when more would not fit in half a frame. None: `after_seq` is at (or past) the head.
+    Changes { request_id: RequestId, workspace_id: WorkspaceId, head_seq: i64, changes: Vec<Change> },
 }
+
+/// Changes one `GetChanges` may ask for.
+pub const MAX_CHANGES_PAGE: u32 = 1024;
 
 /// Files one `PutFiles` may carry.
 pub const MAX_BATCH_FILES: usize = 1024;
@@ -417,7 +428,9 @@ impl Message {
             Message::GetManifestDelta { request_id, .. }
             | Message::ManifestDelta { request_id, .. }
             | Message::PutFiles { request_id, .. }
-            | Message::CommittedMany { request_id, .. } => Some(*request_id),
+            | Message::CommittedMany { request_id, .. }
+            | Message::GetChanges { request_id, .. }
+            | Message::Changes { request_id, .. } => Some(*request_id),
             Message::Hello { .. }
             | Message::Welcome { .. }
             | Message::Ping { .. }
@@ -459,6 +472,8 @@ impl Message {
             Message::ManifestDelta { .. } => "manifest_delta",
             Message::PutFiles { .. } => "put_files",
             Message::CommittedMany { .. } => "committed_many",
+            Message::GetChanges { .. } => "get_changes",
+            Message::Changes { .. } => "changes",
         }
     }
 
@@ -617,6 +632,10 @@ mod tests {
         assert_eq!(tag(&Message::PutFiles { request_id: 1, workspace_id: WorkspaceId(1), files: vec![] }), 26);
         let many = Message::CommittedMany { request_id: 1, workspace_id: WorkspaceId(1), results: vec![] };
         assert_eq!(tag(&many), 27);
+        let get = Message::GetChanges { request_id: 1, workspace_id: WorkspaceId(1), after_seq: 0, limit: 1 };
+        assert_eq!(tag(&get), 28);
+        let page = Message::Changes { request_id: 1, workspace_id: WorkspaceId(1), head_seq: 0, changes: vec![] };
+        assert_eq!(tag(&page), 29);
         // A run is a variant tag then varints: a 16,000-chunk copy costs 4 bytes.
         assert_eq!(postcard::to_allocvec(&delta::Run::Copy { start: 1, count: 16_000 }).unwrap(), [0, 1, 0x80, 0x7d]);
         assert_eq!(PROTOCOL_VERSION, 5);
@@ -713,5 +732,10 @@ mod tests {
         let mut want = vec![22, 6, 2];
         want.extend([0xcd; 32]);
         assert_eq!(gone, want);
+        // Protocol 5: a page of changes.
+        let get = Message::GetChanges { request_id: 1, workspace_id: WorkspaceId(1), after_seq: 300, limit: 2 };
+        assert_eq!(postcard::to_allocvec(&get).unwrap(), [28, 1, 2, 0xd8, 0x04, 2]);
+        let page = Message::Changes { request_id: 1, workspace_id: WorkspaceId(1), head_seq: 1, changes: vec![] };
+        assert_eq!(postcard::to_allocvec(&page).unwrap(), [29, 1, 2, 2, 0]);
     }
 }

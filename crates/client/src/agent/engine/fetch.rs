@@ -30,17 +30,28 @@ impl FolderSync {
         changes: Vec<Change>,
         show: bool,
     ) -> Result<(), SyncError> {
-        let superseded = superseded(&changes);
         let bar = self.ui.steps(if show { changes.len() as u64 } else { 0 }, &format!("{}: catching up", self.name));
+        self.apply_counted(remote, changes, &bar).await?;
+        bar.finish();
+        Ok(())
+    }
+
+    /// [`FolderSync::apply_changes`], counting each applied change on `bar`.
+    pub(super) async fn apply_counted<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        changes: Vec<Change>,
+        bar: &Bar,
+    ) -> Result<(), SyncError> {
+        let superseded = superseded(&changes);
         let mut rest = changes.into_iter().enumerate().peekable();
         while rest.peek().is_some() {
             let batch: Vec<(usize, Change)> = rest.by_ref().take(APPLY_BATCH).collect();
-            let result = self.apply_batch(remote, batch, &superseded, &bar).await;
+            let result = self.apply_batch(remote, batch, &superseded, bar).await;
             // Fetched ahead but not placed (a failure, a change decided otherwise): removed now.
             self.staged.clear();
             result?;
         }
-        bar.finish();
         Ok(())
     }
 

@@ -40,6 +40,8 @@ mod rules;
 mod scan;
 mod stream;
 
+pub use scan::differences;
+
 use fetch::{Staged, APPLY_BATCH};
 use judge::Local;
 #[cfg(test)]
@@ -47,6 +49,10 @@ use rules::UPLOAD_BATCH;
 
 /// How often the whole folder is compared with the state anyway, for what a watcher can miss.
 pub const DEFAULT_RESCAN_EVERY: Duration = Duration::from_secs(3600);
+
+/// Changes read per page of a catch-up: two apply batches, so the next page is asked for only
+/// when this one's downloads are done; the memory of a catch-up is one page.
+pub const CATCH_UP_PAGE: u32 = 2 * APPLY_BATCH as u32;
 
 /// Remote heads remembered (the newest seen first out): enough for the uploads in flight, whose
 /// lost races they settle; never the whole tree.
@@ -119,6 +125,10 @@ pub struct FolderSync {
     pub rescan_every: Duration,
     /// Download only: never upload, delete or move on the server (`workspace download`).
     pub read_only: bool,
+    /// Changes asked for per page of a catch-up ([`FolderSync::catch_up`]).
+    pub catch_up_page: u32,
+    /// Temp files left by an earlier run were removed.
+    temps_swept: bool,
     /// Set to `true` when the agent is asked to stop; long loops check it between files.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// Downloads of the batch being applied, fetched ahead and durable, by seq. Whatever is not
@@ -169,6 +179,8 @@ impl FolderSync {
             remote_heads: RemoteHeads::default(),
             rescan_every: DEFAULT_RESCAN_EVERY,
             read_only: false,
+            catch_up_page: CATCH_UP_PAGE,
+            temps_swept: false,
             stop: None,
             staged: HashMap::new(),
             streams: HashMap::new(),
@@ -184,30 +196,56 @@ impl FolderSync {
     }
 
     /// Catch up from the last seq, then push local changes made meanwhile. Returns with the folder reconciled.
+    ///
+    /// The journal is read [`FolderSync::catch_up_page`] changes at a time ([`Remote::changes`])
+    /// and each page is applied (and `last_seq` saved after each batch of it) before the next is
+    /// asked for: an agent that was away for a million changes holds one page, not a million.
+    /// Then it subscribes from where the pages ended; what was committed meanwhile arrives as the
+    /// subscription's own catch-up and is applied a batch at a time as it comes.
     pub async fn catch_up<R: Remote>(&mut self, remote: &mut R) -> Result<(), SyncError> {
-        let removed = local::remove_stale_temps(&self.root);
-        if removed > 0 {
-            tracing::info!(workspace.id = %self.ws, count = removed, "removed partial downloads left by an earlier run");
+        if !self.temps_swept {
+            // Only an earlier run can have left temp files (this one's are removed when dropped):
+            // the folder is walked for them once, not at every reconnect.
+            let removed = local::remove_stale_temps(&self.root);
+            if removed > 0 {
+                tracing::info!(workspace.id = %self.ws, count = removed, "removed partial downloads left by an earlier run");
+            }
+            self.temps_swept = true;
         }
         let since = self.store.last_seq();
-        let head = remote.subscribe(self.ws, since).await?;
+        let paged = self.fill(remote, None, true).await?;
+        let from = self.store.last_seq();
+        let head = remote.subscribe(self.ws, from).await?;
         let mut changes = Vec::new();
+        let mut late = 0usize;
         // The journal is gap-free: catch-up is done when the change numbered `head` is in.
-        let mut seen = since;
+        let mut seen = from;
         while seen < head {
             match remote.next_event().await {
                 RemoteEvent::Change(c) if c.workspace_id == self.ws => {
                     seen = seen.max(c.seq);
                     changes.push(c);
+                    if changes.len() >= APPLY_BATCH {
+                        late += changes.len();
+                        self.apply_changes(remote, std::mem::take(&mut changes), false).await?;
+                    }
                 }
-                RemoteEvent::Change(_) => {}
+                RemoteEvent::Missed { workspace_id, up_to_seq } if workspace_id == self.ws => {
+                    // What arrived before the gap first, then the gap, read by pages.
+                    late += changes.len();
+                    self.apply_changes(remote, std::mem::take(&mut changes), false).await?;
+                    self.fill(remote, Some(up_to_seq), false).await?;
+                    seen = seen.max(up_to_seq);
+                }
+                RemoteEvent::Change(_) | RemoteEvent::Missed { .. } => {}
                 RemoteEvent::Notice(n) => self.on_notice(n)?,
                 RemoteEvent::Goodbye { reason } => return Err(SyncError::Goodbye(reason)),
                 RemoteEvent::Closed { reason } => return Err(SyncError::Connection(reason)),
             }
         }
-        tracing::info!(workspace.id = %self.ws, since, head, changes = changes.len(), "catching up");
-        self.apply_changes(remote, changes, true).await?;
+        late += changes.len();
+        tracing::info!(workspace.id = %self.ws, since, head, paged, subscribed = late, "caught up");
+        self.apply_changes(remote, changes, false).await?;
         self.store.advance(head);
         self.store.save()?;
         if !self.read_only {
@@ -215,6 +253,46 @@ impl FolderSync {
         }
         self.store.save()?;
         Ok(())
+    }
+
+    /// Reads the journal after `last_seq` a page at a time ([`Remote::changes`]) and applies each
+    /// page before asking for the next, up to `up_to` (`None`: the head). `last_seq` moves to the
+    /// end of each page as it is applied (and is saved with it). Returns the changes read.
+    pub(super) async fn fill<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        up_to: Option<i64>,
+        show: bool,
+    ) -> Result<usize, SyncError> {
+        let since = self.store.last_seq();
+        let mut bar: Option<Bar> = None;
+        let mut read = 0usize;
+        while up_to.is_none_or(|u| self.store.last_seq() < u) {
+            let after = self.store.last_seq();
+            let (mut changes, head) = remote.changes(self.ws, after, self.catch_up_page).await?;
+            if let Some(u) = up_to {
+                // What follows `up_to` is queued behind it already.
+                changes.retain(|c| c.seq <= u);
+            }
+            let Some(last) = changes.last().map(|c| c.seq) else { break };
+            let bar = bar.get_or_insert_with(|| {
+                tracing::info!(workspace.id = %self.ws, since, head, "catching up by pages");
+                let total = if show { u64::try_from(up_to.unwrap_or(head) - since).unwrap_or(0) } else { 0 };
+                self.ui.steps(total, &format!("{}: catching up", self.name))
+            });
+            read += changes.len();
+            self.apply_counted(remote, changes, bar).await?;
+            // Every change of the page is applied: `last_seq` is at its end.
+            self.store.advance(last);
+            self.store.save()?;
+            if up_to.is_none() && last >= head {
+                break;
+            }
+        }
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        Ok(read)
     }
 
     /// Live sync until shutdown or a connection problem.
@@ -243,6 +321,9 @@ impl FolderSync {
                         self.store.save()?;
                     }
                     match after {
+                        Some(RemoteEvent::Missed { workspace_id, up_to_seq }) if workspace_id == self.ws => {
+                            self.fill(remote, Some(up_to_seq), false).await?;
+                        }
                         Some(RemoteEvent::Notice(n)) if Self::is_upload_notice(&n) => self.on_upload(remote, n).await?,
                         Some(ev) => self.on_event(ev)?,
                         None => {}
@@ -294,7 +375,7 @@ impl FolderSync {
     /// An event other than a change, in live sync.
     fn on_event(&mut self, ev: RemoteEvent) -> Result<(), SyncError> {
         match ev {
-            RemoteEvent::Change(_) => Ok(()),
+            RemoteEvent::Change(_) | RemoteEvent::Missed { .. } => Ok(()),
             RemoteEvent::Notice(n) => self.on_notice(n),
             RemoteEvent::Goodbye { reason } => {
                 self.store.save()?;

@@ -7,6 +7,9 @@ use super::*;
 /// records each batch before the next starts.
 pub(super) const UPLOAD_BATCH: usize = 256;
 
+/// Paths judged and sent at a time by [`FolderSync::push_local`].
+pub(super) const PUSH_PART: usize = 4096;
+
 impl FolderSync {
     /// Applies one journal change from the server.
     pub(super) async fn apply_change<R: Remote>(&mut self, remote: &mut R, c: Change) -> Result<(), SyncError> {
@@ -153,80 +156,112 @@ impl FolderSync {
 
     /// Sends local changes among `paths` to the server: moves (a vanished file whose content
     /// appeared elsewhere), then uploads, then deletes.
+    ///
+    /// Known files that vanished are found first (a state lookup and a stat each, nothing read);
+    /// then the paths are judged (hashed) and sent [`PUSH_PART`] at a time, each part's new files
+    /// matched against every vanished one, so a moved tree stays a move however large, and what
+    /// is held at once is one part's scans, not the whole push's.
     pub(super) async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
-        let mut gone: Vec<(WsPath, Entry)> = Vec::new();
-        let mut changed: BTreeMap<WsPath, (LocalFile, FileScan)> = BTreeMap::new();
         let wanted: Vec<WsPath> = paths
             .into_iter()
             .filter(|rel| !self.rules.is_ignored(rel, false))
             .filter_map(|rel| WsPath::try_from(rel).ok())
             .collect();
-        for (rel, local) in self.local_statuses(wanted).await {
-            match local {
-                Local::Gone => {
-                    if let Some(e) = self.store.get(&rel) {
-                        gone.push((rel, e));
-                    }
-                }
-                Local::Changed(meta, scan) => {
-                    changed.insert(rel, (meta, scan));
-                }
-                Local::Same | Local::Absent => {}
-            }
+        let writer = self.role.can_write() && !self.read_only;
+        let mut gone: Vec<Option<(WsPath, Entry)>> = Vec::new();
+        for part in wanted.chunks(PUSH_PART) {
+            gone.extend(self.vanished(part).await.into_iter().map(Some));
         }
-        if changed.is_empty() && gone.is_empty() {
-            return Ok(());
+        // Vanished contents by (hash, size): where a new file may have come from.
+        let mut by_content: HashMap<(chunking::Hash, u64), Vec<usize>> = HashMap::new();
+        for (i, (_, e)) in gone.iter().enumerate().filter_map(|(i, g)| Some((i, g.as_ref()?))) {
+            by_content.entry((e.hash, e.size)).or_default().push(i);
         }
-        if !self.role.can_write() || self.read_only {
-            for rel in gone.iter().map(|(r, _)| r).chain(changed.keys()) {
-                if self.store.keep_local(rel) {
-                    self.ui.kept_local(&self.name, rel);
-                }
-            }
-            return Ok(());
-        }
-        for (from, entry) in gone {
-            let target = changed
-                .iter()
-                .find(|(to, (_, scan))| {
-                    scan.content_hash == entry.hash && scan.size == entry.size && self.store.get(to).is_none()
-                })
-                .map(|(to, _)| to.clone());
-            match target {
-                Some(to) => {
-                    let Some((meta, scan)) = changed.remove(&to) else { continue };
-                    match remote.move_path(self.ws, &from, &to, entry.version).await {
-                        Ok(done) => {
-                            tracing::info!(workspace.id = %self.ws, from = %from, to = %to, seq = done.seq, "moved");
-                            self.store.remove(&from);
-                            self.record(&to, done.version, &meta, &scan);
-                            self.store.advance_past_own(done.seq);
-                        }
-                        Err(RemoteError::Refused { code, message }) => {
-                            // Changed meanwhile on the server: send it as a new file; the delete follows the table.
-                            tracing::info!(workspace.id = %self.ws, from = %from, to = %to, %code, %message, "move refused; uploading instead");
-                            self.upload(remote, &to, 0, meta, scan).await?;
-                            self.delete_remote(remote, &from, entry.version).await?;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                None => self.delete_remote(remote, &from, entry.version).await?,
-            }
-        }
-        let mut jobs: Vec<PutJob> = Vec::new();
-        for (rel, (meta, scan)) in changed {
-            let base = self.store.get(&rel).map(|e| e.version).unwrap_or(0);
-            let abs = local::abs_of(&self.root, &rel);
-            jobs.push(PutJob { path: rel.into(), base_version: base, abs, meta, scan });
-        }
-        for batch in jobs.chunks(UPLOAD_BATCH) {
+        for part in wanted.chunks(PUSH_PART) {
             if self.stopping() {
                 return Err(SyncError::Stopped);
             }
-            self.upload_batch(remote, batch).await?;
+            let mut changed: BTreeMap<WsPath, (LocalFile, FileScan)> = BTreeMap::new();
+            for (rel, local) in self.local_statuses(part.to_vec()).await {
+                // A vanished file is in `gone` already (or vanished since: its event follows).
+                if let Local::Changed(meta, scan) = local {
+                    changed.insert(rel, (meta, scan));
+                }
+            }
+            if !writer {
+                for rel in changed.keys() {
+                    if self.store.keep_local(rel) {
+                        self.ui.kept_local(&self.name, rel);
+                    }
+                }
+                continue;
+            }
+            let moves: Vec<(WsPath, Entry, WsPath)> = changed
+                .iter()
+                .filter(|(to, _)| self.store.get(to).is_none())
+                .filter_map(|(to, (_, scan))| {
+                    let from = by_content.get_mut(&(scan.content_hash, scan.size))?.pop()?;
+                    let (from, entry) = gone[from].take()?;
+                    Some((from, entry, to.clone()))
+                })
+                .collect();
+            for (from, entry, to) in moves {
+                let Some((meta, scan)) = changed.remove(&to) else { continue };
+                match remote.move_path(self.ws, &from, &to, entry.version).await {
+                    Ok(done) => {
+                        tracing::info!(workspace.id = %self.ws, from = %from, to = %to, seq = done.seq, "moved");
+                        self.store.remove(&from);
+                        self.record(&to, done.version, &meta, &scan);
+                        self.store.advance_past_own(done.seq);
+                    }
+                    Err(RemoteError::Refused { code, message }) => {
+                        // Changed meanwhile on the server: send it as a new file; the delete follows the table.
+                        tracing::info!(workspace.id = %self.ws, from = %from, to = %to, %code, %message, "move refused; uploading instead");
+                        self.upload(remote, &to, 0, meta, scan).await?;
+                        self.delete_remote(remote, &from, entry.version).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut jobs: Vec<PutJob> = Vec::new();
+            for (rel, (meta, scan)) in changed {
+                let base = self.store.get(&rel).map(|e| e.version).unwrap_or(0);
+                let abs = local::abs_of(&self.root, &rel);
+                jobs.push(PutJob { path: rel.into(), base_version: base, abs, meta, scan });
+            }
+            for batch in jobs.chunks(UPLOAD_BATCH) {
+                if self.stopping() {
+                    return Err(SyncError::Stopped);
+                }
+                self.upload_batch(remote, batch).await?;
+            }
+        }
+        for (from, entry) in gone.into_iter().flatten() {
+            if !writer {
+                if self.store.keep_local(&from) {
+                    self.ui.kept_local(&self.name, &from);
+                }
+                continue;
+            }
+            self.delete_remote(remote, &from, entry.version).await?;
         }
         Ok(())
+    }
+
+    /// The known files among `rels` that are no longer on disk, with their entries (a stat each,
+    /// on the blocking pool; nothing is read).
+    async fn vanished(&mut self, rels: &[WsPath]) -> Vec<(WsPath, Entry)> {
+        let known: Vec<(WsPath, Entry)> =
+            rels.iter().filter_map(|rel| self.store.get(rel).map(|e| (rel.clone(), e))).collect();
+        if known.is_empty() {
+            return known;
+        }
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            known.into_iter().filter(|(rel, _)| local::stat(&root, rel).is_none()).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Uploads a batch of files at once (the connection overlaps them), then settles each answer

@@ -57,6 +57,24 @@ impl FolderSync {
     }
 }
 
+/// Every path where the folder and the state differ, compared as [`FolderSync::rescan`] does: the
+/// known paths a page at a time (those whose file is gone or whose size or mtime moved), then the
+/// files on disk the state does not know, a listing batch at a time. Blocking (for `status`); it
+/// holds one page, never the whole state or tree, and reads no file content.
+pub fn differences(store: &StateStore, root: &Path, rules: &IgnoreRules, mut each: impl FnMut(String)) {
+    let mut after = None::<String>;
+    loop {
+        let page = store.page(after.as_deref(), PAGE);
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        moved_since(root, &page).into_iter().for_each(&mut each);
+    }
+    local::walk_paths(root, rules, |batch| {
+        store.unknown(batch).into_iter().for_each(&mut each);
+        true
+    });
+}
+
 /// The paths of `page` whose file is gone or whose size or mtime moved since it was recorded.
 /// Blocking; stats on [`STAT_THREADS`] threads.
 fn moved_since(root: &Path, page: &[(String, Entry)]) -> Vec<String> {

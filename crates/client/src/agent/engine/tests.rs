@@ -39,6 +39,12 @@ struct FakeNode {
     /// Written into the folder (path, content) by the first chunk request: a local edit made
     /// while a download is in flight.
     edit_during_fetch: Option<(PathBuf, Vec<u8>)>,
+    /// Others' changes, served a page at a time by `changes` (a catch-up).
+    journal: Vec<Change>,
+    /// The `after_seq` of each page asked for.
+    pages: Vec<i64>,
+    /// The page asked for this many pages from now breaks every chunk request.
+    break_at_page: Option<usize>,
 }
 
 impl FakeNode {
@@ -99,6 +105,16 @@ impl Remote for FakeNode {
 
     async fn subscribe(&mut self, _ws: WorkspaceId, _since: i64) -> Result<i64, RemoteError> {
         Ok(self.seq)
+    }
+
+    async fn changes(&mut self, _ws: WorkspaceId, after: i64, limit: u32) -> Result<(Vec<Change>, i64), RemoteError> {
+        self.pages.push(after);
+        if let Some(n) = self.break_at_page.as_mut() {
+            self.break_chunks = *n == 0;
+            *n = n.saturating_sub(1);
+        }
+        let page = self.journal.iter().filter(|c| c.seq > after).take(limit as usize).cloned().collect();
+        Ok((page, self.seq))
     }
 
     async fn put_file(
@@ -267,7 +283,7 @@ async fn many_new_files_go_up_in_batches_and_each_answer_is_settled() {
     s.push(&refs).await;
     assert_eq!(s.node.batches, vec![UPLOAD_BATCH, 10]);
     assert_eq!(s.node.calls.len(), n, "each file is put once");
-    assert_eq!(s.state().files.len(), n, "every upload is recorded, the conflict under its copy's name");
+    assert_eq!(s.state().files, n, "every upload is recorded, the conflict under its copy's name");
     assert!(s.state().pending.is_empty(), "{:?}", s.state().pending);
     assert_eq!(s.read(&format!("{}.conflict", names[3])).as_deref(), Some(&b"file 3"[..]));
     // Our own commits followed each other: last_seq moved past all of them.
@@ -944,4 +960,94 @@ async fn an_announced_edit_of_a_file_we_hold_is_not_fetched_ahead() {
     assert_eq!(s.read("big.bin").as_deref(), Some(&new[..]));
     let fetched = s.node.chunks_sent - fetched_before;
     assert!((1..=3).contains(&fetched), "{fetched} chunks fetched");
+}
+
+/// An agent that was away for many changes catches up a page at a time: every change is applied
+/// in journal order (a later change of a path, in a later page, wins; a delete in a later page
+/// removes), each page is asked for from the seq where the previous one was applied, and a
+/// failure in the middle keeps `last_seq` at the end of the last page applied, from where the next
+/// catch-up resumes without losing or repeating anything.
+#[tokio::test]
+async fn a_long_catch_up_is_applied_a_page_at_a_time_in_order() {
+    let mut s = Setup::new(Role::Editor);
+    s.sync.catch_up_page = 7;
+    let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 1..=30i64 {
+        let (path, data) = match i {
+            10 => ("same.txt".to_owned(), b"second".to_vec()),
+            20 => {
+                // A delete, in a later page than the put (seq 5) it undoes.
+                s.node.seq += 1;
+                s.node.journal.push(change(20, ChangeOp::Delete, "gone.txt", None, [0; 32], 0));
+                want.remove("gone.txt");
+                continue;
+            }
+            3 => ("same.txt".to_owned(), b"first".to_vec()),
+            5 => ("gone.txt".to_owned(), b"soon deleted".to_vec()),
+            i => (format!("d{}/f{i}.txt", i % 4), format!("file {i}").into_bytes()),
+        };
+        let c = s.node.publish(&path, &data);
+        assert_eq!(c.seq, i);
+        s.node.journal.push(c);
+        want.insert(path, data);
+    }
+    // The fourth page (seqs 22..=28) cannot be fetched: the connection "breaks" there.
+    s.node.break_at_page = Some(3);
+    let broken = s.sync.catch_up(&mut s.node).await;
+    assert!(matches!(broken, Err(SyncError::Connection(_))), "{broken:?}");
+    assert_eq!(s.node.pages, vec![0, 7, 14, 21]);
+    assert_eq!(s.sync.store.last_seq(), 21, "three pages applied, the fourth not");
+    assert_eq!(s.state().last_seq, 21, "and saved");
+    assert_eq!(s.read("same.txt").as_deref(), Some(&b"second"[..]));
+    assert!(s.read("gone.txt").is_none());
+    assert!(s.read("d3/f23.txt").is_none(), "nothing of the broken page is placed");
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
+
+    s.node.break_at_page = None;
+    s.node.break_chunks = false;
+    s.node.pages.clear();
+    s.sync.catch_up(&mut s.node).await.unwrap();
+    assert_eq!(s.node.pages, vec![21, 28], "resumed where it stopped, then stopped at the head");
+    assert_eq!(s.sync.store.last_seq(), 30);
+    let mut on_disk = BTreeMap::new();
+    for (path, _) in crate::agent::local::scan_tree(&s.root(), &IgnoreRules::load(&s.root())) {
+        on_disk.insert(path.clone(), s.read(&path).unwrap());
+    }
+    assert_eq!(on_disk, want);
+    assert_eq!(s.state().files, want.len());
+    assert!(s.node.calls.is_empty(), "nothing was uploaded: {:?}", s.node.calls);
+}
+
+/// Live changes that did not fit the connection's queue arrive as one `Missed`: the engine reads
+/// them by pages, in their place (after the changes queued before them, before those after them),
+/// so a later change of the same path is not undone by an earlier one read late.
+#[tokio::test]
+async fn missed_live_changes_are_read_by_pages_in_their_place() {
+    let mut s = Setup::new(Role::Editor);
+    s.sync.catch_up_page = 2;
+    let first = s.node.publish("a.txt", b"a1");
+    let mut journal = vec![first.clone()];
+    for i in 2..=6 {
+        journal.push(s.node.publish(&format!("m{i}.txt"), format!("missed {i}").as_bytes()));
+    }
+    journal.push(s.node.publish("a.txt", b"a2, missed"));
+    let after = s.node.publish("a.txt", b"a3, queued after the gap");
+    journal.push(after.clone());
+    s.node.journal = journal;
+    s.node.events.push_back(RemoteEvent::Change(first));
+    s.node.events.push_back(RemoteEvent::Missed { workspace_id: WS, up_to_seq: after.seq - 1 });
+    s.node.events.push_back(RemoteEvent::Change(after.clone()));
+    s.node.events.push_back(RemoteEvent::Goodbye { reason: "done".into() });
+
+    let (_watch_tx, mut watch) = tokio::sync::mpsc::channel(1);
+    let (_stop_tx, mut shutdown) = tokio::sync::watch::channel(false);
+    let ended = s.sync.live(&mut s.node, &mut watch, &mut shutdown).await;
+    assert!(matches!(ended, Err(SyncError::Goodbye(_))), "{ended:?}");
+    assert_eq!(s.node.pages, vec![1, 3, 5], "pages of two from the last applied seq, up to the gap's end");
+    for i in 2..=6 {
+        assert_eq!(s.read(&format!("m{i}.txt")), Some(format!("missed {i}").into_bytes()));
+    }
+    assert_eq!(s.read("a.txt").as_deref(), Some(&b"a3, queued after the gap"[..]));
+    assert_eq!(s.sync.store.last_seq(), after.seq);
+    assert!(!s.node.calls.iter().any(|c| c.starts_with("put")), "nothing was uploaded: {:?}", s.node.calls);
 }

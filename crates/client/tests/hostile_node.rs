@@ -282,6 +282,13 @@ async fn serve_bad_chunks(stream: tokio::net::TcpStream, lie: usize) {
                 c.content_hash = hash;
                 vec![Message::Change(c), Message::Subscribed { request_id, workspace_id, head_seq: 1 }]
             }
+            Message::GetChanges { request_id, workspace_id, after_seq, .. } => {
+                let mut c = change(workspace_id, 1, ChangeOp::Put, EntryKind::File, "doc.rs", None);
+                c.size = text.len() as u64;
+                c.content_hash = hash;
+                let changes = if after_seq < 1 { vec![c] } else { Vec::new() };
+                vec![Message::Changes { request_id, workspace_id, head_seq: 1, changes }]
+            }
             Message::GetManifest { request_id, workspace_id, seq } => vec![Message::Manifest {
                 request_id,
                 workspace_id,

@@ -1,8 +1,9 @@
 //! Streaming a large upload to the workspace's other devices while it arrives.
 //!
-//! When a `PutFile` (or `PutDelta`) lists at least [`STREAM_MIN_CHUNKS`] chunks and the node
-//! lacks some, the node announces it to the workspace's subscribers on every node (through the
-//! bus): `Notice::UploadStarted` with the chunk list, then `Notice::UploadProgress` each time a
+//! When a `PutFile` (or `PutDelta`) lists at least [`STREAM_MIN_CHUNKS`] chunks and brings mostly
+//! new content ([`mostly_new`]: the chunks the workspace lacks are at least half of its bytes),
+//! the node announces it to the workspace's subscribers on every node (through the bus):
+//! `Notice::UploadStarted` with the chunk list, then `Notice::UploadProgress` each time a
 //! batch of the upload's chunks becomes durable and recorded for the workspace, so that the
 //! first `durable` chunks of the list can be read with an ordinary `GetChunks` before the
 //! commit. An upload that ends without a commit is announced as `Notice::UploadAbandoned`.
@@ -22,6 +23,18 @@ use crate::node::Shared;
 /// Uploads with at least this many chunks (~4 MiB at the average chunk size) are announced.
 pub const STREAM_MIN_CHUNKS: usize = 64;
 
+/// Whether an upload of `file` whose chunks `missing` the workspace lacks brings mostly new
+/// content: the bytes of those chunks (each place in the list counted) are at least half of the
+/// file. Only such uploads are announced. An edit of a file the others hold is left to their
+/// download after the commit, which takes the unchanged chunks from their own copy and fetches
+/// only the changed ones; fetching it ahead would fetch it all, and its announcement alone (the
+/// whole list, 33 bytes a chunk) would outweigh the edit many times over.
+pub fn mostly_new(file: &FileUpload, missing: &[Hash]) -> bool {
+    let missing: HashSet<&Hash> = missing.iter().collect();
+    let new: u64 = file.chunks.iter().filter(|c| missing.contains(&c.hash)).map(|c| u64::from(c.len)).sum();
+    new > 0 && new.saturating_mul(2) >= file.size
+}
+
 /// An announced upload: which prefix of its chunk list the workspace holds.
 pub struct Announced {
     shared: Arc<Shared>,
@@ -39,7 +52,8 @@ pub struct Announced {
 }
 
 impl Announced {
-    /// Announces the upload of `file` if it is large and some of its chunks (`missing`) are to come.
+    /// Announces the upload of `file` if it is large and mostly new ([`mostly_new`]: `missing`
+    /// are the chunks the workspace lacks).
     pub fn start(
         shared: &Arc<Shared>,
         ws: WorkspaceId,
@@ -47,7 +61,7 @@ impl Announced {
         device_id: &str,
         missing: &[Hash],
     ) -> Option<Announced> {
-        if file.chunks.len() < STREAM_MIN_CHUNKS || missing.is_empty() {
+        if file.chunks.len() < STREAM_MIN_CHUNKS || !mostly_new(file, missing) {
             return None;
         }
         shared.announce_upload(
@@ -117,5 +131,32 @@ impl Drop for Announced {
             let notice = Notice::UploadAbandoned { workspace_id: self.ws, content_hash: self.content_hash };
             self.shared.announce_upload(self.ws, notice);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesync_core::chunking::ChunkRef;
+
+    fn upload(chunks: &[(u8, u32)]) -> FileUpload {
+        let chunks: Vec<ChunkRef> = chunks.iter().map(|&(h, len)| ChunkRef { hash: [h; 32], len }).collect();
+        let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+        FileUpload { path: "f".into(), base_version: 0, size, mtime_ms: 0, mode: 0, content_hash: [9; 32], chunks }
+    }
+
+    #[test]
+    fn only_uploads_of_mostly_new_bytes_are_announced() {
+        let file = upload(&[(1, 100), (2, 100), (3, 100), (4, 100)]);
+        assert!(mostly_new(&file, &[[1; 32], [2; 32], [3; 32], [4; 32]]), "a new file");
+        assert!(mostly_new(&file, &[[3; 32], [4; 32]]), "half of it new");
+        assert!(!mostly_new(&file, &[[4; 32]]), "an edit of a quarter");
+        assert!(!mostly_new(&file, &[]), "nothing to send");
+        // Bytes count, not chunks: one large new chunk among small held ones.
+        let file = upload(&[(1, 10), (2, 10), (3, 300)]);
+        assert!(mostly_new(&file, &[[3; 32]]));
+        // A chunk listed twice counts twice.
+        let file = upload(&[(1, 100), (1, 100), (2, 100)]);
+        assert!(mostly_new(&file, &[[1; 32]]) && !mostly_new(&file, &[[2; 32]]));
     }
 }

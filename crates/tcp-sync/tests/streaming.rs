@@ -1,6 +1,7 @@
 //! Streaming a large upload: the workspace's other subscribers hear of it when it starts and
 //! can read its chunks as they become durable, before the commit; an abandoned upload is
-//! announced and commits nothing; a non-member hears nothing.
+//! announced and commits nothing; a non-member hears nothing. Only uploads of mostly new content
+//! are announced: a small edit of a large file is not.
 
 mod common;
 
@@ -179,4 +180,76 @@ async fn a_large_upload_is_readable_before_its_commit_and_an_abandoned_one_commi
     }
     drop((ar, aw));
     n.shutdown().await.unwrap();
+}
+
+/// The upload notices B hears until the `Change` of `seq`.
+async fn notices_until(events: &mut Events, seq: i64) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    within("the change", async {
+        loop {
+            match events.next().await {
+                Some(Event::Notice(n)) if n.upload_workspace().is_some() => notices.push(n),
+                Some(Event::Change(c)) if c.seq == seq => break,
+                Some(Event::Closed { error, .. }) => panic!("closed ({error:?}) while waiting for seq {seq}"),
+                None => panic!("events ended while waiting for seq {seq}"),
+                Some(_) => continue,
+            }
+        }
+    })
+    .await;
+    notices
+}
+
+/// A new large file is announced to B (on another node when there are two, through the bus); a
+/// 4 KiB edit of it is not: B hears only the edit's `Change`, and receives a fraction of what
+/// the announcement's chunk list alone would weigh.
+async fn only_an_upload_of_mostly_new_content_is_announced(cluster: &Cluster, two_nodes: bool) {
+    let na = cluster.node().await;
+    let nb = if two_nodes { Some(cluster.node().await) } else { None };
+    let (alice, ta) = cluster.user("alice");
+    let (bob, tb) = cluster.user("bob");
+    let ws = cluster.workspace(alice, "Big");
+    cluster.share(ws, bob, Role::Viewer, alice);
+    let (a, _ae) = connect(na.addr, &ta, "a").await;
+    let (b, mut be) = connect(nb.as_ref().map_or(na.addr, |n| n.addr), &tb, "b").await;
+    within("subscribe", b.subscribe(ws, 0)).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+
+    let mut data = noise(BIG, 23);
+    let src = write_file(local.path(), "big.bin", &data);
+    let v1 = within("upload", a.put_file(ws, "big.bin", &src, 0)).await.unwrap();
+    let notices = notices_until(&mut be, v1.seq).await;
+    let list = scan(&data[..]).unwrap().refs();
+    assert!(
+        notices.iter().any(|n| matches!(n, Notice::UploadStarted { chunks, .. } if *chunks == list)),
+        "a new file is announced with its chunk list: {notices:?}"
+    );
+
+    let mid = BIG / 2 + 777;
+    data[mid..mid + 4096].copy_from_slice(&noise(4096, 24));
+    std::fs::write(&src, &data).unwrap();
+    let received = b.bytes_received();
+    let v2 = within("upload the edit", a.put_file(ws, "big.bin", &src, v1.seq)).await.unwrap();
+    let notices = notices_until(&mut be, v2.seq).await;
+    let received = b.bytes_received() - received;
+    assert!(notices.is_empty(), "an edit is not announced: {notices:?}");
+    let list_bytes = (list.len() * 33) as u64;
+    assert!(
+        received > 0 && received < list_bytes / 4,
+        "B received {received} bytes for the edit's change (its list: {list_bytes})"
+    );
+    if let Some(nb) = nb {
+        nb.shutdown().await.unwrap();
+    }
+    na.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_an_upload_of_mostly_new_content_is_announced_sqlite() {
+    only_an_upload_of_mostly_new_content_is_announced(&Cluster::new(Backend::Sqlite, false), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_an_upload_of_mostly_new_content_is_announced_mariadb_two_nodes() {
+    only_an_upload_of_mostly_new_content_is_announced(&Cluster::new(Backend::Mysql, true), true).await;
 }

@@ -49,7 +49,7 @@ impl FolderSync {
                         return Ok(());
                     }
                 };
-                if self.rules.is_ignored(rel.as_str(), false) || self.mostly_held(&rel, &chunks) {
+                if self.rules.is_ignored(rel.as_str(), false) {
                     return Ok(());
                 }
                 match local::temp_beside(&self.root, &rel) {
@@ -77,25 +77,6 @@ impl FolderSync {
             _ => {}
         }
         Ok(())
-    }
-
-    /// True if the recorded content of `rel` holds at least half of the bytes of `chunks`: a new
-    /// version of a file we have (an edit in a large file) is built from the local chunks after
-    /// the commit, fetching only what changed; fetching the announced upload ahead would fetch
-    /// it all.
-    pub(super) fn mostly_held(&self, rel: &WsPath, chunks: &[ChunkRef]) -> bool {
-        if self.store.get(rel).is_none() {
-            return false;
-        }
-        let held: std::collections::HashSet<Hash> = self.store.chunks(rel).iter().map(|c| c.hash).collect();
-        let (mut total, mut have) = (0u64, 0u64);
-        for c in chunks {
-            total += u64::from(c.len);
-            if held.contains(&c.hash) {
-                have += u64::from(c.len);
-            }
-        }
-        have * 2 >= total && have > 0
     }
 
     /// Fetches the stream's chunks up to `upto` into its temporary file, each verified. False:

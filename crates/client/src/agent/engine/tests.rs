@@ -930,36 +930,48 @@ async fn a_directory_swapped_for_a_link_while_changes_apply_never_leads_outside(
     assert_eq!(s.read("d/e/last.txt").as_deref(), Some(&b"after the race"[..]));
 }
 
-/// An announced upload that is a new version of a large file we hold (an edit) is not fetched
-/// ahead: after the commit only the changed chunks are fetched, the rest comes from our copy.
-#[tokio::test]
-async fn an_announced_edit_of_a_file_we_hold_is_not_fetched_ahead() {
-    let mut s = Setup::new(Role::Editor);
-    let old = noise(3_000_000, 61);
-    s.synced("big.bin", &old).await;
-    let mut new = old.clone();
-    new[1_500_000..1_504_096].copy_from_slice(&noise(4096, 62));
-    let (scan, _) = s.node.store(&new);
-    let announced = Notice::UploadStarted {
+/// Another device's announcement of a large upload of `path` with the content `scan`.
+fn announced(path: &str, scan: &FileScan) -> Notice {
+    Notice::UploadStarted {
         workspace_id: WS,
-        path: "big.bin".into(),
-        size: new.len() as u64,
+        path: path.into(),
+        size: scan.size,
         content_hash: scan.content_hash,
         device_id: "other-device".into(),
         chunks: scan.refs(),
-    };
-    s.sync.on_upload(&mut s.node, announced).await.unwrap();
-    let progress =
-        Notice::UploadProgress { workspace_id: WS, content_hash: scan.content_hash, durable: scan.chunks.len() as u32 };
+    }
+}
+
+/// The node's word that the first `durable` chunks of `scan`'s upload are readable.
+fn durable(scan: &FileScan, durable: usize) -> Notice {
+    Notice::UploadProgress { workspace_id: WS, content_hash: scan.content_hash, durable: durable as u32 }
+}
+
+/// A new large file is announced and fetched before its commit; an edit of it is not announced
+/// (the node announces only uploads of mostly new content) and arrives as its `Change` alone:
+/// the agent builds it from its own copy after the commit, fetching only the changed chunks.
+#[tokio::test]
+async fn a_streamed_file_is_placed_and_its_edit_is_fetched_as_a_delta_after_the_commit() {
+    let mut s = Setup::new(Role::Editor);
+    let old = noise(3_000_000, 61);
+    let (scan, _) = s.node.store(&old);
+    s.sync.on_upload(&mut s.node, announced("big.bin", &scan)).await.unwrap();
+    s.sync.on_upload(&mut s.node, durable(&scan, scan.chunks.len())).await.unwrap();
+    assert_eq!(s.node.chunks_sent, scan.chunks.len(), "the new file, fetched ahead");
+    let c = s.node.publish("big.bin", &old);
+    s.sync.apply_change(&mut s.node, c).await.unwrap();
+    assert_eq!(s.read("big.bin").as_deref(), Some(&old[..]));
+
+    let mut new = old.clone();
+    new[1_500_000..1_504_096].copy_from_slice(&noise(4096, 62));
     let fetched_before = s.node.chunks_sent;
-    s.sync.on_upload(&mut s.node, progress).await.unwrap();
-    assert_eq!(s.node.chunks_sent, fetched_before, "nothing fetched ahead");
-    assert!(s.temps().is_empty());
     let edit = s.node.publish("big.bin", &new);
-    s.sync.apply_change(&mut s.node, edit).await.unwrap();
+    s.sync.apply_change(&mut s.node, edit.clone()).await.unwrap();
     assert_eq!(s.read("big.bin").as_deref(), Some(&new[..]));
     let fetched = s.node.chunks_sent - fetched_before;
-    assert!((1..=3).contains(&fetched), "{fetched} chunks fetched");
+    assert!((1..=3).contains(&fetched), "{fetched} chunks fetched for the edit, of {}", scan.chunks.len());
+    assert_eq!(s.sync.store.get("big.bin").map(|e| e.version), Some(edit.seq));
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
 }
 
 /// An agent that was away for many changes catches up a page at a time: every change is applied

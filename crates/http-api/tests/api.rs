@@ -362,6 +362,9 @@ async fn health_readiness_and_metrics() {
         assert!(value("filesync_http_db_pool_checkouts_total") >= 2.0, "{text}");
         assert!(value("filesync_http_db_pool_connections") >= 1.0, "{text}");
         assert_eq!(value("filesync_http_db_pool_timeouts_total"), 0.0, "{text}");
+        // The chunk store's requests: nothing was stored nor read yet.
+        assert_eq!(value(r#"filesync_storage_requests_total{op="put"}"#), 0.0, "{text}");
+        assert_eq!(value(r#"filesync_storage_requests_total{op="read_range"}"#), 0.0, "{text}");
         srv.stop().await.expect("clean shutdown");
     })
     .await;

@@ -190,9 +190,11 @@ impl Node {
         &self.shared.metrics
     }
 
-    /// The `/metrics` text: the node's counters and its database pool.
+    /// The `/metrics` text: the node's counters, its database pool and its chunk store's requests.
     pub fn metrics_text(&self) -> String {
-        self.shared.metrics.render() + &self.shared.db.pool_stats().prometheus_text("filesync_tcp")
+        self.shared.metrics.render()
+            + &self.shared.db.pool_stats().prometheus_text("filesync_tcp")
+            + &self.shared.store.backend().requests().prometheus_text()
     }
 
     /// True once `serve` has begun its shutdown (Goodbye sent, listener closed).

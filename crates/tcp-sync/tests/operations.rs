@@ -184,6 +184,10 @@ async fn metrics_show_connections_traffic_commits_storage_and_the_bus() {
     at_least(&m1, "filesync_tcp_chunk_store_chunks_written_total", 1.0);
     // Noise does not compress: what is at rest is about what was sent.
     at_least(&m1, "filesync_tcp_chunk_store_bytes_written_total", data.len() as f64);
+    // The chunk store's backend: node 1 sealed a pack per upload (a directory: fsync + rename).
+    at_least(&m1, "filesync_storage_requests_total{op=\"put\"}", 2.0);
+    at_least(&m1, "filesync_storage_bytes_total{direction=\"written\"}", data.len() as f64);
+    assert_eq!(metric(&m1, "filesync_storage_requests_total{op=\"multipart\"}"), 0.0, "{m1}");
     at_least(&m1, "filesync_bus_messages_published_total", 1.0);
     at_least(&m2, "filesync_bus_messages_received_total", 1.0);
     assert!(metric(&m2, "filesync_tcp_bus_lag_seconds_sum") < 60.0, "{m2}");

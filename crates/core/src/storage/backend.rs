@@ -13,7 +13,8 @@
 //!
 //! Object-store requests are retried a few times within [`RETRY_TIMEOUT`]; a
 //! store that stays away becomes [`StorageError::Unavailable`], which the
-//! daemons answer as retryable.
+//! daemons answer as retryable. Every request is counted by kind
+//! ([`Backend::requests`], the daemons' `filesync_storage_requests_total`).
 
 use std::fs::File;
 use std::ops::Range;
@@ -30,6 +31,7 @@ use object_store::{
 };
 
 use super::pack::{pack_key, OpenPack};
+use super::requests::{Op, RequestCounters, StorageRequests};
 use super::StorageError;
 use crate::config::{Config, StorageLocation};
 use crate::db::packs::PackId;
@@ -43,6 +45,7 @@ pub const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Backend {
     objects: Arc<dyn ObjectStore>,
     place: Place,
+    requests: RequestCounters,
 }
 
 #[derive(Debug)]
@@ -76,7 +79,7 @@ impl Backend {
             }
         }
         let objects = LocalFileSystem::new_with_prefix(root).map_err(|e| StorageError::Config(e.to_string()))?;
-        Ok(Backend { objects: Arc::new(objects), place: Place::Dir(root.to_path_buf()) })
+        Ok(Backend::with(Arc::new(objects), Place::Dir(root.to_path_buf())))
     }
 
     /// An S3 bucket (any S3-compatible store), keys under `prefix`.
@@ -108,12 +111,21 @@ impl Backend {
         let describe = if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
         let objects: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
-        Ok(Backend { objects, place: Place::Remote(describe) })
+        Ok(Backend::with(objects, Place::Remote(describe)))
     }
 
     /// Any object store (tests use `object_store::memory::InMemory`).
     pub fn objects(objects: Arc<dyn ObjectStore>, describe: impl Into<String>) -> Backend {
-        Backend { objects, place: Place::Remote(describe.into()) }
+        Backend::with(objects, Place::Remote(describe.into()))
+    }
+
+    fn with(objects: Arc<dyn ObjectStore>, place: Place) -> Backend {
+        Backend { objects, place, requests: RequestCounters::default() }
+    }
+
+    /// The requests this backend made so far, by kind, and the bytes they moved.
+    pub fn requests(&self) -> StorageRequests {
+        self.requests.snapshot()
     }
 
     /// For logs: the directory or the bucket URL.
@@ -142,23 +154,38 @@ impl Backend {
 
     /// Bytes `range` of a pack: one ranged read.
     pub async fn read(&self, id: &PackId, range: Range<u64>) -> Result<Bytes, StorageError> {
-        Ok(self.objects.get_range(&pack_key(id), range).await?)
+        self.read_key(&pack_key(id), range).await
+    }
+
+    async fn read_key(&self, key: &object_store::path::Path, range: Range<u64>) -> Result<Bytes, StorageError> {
+        self.requests.request(Op::ReadRange);
+        let bytes = self.objects.get_range(key, range).await?;
+        self.requests.read(bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    async fn head(&self, key: &object_store::path::Path) -> Result<object_store::ObjectMeta, object_store::Error> {
+        self.requests.request(Op::Head);
+        self.objects.head(key).await
     }
 
     /// Makes a written pack durable under its key; returns its size.
     pub async fn seal(&self, pack: OpenPack) -> Result<u64, StorageError> {
-        match &self.place {
+        let size = match &self.place {
             Place::Dir(root) => {
                 let root = root.clone();
-                tokio::task::spawn_blocking(move || seal_in_dir(&root, pack)).await?
+                self.requests.request(Op::Put);
+                tokio::task::spawn_blocking(move || seal_in_dir(&root, pack)).await??
             }
             Place::Remote(_) => {
                 let size = pack.len;
                 let file = pack.file().try_clone().map_err(StorageError::io(pack.file.path()))?;
                 self.upload(&pack.id, file, size).await?;
-                Ok(size)
+                size
             }
-        }
+        };
+        self.requests.written(size);
+        Ok(size)
     }
 
     /// Uploads `size` bytes of `file` (read from its start) as the pack `id`.
@@ -167,9 +194,11 @@ impl Backend {
         let file = Arc::new(file);
         if size <= PART as u64 {
             let body = read_part(file, 0, size as usize).await?;
+            self.requests.request(Op::Put);
             self.objects.put(&key, PutPayload::from(body)).await?;
             return Ok(());
         }
+        self.requests.request(Op::Multipart);
         let upload = self.objects.put_multipart(&key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
         let mut at = 0u64;
@@ -186,6 +215,7 @@ impl Backend {
                 let _ = writer.abort().await;
                 return Err(e.into());
             }
+            self.requests.request(Op::UploadPart);
             writer.put(part);
             at += len as u64;
         }
@@ -196,18 +226,18 @@ impl Backend {
     /// Copies the pack `id` from `from` unless this store has it already (moving a store).
     pub async fn copy_pack_from(&self, from: &Backend, id: &PackId) -> Result<bool, StorageError> {
         let key = pack_key(id);
-        match self.objects.head(&key).await {
+        match self.head(&key).await {
             Ok(_) => return Ok(false),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let size = from.objects.head(&key).await?.size;
+        let size = from.head(&key).await?.size;
         // Through a spool file, as an upload does: a pack is never held whole in memory.
         let mut pack = OpenPack::receiving(&self.spool_dir(), *id)?;
         let mut at = 0u64;
         while at < size {
             let end = (at + PART as u64).min(size);
-            let bytes = from.objects.get_range(&key, at..end).await?;
+            let bytes = from.read_key(&key, at..end).await?;
             pack.write(&bytes)?;
             at = end;
         }

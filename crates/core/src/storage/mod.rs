@@ -32,6 +32,7 @@ mod error;
 pub mod legacy;
 pub mod migrate;
 pub mod pack;
+pub mod requests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub use crate::encoding;
 pub use backend::Backend;
 pub use error::StorageError;
 pub use pack::{OpenPack, PackWriter, PACK_TARGET};
+pub use requests::StorageRequests;
 
 use crate::chunking::{hex, Hash, MAX_CHUNK};
 use crate::config::Config;

@@ -53,7 +53,8 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     )
 )]
 pub async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let text =
-        state.metrics.render().map_err(ApiError::internal)? + &state.db.pool_stats().prometheus_text("filesync_http");
+    let text = state.metrics.render().map_err(ApiError::internal)?
+        + &state.db.pool_stats().prometheus_text("filesync_http")
+        + &state.store.backend().requests().prometheus_text();
     Ok(HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(text))
 }

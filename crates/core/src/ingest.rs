@@ -15,7 +15,11 @@
 //!    only then recorded with its chunks in `packs`, `chunks` and
 //!    `workspace_chunks` ([`journal::record_chunks`], one transaction), so an
 //!    interrupted upload keeps what it sent and a committed version never names
-//!    a chunk a crash can lose.
+//!    a chunk a crash can lose. The seal and the transaction of a full pack run
+//!    in a background task while the next pack fills: one at a time, so packs
+//!    are recorded in the order they were filled (a chunk may point into the
+//!    pack recorded just before its own batch), and the sink waits for it before
+//!    sealing the next one. Its error surfaces on the next call.
 //! 3. The version is committed with [`journal::commit`] in one transaction; a
 //!    stale base becomes a conflict copy there.
 //!
@@ -120,10 +124,15 @@ enum Incoming {
 /// A chunk being stored: `None` once done if the index already had it.
 type ChunkWrite = JoinHandle<Result<Option<Appended>, StorageError>>;
 
+/// A full pack being sealed and then recorded with its batch in the background: how many chunks
+/// it recorded.
+type Sealing = JoinHandle<Result<u64, IngestError>>;
+
 /// The chunks of one upload to one workspace on their way into packs and
-/// `workspace_chunks`. Dropping it abandons the chunks not yet recorded (their
-/// pack's spool file is deleted, or the sealed pack stays unreferenced, like
-/// any interrupted upload's).
+/// `workspace_chunks`. Dropping it abandons the chunks not yet recorded: the
+/// background seal is aborted (its pack's spool file is deleted, or the sealed
+/// pack stays unreferenced, like any interrupted upload's; a transaction already
+/// under way commits whole or not at all).
 #[derive(Debug)]
 pub struct ChunkSink {
     db: Db,
@@ -136,6 +145,8 @@ pub struct ChunkSink {
     unrecorded: Vec<NewChunk>,
     /// Pack bytes written since the last record.
     unrecorded_bytes: u64,
+    /// The last full pack's seal and record, running while the next pack fills.
+    sealing: Option<Sealing>,
     /// The chunks the index held when the upload began, looked up by the caller in bulk; `None`:
     /// ask the index about the chunks as they arrive, a batch at a time ([`LOOKUP_BATCH`]).
     stored: Option<HashSet<Hash>>,
@@ -166,6 +177,7 @@ impl ChunkSink {
             storing: VecDeque::new(),
             unrecorded: Vec::new(),
             unrecorded_bytes: 0,
+            sealing: None,
             stored: None,
             waiting: Vec::new(),
             waiting_bytes: 0,
@@ -178,7 +190,9 @@ impl ChunkSink {
     /// `stored` are the ones the index held (not written again), any other is written without
     /// asking (one a concurrent upload stores meanwhile is dead bytes in one pack).
     pub fn with_stored(db: Db, store: ChunkStore, ws: WorkspaceId, stored: HashSet<Hash>) -> ChunkSink {
-        ChunkSink { stored: Some(stored), ..ChunkSink::new(db, store, ws) }
+        let mut sink = ChunkSink::new(db, store, ws);
+        sink.stored = Some(stored);
+        sink
     }
 
     pub fn workspace(&self) -> WorkspaceId {
@@ -215,11 +229,15 @@ impl ChunkSink {
                 progress = self.pump(true).await?;
                 self.look_up_waiting().await?;
             }
-            return Ok(progress + self.pump(false).await?);
+            progress = progress + self.pump(false).await?;
+            progress.recorded += self.reap_sealing().await?;
+            return Ok(progress);
         };
         let known = repeat || stored.contains(&hash);
         self.start(hash, len, incoming, known);
-        self.settle(STORE_AHEAD).await
+        let mut progress = self.settle(STORE_AHEAD).await?;
+        progress.recorded += self.reap_sealing().await?;
+        Ok(progress)
     }
 
     /// Asks the index which waiting chunks are stored (one query); they become ready to write.
@@ -288,7 +306,9 @@ impl ChunkSink {
             self.look_up_waiting().await?;
         }
         let started = self.pump(true).await?;
-        Ok(started + self.settle(0).await?)
+        let mut progress = started + self.settle(0).await?;
+        progress.recorded += self.wait_sealing().await?;
+        Ok(progress)
     }
 
     /// Settles the oldest chunks until at most `keep` are in flight; with 0, records them all.
@@ -318,27 +338,58 @@ impl ChunkSink {
         Ok(progress)
     }
 
-    /// Seals the open pack (durable), then records it and the unrecorded chunks in one
-    /// transaction. Chunks still being appended go to the next pack; a settled chunk's entry is
-    /// in the pack sealed now or in one sealed and recorded before. Returns how many it recorded.
+    /// Starts sealing the open pack (durable), then recording it and the unrecorded chunks in one
+    /// transaction, in the background; waits first for the previous pack's, so transactions commit
+    /// in order (chunks still being appended when a pack is taken go to the next pack, and a settled
+    /// chunk's entry is in the pack sealed now or in one recorded before). Returns how many chunks
+    /// the previous one recorded.
     async fn record(&mut self) -> Result<u64, IngestError> {
+        let before = self.wait_sealing().await?;
         let batch = std::mem::take(&mut self.unrecorded);
         let recorded = batch.len() as u64;
         self.unrecorded_bytes = 0;
-        let sealed = match self.writer.take() {
-            Some(pack) => Some(self.store.seal(pack).await?),
-            None => None,
-        };
-        let ws = self.ws;
-        self.db
-            .write(move |c| {
+        let pack = self.writer.take();
+        let (store, db, ws) = (self.store.clone(), self.db.clone(), self.ws);
+        self.sealing = Some(tokio::spawn(async move {
+            let sealed = match pack {
+                Some(pack) => Some(store.seal(pack).await?),
+                None => None,
+            };
+            db.write(move |c| {
                 if let Some(pack) = sealed {
                     packs::record_pack(c, pack.id, pack.size)?;
                 }
                 journal::record_chunks(c, ws, &batch)
             })
             .await?;
-        Ok(recorded)
+            Ok(recorded)
+        }));
+        Ok(before)
+    }
+
+    /// Waits for the background seal and record, if any: how many chunks it recorded, or its error.
+    async fn wait_sealing(&mut self) -> Result<u64, IngestError> {
+        match self.sealing.take() {
+            Some(sealing) => sealing.await.map_err(|e| IngestError::Task(e.to_string()))?,
+            None => Ok(0),
+        }
+    }
+
+    /// What the background seal recorded if it is done (its error, if it failed); 0 while it runs.
+    async fn reap_sealing(&mut self) -> Result<u64, IngestError> {
+        if self.sealing.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.wait_sealing().await
+        } else {
+            Ok(0)
+        }
+    }
+}
+
+impl Drop for ChunkSink {
+    fn drop(&mut self) {
+        if let Some(sealing) = self.sealing.take() {
+            sealing.abort();
+        }
     }
 }
 
@@ -623,6 +674,173 @@ mod tests {
         assert!(matches!(sink.finish().await, Err(IngestError::Storage(StorageError::HashMismatch { .. }))));
         let held = db.run(move |c| journal::held_chunks(c, other, &[claimed])).await.unwrap();
         assert!(held.is_empty());
+    }
+
+    /// 64 KiB chunks of noise filling `packs` packs and a half, with their hashes.
+    fn noise_chunks(packs: u64, seed: u64) -> Vec<(Hash, Vec<u8>)> {
+        let n = (PACK_TARGET * packs + PACK_TARGET / 2) / 65_536;
+        (0..n)
+            .map(|i| {
+                // `noise` ignores the lowest bit of its seed.
+                let data = noise(65_536, seed + 2 * i);
+                (chunking::hash(&data), data)
+            })
+            .collect()
+    }
+
+    /// An upload of more than two packs: full packs are sealed and recorded while the next one
+    /// fills, and what the sink reports recorded is always the oldest pushed chunks, which the
+    /// workspace then holds; `finish` records the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_packs_are_recorded_in_push_order_while_the_next_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ws, _) = setup(dir.path());
+        let store = ChunkStore::new(db.clone(), Backend::dir(&dir.path().join("chunks")).unwrap());
+        let chunks = noise_chunks(2, 100);
+        let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
+        let mut sink = ChunkSink::with_stored(db.clone(), store.clone(), ws, HashSet::new());
+        let mut recorded = 0u64;
+        let mut recorded_before_finish = 0u64;
+        for (i, (hash, data)) in chunks.into_iter().enumerate() {
+            recorded += sink.push(hash, data).await.unwrap().recorded;
+            assert!(recorded <= i as u64 + 1, "more recorded than pushed");
+            let prefix = hashes[..recorded as usize].to_vec();
+            let held = db.run(move |c| journal::held_chunks(c, ws, &prefix)).await.unwrap();
+            assert_eq!(held.len() as u64, recorded, "the reported chunks are the oldest pushed, and held");
+            recorded_before_finish = recorded;
+        }
+        assert!(recorded_before_finish > 0, "no pack was recorded before the end of the upload");
+        recorded += sink.finish().await.unwrap().recorded;
+        assert_eq!(recorded, hashes.len() as u64);
+        let all = hashes.clone();
+        let (held, packs) =
+            db.run(move |c| Ok((journal::held_chunks(c, ws, &all)?, packs::all_packs(c)?))).await.unwrap();
+        assert_eq!(held.len(), hashes.len());
+        assert_eq!(packs.len(), 3, "40 MiB of noise is three packs");
+        assert_eq!(store.backend().requests().objects_written(), 3);
+        let mut reads = store.read_many(hashes.clone(), 4);
+        let mut n = 0;
+        while let Some(got) = reads.next().await {
+            assert_eq!(got.unwrap().0, hashes[n]);
+            n += 1;
+        }
+        assert_eq!(n, hashes.len());
+    }
+
+    /// An object store that accepts `puts` objects, then fails every write.
+    #[derive(Debug)]
+    struct FailingPuts {
+        inner: InMemory,
+        puts: std::sync::atomic::AtomicUsize,
+    }
+
+    impl std::fmt::Display for FailingPuts {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "FailingPuts")
+        }
+    }
+
+    impl FailingPuts {
+        fn allow(&self) -> object_store::Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            match self.puts.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(object_store::Error::Generic { store: "FailingPuts", source: "the disk is full".into() }),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for FailingPuts {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.allow()?;
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.allow()?;
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A store that fails while an upload's later packs are sealed in the background: the upload
+    /// gets the store's retryable error, and every chunk the workspace holds is readable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_background_seal_fails_the_upload_and_references_nothing_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ws, _) = setup(dir.path());
+        let failing = FailingPuts { inner: InMemory::new(), puts: 1.into() };
+        let store = ChunkStore::new(db.clone(), Backend::objects(Arc::new(failing), "failing"));
+        let chunks = noise_chunks(3, 300);
+        let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
+        let mut sink = ChunkSink::with_stored(db.clone(), store.clone(), ws, HashSet::new());
+        let mut failed = None;
+        for (hash, data) in chunks {
+            if let Err(e) = sink.push(hash, data).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = match failed {
+            Some(e) => e,
+            None => sink.finish().await.expect_err("the upload succeeded on a failing store"),
+        };
+        assert!(matches!(&failed, IngestError::Storage(e) if e.is_unavailable()), "{failed:?}");
+        drop(sink);
+        let all = hashes.clone();
+        let held = db.run(move |c| journal::held_chunks(c, ws, &all)).await.unwrap();
+        assert!(!held.is_empty(), "the first pack was stored and recorded");
+        assert!(held.len() < hashes.len());
+        for hash in &held {
+            store.get(hash).await.unwrap_or_else(|e| panic!("a held chunk is unreadable: {e}"));
+        }
     }
 
     /// The streaming chunker cuts exactly where the agent's does, so HTTP uploads dedupe with agents'.

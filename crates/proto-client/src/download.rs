@@ -10,7 +10,9 @@
 //! renamed into place, so a file appears whole or not at all.
 //!
 //! Two shapes share those pieces:
-//! - one large version, a window of requests at a time ([`fetch_into`], bounded memory);
+//! - one large version, a window of requests at a time ([`fetch_into`], bounded memory),
+//!   possibly resumed where a fetch before the commit left its temp file ([`Resume`]: the
+//!   prefix is neither read back nor copied again, its hash state continues);
 //! - a batch of small versions fetched ahead together ([`fetch_ahead`]), written beside their
 //!   destinations and made durable with one barrier ([`stage_all`]); each is then renamed on
 //!   its own ([`Staged::finish`]) once the caller has decided it still applies.
@@ -250,6 +252,21 @@ pub struct TempFile {
     armed: bool,
     /// Bytes written so far (the file's length and position).
     written: u64,
+    /// The last flush started behind the writing ([`FLUSH_BEHIND`]), while it runs.
+    flushing: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The temp file's identity and last change as the file system tells them ([`TempFile::stamp`]):
+/// two equal stamps mean nobody wrote, truncated, touched or replaced it in between (the same
+/// trust the agent gives a local file whose size and mtime are as scanned; the change time, which
+/// no one can set, is part of it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl TempFile {
@@ -285,6 +302,7 @@ impl TempFile {
             dest,
             armed: true,
             written: 0,
+            flushing: None,
         })
     }
 
@@ -300,8 +318,43 @@ impl TempFile {
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         self.file.write_all(data)?;
-        self.written += data.len() as u64;
+        self.grown(data.len() as u64);
         Ok(())
+    }
+
+    /// `len` bytes were appended. Every [`FLUSH_BEHIND`] bytes a flush of the file so far starts
+    /// on the blocking pool (unless the previous one still runs), so the writing to disk overlaps
+    /// the download and the final fsync ([`TempFile::finish`]) finds little left.
+    fn grown(&mut self, len: u64) {
+        let before = self.written;
+        self.written += len;
+        if before / FLUSH_BEHIND == self.written / FLUSH_BEHIND
+            || self.flushing.as_ref().is_some_and(|f| !f.is_finished())
+        {
+            return;
+        }
+        let (Ok(rt), Ok(file)) = (tokio::runtime::Handle::try_current(), self.file.try_clone()) else { return };
+        // Only an early start: a failure is the final fsync's to report.
+        self.flushing = Some(rt.spawn_blocking(move || {
+            let _ = file.sync_data();
+        }));
+    }
+
+    /// The temp file as its name in its directory finds it now; `None` if the name is gone or
+    /// names another file than the one this writes. Compare two to tell whether anyone else
+    /// changed it in between.
+    pub fn stamp(&self) -> Option<Stamp> {
+        let by_name = rustix::fs::statat(&self.dir, self.place.temp.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+        let (by_name, own) = (by_name.ok()?, rustix::fs::fstat(&self.file).ok()?);
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)] // the widths differ between systems
+        let stamp = Stamp {
+            dev: own.st_dev as u64,
+            ino: own.st_ino as u64,
+            len: u64::try_from(own.st_size).ok()?,
+            mtime: (own.st_mtime as i64, own.st_mtime_nsec as i64),
+            ctime: (own.st_ctime as i64, own.st_ctime_nsec as i64),
+        };
+        (by_name.st_dev == own.st_dev && by_name.st_ino == own.st_ino).then_some(stamp)
     }
 
     /// Appends `len` bytes of `src` from `offset`, copied by the kernel (`copy_file_range`: the
@@ -314,7 +367,7 @@ impl TempFile {
             self.file.set_len(start)?;
             self.file.seek(SeekFrom::Start(start))?;
         } else {
-            self.written += len;
+            self.grown(len);
         }
         copied
     }
@@ -470,11 +523,23 @@ pub enum FetchError<E> {
     Write(std::io::Error),
 }
 
+/// Where [`fetch_into`] starts: the first `chunks` chunks of the list are in the temp file
+/// already (written in order, each verified as it arrived: a large upload fetched before its
+/// commit), and `hasher` has hashed exactly those bytes. The default starts at the beginning.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    pub chunks: usize,
+    pub hasher: blake3::Hasher,
+}
+
 /// Writes the version made of `chunks` into `out`, a few windows of [`CHUNK_BATCH`] chunks in
 /// flight at a time: chunks that `local` still holds are read from disk, only the others are
 /// asked for; chunks in `copy` are copied in the kernel, unread ([`CopyChunks`]). Each chunk and
 /// the whole content (against `content_hash`) are verified; `progress` gets the bytes written.
-/// Returns the bytes taken from local files.
+/// `from`: where `out` already is ([`Resume`]); its prefix is neither read back nor written again,
+/// and the whole-content check continues from its hasher (a prefix that does not match `out`'s
+/// length is [`FetchError::Mismatch`]). Returns the bytes taken from local files.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_into<F: Fetch>(
     remote: &mut F,
     ws: WorkspaceId,
@@ -482,16 +547,25 @@ pub async fn fetch_into<F: Fetch>(
     content_hash: &Hash,
     out: &mut TempFile,
     local: Local<'_>,
+    from: Resume,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, FetchError<F::Error>> {
     let Local { read: local, copy } = local;
+    let Resume { chunks: done, hasher: mut whole } = from;
+    let staged = chunks.get(..done).ok_or(FetchError::Mismatch)?.iter().map(|c| u64::from(c.len)).sum::<u64>();
+    if staged != out.len() {
+        return Err(FetchError::Mismatch);
+    }
+    if staged > 0 {
+        progress(staged);
+    }
+    let chunks = &chunks[done..];
     // Copied ranges are checked by reading the file back, on a thread of its own as it grows.
     let mut check = if chunks.iter().any(|c| copy.contains_key(&c.hash)) {
-        Some(ReadBack::start(out.path()).map_err(FetchError::Write)?)
+        Some(ReadBack::start(out.path(), staged, whole.clone()).map_err(FetchError::Write)?)
     } else {
         None
     };
-    let mut whole = blake3::Hasher::new();
     let mut reused = 0u64;
     // Adjacent chunks of one file are copied in one call.
     let mut run: Option<CopyRun> = None;
@@ -585,24 +659,25 @@ fn flush_run<E>(out: &mut TempFile, run: Option<CopyRun>, check: Option<&ReadBac
 /// Reading bytes back costs a copy; this many at a time.
 const READ_BACK_BUF: usize = 1 << 20;
 
-/// Every this many bytes read back, the read-back thread flushes the file so far to disk.
-const READ_BACK_FLUSH: u64 = 64 << 20;
+/// Every this many bytes written to a temp file, a flush of it starts behind the writing.
+const FLUSH_BEHIND: u64 = 64 << 20;
 
 /// The BLAKE3 hash of a file being written, read back on a thread of its own as far as the
 /// writer says it got ([`ReadBack::written`]), so checking what was copied unread overlaps the
-/// copying. It also flushes what it has read every [`READ_BACK_FLUSH`] bytes, so the writing
-/// to disk overlaps too and the final fsync ([`TempFile::finish`]) finds little left.
+/// copying. It starts at `from` with `hasher` having hashed the bytes before (a resumed
+/// download's prefix, [`Resume`], is not read back).
 struct ReadBack {
     upto: Option<std::sync::mpsc::Sender<u64>>,
     thread: std::thread::JoinHandle<std::io::Result<Hash>>,
 }
 
 impl ReadBack {
-    fn start(path: &Path) -> std::io::Result<ReadBack> {
+    fn start(path: &Path, from: u64, mut hasher: blake3::Hasher) -> std::io::Result<ReadBack> {
         let mut file = std::fs::File::open(path)?;
+        file.seek(SeekFrom::Start(from))?;
         let (tx, rx) = std::sync::mpsc::channel::<u64>();
         let thread = std::thread::Builder::new().name("filesync-check".into()).spawn(move || {
-            let (mut hasher, mut buf, mut done) = (blake3::Hasher::new(), vec![0u8; READ_BACK_BUF], 0u64);
+            let (mut buf, mut done) = (vec![0u8; READ_BACK_BUF], from);
             for upto in rx {
                 while done < upto {
                     let want = usize::try_from(upto - done).unwrap_or(usize::MAX).min(buf.len());
@@ -611,12 +686,7 @@ impl ReadBack {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
                     }
                     hasher.update(&buf[..n]);
-                    let before = done;
                     done += n as u64;
-                    if before / READ_BACK_FLUSH != done / READ_BACK_FLUSH {
-                        // Only an early start: a failure is the final fsync's to report.
-                        let _ = file.sync_data();
-                    }
                 }
             }
             Ok(*hasher.finalize().as_bytes())
@@ -947,6 +1017,7 @@ impl Client {
             &manifest.content_hash,
             &mut tmp,
             Local { read: &local, copy: &CopyChunks::new() },
+            Resume::default(),
             &mut |_| {},
         )
         .await
@@ -1051,7 +1122,17 @@ mod tests {
         let mut tmp = TempFile::beside(dir.join("new.bin")).unwrap();
         let local = Local { read: &read, copy: &copies };
         let ws = WorkspaceId(1);
-        let got = fetch_into(&mut node, ws, &scan.refs(), &scan.content_hash, &mut tmp, local, &mut |_| {}).await;
+        let got = fetch_into(
+            &mut node,
+            ws,
+            &scan.refs(),
+            &scan.content_hash,
+            &mut tmp,
+            local,
+            Resume::default(),
+            &mut |_| {},
+        )
+        .await;
         let bytes = std::fs::read(tmp.path()).unwrap();
         (got, bytes)
     }
@@ -1081,6 +1162,56 @@ mod tests {
         std::fs::write(dir.path().join("old.bin"), &scribbled).unwrap();
         let (got, bytes) = assemble(dir.path(), &scan, &new, false).await;
         assert!(got.is_ok() && bytes == new);
+    }
+
+    /// A download resumed after a staged prefix (a large upload fetched before its commit): the
+    /// prefix is neither fetched nor read again, the rest is copied from the old version (checked
+    /// by reading back from where the prefix ends, with the prefix's hash state) and fetched. A
+    /// hash state that is not the prefix's, or a prefix longer than the file, does not add up.
+    #[tokio::test]
+    async fn a_resumed_download_continues_its_prefix_and_checks_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = noise(3_000_000, 5);
+        let mut new = old.clone();
+        new[2_500_000..2_504_096].copy_from_slice(&noise(4096, 6));
+        std::fs::write(dir.path().join("old.bin"), &old).unwrap();
+        let (old_scan, scan) = (chunking::scan(&old[..]).unwrap(), chunking::scan(&new[..]).unwrap());
+        let file = std::sync::Arc::new(std::fs::File::open(dir.path().join("old.bin")).unwrap());
+        let copy: CopyChunks = old_scan.chunks.iter().map(|c| (c.chunk.hash, (file.clone(), c.offset))).collect();
+        let staged = scan.chunks.len() / 3;
+        let prefix = scan.chunks[staged].offset as usize;
+        // The node holds only the chunks after the prefix that the old version lacks.
+        let held = scan.chunks[staged..].iter().filter(|c| !copy.contains_key(&c.chunk.hash)).map(|c| {
+            let at = c.offset as usize;
+            (c.chunk.hash, new[at..at + c.chunk.len as usize].to_vec())
+        });
+        let mut node = Held(held.collect());
+        let (read, refs, ws) = (LocalChunks::new(), scan.refs(), WorkspaceId(1));
+        let resume_with = |hashed: &[u8]| -> (TempFile, Resume) {
+            let mut tmp = TempFile::beside(dir.path().join("new.bin")).unwrap();
+            tmp.write(&new[..prefix]).unwrap();
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(hashed);
+            (tmp, Resume { chunks: staged, hasher })
+        };
+
+        let (mut tmp, from) = resume_with(&new[..prefix]);
+        let local = Local { read: &read, copy: &copy };
+        let mut progress = 0u64;
+        let mut count = |n| progress += n;
+        let reused =
+            fetch_into(&mut node, ws, &refs, &scan.content_hash, &mut tmp, local, from, &mut count).await.unwrap();
+        assert_eq!(std::fs::read(tmp.path()).unwrap(), new, "the prefix continued, the rest in order");
+        assert!(reused > 1_500_000, "the rest mostly copied from the old version: {reused}");
+        assert_eq!(progress, new.len() as u64, "progress counts the staged prefix too");
+
+        let (mut tmp, from) = resume_with(&old[..prefix / 2]);
+        let got = fetch_into(&mut node, ws, &refs, &scan.content_hash, &mut tmp, local, from, &mut |_| {}).await;
+        assert!(matches!(got, Err(FetchError::Mismatch)), "a hash state of other bytes");
+        let (mut tmp, mut from) = resume_with(&new[..prefix]);
+        from.chunks += 1;
+        let got = fetch_into(&mut node, ws, &refs, &scan.content_hash, &mut tmp, local, from, &mut |_| {}).await;
+        assert!(matches!(got, Err(FetchError::Mismatch)), "more chunks than the file holds");
     }
 
     #[test]

@@ -213,16 +213,20 @@ impl FolderSync {
         let planning = std::time::Instant::now();
         let places = self.chunk_places(rel, &manifest.chunks);
         let mut local_chunks = self.local_chunks(&places);
-        // A large upload staged while it was being sent: its chunks are read from there (verified
-        // like any local chunk); the staged file is dropped once this download is done.
-        let stream = self.take_stream(rel, &manifest);
-        if let Some(s) = &stream {
-            let mut at = 0u64;
-            for c in &s.chunks[..s.next] {
-                local_chunks.entry(c.hash).or_insert_with(|| (s.tmp.path().to_path_buf(), at));
-                at += u64::from(c.len);
+        // A large upload staged while it was being sent: the download continues its temp file.
+        // If it cannot (someone changed the file, another chunk list or path), its chunks are read
+        // from there and checked like any local chunk; it is dropped once this download is done.
+        let (mut resume, staged) = match self.take_stream(&manifest) {
+            Some(s) if s.continues(rel, &manifest) => (Some(s.resume()), None),
+            Some(s) => {
+                tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "the staged download does not continue into this version; reading its chunks");
+                for (hash, at) in s.staged_chunks() {
+                    local_chunks.entry(hash).or_insert_with(|| (s.tmp.path().to_path_buf(), at));
+                }
+                (None, Some(s))
             }
-        }
+            None => (None, None),
+        };
         // First the chunks of local files unchanged since scanned are copied in the kernel,
         // unread, and the whole file checked; should one have changed unnoticed, the download
         // runs again reading and checking every local chunk.
@@ -230,13 +234,18 @@ impl FolderSync {
         let planned_ms = planning.elapsed().as_millis();
         let started = std::time::Instant::now();
         let (tmp, reused, bar) = loop {
-            let mut tmp = match local::temp_beside(&self.root, rel) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.local_error(rel, e);
-                    return Ok(());
-                }
+            let resumed = resume.is_some();
+            let (mut tmp, from) = match resume.take() {
+                Some(r) => r,
+                None => match local::temp_beside(&self.root, rel) {
+                    Ok(t) => (t, download::Resume::default()),
+                    Err(e) => {
+                        self.local_error(rel, e);
+                        return Ok(());
+                    }
+                },
             };
+            let staged_bytes = tmp.len();
             let bar = self.ui.bytes(manifest.size, rel);
             let fetched = download::fetch_into(
                 remote,
@@ -245,16 +254,25 @@ impl FolderSync {
                 &manifest.content_hash,
                 &mut tmp,
                 download::Local { read: &local_chunks, copy: &copy },
+                from,
                 &mut |n| bar.inc(n),
             )
             .await;
             match fetched {
-                Ok(reused) => break (tmp, reused, bar),
+                Ok(reused) => {
+                    if resumed {
+                        tracing::debug!(workspace.id = %self.ws, path = rel.as_str(), staged_bytes, "download continued the staged file");
+                    }
+                    break (tmp, reused, bar);
+                }
                 Err(FetchError::Remote(e)) => return Err(e.into()),
                 Err(FetchError::Damaged) => return Err(SyncError::Connection("a chunk arrived damaged".into())),
                 Err(FetchError::Write(e)) => {
                     self.local_error(rel, e);
                     return Ok(());
+                }
+                Err(FetchError::Mismatch) if resumed => {
+                    tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "the staged download does not add up; downloading it whole");
                 }
                 Err(FetchError::Mismatch) if !copy.is_empty() => {
                     tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "local chunks not as recorded; reading and checking them");
@@ -284,6 +302,7 @@ impl FolderSync {
                 return Ok(());
             }
         };
+        drop(staged);
         self.downloaded(rel, c, &facts, &manifest, reused);
         Ok(())
     }

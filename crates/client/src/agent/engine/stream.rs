@@ -1,14 +1,17 @@
 //! Fetching a large upload before its commit (protocol 4, `Notice::UploadStarted` and
 //! `UploadProgress`): the announced chunks are fetched as the node says they are durable and
-//! written, verified, to a temporary file beside the destination. Nothing appears in the folder
-//! until the ordinary `Change` with the same content arrives: [`FolderSync::download`] then
-//! takes the staged chunks as local ones, fetches the rest, verifies the whole content and
-//! renames as usual.
+//! written, verified, to a temporary file beside the destination, hashed as they are written.
+//! Nothing appears in the folder until the ordinary `Change` with the same content arrives:
+//! [`FolderSync::download`] then continues that same file ([`Stream::continues`]: the rest of the
+//! chunks written after the staged prefix, the whole content checked from the running hash, no
+//! second copy and no read-back) and renames it as usual. A staged file that someone else
+//! changed meanwhile, or a `Change` whose chunk list differs, downloads the ordinary way, the
+//! staged chunks read and checked like any local chunk.
 //! Another content, an abandoned upload or a refused request drops the temporary file.
 
 use super::*;
 use filesync_core::chunking::Hash;
-use filesync_proto_client::download::{CHUNK_BATCH, WINDOWS_AHEAD};
+use filesync_proto_client::download::{Resume, Stamp, CHUNK_BATCH, WINDOWS_AHEAD};
 
 use super::local::TempFile;
 
@@ -23,6 +26,33 @@ pub(super) struct Stream {
     pub(super) tmp: TempFile,
     /// Chunks of `chunks` already in `tmp`.
     pub(super) next: usize,
+    /// BLAKE3 of the bytes in `tmp` (each chunk was verified against its hash as it arrived).
+    pub(super) hasher: blake3::Hasher,
+    /// `tmp` as this stream's last write left it (`None`: nothing written yet, or unknown).
+    pub(super) stamp: Option<Stamp>,
+}
+
+impl Stream {
+    /// Whether the download of `manifest`'s content for `rel` can continue the staged file: this
+    /// stream staged exactly that chunk list for that path, and nobody changed the file since.
+    pub(super) fn continues(&self, rel: &WsPath, manifest: &Manifest) -> bool {
+        let untouched = self.stamp.is_some() && self.tmp.stamp() == self.stamp;
+        self.rel == *rel && self.chunks == manifest.chunks && untouched
+    }
+
+    /// The staged file and where a download continues in it ([`Stream::continues`]).
+    pub(super) fn resume(self) -> (TempFile, Resume) {
+        (self.tmp, Resume { chunks: self.next, hasher: self.hasher })
+    }
+
+    /// Where the staged chunks are in the temp file, for reading and checking them.
+    pub(super) fn staged_chunks(&self) -> impl Iterator<Item = (Hash, u64)> + '_ {
+        self.chunks[..self.next].iter().scan(0u64, |at, c| {
+            let here = *at;
+            *at += u64::from(c.len);
+            Some((c.hash, here))
+        })
+    }
 }
 
 impl FolderSync {
@@ -54,7 +84,7 @@ impl FolderSync {
                 }
                 match local::temp_beside(&self.root, &rel) {
                     Ok(tmp) => {
-                        let stream = Stream { rel, chunks, tmp, next: 0 };
+                        let stream = Stream { rel, chunks, tmp, next: 0, hasher: blake3::Hasher::new(), stamp: None };
                         self.streams.insert(content_hash, stream);
                     }
                     Err(e) => tracing::debug!(workspace.id = %self.ws, error = %e, "cannot stage an announced upload"),
@@ -113,16 +143,17 @@ impl FolderSync {
                 if s.tmp.write(data).is_err() {
                     return Ok(false);
                 }
+                s.hasher.update(data);
             }
             s.next += group.len();
+            s.stamp = s.tmp.stamp();
         }
         Ok(true)
     }
 
-    /// The staged fetch of `manifest`'s content for `rel`, if one exists with exactly this chunk
-    /// list: its temporary file, hasher and how many chunks it holds.
-    pub(super) fn take_stream(&mut self, rel: &WsPath, manifest: &Manifest) -> Option<Stream> {
-        let s = self.streams.remove(&manifest.content_hash)?;
-        (s.rel == *rel && s.chunks == manifest.chunks).then_some(s)
+    /// The staged fetch of `manifest`'s content, if there is one ([`Stream::continues`] tells
+    /// whether the download can continue it).
+    pub(super) fn take_stream(&mut self, manifest: &Manifest) -> Option<Stream> {
+        self.streams.remove(&manifest.content_hash)
     }
 }

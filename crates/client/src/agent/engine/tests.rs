@@ -764,10 +764,12 @@ async fn small_edit_cost() {
 }
 
 /// A large upload announced before its commit is fetched into a temp file as its chunks become
-/// durable; the file appears only with the commit, whole, and nothing is fetched twice. An
+/// durable; the file appears only with the commit, whole: the download after the commit asks
+/// only for the remaining chunks and completes that same temp file (no second copy). An
 /// abandoned upload leaves nothing; our own announcements and bad paths are ignored.
 #[tokio::test]
 async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
+    use std::os::unix::fs::MetadataExt;
     let mut s = Setup::new(Role::Editor);
     let data = noise(8 * 1024 * 1024, 31);
     let scan = chunking::scan(&data[..]).unwrap();
@@ -800,12 +802,15 @@ async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
     assert_eq!(std::fs::read(&temps[0]).unwrap(), data[..prefix as usize], "the durable prefix, staged");
     assert_eq!(s.node.chunks_sent, half);
     assert!(s.read("big.bin").is_none(), "nothing appears before the commit");
+    let staged_file = std::fs::metadata(&temps[0]).unwrap().ino();
 
-    // The commit: the rest is fetched, the whole verified and renamed into place.
+    // The commit: the rest is fetched into the same file, the whole verified, renamed into place.
     let c = s.node.publish("big.bin", &data);
     s.sync.apply_change(&mut s.node, c).await.unwrap();
     assert_eq!(s.read("big.bin").as_deref(), Some(&data[..]));
-    assert_eq!(s.node.chunks_sent, refs.len(), "no chunk fetched twice");
+    assert_eq!(s.node.chunks_sent - half, refs.len() - half, "after the commit, only the rest is asked for");
+    let placed = std::fs::metadata(s.root().join("big.bin")).unwrap().ino();
+    assert_eq!(placed, staged_file, "the staged file itself is in place, not a second copy");
     assert!(s.temps().is_empty());
 
     // An abandoned upload: its staged prefix is dropped, nothing appears.
@@ -822,6 +827,61 @@ async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
     let gone = Notice::UploadAbandoned { workspace_id: WS, content_hash: oscan.content_hash };
     s.sync.on_upload(&mut s.node, gone).await.unwrap();
     assert!(s.temps().is_empty() && s.read("gone.bin").is_none());
+}
+
+/// A staged download that cannot be continued still ends in the right file, through the ordinary
+/// download: the temp file changed behind the agent's back (a byte overwritten in place, or cut
+/// short), or an announced chunk list other than the committed manifest's. Staged chunks that
+/// still match their hash are reused; nothing is left behind.
+#[tokio::test]
+async fn a_staged_download_that_cannot_be_continued_still_ends_in_the_right_file() {
+    use std::os::unix::fs::FileExt;
+    for damage in ["overwritten", "cut short", "another chunk list"] {
+        let mut s = Setup::new(Role::Editor);
+        let data = noise(4 * 1024 * 1024, 71);
+        let (scan, _) = s.node.store(&data);
+        let mut notice = announced("big.bin", &scan);
+        if damage == "another chunk list" {
+            // The same content cut in fixed 64 KiB pieces (each hashed right, the node serves them).
+            let pieces: Vec<ChunkRef> = data
+                .chunks(65_536)
+                .map(|p| {
+                    let hash = chunking::hash(p);
+                    s.node.chunks.insert(hash, p.to_vec());
+                    ChunkRef { hash, len: p.len() as u32 }
+                })
+                .collect();
+            if let Notice::UploadStarted { chunks, .. } = &mut notice {
+                *chunks = pieces;
+            }
+        }
+        let staged = 20;
+        s.sync.on_upload(&mut s.node, notice).await.unwrap();
+        s.sync.on_upload(&mut s.node, durable(&scan, staged)).await.unwrap();
+        let temps = s.temps();
+        assert_eq!((temps.len(), s.node.chunks_sent), (1, staged), "{damage}: the prefix is staged");
+        let file = std::fs::File::options().write(true).open(&temps[0]).unwrap();
+        match damage {
+            "overwritten" => {
+                file.write_at(&[data[1000] ^ 1], 1000).unwrap();
+                // Its mtime set back, as a tool that keeps times would (the change time moves on
+                // either way, but within one clock tick of the agent's last write it may not show).
+                let mtime = file.metadata().unwrap().modified().unwrap();
+                file.set_modified(mtime - std::time::Duration::from_secs(1)).unwrap();
+            }
+            "cut short" => file.set_len(1000).unwrap(),
+            _ => {}
+        }
+        let c = s.node.publish("big.bin", &data);
+        s.sync.apply_change(&mut s.node, c).await.unwrap();
+        assert_eq!(s.read("big.bin").as_deref(), Some(&data[..]), "{damage}");
+        let after_commit = s.node.chunks_sent - staged;
+        // Overwritten: the damaged chunk is fetched again, the other staged ones are reused. Cut
+        // short: nothing is left to reuse. Another list: its chunks are not the manifest's.
+        let want = if damage == "overwritten" { scan.chunks.len() - staged + 1 } else { scan.chunks.len() };
+        assert_eq!(after_commit, want, "{damage}: chunks fetched after the commit");
+        assert!(s.temps().is_empty(), "{damage}: {:?}", s.temps());
+    }
 }
 
 /// Every entry under `dir` with its content (a link as its target), sorted.

@@ -884,6 +884,30 @@ async fn a_staged_download_that_cannot_be_continued_still_ends_in_the_right_file
     }
 }
 
+/// Time for B to place a 256 MiB upload it fetched whole before the commit: completing the staged
+/// file in place, against the ordinary download reading the staged chunks into a second temp file
+/// (forced by moving the staged file's mtime: the path every streamed file took before).
+#[tokio::test]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn streamed_commit_cost() {
+    for continued in [true, false] {
+        let mut s = Setup::new(Role::Editor);
+        let data = noise(256 << 20, 81);
+        let (scan, _) = s.node.store(&data);
+        s.sync.on_upload(&mut s.node, announced("big.bin", &scan)).await.unwrap();
+        s.sync.on_upload(&mut s.node, durable(&scan, scan.chunks.len())).await.unwrap();
+        if !continued {
+            let file = std::fs::File::options().write(true).open(&s.temps()[0]).unwrap();
+            file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(1)).unwrap();
+        }
+        let c = s.node.publish("big.bin", &data);
+        let t = std::time::Instant::now();
+        s.sync.apply_change(&mut s.node, c).await.unwrap();
+        eprintln!("B places 256 MiB staged before the commit (continued: {continued}): {:?}", t.elapsed());
+        assert!(s.read("big.bin").as_deref() == Some(&data[..]));
+    }
+}
+
 /// Every entry under `dir` with its content (a link as its target), sorted.
 fn listing(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

@@ -84,9 +84,14 @@ const WALK_BATCH: usize = 1024;
 /// The workspace paths of every regular file under `root` that is not ignored, [`WALK_BATCH`] at
 /// a time, without a stat each (the directory listing tells files apart): a whole tree is never
 /// held at once. Stops early when `each` returns `false`. Blocking.
-pub fn walk_paths(root: &Path, rules: &IgnoreRules, mut each: impl FnMut(Vec<String>) -> bool) {
+pub fn walk_paths(root: &Path, rules: &IgnoreRules, each: impl FnMut(Vec<String>) -> bool) {
+    walk_paths_under(root, root, rules, each);
+}
+
+/// [`walk_paths`] of the directory `dir` (absolute, under `root`) only.
+pub fn walk_paths_under(root: &Path, dir: &Path, rules: &IgnoreRules, mut each: impl FnMut(Vec<String>) -> bool) {
     let mut batch = Vec::with_capacity(WALK_BATCH);
-    for entry in walker(root, root, rules).flatten() {
+    for entry in walker(root, dir, rules).flatten() {
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }

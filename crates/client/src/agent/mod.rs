@@ -58,6 +58,11 @@ pub struct AgentConfig {
     pub debounce: Duration,
     /// How often the whole folder is compared with the state, for what the watcher may miss.
     pub rescan_every: Duration,
+    /// Known paths stat'ed per step of that comparison (`FILESYNC_COMPARE_PAGE`).
+    pub compare_page: usize,
+    /// Changed paths the watcher holds before it folds them into their directories
+    /// (`FILESYNC_WATCH_PENDING_MAX`).
+    pub watch_pending_max: usize,
     /// Reconcile once and return instead of syncing until shutdown.
     pub once: bool,
     /// Only this workspace's folder.
@@ -384,11 +389,14 @@ async fn run_folder(
         FolderSync::new(ws, folder.workspace_name.clone(), folder.root.clone(), store, folder.role, ident, ui.clone());
     sync.stop = Some(stop.clone());
     sync.rescan_every = cfg.rescan_every;
+    sync.compare_page = cfg.compare_page;
+    // A running agent goes live at once and compares the folder between live changes.
+    sync.compare_in_background = !cfg.once;
     // Watch before the first scan, so nothing changed during the scan is missed.
     let mut watcher = if cfg.once {
         None
     } else {
-        Some(watch::watch(&folder.root, cfg.debounce).map_err(|e| {
+        Some(watch::watch(&folder.root, cfg.debounce, cfg.watch_pending_max).map_err(|e| {
             FolderFailure::Other(AgentError::Watch { path: folder.root.display().to_string(), message: e.to_string() })
         })?)
     };
@@ -434,7 +442,8 @@ async fn run_folder(
         tracing::info!(workspace.id = %ws, node.addr = %addr, "connected");
         backoff.reset();
         failed_rounds = 0;
-        // A full scan follows: queued watcher events add nothing to it.
+        // A full comparison follows (in the background when live): queued watcher events add
+        // nothing to it.
         if let Some(w) = watcher.as_mut() {
             while w.events.try_recv().is_ok() {}
         }

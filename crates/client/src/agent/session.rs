@@ -28,6 +28,10 @@ const UPLOADS_IN_FLIGHT: usize = 48;
 const BATCH_FILE_BYTES: u64 = 1024 * 1024;
 /// Chunk bytes of one `PutFiles` batch (one `NeedChunks` answer, one durability barrier on the node).
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// Files of one `PutFiles` batch: a push's batch of uploads goes as a few of them, pipelined.
+const BATCH_FILES: usize = 256;
+/// `PutFiles` batches open on the connection at once.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Splits the jobs named by `small` into batches within the protocol's limits, [`BATCH_BYTES`] of
 /// content and `frame_budget` bytes of `PutFiles` frame (long paths count).
@@ -39,7 +43,7 @@ fn batches<'a>(small: &'a [usize], jobs: &[PutJob], frame_budget: usize) -> Vec<
         // Generous per-file estimate of the encoded entry: path, fixed fields, 32-byte hash + length per chunk.
         let f = jobs[i].path.len() + 96 + c * 40;
         if files > 0
-            && (files == MAX_BATCH_FILES
+            && (files == BATCH_FILES.min(MAX_BATCH_FILES)
                 || chunks + c > MAX_BATCH_CHUNKS
                 || bytes + b > BATCH_BYTES
                 || frame + f > frame_budget)
@@ -176,17 +180,35 @@ impl Remote for Session {
         let small: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].scan.size <= BATCH_FILE_BYTES).collect();
         // Half the node's frame limit leaves room for the encoding's own overhead.
         let budget = self.client.welcome().max_frame_bytes as usize / 2;
-        for group in batches(&small, jobs, budget) {
-            let uploads: Vec<BatchUpload<'_>> = group
-                .iter()
-                .map(|&i| BatchUpload {
-                    path: &jobs[i].path,
-                    local: &jobs[i].abs,
-                    base_version: jobs[i].base_version,
-                    scan: &jobs[i].scan,
-                })
-                .collect();
-            match self.client.put_files_scanned(ws, &uploads).await {
+        // Up to [`BATCHES_IN_FLIGHT`] batches at once: the next one's files are stat'ed and its
+        // request is on the wire while the node commits the one before. Owned futures (a client
+        // clone and the batch's fields each), for the same reason as the single uploads below.
+        let groups: Vec<&[usize]> = batches(&small, jobs, budget);
+        let sends: Vec<_> = groups
+            .iter()
+            .map(|group| {
+                let client = self.client.clone();
+                let owned: Vec<(String, std::path::PathBuf, i64, FileScan)> = group
+                    .iter()
+                    .map(|&i| (jobs[i].path.clone(), jobs[i].abs.clone(), jobs[i].base_version, jobs[i].scan.clone()))
+                    .collect();
+                async move {
+                    let uploads: Vec<BatchUpload<'_>> = owned
+                        .iter()
+                        .map(|(path, local, base_version, scan)| BatchUpload {
+                            path,
+                            local,
+                            base_version: *base_version,
+                            scan,
+                        })
+                        .collect();
+                    client.put_files_scanned(ws, &uploads).await
+                }
+            })
+            .collect();
+        let answers: Vec<_> = futures::stream::iter(sends).buffered(BATCHES_IN_FLIGHT).collect().await;
+        for (group, answer) in groups.into_iter().zip(answers) {
+            match answer {
                 Ok(results) => {
                     for (&i, r) in group.iter().zip(results) {
                         out[i] = Some(r.map(Into::into).map_err(Into::into));
@@ -332,7 +354,9 @@ mod tests {
     fn batches_stay_within_every_limit() {
         let all = |jobs: &[PutJob]| (0..jobs.len()).collect::<Vec<_>>();
         let tiny: Vec<PutJob> = (0..2500).map(|i| job(format!("f{i}"), 10, 1)).collect();
-        assert_eq!(sizes(&batches(&all(&tiny), &tiny, usize::MAX)), vec![1024, 1024, 452]);
+        let mut expected = vec![BATCH_FILES; 2500 / BATCH_FILES];
+        expected.push(2500 % BATCH_FILES);
+        assert_eq!(sizes(&batches(&all(&tiny), &tiny, usize::MAX)), expected);
         // 16 MiB of content per batch.
         let mib: Vec<PutJob> = (0..40).map(|i| job(format!("m{i}"), 1 << 20, 16)).collect();
         assert_eq!(sizes(&batches(&all(&mib), &mib, usize::MAX)), vec![16, 16, 8]);

@@ -13,7 +13,7 @@
 //! line, which system limit to raise. The engine also rescans periodically
 //! for whatever a watcher can miss.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -148,10 +148,16 @@ fn forward(res: notify::Result<notify::Event>, raw: &mpsc::UnboundedSender<Raw>,
     }
 }
 
+/// Changed paths the debouncer holds (waiting out their quiet period, or for the engine to take
+/// them) before it folds them into their directories: a tree of a million files copied into the
+/// folder is then a few directory entries to walk, not a million paths in memory.
+pub const PENDING_MAX: usize = 100_000;
+
 /// Starts watching `root` recursively. Must be called inside a tokio runtime. Reaching the limit
 /// of watches is not an error here: what is watched stays watched, the user is told what to
-/// raise, and rescans cover the rest.
-pub fn watch(root: &Path, quiet: Duration) -> notify::Result<FolderWatcher> {
+/// raise, and rescans cover the rest. At most `pending_max` changed paths are held at once
+/// ([`PENDING_MAX`]).
+pub fn watch(root: &Path, quiet: Duration, pending_max: usize) -> notify::Result<FolderWatcher> {
     let (raw_tx, raw_rx) = mpsc::unbounded_channel::<Raw>();
     let advisor = std::sync::Arc::new(Advisor { root: root.to_path_buf(), said: Mutex::new(HashMap::new()) });
     let mut watcher = notify::recommended_watcher({
@@ -165,53 +171,169 @@ pub fn watch(root: &Path, quiet: Duration) -> notify::Result<FolderWatcher> {
         forward(Err(e), &raw_tx, &advisor);
     }
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(debounce(raw_rx, tx, quiet));
+    tokio::spawn(debounce(raw_rx, tx, quiet, Pending::new(root, pending_max)));
     Ok(FolderWatcher { _watcher: watcher, events: rx })
 }
 
-async fn debounce(mut raw: mpsc::UnboundedReceiver<Raw>, out: mpsc::Sender<WatchEvent>, quiet: Duration) {
-    let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
-    let mut rescan_at: Option<Instant> = None;
+/// The paths waiting out their quiet period, each with the time it is due, at most `max` of them.
+struct Pending {
+    root: PathBuf,
+    max: usize,
+    due: HashMap<PathBuf, Instant>,
+    /// The same paths by due time.
+    queue: BTreeSet<(Instant, PathBuf)>,
+    /// A whole-folder comparison is due then (events were lost, or too many paths changed).
+    rescan_at: Option<Instant>,
+    /// Tests: told how many paths are held after each change.
+    #[cfg(test)]
+    peak: Option<std::sync::mpsc::Sender<usize>>,
+}
+
+impl Pending {
+    fn new(root: &Path, max: usize) -> Pending {
+        Pending {
+            root: root.to_path_buf(),
+            max: max.max(2),
+            due: HashMap::new(),
+            queue: BTreeSet::new(),
+            rescan_at: None,
+            #[cfg(test)]
+            peak: None,
+        }
+    }
+
+    /// `p` is due at `at`; with `sooner`, only if that is sooner than it was.
+    fn insert(&mut self, p: PathBuf, at: Instant, sooner: bool) {
+        if let Some(&old) = self.due.get(&p) {
+            if sooner && old <= at {
+                return;
+            }
+            self.queue.remove(&(old, p.clone()));
+        }
+        self.due.insert(p.clone(), at);
+        self.queue.insert((at, p));
+        if self.due.len() > self.max {
+            self.fold(at);
+        }
+        #[cfg(test)]
+        if let Some(peak) = &self.peak {
+            let _ = peak.send(self.due.len());
+        }
+    }
+
+    fn rescan(&mut self, at: Instant) {
+        self.rescan_at = Some(at);
+        self.due.clear();
+        self.queue.clear();
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.queue.first().map(|(t, _)| *t).into_iter().chain(self.rescan_at).min()
+    }
+
+    /// Too many paths: the deepest are replaced by their directories (which the engine walks)
+    /// until at most half the bound is left, all due at `at`. Paths that would fold into the
+    /// folder itself make it a whole-folder comparison instead.
+    fn fold(&mut self, at: Instant) {
+        let before = self.due.len();
+        let root = self.root.clone();
+        let depth = |p: &Path| p.strip_prefix(&root).map_or(0, |r| r.components().count());
+        let mut paths: HashMap<PathBuf, usize> = self
+            .due
+            .drain()
+            .map(|(p, _)| {
+                let d = depth(&p);
+                (p, d)
+            })
+            .collect();
+        self.queue.clear();
+        while paths.len() > self.max / 2 {
+            let deepest = paths.values().copied().max().unwrap_or(0);
+            if deepest <= 1 {
+                tracing::info!(root = %self.root.display(), pending = before, "too many changed paths at once: comparing the whole folder");
+                self.rescan(at);
+                return;
+            }
+            paths = paths
+                .into_iter()
+                .filter(|(_, d)| *d > 0)
+                .map(|(p, d)| match p.parent() {
+                    Some(parent) if d == deepest => (parent.to_path_buf(), d - 1),
+                    _ => (p, d),
+                })
+                .collect();
+        }
+        tracing::info!(root = %self.root.display(), pending = before, directories = paths.len(), "too many changed paths at once: following their directories instead");
+        for p in paths.into_keys() {
+            self.due.insert(p.clone(), at);
+            self.queue.insert((at, p));
+        }
+    }
+
+    /// Removes and returns the paths due by `now`, or `None` if a whole-folder comparison is.
+    fn take_due(&mut self, now: Instant) -> Option<Vec<PathBuf>> {
+        if self.rescan_at.is_some_and(|t| t <= now) {
+            self.rescan_at = None;
+            self.due.clear();
+            self.queue.clear();
+            return None;
+        }
+        let mut ready = Vec::new();
+        while let Some((t, _)) = self.queue.first() {
+            if *t > now {
+                break;
+            }
+            let Some((_, p)) = self.queue.pop_first() else { break };
+            self.due.remove(&p);
+            ready.push(p);
+        }
+        Some(ready)
+    }
+}
+
+/// Reports paths once quiet. Never waits on the engine while events arrive: what is due waits
+/// (one report, merged with what becomes due meanwhile) for room in `out`, while new events keep
+/// being taken in, so neither the kernel's queue nor an unbounded one fills up behind a busy
+/// engine; what is held stays within the bound of [`Pending`].
+async fn debounce(
+    mut raw: mpsc::UnboundedReceiver<Raw>,
+    out: mpsc::Sender<WatchEvent>,
+    quiet: Duration,
+    mut pending: Pending,
+) {
+    let mut ready: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut rescan = false;
     loop {
-        let next = pending.values().copied().chain(rescan_at).min();
+        let waiting = rescan || !ready.is_empty();
         tokio::select! {
             msg = raw.recv() => match msg {
                 None => return,
-                Some(Raw::Path(p)) => {
-                    pending.insert(p, Instant::now() + quiet);
-                }
-                Some(Raw::Closed(p)) => {
-                    let soon = Instant::now() + CLOSED_SETTLE.min(quiet);
-                    let due = pending.entry(p).or_insert(soon);
-                    *due = (*due).min(soon);
-                }
-                Some(Raw::Rescan) => rescan_at = Some(Instant::now() + quiet),
+                Some(Raw::Path(p)) => pending.insert(p, Instant::now() + quiet, false),
+                Some(Raw::Closed(p)) => pending.insert(p, Instant::now() + CLOSED_SETTLE.min(quiet), true),
+                Some(Raw::Rescan) => pending.rescan(Instant::now() + quiet),
             },
-            () = sleep_until(next) => {
-                let now = Instant::now();
-                if rescan_at.is_some_and(|t| t <= now) {
-                    rescan_at = None;
-                    pending.clear();
-                    if out.send(WatchEvent::Rescan).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                let mut ready: Vec<PathBuf> = Vec::new();
-                pending.retain(|p, due| {
-                    let is_due = *due <= now;
-                    if is_due {
-                        ready.push(p.clone());
-                    }
-                    !is_due
-                });
-                if !ready.is_empty() {
-                    ready.sort();
-                    if out.send(WatchEvent::Paths(ready)).await.is_err() {
-                        return;
-                    }
+            permit = out.reserve(), if waiting => {
+                let Ok(permit) = permit else { return };
+                if rescan {
+                    permit.send(WatchEvent::Rescan);
+                    rescan = false;
+                    ready.clear();
+                } else {
+                    permit.send(WatchEvent::Paths(std::mem::take(&mut ready).into_iter().collect()));
                 }
             }
+            () = sleep_until(pending.next()) => match pending.take_due(Instant::now()) {
+                None => rescan = true,
+                Some(due) => {
+                    ready.extend(due);
+                    if ready.len() > pending.max {
+                        // The engine is far behind: fold what waits for it too.
+                        for p in std::mem::take(&mut ready) {
+                            pending.insert(p, Instant::now(), false);
+                        }
+                    }
+                }
+            },
         }
     }
 }
@@ -231,7 +353,7 @@ mod tests {
     fn debouncer(quiet: Duration) -> (mpsc::UnboundedSender<Raw>, mpsc::Receiver<WatchEvent>) {
         let (raw_tx, raw_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(debounce(raw_rx, tx, quiet));
+        tokio::spawn(debounce(raw_rx, tx, quiet, Pending::new(Path::new("/r"), PENDING_MAX)));
         (raw_tx, rx)
     }
 
@@ -251,6 +373,48 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(150));
         raw_tx.send(Raw::Rescan).unwrap();
         assert_eq!(rx.recv().await.unwrap(), WatchEvent::Rescan);
+    }
+
+    /// More changed paths than the bound: the deepest are folded into their directories, so
+    /// what is held stays bounded, and every changed file is still under a reported path.
+    #[tokio::test(start_paused = true)]
+    async fn too_many_paths_fold_into_their_directories() {
+        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(8);
+        let max = 100;
+        let (peak_tx, peak) = std::sync::mpsc::channel();
+        let mut pending = Pending::new(Path::new("/r"), max);
+        pending.peak = Some(peak_tx);
+        tokio::spawn(debounce(raw_rx, tx, Duration::from_millis(50), pending));
+        let files: Vec<PathBuf> = (0..1000).map(|i| PathBuf::from(format!("/r/big/d{}/f{i}", i % 10))).collect();
+        for f in &files {
+            raw_tx.send(Raw::Path(f.clone())).unwrap();
+        }
+        raw_tx.send(Raw::Path(PathBuf::from("/r/top.txt"))).unwrap();
+        let WatchEvent::Paths(reported) = rx.recv().await.unwrap() else { panic!("a rescan") };
+        assert!(reported.len() <= max, "{} paths reported", reported.len());
+        for d in 0..10 {
+            assert!(reported.contains(&PathBuf::from(format!("/r/big/d{d}"))), "d{d} folded: {reported:?}");
+        }
+        assert!(reported.contains(&PathBuf::from("/r/top.txt")), "a shallow path stays itself");
+        assert!(files.iter().all(|f| reported.iter().any(|r| f.starts_with(r))), "every file is covered");
+        drop(raw_tx);
+        let most = peak.try_iter().max().unwrap_or(0);
+        assert!(most > 0 && most <= max, "held at most {most} paths");
+    }
+
+    /// Too many paths right under the folder: nothing to fold them into but the folder itself,
+    /// which is a whole-folder comparison.
+    #[tokio::test(start_paused = true)]
+    async fn too_many_paths_at_the_top_are_a_rescan() {
+        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(debounce(raw_rx, tx, Duration::from_millis(50), Pending::new(Path::new("/r"), 10)));
+        for i in 0..50 {
+            raw_tx.send(Raw::Path(PathBuf::from(format!("/r/f{i}")))).unwrap();
+        }
+        assert_eq!(rx.recv().await.unwrap(), WatchEvent::Rescan);
+        assert!(rx.try_recv().is_err(), "nothing else: the comparison covers them");
     }
 
     #[tokio::test(start_paused = true)]
@@ -284,7 +448,7 @@ mod tests {
         let advisor = Advisor { root: PathBuf::from("/r"), said: Mutex::new(HashMap::new()) };
         let (raw_tx, raw_rx) = mpsc::unbounded_channel();
         let (tx, mut rx) = mpsc::channel(8);
-        tokio::spawn(debounce(raw_rx, tx, Duration::from_millis(50)));
+        tokio::spawn(debounce(raw_rx, tx, Duration::from_millis(50), Pending::new(Path::new("/r"), PENDING_MAX)));
         forward(Ok(notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)), &raw_tx, &advisor);
         assert_eq!(rx.recv().await.unwrap(), WatchEvent::Rescan);
         forward(Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)), &raw_tx, &advisor);
@@ -311,7 +475,7 @@ mod tests {
         let root = std::fs::canonicalize(dir.path()).unwrap();
         let before = std::fs::read_to_string(KNOB).unwrap();
         std::fs::write(KNOB, "16").unwrap();
-        let w = watch(&root, Duration::from_millis(20));
+        let w = watch(&root, Duration::from_millis(20), PENDING_MAX);
         std::fs::write(KNOB, before.trim()).unwrap();
         let mut w = w.unwrap();
         for i in 0..5000 {
@@ -345,7 +509,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
         std::fs::write(root.join("old.txt"), b"x").unwrap();
-        let mut w = watch(&root, Duration::from_secs(60)).unwrap();
+        let mut w = watch(&root, Duration::from_secs(60), PENDING_MAX).unwrap();
         std::fs::remove_file(root.join("old.txt")).unwrap();
         let ev = tokio::time::timeout(Duration::from_secs(20), w.events.recv()).await;
         let ev = ev.expect("the delete was held for the quiet period").unwrap();
@@ -356,7 +520,7 @@ mod tests {
     async fn a_real_write_is_seen() {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        let mut w = watch(&root, Duration::from_millis(20)).unwrap();
+        let mut w = watch(&root, Duration::from_millis(20), PENDING_MAX).unwrap();
         std::fs::write(root.join("new.txt"), b"x").unwrap();
         let ev = tokio::time::timeout(Duration::from_secs(10), w.events.recv()).await.unwrap().unwrap();
         match ev {

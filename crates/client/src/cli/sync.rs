@@ -103,6 +103,11 @@ async fn shutdown_signal() {
     tracing::info!("stopping: finishing the file in flight and saving state");
 }
 
+/// A positive count from the environment (a tuning knob, see docs/client.md), else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+}
+
 impl Ctx {
     /// The agent's settings from flags, env, config.toml and the saved login.
     pub fn agent_config(&self) -> anyhow::Result<AgentConfig> {
@@ -121,6 +126,8 @@ impl Ctx {
                 .rescan_secs
                 .filter(|s| *s > 0)
                 .map_or(crate::agent::engine::DEFAULT_RESCAN_EVERY, std::time::Duration::from_secs),
+            compare_page: env_count("FILESYNC_COMPARE_PAGE", crate::agent::engine::COMPARE_PAGE),
+            watch_pending_max: env_count("FILESYNC_WATCH_PENDING_MAX", crate::agent::watch::PENDING_MAX),
             once: false,
             only: None,
             progress: true,

@@ -300,17 +300,25 @@ pub struct Agent {
 impl Cli {
     /// Starts `filesync sync` in the background; its log goes to `<home>/agent.log`.
     pub fn spawn_sync(&self) -> Agent {
+        self.spawn_sync_with_env(&[])
+    }
+
+    /// [`Cli::spawn_sync`] with extra environment variables (the agent's tuning knobs).
+    pub fn spawn_sync_with_env(&self, env: &[(&str, &str)]) -> Agent {
         std::fs::create_dir_all(&self.home).expect("home");
         let log = self.home.join("agent.log");
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
         let err = out.try_clone().expect("log");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_filesync"));
+        // FILESYNC_TEST_AGENT_BIN runs another build of the agent (a before/after measurement).
+        let bin = std::env::var_os("FILESYNC_TEST_AGENT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_filesync").into());
+        let mut cmd = tokio::process::Command::new(bin);
         cmd.args(["sync", "--no-notify", "--no-progress", "--home"])
             .arg(&self.home)
             .args(["--server", &self.server])
             .env_remove("FILESYNC_SERVER")
             .env_remove("FILESYNC_HOME")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -5,6 +5,10 @@ use super::*;
 /// Paths whose local state is read in one blocking task.
 pub(super) const STATUS_GROUP: usize = 256;
 
+/// Judged groups waiting for their sender ([`FolderSync::judge_ahead`]): what is hashed ahead of
+/// the uploads, and held (with the scans) meanwhile.
+const JUDGED_AHEAD: usize = 4;
+
 /// Files at least this large are re-scanned with their recorded chunk list
 /// ([`chunking::rescan`]: matching chunks are hashed, not cut again); smaller ones, read whole,
 /// gain nothing from it.
@@ -34,6 +38,19 @@ impl FolderSync {
     /// [`STATUS_GROUP`] paths, two groups at once: an initial sync of a large tree is not one
     /// thread hand-off per file.
     pub(super) async fn local_statuses(&mut self, rels: Vec<WsPath>) -> Vec<(WsPath, Local)> {
+        let mut out = Vec::with_capacity(rels.len());
+        let mut judged = self.judge_ahead(rels);
+        while let Some(group) = judged.recv().await {
+            out.extend(self.settle_judged(group));
+        }
+        out
+    }
+
+    /// Starts judging `rels` on the blocking pool, [`STATUS_GROUP`] paths a group, two groups at
+    /// once, and [`JUDGED_AHEAD`] groups ahead of whoever takes them (in order) from the returned
+    /// queue: the next files are hashed while the caller sends the last ones. Each group goes
+    /// through [`FolderSync::settle_judged`]. Dropping the queue stops the judging.
+    pub(super) fn judge_ahead(&self, rels: Vec<WsPath>) -> Judging {
         let jobs: Vec<Vec<Job>> = rels
             .chunks(STATUS_GROUP)
             .map(|group| {
@@ -49,36 +66,54 @@ impl FolderSync {
                     .collect()
             })
             .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(JUDGED_AHEAD);
         let root = self.root.clone();
-        let groups = futures::stream::iter(jobs).map(|group| {
-            let root = root.clone();
-            async move {
-                let judged = tokio::task::spawn_blocking(move || {
-                    group
-                        .into_iter()
-                        .map(|(rel, entry, before)| (judge(&root, &rel, entry.as_ref(), &before), rel))
-                        .collect::<Vec<_>>()
+        tokio::spawn(async move {
+            let mut groups = futures::stream::iter(jobs)
+                .map(|group| {
+                    let root = root.clone();
+                    async move {
+                        let judged = tokio::task::spawn_blocking(move || {
+                            group
+                                .into_iter()
+                                .map(|(rel, entry, before)| (judge(&root, &rel, entry.as_ref(), &before), rel))
+                                .collect::<Vec<_>>()
+                        })
+                        .await;
+                        judged.unwrap_or_default()
+                    }
                 })
-                .await;
-                judged.unwrap_or_default()
+                .buffered(2);
+            while let Some(group) = groups.next().await {
+                if tx.send(group).await.is_err() {
+                    return;
+                }
             }
         });
-        let judged: Vec<Vec<(Judged, WsPath)>> = groups.buffered(2).collect().await;
-        let mut out = Vec::with_capacity(rels.len());
-        for (judged, rel) in judged.into_iter().flatten() {
-            let local = match judged {
-                Judged::Local(local) => local,
-                Judged::Touched(meta) => {
-                    // Touched, not changed: remember the new mtime so we do not read it again.
-                    self.store.touch(&rel, meta.mtime_ms, meta.mode);
-                    Local::Same
-                }
-            };
-            out.push((rel, local));
-        }
-        out
+        rx
+    }
+
+    /// The [`Local`] of each judged path, recording the new mtime of a file touched but not
+    /// changed (so it is not read again).
+    pub(super) fn settle_judged(&mut self, judged: Vec<(Judged, WsPath)>) -> Vec<(WsPath, Local)> {
+        judged
+            .into_iter()
+            .map(|(judged, rel)| {
+                let local = match judged {
+                    Judged::Local(local) => local,
+                    Judged::Touched(meta) => {
+                        self.store.touch(&rel, meta.mtime_ms, meta.mode);
+                        Local::Same
+                    }
+                };
+                (rel, local)
+            })
+            .collect()
     }
 }
+
+/// Judged groups of paths, in order, as [`FolderSync::judge_ahead`] hands them over.
+pub(super) type Judging = tokio::sync::mpsc::Receiver<Vec<(Judged, WsPath)>>;
 
 /// A path to judge: its entry, and the chunks of its recorded content if it is large.
 type Job = (WsPath, Option<Entry>, Vec<ChunkRef>);

@@ -40,11 +40,10 @@ mod rules;
 mod scan;
 mod stream;
 
-pub use scan::differences;
+pub use scan::{differences, COMPARE_PAGE};
 
 use fetch::{Staged, APPLY_BATCH};
-use judge::Local;
-#[cfg(test)]
+use judge::{Judging, Local};
 use rules::UPLOAD_BATCH;
 
 /// How often the whole folder is compared with the state anyway, for what a watcher can miss.
@@ -127,6 +126,17 @@ pub struct FolderSync {
     pub read_only: bool,
     /// Changes asked for per page of a catch-up ([`FolderSync::catch_up`]).
     pub catch_up_page: u32,
+    /// Known paths stat'ed per step of a comparison of the folder with the state.
+    pub compare_page: usize,
+    /// Whether [`FolderSync::catch_up`] leaves the comparison of the folder with the state to run
+    /// in the background of [`FolderSync::live`] (a running agent) instead of finishing it first
+    /// (`sync --once`, tests).
+    pub compare_in_background: bool,
+    /// The comparison of the folder with the state under way, if any.
+    comparison: Option<scan::Comparison>,
+    /// Live events handled (changes from the node, watcher reports): what the comparison judged
+    /// ahead is judged again if any came in between.
+    live_changes: u64,
     /// Temp files left by an earlier run were removed.
     temps_swept: bool,
     /// Set to `true` when the agent is asked to stop; long loops check it between files.
@@ -180,6 +190,10 @@ impl FolderSync {
             rescan_every: DEFAULT_RESCAN_EVERY,
             read_only: false,
             catch_up_page: CATCH_UP_PAGE,
+            compare_page: COMPARE_PAGE,
+            compare_in_background: false,
+            comparison: None,
+            live_changes: 0,
             temps_swept: false,
             stop: None,
             staged: HashMap::new(),
@@ -195,7 +209,9 @@ impl FolderSync {
         &self.root
     }
 
-    /// Catch up from the last seq, then push local changes made meanwhile. Returns with the folder reconciled.
+    /// Catch up from the last seq, then push local changes made meanwhile. Returns with the folder
+    /// reconciled, or, with [`FolderSync::compare_in_background`], with the comparison of the
+    /// folder with the state started for [`FolderSync::live`] to carry on between live changes.
     ///
     /// The journal is read [`FolderSync::catch_up_page`] changes at a time ([`Remote::changes`])
     /// and each page is applied (and `last_seq` saved after each batch of it) before the next is
@@ -249,7 +265,10 @@ impl FolderSync {
         self.store.advance(head);
         self.store.save()?;
         if !self.read_only {
-            self.rescan(remote).await?;
+            self.begin_comparison();
+            if !self.compare_in_background {
+                self.finish_comparison(remote).await?;
+            }
         }
         self.store.save()?;
         Ok(())
@@ -313,6 +332,7 @@ impl FolderSync {
                     return Ok(Ended::Stopped);
                 }
                 ev = remote.next_event() => {
+                    self.live_changes += 1;
                     // Changes that arrived together are applied together (their downloads overlap);
                     // the first other event waits for them, so the order holds.
                     let (changes, after) = self.take_changes(remote, ev);
@@ -329,22 +349,30 @@ impl FolderSync {
                         None => {}
                     }
                 }
-                w = watch.recv() => match w {
+                w = watch.recv() => {
+                    self.live_changes += 1;
+                    match w {
                     Some(WatchEvent::Paths(paths)) => {
-                        let rels = self.expand_watched(&paths);
-                        self.push_local(remote, rels).await?;
+                        let (rels, dirs) = self.expand_watched(&paths);
+                        self.push_local_under(remote, rels, dirs).await?;
                         self.store.save()?;
                     }
                     Some(WatchEvent::Rescan) => {
-                        // The watcher said why (and what to raise) when it asked.
-                        self.rescan(remote).await?;
-                        self.store.save()?;
+                        // The watcher said why (and what to raise) when it asked. Events were
+                        // lost, maybe in what a comparison under way had passed: from the start.
+                        self.begin_comparison();
                     }
                     None => return Err(SyncError::Fatal("the folder watcher stopped".into())),
-                },
+                }},
                 _ = rescan_tick.tick() => {
-                    tracing::debug!(workspace.id = %self.ws, "periodic rescan");
-                    self.rescan(remote).await?;
+                    if !self.comparing() {
+                        tracing::debug!(workspace.id = %self.ws, "periodic rescan");
+                        self.begin_comparison();
+                    }
+                }
+                // Lowest priority: a step of the comparison when nothing live is waiting.
+                () = std::future::ready(()), if self.comparison.is_some() => {
+                    self.compare_step(remote).await?;
                     self.store.save()?;
                 }
             }
@@ -388,10 +416,13 @@ impl FolderSync {
         }
     }
 
-    /// The workspace paths a batch of watcher events may have changed: the paths themselves,
-    /// everything under a directory that appeared, and every known path under one that vanished.
-    fn expand_watched(&mut self, paths: &[PathBuf]) -> BTreeSet<String> {
+    /// The workspace paths a batch of watcher events may have changed: the paths themselves and
+    /// every known path under one (a directory that vanished, or was replaced); and the
+    /// directories among them, whose files are walked when they are pushed
+    /// ([`FolderSync::push_local_under`]), not listed here.
+    fn expand_watched(&mut self, paths: &[PathBuf]) -> (BTreeSet<String>, Vec<PathBuf>) {
         let mut out = BTreeSet::new();
+        let mut dirs = Vec::new();
         for abs in paths {
             let Some(rel) = local::rel_of(&self.root, abs) else { continue };
             if rel == IGNORE_FILE {
@@ -403,7 +434,7 @@ impl FolderSync {
             match std::fs::symlink_metadata(abs) {
                 Ok(m) if m.is_dir() => {
                     if !self.rules.is_ignored(&rel, true) {
-                        out.extend(local::scan_under(&self.root, abs, &self.rules).into_keys());
+                        dirs.push(abs.clone());
                     }
                 }
                 _ => {
@@ -412,7 +443,10 @@ impl FolderSync {
             }
             out.extend(self.store.under(&rel));
         }
-        out
+        // A directory inside another one of the batch is walked with it.
+        dirs.sort();
+        dirs.dedup_by(|inner, outer| inner.starts_with(outer));
+        (out, dirs)
     }
 
     fn on_notice(&mut self, n: Notice) -> Result<(), SyncError> {

@@ -3,12 +3,68 @@
 
 use super::*;
 
-/// Files uploaded per batch: the connection overlaps their requests, and the state
-/// records each batch before the next starts.
-pub(super) const UPLOAD_BATCH: usize = 256;
+/// Files uploaded per batch: the connection overlaps their requests (a few `PutFiles` of them
+/// pipelined), and the state records each batch before the next starts.
+pub(super) const UPLOAD_BATCH: usize = 1024;
 
 /// Paths judged and sent at a time by [`FolderSync::push_local`].
 pub(super) const PUSH_PART: usize = 4096;
+
+/// Known files that vanished, by content: where a new file of a push may have been moved from.
+#[derive(Default)]
+pub(super) struct MoveSources {
+    gone: Vec<Option<(WsPath, Entry)>>,
+    by_content: HashMap<(chunking::Hash, u64), Vec<usize>>,
+}
+
+/// The directories of a push whose files are still to be listed, and the listing under way.
+struct DirWalk {
+    dirs: std::vec::IntoIter<PathBuf>,
+    listing: Option<tokio::sync::mpsc::Receiver<Vec<String>>>,
+}
+
+impl DirWalk {
+    /// The next listing batch of files under the directories (the paths of `named`, pushed by
+    /// name already, left out), or `None` when every directory is listed.
+    async fn next_part(&mut self, sync: &FolderSync, named: &[WsPath]) -> Option<Vec<WsPath>> {
+        loop {
+            let listing = match &mut self.listing {
+                Some(l) => l,
+                None => {
+                    let dir = self.dirs.next()?;
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<String>>(2);
+                    let (root, rules) = (sync.root.clone(), sync.rules.clone());
+                    // Ends by itself when the receiver is dropped (the push failed).
+                    tokio::task::spawn_blocking(move || {
+                        local::walk_paths_under(&root, &dir, &rules, |b| tx.blocking_send(b).is_ok());
+                    });
+                    self.listing.insert(rx)
+                }
+            };
+            match listing.recv().await {
+                Some(batch) => {
+                    let part: Vec<WsPath> = batch
+                        .into_iter()
+                        .filter_map(|rel| WsPath::try_from(rel).ok())
+                        .filter(|rel| named.binary_search(rel).is_err())
+                        .collect();
+                    if !part.is_empty() {
+                        return Some(part);
+                    }
+                }
+                None => self.listing = None,
+            }
+        }
+    }
+}
+
+impl MoveSources {
+    /// A vanished file with the content of `scan`, no longer offered to another.
+    fn take(&mut self, scan: &FileScan) -> Option<(WsPath, Entry)> {
+        let i = self.by_content.get_mut(&(scan.content_hash, scan.size))?.pop()?;
+        self.gone[i].take()
+    }
+}
 
 impl FolderSync {
     /// Applies one journal change from the server.
@@ -162,6 +218,18 @@ impl FolderSync {
     /// matched against every vanished one, so a moved tree stays a move however large, and what
     /// is held at once is one part's scans, not the whole push's.
     pub(super) async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
+        self.push_local_under(remote, paths, Vec::new()).await
+    }
+
+    /// [`FolderSync::push_local`] of `paths` and of every file under the directories `dirs`
+    /// (absolute), which are walked a listing batch at a time after `paths`: a directory of a
+    /// million files moved into the folder is never a million paths in memory.
+    pub(super) async fn push_local_under<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        paths: BTreeSet<String>,
+        dirs: Vec<PathBuf>,
+    ) -> PathResult {
         let wanted: Vec<WsPath> = paths
             .into_iter()
             .filter(|rel| !self.rules.is_ignored(rel, false))
@@ -177,12 +245,55 @@ impl FolderSync {
         for (i, (_, e)) in gone.iter().enumerate().filter_map(|(i, g)| Some((i, g.as_ref()?))) {
             by_content.entry((e.hash, e.size)).or_default().push(i);
         }
-        for part in wanted.chunks(PUSH_PART) {
+        let mut sources = MoveSources { gone, by_content };
+        // Each part is judged while the one before it is sent: one part ahead, no more.
+        let mut parts: VecDeque<Vec<WsPath>> = wanted.chunks(PUSH_PART).map(<[WsPath]>::to_vec).collect();
+        let mut walk = DirWalk { dirs: dirs.into_iter(), listing: None };
+        let mut next = match parts.pop_front() {
+            Some(part) => Some(part),
+            None => walk.next_part(self, &wanted).await,
+        }
+        .map(|part| self.judge_ahead(part));
+        while let Some(judged) = next.take() {
+            let following = match parts.pop_front() {
+                Some(part) => Some(part),
+                None => walk.next_part(self, &wanted).await,
+            };
+            next = following.map(|part| self.judge_ahead(part));
+            self.push_part(remote, judged, &mut sources, writer).await?;
+        }
+        for (from, entry) in sources.gone.into_iter().flatten() {
+            if !writer {
+                if self.store.keep_local(&from) {
+                    self.ui.kept_local(&self.name, &from);
+                }
+                continue;
+            }
+            self.delete_remote(remote, &from, entry.version).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what changed among paths being judged ([`FolderSync::judge_ahead`], started with
+    /// no other change of the state since but this push's own): moves from `sources` first, then
+    /// uploads in batches of [`UPLOAD_BATCH`]. The judging runs ahead: the next files are hashed
+    /// while a batch is on its way to the node and committed there.
+    pub(super) async fn push_part<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        mut judged: Judging,
+        sources: &mut MoveSources,
+        writer: bool,
+    ) -> PathResult {
+        let mut jobs: Vec<PutJob> = Vec::new();
+        loop {
             if self.stopping() {
                 return Err(SyncError::Stopped);
             }
+            let group = judged.recv().await;
+            let done = group.is_none();
             let mut changed: BTreeMap<WsPath, (LocalFile, FileScan)> = BTreeMap::new();
-            for (rel, local) in self.local_statuses(part.to_vec()).await {
+            for (rel, local) in group.map(|g| self.settle_judged(g)).unwrap_or_default() {
                 // A vanished file is in `gone` already (or vanished since: its event follows).
                 if let Local::Changed(meta, scan) = local {
                     changed.insert(rel, (meta, scan));
@@ -194,14 +305,16 @@ impl FolderSync {
                         self.ui.kept_local(&self.name, rel);
                     }
                 }
+                if done {
+                    return Ok(());
+                }
                 continue;
             }
             let moves: Vec<(WsPath, Entry, WsPath)> = changed
                 .iter()
                 .filter(|(to, _)| self.store.get(to).is_none())
                 .filter_map(|(to, (_, scan))| {
-                    let from = by_content.get_mut(&(scan.content_hash, scan.size))?.pop()?;
-                    let (from, entry) = gone[from].take()?;
+                    let (from, entry) = sources.take(scan)?;
                     Some((from, entry, to.clone()))
                 })
                 .collect();
@@ -223,29 +336,22 @@ impl FolderSync {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let mut jobs: Vec<PutJob> = Vec::new();
             for (rel, (meta, scan)) in changed {
                 let base = self.store.get(&rel).map(|e| e.version).unwrap_or(0);
                 let abs = local::abs_of(&self.root, &rel);
                 jobs.push(PutJob { path: rel.into(), base_version: base, abs, meta, scan });
             }
-            for batch in jobs.chunks(UPLOAD_BATCH) {
+            while jobs.len() >= UPLOAD_BATCH || (done && !jobs.is_empty()) {
                 if self.stopping() {
                     return Err(SyncError::Stopped);
                 }
-                self.upload_batch(remote, batch).await?;
+                let batch: Vec<PutJob> = jobs.drain(..jobs.len().min(UPLOAD_BATCH)).collect();
+                self.upload_batch(remote, &batch).await?;
+            }
+            if done {
+                return Ok(());
             }
         }
-        for (from, entry) in gone.into_iter().flatten() {
-            if !writer {
-                if self.store.keep_local(&from) {
-                    self.ui.kept_local(&self.name, &from);
-                }
-                continue;
-            }
-            self.delete_remote(remote, &from, entry.version).await?;
-        }
-        Ok(())
     }
 
     /// The known files among `rels` that are no longer on disk, with their entries (a stat each,

@@ -4,11 +4,21 @@
 //! moved goes on to be judged (and hashed). Then the disk is walked for files the state does not
 //! know. So a restart on an in-sync tree reads no file, and neither the state nor the tree is ever
 //! held whole: what is held is what differs.
+//!
+//! In live sync the comparison runs in the background: [`FolderSync::live`] does one step of it
+//! (one page stat'ed, or one group of changed files sent) whenever no watcher event or change from
+//! the node is waiting, so a restart applies and uploads live changes at once instead of after the
+//! whole tree was compared. Every step only names paths; what is sent is decided when the path is
+//! judged, against the disk and the state of that moment, by the same [`FolderSync::push_local`] a
+//! watcher event goes through: a file edited while the comparison runs is uploaded once (whichever
+//! of the two judges it first records it; the other finds it in sync), and a step never sends a
+//! view older than its own judging.
 
+use super::rules::MoveSources;
 use super::*;
 
 /// Known paths compared per page.
-const PAGE: usize = 4096;
+pub const COMPARE_PAGE: usize = 4096;
 
 /// Batches of listed paths (1,024 each) waiting while the state's pages are compared.
 const WALK_AHEAD: usize = 64;
@@ -17,43 +27,177 @@ const WALK_AHEAD: usize = 64;
 /// threads than cores pay off when the metadata is not cached.
 const STAT_THREADS: usize = 8;
 
+/// A comparison of the folder with the state, done a step at a time ([`FolderSync::compare_step`]).
+pub(super) struct Comparison {
+    started: std::time::Instant,
+    /// The last known path compared; `None` before the first page.
+    after: Option<String>,
+    /// Every known path was stat'ed.
+    known_done: bool,
+    /// The folder's listing, a bounded number of batches ahead (started after the known pages).
+    walk: Option<tokio::sync::mpsc::Receiver<Vec<String>>>,
+    /// Files present on disk whose size or mtime moved, and new ones when nothing vanished: sent an
+    /// upload batch at a time (its `PutFiles` pipelined), so live changes wait at most one batch.
+    /// None of them is a move (nothing of theirs vanished), and one that vanishes meanwhile is the
+    /// watcher's to report.
+    changed: VecDeque<String>,
+    /// The next group of `changed`, judged while the one before is sent, with the count of live
+    /// changes when it was started ([`FolderSync::live_changes`]).
+    ahead: Option<(u64, Vec<WsPath>, Judging)>,
+    /// Known files gone from disk, and (when any are) the unknown ones: sent together at the end,
+    /// so that a file moved while the agent was off is found as a move.
+    held: BTreeSet<String>,
+    known: usize,
+    on_disk: usize,
+    to_check: usize,
+    stat_ms: u128,
+}
+
+impl Comparison {
+    fn new() -> Comparison {
+        Comparison {
+            started: std::time::Instant::now(),
+            after: None,
+            known_done: false,
+            walk: None,
+            changed: VecDeque::new(),
+            ahead: None,
+            held: BTreeSet::new(),
+            known: 0,
+            on_disk: 0,
+            to_check: 0,
+            stat_ms: 0,
+        }
+    }
+}
+
 impl FolderSync {
-    /// Sends every local change the state does not know of yet ([`FolderSync::push_local`]).
+    /// Compares the whole folder with the state and sends every local change the state does not
+    /// know of yet ([`FolderSync::push_local`]); returns when done.
+    #[cfg(test)]
     pub(super) async fn rescan<R: Remote>(&mut self, remote: &mut R) -> PathResult {
-        let started = std::time::Instant::now();
-        let mut suspects: BTreeSet<String> = BTreeSet::new();
-        // The folder is listed meanwhile on a thread of its own, a bounded number of batches ahead.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(WALK_AHEAD);
-        let (root, rules) = (self.root.clone(), self.rules.clone());
-        let walk =
+        self.begin_comparison();
+        self.finish_comparison(remote).await
+    }
+
+    /// Starts comparing the folder with the state from the beginning (dropping one under way:
+    /// what it had not reached is compared again, what it had may have been missed since).
+    pub(super) fn begin_comparison(&mut self) {
+        if self.comparison.is_some() {
+            tracing::debug!(workspace.id = %self.ws, "comparison started again from the beginning");
+        }
+        self.comparison = Some(Comparison::new());
+    }
+
+    /// Whether a comparison is under way.
+    pub fn comparing(&self) -> bool {
+        self.comparison.is_some()
+    }
+
+    /// The next group of changed files, being judged: the one judged ahead if nothing else
+    /// changed the state since it was started (else it is judged again), or the next of `changed`.
+    fn next_changed(&mut self, c: &mut Comparison) -> Option<Judging> {
+        match c.ahead.take() {
+            Some((at, _, judged)) if at == self.live_changes => Some(judged),
+            Some((_, group, _)) => Some(self.judge_ahead(group)),
+            None if c.changed.is_empty() => None,
+            None => {
+                let group = self.take_group(&mut c.changed);
+                Some(self.judge_ahead(group))
+            }
+        }
+    }
+
+    /// Up to an upload batch of `changed`, the ignored left out.
+    fn take_group(&self, changed: &mut VecDeque<String>) -> Vec<WsPath> {
+        let n = changed.len().min(UPLOAD_BATCH);
+        changed
+            .drain(..n)
+            .filter(|rel| !self.rules.is_ignored(rel, false))
+            .filter_map(|rel| WsPath::try_from(rel).ok())
+            .collect()
+    }
+
+    /// Runs the comparison under way to its end.
+    pub(super) async fn finish_comparison<R: Remote>(&mut self, remote: &mut R) -> PathResult {
+        while self.comparison.is_some() {
+            self.compare_step(remote).await?;
+        }
+        Ok(())
+    }
+
+    /// One step of the comparison under way: a group of changed files sent, or one page of the
+    /// state stat'ed, or one batch of the folder's listing looked up, or (at the end) what was held
+    /// for moves sent. The comparison is dropped when it is done (and on an error: the next
+    /// connection starts a new one).
+    pub(super) async fn compare_step<R: Remote>(&mut self, remote: &mut R) -> PathResult {
+        let Some(mut c) = self.comparison.take() else { return Ok(()) };
+        if let Some(judged) = self.next_changed(&mut c) {
+            // The group after this one is judged while this one is sent.
+            if !c.changed.is_empty() {
+                let group = self.take_group(&mut c.changed);
+                c.ahead = Some((self.live_changes, group.clone(), self.judge_ahead(group)));
+            }
+            self.comparison = Some(c);
+            let writer = self.role.can_write() && !self.read_only;
+            return self.push_part(remote, judged, &mut MoveSources::default(), writer).await;
+        }
+        if !c.known_done {
+            let page = self.store.page(c.after.as_deref(), self.compare_page.max(1));
+            match page.last() {
+                None => {
+                    c.known_done = true;
+                    c.stat_ms = c.started.elapsed().as_millis();
+                }
+                Some((last, _)) => {
+                    c.after = Some(last.clone());
+                    c.known += page.len();
+                    let root = self.root.clone();
+                    let moved = tokio::task::spawn_blocking(move || moved_since(&root, &page)).await;
+                    let moved = moved.map_err(|e| SyncError::Fatal(format!("rescan failed: {e}")))?;
+                    c.to_check += moved.len();
+                    for (path, gone) in moved {
+                        if gone {
+                            c.held.insert(path);
+                        } else {
+                            c.changed.push_back(path);
+                        }
+                    }
+                }
+            }
+            self.comparison = Some(c);
+            return Ok(());
+        }
+        let walk = c.walk.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<String>>(WALK_AHEAD);
+            let (root, rules) = (self.root.clone(), self.rules.clone());
+            // Ends by itself when the comparison is dropped (the receiver with it).
             tokio::task::spawn_blocking(move || local::walk_paths(&root, &rules, |b| tx.blocking_send(b).is_ok()));
-        let (mut known, mut after) = (0usize, None::<String>);
-        loop {
-            let page = self.store.page(after.as_deref(), PAGE);
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            known += page.len();
-            let root = self.root.clone();
-            let moved = tokio::task::spawn_blocking(move || moved_since(&root, &page)).await;
-            suspects.extend(moved.map_err(|e| SyncError::Fatal(format!("rescan failed: {e}")))?);
+            rx
+        });
+        if let Some(batch) = walk.recv().await {
+            c.on_disk += batch.len();
+            let unknown = self.store.unknown(batch);
+            c.to_check += unknown.len();
+            if c.held.is_empty() {
+                // Nothing vanished: a new file cannot be a move, it goes up with the next steps.
+                c.changed.extend(unknown);
+            } else {
+                c.held.extend(unknown);
+            }
+            self.comparison = Some(c);
+            return Ok(());
         }
-        let stat_ms = started.elapsed().as_millis();
-        let mut on_disk = 0usize;
-        while let Some(batch) = rx.recv().await {
-            on_disk += batch.len();
-            suspects.extend(self.store.unknown(batch));
-        }
-        let _ = walk.await;
         tracing::info!(
             workspace.id = %self.ws,
-            known,
-            on_disk,
-            to_check = suspects.len(),
-            stat_ms,
-            total_ms = started.elapsed().as_millis(),
+            known = c.known,
+            on_disk = c.on_disk,
+            to_check = c.to_check,
+            stat_ms = c.stat_ms,
+            total_ms = c.started.elapsed().as_millis(),
             "folder compared with the state"
         );
-        self.push_local(remote, suspects).await
+        self.push_local(remote, std::mem::take(&mut c.held)).await
     }
 }
 
@@ -64,10 +208,10 @@ impl FolderSync {
 pub fn differences(store: &StateStore, root: &Path, rules: &IgnoreRules, mut each: impl FnMut(String)) {
     let mut after = None::<String>;
     loop {
-        let page = store.page(after.as_deref(), PAGE);
+        let page = store.page(after.as_deref(), COMPARE_PAGE);
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
-        moved_since(root, &page).into_iter().for_each(&mut each);
+        moved_since(root, &page).into_iter().for_each(|(p, _)| each(p));
     }
     local::walk_paths(root, rules, |batch| {
         store.unknown(batch).into_iter().for_each(&mut each);
@@ -75,9 +219,9 @@ pub fn differences(store: &StateStore, root: &Path, rules: &IgnoreRules, mut eac
     });
 }
 
-/// The paths of `page` whose file is gone or whose size or mtime moved since it was recorded.
-/// Blocking; stats on [`STAT_THREADS`] threads.
-fn moved_since(root: &Path, page: &[(String, Entry)]) -> Vec<String> {
+/// The paths of `page` whose file is gone (`true`) or whose size or mtime moved since it was
+/// recorded (`false`). Blocking; stats on [`STAT_THREADS`] threads.
+fn moved_since(root: &Path, page: &[(String, Entry)]) -> Vec<(String, bool)> {
     // One handle on the folder for the page (a folder that cannot be opened has every file gone).
     let folder = local::Folder::open(root).ok();
     let folder = folder.as_ref();
@@ -87,7 +231,13 @@ fn moved_since(root: &Path, page: &[(String, Entry)]) -> Vec<String> {
             .chunks(per_thread)
             .map(|part| {
                 s.spawn(move || {
-                    part.iter().filter(|(p, e)| !unchanged(folder, p, e)).map(|(p, _)| p.clone()).collect::<Vec<_>>()
+                    part.iter()
+                        .filter_map(|(p, e)| match now_on_disk(folder, p) {
+                            Some(m) if m.size == e.size && m.mtime_ms == e.mtime_ms => None,
+                            Some(_) => Some((p.clone(), false)),
+                            None => Some((p.clone(), true)),
+                        })
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -95,7 +245,7 @@ fn moved_since(root: &Path, page: &[(String, Entry)]) -> Vec<String> {
     })
 }
 
-fn unchanged(folder: Option<&local::Folder>, path: &str, e: &Entry) -> bool {
-    let (Some(folder), Ok(rel)) = (folder, WsPath::parse(path)) else { return false };
-    folder.stat(&rel).is_some_and(|m| m.size == e.size && m.mtime_ms == e.mtime_ms)
+fn now_on_disk(folder: Option<&local::Folder>, path: &str) -> Option<LocalFile> {
+    let (Some(folder), Ok(rel)) = (folder, WsPath::parse(path)) else { return None };
+    folder.stat(&rel)
 }

@@ -45,9 +45,18 @@ struct FakeNode {
     pages: Vec<i64>,
     /// The page asked for this many pages from now breaks every chunk request.
     break_at_page: Option<usize>,
+    /// After this many calls (puts, deletes, moves) the connection closes: ends `live` there.
+    close_after_calls: Option<usize>,
 }
 
 impl FakeNode {
+    fn call(&mut self, what: String) {
+        self.calls.push(what);
+        if self.close_after_calls == Some(self.calls.len()) {
+            self.events.push_back(RemoteEvent::Closed { reason: "enough calls".into() });
+        }
+    }
+
     fn store(&mut self, data: &[u8]) -> (FileScan, i64) {
         let scan = chunking::scan(data).unwrap();
         for c in &scan.chunks {
@@ -126,7 +135,7 @@ impl Remote for FakeNode {
         _meta: &LocalFile,
         _scan: &FileScan,
     ) -> Result<Committed, RemoteError> {
-        self.calls.push(format!("put {path} base {base}"));
+        self.call(format!("put {path} base {base}"));
         let data = std::fs::read(abs).map_err(|e| RemoteError::Connection(e.to_string()))?;
         let (_, seq) = self.store(&data);
         let conflict_path = self.conflict_on.contains(&path.to_owned()).then(|| format!("{path}.conflict"));
@@ -144,13 +153,13 @@ impl Remote for FakeNode {
     }
 
     async fn delete(&mut self, _ws: WorkspaceId, path: &str, base: i64) -> Result<Committed, RemoteError> {
-        self.calls.push(format!("delete {path} base {base}"));
+        self.call(format!("delete {path} base {base}"));
         self.seq += 1;
         Ok(Committed { version: self.seq, seq: self.seq, path: path.into(), conflict_path: None })
     }
 
     async fn move_path(&mut self, _ws: WorkspaceId, from: &str, to: &str, base: i64) -> Result<Committed, RemoteError> {
-        self.calls.push(format!("move {from} {to} base {base}"));
+        self.call(format!("move {from} {to} base {base}"));
         if self.refuse_moves {
             return Err(RemoteError::Refused {
                 code: Refusal::Node(ErrorCode::Conflict),
@@ -688,14 +697,74 @@ async fn a_rescan_finds_changes_no_event_reported() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
     tx.send(WatchEvent::Rescan).await.unwrap();
-    drop(tx); // the watcher then stops: `live` returns after the rescan
+    // The connection closes after the third call: `live` returns there.
+    s.node.close_after_calls = Some(3);
     let ended = s.sync.live(&mut s.node, &mut rx, &mut stop).await;
-    assert!(matches!(ended, Err(SyncError::Fatal(_))), "{ended:?}");
+    assert!(matches!(ended, Err(SyncError::Connection(_))), "{ended:?}");
     let mut calls = s.node.calls.clone();
     calls.sort();
     assert_eq!(calls, vec!["delete d/b.txt base 2", "put a.txt base 1", "put new/c.txt base 0"]);
     assert_eq!(s.sync.store.get("d/b.txt"), None);
     assert!(s.sync.store.get("new/c.txt").is_some());
+    drop(tx);
+}
+
+/// After a restart the comparison of the folder with the state runs between live changes: a file
+/// the watcher reports is sent before the comparison reaches it, and only once (the comparison
+/// then finds it in sync); a file changed while the agent was off is still found and sent.
+#[tokio::test]
+async fn a_live_edit_is_sent_before_the_background_comparison_reaches_it_and_once() {
+    let mut s = Setup::new(Role::Editor);
+    for i in 0..30 {
+        s.synced(&format!("f{i:02}.txt"), format!("file {i}").as_bytes()).await;
+    }
+    let base = |s: &Setup, p: &str| s.sync.store.get(p).unwrap().version;
+    let (live_base, offline_base) = (base(&s, "f01.txt"), base(&s, "f29.txt"));
+    s.write("f29.txt", b"changed while the agent was off");
+    s.sync.compare_in_background = true;
+    s.sync.compare_page = 1;
+    s.sync.store.advance(s.node.seq);
+    s.sync.catch_up(&mut s.node).await.unwrap();
+    assert!(s.sync.comparing(), "catch-up returns before the comparison");
+    assert!(s.node.calls.is_empty(), "{:?}", s.node.calls);
+    // Edited right after going live, in the first page the comparison will stat.
+    s.write("f01.txt", b"edited live");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tx.send(WatchEvent::Paths(vec![s.root().join("f01.txt")])).await.unwrap();
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    s.node.close_after_calls = Some(2);
+    let ended = s.sync.live(&mut s.node, &mut rx, &mut stop).await;
+    assert!(matches!(ended, Err(SyncError::Connection(_))), "{ended:?}");
+    assert_eq!(
+        s.node.calls,
+        vec![format!("put f01.txt base {live_base}"), format!("put f29.txt base {offline_base}")],
+        "the live edit first, each file once"
+    );
+    // The rest of the comparison sends nothing more.
+    s.sync.finish_comparison(&mut s.node).await.unwrap();
+    assert_eq!(s.node.calls.len(), 2, "{:?}", s.node.calls);
+    assert!(!s.sync.comparing());
+    drop(tx);
+}
+
+/// A directory the watcher reports is walked when pushed, not listed into the event: renamed
+/// inside the folder, its files are still found as moves of the vanished ones.
+#[tokio::test]
+async fn a_renamed_directory_is_walked_and_its_files_are_moves() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("old/a.txt", b"alpha").await;
+    s.synced("old/sub/b.txt", b"beta").await;
+    std::fs::rename(s.root().join("old"), s.root().join("new")).unwrap();
+    let root = s.root();
+    let (rels, dirs) = s.sync.expand_watched(&[root.join("old"), root.join("new")]);
+    assert_eq!(dirs, vec![root.join("new")], "the directory is named, not its files");
+    assert!(!rels.iter().any(|p| p.starts_with("new/")), "{rels:?}");
+    s.sync.push_local_under(&mut s.node, rels, dirs).await.unwrap();
+    let mut calls = s.node.calls.clone();
+    calls.sort();
+    assert_eq!(calls, vec!["move old/a.txt new/a.txt base 1", "move old/sub/b.txt new/sub/b.txt base 2"]);
+    assert!(s.sync.store.get("new/sub/b.txt").is_some());
+    assert!(s.sync.store.get("old/a.txt").is_none());
 }
 
 /// What a restart on an in-sync tree costs before the next edit can sync: the full compare of

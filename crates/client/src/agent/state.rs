@@ -584,6 +584,21 @@ impl StateStore {
         .unwrap_or_default()
     }
 
+    /// [`StateStore::under`] a page at a time: up to `limit` entries equal to `dir` or under
+    /// `dir/`, after `after` (from the start with `None`), in path order.
+    pub fn under_page(&self, dir: &str, after: Option<&str>, limit: usize) -> Vec<(String, Entry)> {
+        let (lo, hi) = (format!("{dir}/"), format!("{dir}0"));
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT path, {ENTRY_COLUMNS} FROM files WHERE (path = ?1 OR (path > ?2 AND path < ?3)) \
+                 AND (?4 IS NULL OR path > ?4) ORDER BY path LIMIT ?5"
+            ))?
+            .query_map(params![dir, lo, hi, after, limit], |r| Ok((r.get(0)?, read_entry(r, 1)?)))?
+            .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// Up to `limit` entries after `after` (all from the start with `None`), in path order: the
     /// state is walked a page at a time, never loaded whole.
     pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<(String, Entry)> {

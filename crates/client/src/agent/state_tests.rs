@@ -63,6 +63,10 @@ fn under_lists_a_directory_and_nothing_beside_it() {
     assert_eq!(s.under("a/y"), vec!["a/y/z"]);
     let paged: Vec<String> = s.page(Some("a/x"), 3).into_iter().map(|(p, _)| p).collect();
     assert_eq!(paged, vec!["a/y/z", "a0", "ab/c"]);
+    let under = |after: Option<&str>, n| s.under_page("a", after, n).into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+    assert_eq!(under(None, 2), vec!["a", "a/x"]);
+    assert_eq!(under(Some("a/x"), 2), vec!["a/y/z"]);
+    assert!(under(Some("a/y/z"), 2).is_empty());
 }
 
 #[test]

@@ -352,18 +352,19 @@ impl FolderSync {
                 w = watch.recv() => {
                     self.live_changes += 1;
                     match w {
-                    Some(WatchEvent::Paths(paths)) => {
-                        let (rels, dirs) = self.expand_watched(&paths);
-                        self.push_local_under(remote, rels, dirs).await?;
-                        self.store.save()?;
+                        Some(WatchEvent::Paths(paths)) => {
+                            let (rels, dirs) = self.expand_watched(&paths).await;
+                            self.push_local_under(remote, rels, dirs).await?;
+                            self.store.save()?;
+                        }
+                        Some(WatchEvent::Rescan) => {
+                            // The watcher said why (and what to raise) when it asked. Events were
+                            // lost, maybe in what a comparison under way had passed: from the start.
+                            self.begin_comparison();
+                        }
+                        None => return Err(SyncError::Fatal("the folder watcher stopped".into())),
                     }
-                    Some(WatchEvent::Rescan) => {
-                        // The watcher said why (and what to raise) when it asked. Events were
-                        // lost, maybe in what a comparison under way had passed: from the start.
-                        self.begin_comparison();
-                    }
-                    None => return Err(SyncError::Fatal("the folder watcher stopped".into())),
-                }},
+                }
                 _ = rescan_tick.tick() => {
                     if !self.comparing() {
                         tracing::debug!(workspace.id = %self.ws, "periodic rescan");
@@ -417,10 +418,11 @@ impl FolderSync {
     }
 
     /// The workspace paths a batch of watcher events may have changed: the paths themselves and
-    /// every known path under one (a directory that vanished, or was replaced); and the
-    /// directories among them, whose files are walked when they are pushed
-    /// ([`FolderSync::push_local_under`]), not listed here.
-    fn expand_watched(&mut self, paths: &[PathBuf]) -> (BTreeSet<String>, Vec<PathBuf>) {
+    /// every known path under one that is gone (a directory deleted or moved away), or, under a
+    /// directory that is there, the known files gone from it (stat'ed a page at a time); and the
+    /// directories, whose files are walked when they are pushed ([`FolderSync::push_local_under`]),
+    /// not listed here. What is held is what vanished, not the directories' contents.
+    async fn expand_watched(&mut self, paths: &[PathBuf]) -> (BTreeSet<String>, Vec<PathBuf>) {
         let mut out = BTreeSet::new();
         let mut dirs = Vec::new();
         for abs in paths {
@@ -436,12 +438,13 @@ impl FolderSync {
                     if !self.rules.is_ignored(&rel, true) {
                         dirs.push(abs.clone());
                     }
+                    out.extend(self.gone_under(&rel).await);
                 }
                 _ => {
-                    out.insert(rel.clone());
+                    out.extend(self.store.under(&rel));
+                    out.insert(rel);
                 }
             }
-            out.extend(self.store.under(&rel));
         }
         // A directory inside another one of the batch is walked with it.
         dirs.sort();

@@ -118,6 +118,22 @@ impl FolderSync {
             .collect()
     }
 
+    /// The known files under the directory `dir` (there on disk) that are gone from it, found a
+    /// page of the state at a time as the comparison finds them.
+    pub(super) async fn gone_under(&self, dir: &str) -> Vec<String> {
+        let mut gone = Vec::new();
+        let mut after = None::<String>;
+        loop {
+            let page = self.store.under_page(dir, after.as_deref(), COMPARE_PAGE);
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let root = self.root.clone();
+            let moved = tokio::task::spawn_blocking(move || moved_since(&root, &page)).await.unwrap_or_default();
+            gone.extend(moved.into_iter().filter(|(_, g)| *g).map(|(p, _)| p));
+        }
+        gone
+    }
+
     /// Runs the comparison under way to its end.
     pub(super) async fn finish_comparison<R: Remote>(&mut self, remote: &mut R) -> PathResult {
         while self.comparison.is_some() {

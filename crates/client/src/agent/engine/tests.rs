@@ -756,7 +756,7 @@ async fn a_renamed_directory_is_walked_and_its_files_are_moves() {
     s.synced("old/sub/b.txt", b"beta").await;
     std::fs::rename(s.root().join("old"), s.root().join("new")).unwrap();
     let root = s.root();
-    let (rels, dirs) = s.sync.expand_watched(&[root.join("old"), root.join("new")]);
+    let (rels, dirs) = s.sync.expand_watched(&[root.join("old"), root.join("new")]).await;
     assert_eq!(dirs, vec![root.join("new")], "the directory is named, not its files");
     assert!(!rels.iter().any(|p| p.starts_with("new/")), "{rels:?}");
     s.sync.push_local_under(&mut s.node, rels, dirs).await.unwrap();
@@ -765,6 +765,14 @@ async fn a_renamed_directory_is_walked_and_its_files_are_moves() {
     assert_eq!(calls, vec!["move old/a.txt new/a.txt base 1", "move old/sub/b.txt new/sub/b.txt base 2"]);
     assert!(s.sync.store.get("new/sub/b.txt").is_some());
     assert!(s.sync.store.get("old/a.txt").is_none());
+    // A directory that is still there, reported alone: of its known files, only the one gone
+    // from it is named (and deleted), the others are walked and found in sync.
+    s.node.calls.clear();
+    std::fs::remove_file(root.join("new/sub/b.txt")).unwrap();
+    let (rels, dirs) = s.sync.expand_watched(&[root.join("new")]).await;
+    assert_eq!(rels.into_iter().collect::<Vec<_>>(), vec!["new/sub/b.txt"]);
+    s.sync.push_local_under(&mut s.node, BTreeSet::from(["new/sub/b.txt".to_owned()]), dirs).await.unwrap();
+    assert_eq!(s.node.calls, vec!["delete new/sub/b.txt base 4"]);
 }
 
 /// What a restart on an in-sync tree costs before the next edit can sync: the full compare of

@@ -4,6 +4,10 @@
 //! it never touches frames or request ids.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
 
 use filesync_core::chunking::{ChunkRef, FileScan, Hash};
 use filesync_core::proto::{Change, ErrorCode, Notice};
@@ -135,10 +139,46 @@ impl RemoteError {
 
 pub use crate::agent::session::Session;
 
+/// Chunks fetched by a task of its own beside the engine's event loop, over the same connection
+/// (a large upload fetched before its commit). Answers like [`Fetch::chunk_sets`].
+pub trait DetachedFetch: Send + Sync + 'static {
+    fn chunk_sets(&self, ws: WorkspaceId, sets: Vec<Vec<Hash>>) -> BoxFuture<'static, ChunkAnswers>;
+}
+
+/// The answer to each set of [`DetachedFetch::chunk_sets`], in the order asked.
+pub type ChunkAnswers = Vec<Result<Vec<Vec<u8>>, RemoteError>>;
+
+/// A connection that can hand chunk fetching to a task ([`DetachedFetch`]).
+pub trait Detach {
+    fn detach(&self) -> Arc<dyn DetachedFetch>;
+}
+
+/// The protocol client is pipelined and its clones share the connection: a task's requests
+/// travel beside the engine's own.
+impl Detach for Session {
+    fn detach(&self) -> Arc<dyn DetachedFetch> {
+        Arc::new(SharedClient(self.client().clone()))
+    }
+}
+
+struct SharedClient(filesync_proto_client::Client);
+
+impl DetachedFetch for SharedClient {
+    fn chunk_sets(&self, ws: WorkspaceId, sets: Vec<Vec<Hash>>) -> BoxFuture<'static, ChunkAnswers> {
+        let mut client = self.0.clone();
+        async move {
+            let answers = Fetch::chunk_sets(&mut client, ws, &sets).await;
+            answers.into_iter().map(|a| a.map_err(RemoteError::from)).collect()
+        }
+        .boxed()
+    }
+}
+
 /// Everything the engine needs from a connection. Implemented by [`Session`]. Chunks come
-/// through the library's [`Fetch`], so that downloads run the library's one implementation.
+/// through the library's [`Fetch`], so that downloads run the library's one implementation;
+/// a task of the engine's may fetch beside it ([`Detach`]).
 #[allow(async_fn_in_trait)]
-pub trait Remote: Fetch<Error = RemoteError> {
+pub trait Remote: Fetch<Error = RemoteError> + Detach {
     /// The next unsolicited event. Cancel-safe: nothing is lost if the future is dropped.
     async fn next_event(&mut self) -> RemoteEvent;
     /// An event that has already arrived, without waiting: `None` if there is none yet.

@@ -216,7 +216,7 @@ impl FolderSync {
         // A large upload staged while it was being sent: the download continues its temp file.
         // If it cannot (someone changed the file, another chunk list or path), its chunks are read
         // from there and checked like any local chunk; it is dropped once this download is done.
-        let (mut resume, staged) = match self.take_stream(&manifest) {
+        let (mut resume, staged) = match self.take_stream(&manifest).await {
             Some(s) if s.continues(rel, &manifest) => (Some(s.resume()), None),
             Some(s) => {
                 tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "the staged download does not continue into this version; reading its chunks");

@@ -146,6 +146,8 @@ pub struct FolderSync {
     staged: HashMap<i64, Staged>,
     /// Large uploads announced by the node and fetched before their commit, by content hash.
     streams: HashMap<chunking::Hash, stream::Stream>,
+    /// Taken by a stream's task for each window it fetches and writes: one at a time.
+    stream_turn: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for FolderSync {
@@ -198,6 +200,7 @@ impl FolderSync {
             stop: None,
             staged: HashMap::new(),
             streams: HashMap::new(),
+            stream_turn: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

@@ -47,9 +47,16 @@ struct FakeNode {
     break_at_page: Option<usize>,
     /// After this many calls (puts, deletes, moves) the connection closes: ends `live` there.
     close_after_calls: Option<usize>,
+    /// Chunks sent to the tasks fetching announced uploads (`Detach`).
+    streamed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeNode {
+    /// Chunks sent, to the engine and to its tasks.
+    fn sent(&self) -> usize {
+        self.chunks_sent + self.streamed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn call(&mut self, what: String) {
         self.calls.push(what);
         if self.close_after_calls == Some(self.calls.len()) {
@@ -205,6 +212,41 @@ impl Fetch for FakeNode {
     }
 }
 
+/// A task's share of the fake node: the chunks it held when the task began.
+struct FakeFetch {
+    chunks: HashMap<Hash, Vec<u8>>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::agent::remote::Detach for FakeNode {
+    fn detach(&self) -> std::sync::Arc<dyn crate::agent::remote::DetachedFetch> {
+        std::sync::Arc::new(FakeFetch { chunks: self.chunks.clone(), sent: self.streamed.clone() })
+    }
+}
+
+impl crate::agent::remote::DetachedFetch for FakeFetch {
+    fn chunk_sets(
+        &self,
+        _ws: WorkspaceId,
+        sets: Vec<Vec<Hash>>,
+    ) -> futures::future::BoxFuture<'static, crate::agent::remote::ChunkAnswers> {
+        let answers = sets
+            .iter()
+            .map(|set| match set.iter().map(|h| self.chunks.get(h).cloned()).collect::<Option<Vec<_>>>() {
+                Some(data) => {
+                    self.sent.fetch_add(set.len(), std::sync::atomic::Ordering::SeqCst);
+                    Ok(data)
+                }
+                None => Err(RemoteError::Refused {
+                    code: Refusal::Node(ErrorCode::NotFound),
+                    message: "no such chunk".into(),
+                }),
+            })
+            .collect();
+        Box::pin(std::future::ready(answers))
+    }
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     sync: FolderSync,
@@ -270,6 +312,13 @@ impl Setup {
             }
         }
         out
+    }
+
+    /// Waits until the task fetching the announced upload of `content_hash` has written its first
+    /// `chunks` chunks.
+    async fn staged(&mut self, content_hash: Hash, chunks: usize) {
+        let stream = self.sync.streams.get_mut(&content_hash).expect("the upload is being fetched");
+        assert!(stream.written(chunks).await, "the fetch ended before {chunks} chunks");
     }
 
     async fn push(&mut self, paths: &[&str]) {
@@ -873,11 +922,12 @@ async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
     s.sync.on_upload(&mut s.node, started("big.bin", "other-device", scan.content_hash)).await.unwrap();
     let progress = Notice::UploadProgress { workspace_id: WS, content_hash: scan.content_hash, durable: half as u32 };
     s.sync.on_upload(&mut s.node, progress).await.unwrap();
+    s.staged(scan.content_hash, half).await;
     let temps = s.temps();
     assert_eq!(temps.len(), 1);
     let prefix: u64 = refs[..half].iter().map(|c| u64::from(c.len)).sum();
     assert_eq!(std::fs::read(&temps[0]).unwrap(), data[..prefix as usize], "the durable prefix, staged");
-    assert_eq!(s.node.chunks_sent, half);
+    assert_eq!(s.node.sent(), half);
     assert!(s.read("big.bin").is_none(), "nothing appears before the commit");
     let staged_file = std::fs::metadata(&temps[0]).unwrap().ino();
 
@@ -885,7 +935,7 @@ async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
     let c = s.node.publish("big.bin", &data);
     s.sync.apply_change(&mut s.node, c).await.unwrap();
     assert_eq!(s.read("big.bin").as_deref(), Some(&data[..]));
-    assert_eq!(s.node.chunks_sent - half, refs.len() - half, "after the commit, only the rest is asked for");
+    assert_eq!(s.node.sent() - half, refs.len() - half, "after the commit, only the rest is asked for");
     let placed = std::fs::metadata(s.root().join("big.bin")).unwrap().ino();
     assert_eq!(placed, staged_file, "the staged file itself is in place, not a second copy");
     assert!(s.temps().is_empty());
@@ -900,6 +950,7 @@ async fn an_announced_upload_is_fetched_before_its_commit_and_placed_with_it() {
     s.sync.on_upload(&mut s.node, notice).await.unwrap();
     let progress = Notice::UploadProgress { workspace_id: WS, content_hash: oscan.content_hash, durable: 10 };
     s.sync.on_upload(&mut s.node, progress).await.unwrap();
+    s.staged(oscan.content_hash, 10).await;
     assert_eq!(s.temps().len(), 1);
     let gone = Notice::UploadAbandoned { workspace_id: WS, content_hash: oscan.content_hash };
     s.sync.on_upload(&mut s.node, gone).await.unwrap();
@@ -935,8 +986,9 @@ async fn a_staged_download_that_cannot_be_continued_still_ends_in_the_right_file
         let staged = 20;
         s.sync.on_upload(&mut s.node, notice).await.unwrap();
         s.sync.on_upload(&mut s.node, durable(&scan, staged)).await.unwrap();
+        s.staged(scan.content_hash, staged).await;
         let temps = s.temps();
-        assert_eq!((temps.len(), s.node.chunks_sent), (1, staged), "{damage}: the prefix is staged");
+        assert_eq!((temps.len(), s.node.sent()), (1, staged), "{damage}: the prefix is staged");
         let file = std::fs::File::options().write(true).open(&temps[0]).unwrap();
         match damage {
             "overwritten" => {
@@ -952,7 +1004,7 @@ async fn a_staged_download_that_cannot_be_continued_still_ends_in_the_right_file
         let c = s.node.publish("big.bin", &data);
         s.sync.apply_change(&mut s.node, c).await.unwrap();
         assert_eq!(s.read("big.bin").as_deref(), Some(&data[..]), "{damage}");
-        let after_commit = s.node.chunks_sent - staged;
+        let after_commit = s.node.sent() - staged;
         // Overwritten: the damaged chunk is fetched again, the other staged ones are reused. Cut
         // short: nothing is left to reuse. Another list: its chunks are not the manifest's.
         let want = if damage == "overwritten" { scan.chunks.len() - staged + 1 } else { scan.chunks.len() };
@@ -973,6 +1025,7 @@ async fn streamed_commit_cost() {
         let (scan, _) = s.node.store(&data);
         s.sync.on_upload(&mut s.node, announced("big.bin", &scan)).await.unwrap();
         s.sync.on_upload(&mut s.node, durable(&scan, scan.chunks.len())).await.unwrap();
+        s.staged(scan.content_hash, scan.chunks.len()).await;
         if !continued {
             let file = std::fs::File::options().write(true).open(&s.temps()[0]).unwrap();
             file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(1)).unwrap();
@@ -1118,18 +1171,19 @@ async fn a_streamed_file_is_placed_and_its_edit_is_fetched_as_a_delta_after_the_
     let (scan, _) = s.node.store(&old);
     s.sync.on_upload(&mut s.node, announced("big.bin", &scan)).await.unwrap();
     s.sync.on_upload(&mut s.node, durable(&scan, scan.chunks.len())).await.unwrap();
-    assert_eq!(s.node.chunks_sent, scan.chunks.len(), "the new file, fetched ahead");
+    s.staged(scan.content_hash, scan.chunks.len()).await;
+    assert_eq!(s.node.sent(), scan.chunks.len(), "the new file, fetched ahead");
     let c = s.node.publish("big.bin", &old);
     s.sync.apply_change(&mut s.node, c).await.unwrap();
     assert_eq!(s.read("big.bin").as_deref(), Some(&old[..]));
 
     let mut new = old.clone();
     new[1_500_000..1_504_096].copy_from_slice(&noise(4096, 62));
-    let fetched_before = s.node.chunks_sent;
+    let fetched_before = s.node.sent();
     let edit = s.node.publish("big.bin", &new);
     s.sync.apply_change(&mut s.node, edit.clone()).await.unwrap();
     assert_eq!(s.read("big.bin").as_deref(), Some(&new[..]));
-    let fetched = s.node.chunks_sent - fetched_before;
+    let fetched = s.node.sent() - fetched_before;
     assert!((1..=3).contains(&fetched), "{fetched} chunks fetched for the edit, of {}", scan.chunks.len());
     assert_eq!(s.sync.store.get("big.bin").map(|e| e.version), Some(edit.seq));
     assert!(s.temps().is_empty(), "{:?}", s.temps());

@@ -13,7 +13,7 @@ use std::io;
 
 use actix_web::http::header::{self, ByteRangeSpec, Range};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use filesync_core::db::journal::{self, Author, Committed, Refusal};
 use filesync_core::db::{DbConn, DbError};
 use filesync_core::events::WorkspaceEvent;
@@ -64,6 +64,14 @@ pub(super) fn refused(e: DbError) -> ApiError {
         }
         other => other.into(),
     }
+}
+
+/// `res` with `Connection: close`: the answer to an upload refused before its body was read to the
+/// end. The rest of the body may still be on its way (or sit unread on the socket), so the
+/// connection cannot carry another request; a client that reused it would wait forever.
+fn closing(mut res: HttpResponse) -> HttpResponse {
+    res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    res
 }
 
 fn ingest_failed(e: IngestError) -> ApiError {
@@ -291,7 +299,10 @@ pub async fn upload(
     let base = base_of(&req)?;
     state.read(move |conn| authorize(conn, user.id, ws, Action::WriteFiles).map(|_| ())).await?;
     let reader = body.map_err(|e| io::Error::other(e.to_string())).into_async_read();
-    let streamed = ingest::store_stream(&state.db, state.store.clone(), ws, reader).await.map_err(ingest_failed)?;
+    let streamed = match ingest::store_stream(&state.db, state.store.clone(), ws, reader).await {
+        Ok(streamed) => streamed,
+        Err(e) => return Ok(closing(ingest_failed(e).error_response())),
+    };
     // The role may have changed while the body was read.
     state.read(move |conn| authorize(conn, user.id, ws, Action::WriteFiles).map(|_| ())).await?;
     let size = streamed.size;

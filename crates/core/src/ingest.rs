@@ -727,6 +727,57 @@ mod tests {
         assert_eq!(n, hashes.len());
     }
 
+    /// A 1,000-chunk file reads back identical with a few coalesced ranged reads, not one per chunk;
+    /// so do every other chunk of it (small gaps), the same chunk over and over, and the chunks
+    /// backwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_file_is_read_with_few_coalesced_reads() {
+        use crate::storage::requests::Op;
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ws, _) = setup(dir.path());
+        let store = ChunkStore::new(db.clone(), Backend::dir(&dir.path().join("chunks")).unwrap());
+        let chunks: Vec<(Hash, Vec<u8>)> = (0..1000u64)
+            .map(|i| {
+                let data = noise(8192 + (i as usize % 7) * 1000, 1000 + 2 * i);
+                (chunking::hash(&data), data)
+            })
+            .collect();
+        let mut sink = ChunkSink::with_stored(db.clone(), store.clone(), ws, HashSet::new());
+        for (hash, data) in &chunks {
+            sink.push(*hash, data.clone()).await.unwrap();
+        }
+        sink.finish().await.unwrap();
+        let reads = || store.backend().requests().of(Op::ReadRange);
+        let read_all = |order: Vec<usize>| {
+            let store = store.clone();
+            let hashes: Vec<Hash> = order.iter().map(|&i| chunks[i].0).collect();
+            let want: Vec<Vec<u8>> = order.iter().map(|&i| chunks[i].1.clone()).collect();
+            async move {
+                let got: Vec<Vec<u8>> = store.read_many(hashes, 4).map(|r| r.unwrap().1).collect().await;
+                assert!(got == want, "the chunks read back differ");
+            }
+        };
+
+        let before = reads();
+        read_all((0..1000).collect()).await;
+        let whole = reads() - before;
+        // ~11.5 MiB in one pack: three reads of at most 4 MiB.
+        assert!(whole <= 5, "1,000 chunks took {whole} reads");
+        let before = reads();
+        read_all((0..1000).step_by(2).collect()).await;
+        assert!(reads() - before <= 5, "every other chunk took {} reads", reads() - before);
+        let before = reads();
+        read_all(vec![7; 300]).await;
+        assert!(reads() - before <= 2, "a repeated chunk took {} reads", reads() - before);
+        let before = reads();
+        read_all((0..1000).rev().collect()).await;
+        assert!(reads() - before <= 5, "chunks backwards took {} reads", reads() - before);
+        // The stored forms come through the same reads.
+        let stored: Vec<Encoded> =
+            store.read_many_stored(vec![chunks[3].0, chunks[4].0], 4).map(|r| r.unwrap().1).collect().await;
+        assert_eq!(stored.len(), 2);
+    }
+
     /// An object store that accepts `puts` objects, then fails every write.
     #[derive(Debug)]
     struct FailingPuts {

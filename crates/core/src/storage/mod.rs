@@ -28,6 +28,7 @@
 //! work (encoding, appending, decoding) runs on the blocking pool.
 
 pub mod backend;
+pub mod coalesce;
 mod error;
 pub mod legacy;
 pub mod migrate;
@@ -117,46 +118,37 @@ impl ChunkStore {
         self.read_located(*hash, found.remove(hash)).await
     }
 
-    /// The chunks `hashes`, in order, verified; `ahead` reads in flight, one index query per
-    /// [`LOCATE_BATCH`] chunks. The stream ends after the first error.
+    /// The chunks `hashes`, in order, verified, read as [`ChunkStore::read_many_stored`] reads
+    /// them and decoded `ahead` at a time on the blocking pool. The stream ends after the first
+    /// error.
     pub fn read_many(
         &self,
         hashes: Vec<Hash>,
         ahead: usize,
     ) -> BoxStream<'static, Result<(Hash, Vec<u8>), StorageError>> {
-        self.read_stream(hashes, ahead, |store, hash, location| async move { store.read_located(hash, location).await })
+        let decoded = self.read_many_stored(hashes, ahead).map(|item| async move {
+            let (hash, stored) = item?;
+            tokio::task::spawn_blocking(move || decode(hash, stored)).await?.map(|data| (hash, data))
+        });
+        until_error(decoded.buffered(ahead.max(1)))
     }
 
-    /// The stored forms of the chunks `hashes`, in order, as [`ChunkStore::read_many`] reads them
-    /// but not decoded: each entry's header is checked against the index, its payload is not
-    /// decompressed nor hashed here. For a peer that decodes and verifies every chunk itself (the
-    /// node sends these to clients, protocol 5), so the node spends no CPU on them.
+    /// The stored forms of the chunks `hashes`, in order, not decoded: each entry's header is
+    /// checked against the index, its payload is not decompressed nor hashed here. For a peer that
+    /// decodes and verifies every chunk itself (the node sends these to clients, protocol 5), so
+    /// the node spends no CPU on them. One index query per [`LOCATE_BATCH`] chunks; chunks that
+    /// lie together in a pack are fetched with one ranged read ([`coalesce`]: at most
+    /// [`coalesce::MAX_SPAN`] bytes each), `ahead` reads in flight. The stream ends after the
+    /// first error.
     pub fn read_many_stored(
         &self,
         hashes: Vec<Hash>,
         ahead: usize,
     ) -> BoxStream<'static, Result<(Hash, Encoded), StorageError>> {
-        self.read_stream(hashes, ahead, |store, hash, location| async move {
-            store.read_located_stored(hash, location).await
-        })
-    }
-
-    fn read_stream<T, F, Fut>(
-        &self,
-        hashes: Vec<Hash>,
-        ahead: usize,
-        read: F,
-    ) -> BoxStream<'static, Result<(Hash, T), StorageError>>
-    where
-        T: Send + 'static,
-        F: Fn(ChunkStore, Hash, Option<Location>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
-    {
         let batches: Vec<Vec<Hash>> = hashes.chunks(LOCATE_BATCH).map(<[Hash]>::to_vec).collect();
         let locator = self.clone();
         let reader = self.clone();
-        let mut failed = false;
-        stream::iter(batches)
+        let located = stream::iter(batches)
             .then(move |batch| {
                 let db = locator.db.clone();
                 async move {
@@ -169,30 +161,51 @@ impl ChunkStore {
                 }
             })
             .map_ok(|located| stream::iter(located.into_iter().map(Ok::<_, StorageError>)))
-            .try_flatten()
-            .map(move |item| {
-                let read = item.map(|(hash, location)| (hash, read(reader.clone(), hash, location)));
+            .try_flatten();
+        // Group the located chunks into reads; `None` marks the end, where the open read is done.
+        let reads = located
+            .map(Some)
+            .chain(stream::once(async { None }))
+            .scan(coalesce::Coalescer::default(), |coalescer, item| {
+                let reads: Vec<Result<coalesce::Read, StorageError>> = match item {
+                    Some(Ok((hash, location))) => coalescer.push(hash, location).into_iter().map(Ok).collect(),
+                    Some(Err(e)) => coalescer.finish().into_iter().map(Ok).chain([Err(e)]).collect(),
+                    None => coalescer.finish().into_iter().map(Ok).collect(),
+                };
+                futures::future::ready(Some(stream::iter(reads)))
+            })
+            .flatten();
+        let chunks = reads
+            .map(move |read| {
+                let store = reader.clone();
                 async move {
-                    let (hash, read) = read?;
-                    read.await.map(|data| (hash, data))
+                    match read {
+                        Ok(read) => store.read_coalesced(read).await,
+                        Err(e) => vec![Err(e)],
+                    }
                 }
             })
             .buffered(ahead.max(1))
-            .take_while(move |r| {
-                let go = !failed;
-                failed |= r.is_err();
-                futures::future::ready(go)
-            })
-            .boxed()
+            .flat_map(stream::iter);
+        until_error(chunks)
+    }
+
+    /// The chunks of one read, in order: one ranged read for a span, split and checked entry by entry.
+    async fn read_coalesced(&self, read: coalesce::Read) -> Vec<Result<(Hash, Encoded), StorageError>> {
+        match read {
+            coalesce::Read::Span { pack, start, end, entries } => match self.backend.read(&pack, start..end).await {
+                Ok(bytes) => coalesce::Read::split(start, entries, &bytes),
+                Err(e) => vec![Err(e)],
+            },
+            coalesce::Read::One(hash, location) => {
+                vec![self.read_located_stored(hash, location).await.map(|stored| (hash, stored))]
+            }
+        }
     }
 
     async fn read_located(&self, hash: Hash, location: Option<Location>) -> Result<Vec<u8>, StorageError> {
         let stored = self.read_located_stored(hash, location).await?;
-        tokio::task::spawn_blocking(move || {
-            encoding::decode(&hash, stored.format, &stored.payload, MAX_CHUNK)
-                .map_err(|_| StorageError::Corrupt(hex(&hash)))
-        })
-        .await?
+        tokio::task::spawn_blocking(move || decode(hash, stored)).await?
     }
 
     async fn read_located_stored(&self, hash: Hash, location: Option<Location>) -> Result<Encoded, StorageError> {
@@ -212,4 +225,23 @@ impl ChunkStore {
             },
         }
     }
+}
+
+/// A stored chunk's bytes, verified against its name. Blocking.
+fn decode(hash: Hash, stored: Encoded) -> Result<Vec<u8>, StorageError> {
+    encoding::decode(&hash, stored.format, &stored.payload, MAX_CHUNK).map_err(|_| StorageError::Corrupt(hex(&hash)))
+}
+
+/// `items` up to and including the first error.
+fn until_error<T: Send + 'static>(
+    items: impl futures::Stream<Item = Result<T, StorageError>> + Send + 'static,
+) -> BoxStream<'static, Result<T, StorageError>> {
+    let mut failed = false;
+    items
+        .take_while(move |r| {
+            let go = !failed;
+            failed |= r.is_err();
+            futures::future::ready(go)
+        })
+        .boxed()
 }

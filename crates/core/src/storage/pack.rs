@@ -8,8 +8,9 @@
 //!
 //! `format` and `payload` are a chunk's stored form ([`super::encoding`]).
 //! The database indexes every entry (pack id, entry offset, entry length,
-//! format); a reader fetches exactly one entry with one ranged read and checks
-//! its header against the index before decoding and verifying the payload.
+//! format); a reader fetches an entry with a ranged read (entries that lie
+//! together share one, `super::coalesce`) and checks its header against the
+//! index before decoding and verifying the payload.
 //! The header's hash makes a pack self-describing: a pack can be scanned and
 //! checked without the index (GC and repair tools rely on it).
 //!

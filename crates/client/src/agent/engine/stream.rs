@@ -93,7 +93,7 @@ impl Stream {
     fn start(fetch: Arc<dyn DetachedFetch>, ws: WorkspaceId, turn: Arc<Semaphore>, staging: Staging) -> Stream {
         let (durable, durable_rx) = watch::channel(0usize);
         let (written_tx, written) = watch::channel(0usize);
-        let task = tokio::spawn(fetch_staged(fetch, ws, turn, staging, durable_rx, written_tx));
+        let task = tokio::spawn(fetch_staged(written_tx, fetch, ws, turn, staging, durable_rx));
         Stream { durable: Some(durable), written, task: Some(task) }
     }
 
@@ -140,12 +140,13 @@ impl Drop for Stream {
 /// of the folder at a time: `turn`, so memory stays that of one download), and appends it on the
 /// blocking pool. Ends when told (`durable` dropped) with the staged file, or on a failure.
 async fn fetch_staged(
+    // First: dropped last, so whoever waits on it sees the temp file gone when the task ends.
+    written: watch::Sender<usize>,
     fetch: Arc<dyn DetachedFetch>,
     ws: WorkspaceId,
     turn: Arc<Semaphore>,
     mut s: Staging,
     mut durable: watch::Receiver<usize>,
-    written: watch::Sender<usize>,
 ) -> Option<Staging> {
     loop {
         let upto = (*durable.borrow_and_update()).min(s.chunks.len());

@@ -1013,6 +1013,25 @@ async fn a_staged_download_that_cannot_be_continued_still_ends_in_the_right_file
     }
 }
 
+/// A stream whose task is refused a chunk (the node said more was durable than it serves) ends
+/// quietly, removing its temp file: the `Change` downloads the file the ordinary way, whole.
+#[tokio::test]
+async fn a_refused_stream_leaves_the_file_to_the_ordinary_download() {
+    let mut s = Setup::new(Role::Editor);
+    let data = noise(4 * 1024 * 1024, 91);
+    let scan = chunking::scan(&data[..]).unwrap();
+    s.sync.on_upload(&mut s.node, announced("big.bin", &scan)).await.unwrap();
+    s.sync.on_upload(&mut s.node, durable(&scan, scan.chunks.len())).await.unwrap();
+    let stream = s.sync.streams.get_mut(&scan.content_hash).expect("the upload is being fetched");
+    assert!(!stream.written(1).await, "the task ends at the refusal, having written nothing");
+    assert!(s.temps().is_empty(), "the ended task removed its temp file: {:?}", s.temps());
+    let c = s.node.publish("big.bin", &data);
+    s.sync.apply_change(&mut s.node, c).await.unwrap();
+    assert_eq!(s.read("big.bin").as_deref(), Some(&data[..]));
+    assert_eq!(s.node.sent(), scan.chunks.len(), "every chunk fetched once, by the download");
+    assert!(s.temps().is_empty(), "{:?}", s.temps());
+}
+
 /// Time for B to place a 256 MiB upload it fetched whole before the commit: completing the staged
 /// file in place, against the ordinary download reading the staged chunks into a second temp file
 /// (forced by moving the staged file's mtime: the path every streamed file took before).

@@ -2,6 +2,7 @@
 //! are written and a folder B where they must show up. Scenarios are written
 //! once against this trait and run unchanged on filesync and on the peers.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,63 @@ impl Wire {
             sent_by_a: self.sent_by_a.saturating_sub(before.sent_by_a),
             received_by_b: self.received_by_b.saturating_sub(before.received_by_b),
             total: self.total.saturating_sub(before.total),
+        }
+    }
+
+    /// A sample's bytes: what [`Mirror::push`] reported (tools run on demand), else the counters' difference.
+    pub fn of_sample(pushed: Option<Wire>, before: Option<Wire>, after: Option<Wire>) -> Option<Wire> {
+        match (pushed, before, after) {
+            (Some(w), _, _) => Some(w),
+            (None, Some(b), Some(a)) => Some(a.since(b)),
+            _ => None,
+        }
+    }
+}
+
+/// Requests a system made to its chunk store so far, by kind (filesync's
+/// `filesync_storage_requests_total{op}`, summed over its nodes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreRequests {
+    pub by_op: BTreeMap<String, f64>,
+}
+
+impl StoreRequests {
+    pub fn since(&self, before: &StoreRequests) -> StoreRequests {
+        let by_op = self
+            .by_op
+            .iter()
+            .map(|(op, n)| (op.clone(), (n - before.by_op.get(op).copied().unwrap_or(0.0)).max(0.0)))
+            .collect();
+        StoreRequests { by_op }
+    }
+
+    /// Every request of every kind.
+    pub fn total(&self) -> f64 {
+        self.by_op.values().sum()
+    }
+
+    /// Objects written: single PUTs (a directory's fsync + rename) and completed multipart uploads.
+    pub fn objects_written(&self) -> f64 {
+        ["put", "multipart"].iter().filter_map(|op| self.by_op.get(*op)).sum()
+    }
+
+    /// The counts scaled by `factor`, for "per GiB" figures.
+    pub fn scaled(&self, factor: f64) -> StoreRequests {
+        StoreRequests { by_op: self.by_op.iter().map(|(op, n)| (op.clone(), n * factor)).collect() }
+    }
+
+    /// "put 64 · read_range 260": the kinds that were used.
+    pub fn breakdown(&self) -> String {
+        let used: Vec<String> = self
+            .by_op
+            .iter()
+            .filter(|(_, n)| **n > 0.0)
+            .map(|(op, n)| format!("{op} {}", crate::report::group(*n)))
+            .collect();
+        if used.is_empty() {
+            "none".into()
+        } else {
+            used.join(" · ")
         }
     }
 }
@@ -55,6 +113,11 @@ pub trait Mirror {
     /// Where the byte counts come from, for the report.
     fn wire_source(&self) -> &'static str {
         ""
+    }
+
+    /// Requests made to the system's chunk store so far, for systems that have one and count them.
+    fn store_requests(&mut self) -> Result<Option<StoreRequests>> {
+        Ok(None)
     }
 
     /// The processes whose memory the report shows: (role, pid).

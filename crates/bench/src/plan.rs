@@ -13,7 +13,7 @@ use crate::machine::Machine;
 use crate::mirror::Mirror;
 use crate::report::{Goal, Report, Row, Scenario, Target, FILESYNC};
 use crate::rsync::Rsync;
-use crate::scenarios::{compressible_tree, large_file, latency, many_files, scale, small_edit, SizedRuns};
+use crate::scenarios::{compressible_tree, large_file, latency, many_files, scale, small_edit, SizedRuns, TreeRuns};
 use crate::syncthing::{Syncthing, DEFAULT_COMPRESSION};
 use crate::Settings;
 
@@ -164,7 +164,8 @@ fn run_large_file(lab: &mut Lab, s: &Settings) -> Scenario {
             "{} of random bytes is written and flushed in a staging folder on the same filesystem, then renamed \
              into A's folder: the clock starts at the rename and stops when B holds the whole file (size checked \
              every 10 ms, then its BLAKE3 hash). Fresh bytes every sample. Peak RSS is each process's VmHWM, reset \
-             before every sample through /proc/<pid>/clear_refs.",
+             before every sample through /proc/<pid>/clear_refs. filesync's chunk-store requests are its nodes' \
+             `filesync_storage_requests_total` from the sample's start until it is idle again, per GiB of the file.",
             large_file::size_label(o.size)
         ),
     );
@@ -182,7 +183,8 @@ fn run_small_edit(lab: &mut Lab, s: &Settings) -> Scenario {
             "A {} file of random bytes is synced first (not timed). Then 4 KiB of new random bytes overwrite it in \
              place near the middle, at a different unaligned offset each sample, and the modification time moves to \
              a new second. Timed from the write until B's copy shows the new bytes; B's whole file is then checked \
-             against A's. Bytes come from each system's own counters, read after it is idle again.",
+             against A's. Bytes come from each system's own counters, read after it is idle again; so do filesync's \
+             chunk-store requests per edit (its nodes' `filesync_storage_requests_total`).",
             large_file::size_label(o.size)
         ),
     );
@@ -192,13 +194,7 @@ fn run_small_edit(lab: &mut Lab, s: &Settings) -> Scenario {
 }
 
 fn run_many_files(lab: &mut Lab, s: &Settings) -> Scenario {
-    let o = many_files::Options {
-        files: s.files(),
-        dirs: s.dirs(),
-        size: s.file_size(),
-        runs: s.runs(),
-        seed: s.seed + 3000,
-    };
+    let o = TreeRuns { files: s.files(), dirs: s.dirs(), size: s.file_size(), runs: s.runs(), seed: s.seed + 3000 };
     let mut sc = Scenario::new(
         4,
         "Many small files",
@@ -212,14 +208,14 @@ fn run_many_files(lab: &mut Lab, s: &Settings) -> Scenario {
 }
 
 fn run_compressible_tree(lab: &mut Lab, s: &Settings) -> Scenario {
-    let o = compressible_tree::Options {
+    let o = TreeRuns {
         files: s.text_files(),
         dirs: s.text_dirs(),
         size: s.text_file_size(),
         runs: s.runs(),
         seed: s.seed + 10_000,
     };
-    let files = o.files.div_ceil(o.dirs.max(1)) * o.dirs;
+    let files = o.total_files();
     let mut sc = Scenario::new(
         10,
         "Compressible tree",
@@ -235,7 +231,7 @@ fn run_compressible_tree(lab: &mut Lab, s: &Settings) -> Scenario {
             files,
             o.size,
             o.dirs,
-            large_file::size_label((files * o.size) as u64),
+            large_file::size_label(o.total_bytes()),
         ),
     );
     let tests = compressible_tree::TESTS;

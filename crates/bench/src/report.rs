@@ -21,6 +21,8 @@ pub enum Unit {
     FilesPerSec,
     Kib,
     ReqPerSec,
+    /// A plain count (requests, objects).
+    Count,
 }
 
 impl Unit {
@@ -34,6 +36,7 @@ impl Unit {
             Unit::FilesPerSec => format!("{} files/s", group(v)),
             Unit::Kib => format!("{} KiB", group(v)),
             Unit::ReqPerSec => format!("{} req/s", group(v)),
+            Unit::Count => group(v),
         }
     }
 }
@@ -384,6 +387,7 @@ mod tests {
         assert_eq!(group(999.0), "999");
         assert_eq!(group(-4096.0), "-4,096");
         assert_eq!(Unit::Bytes.format(393368.0), "393,368 B");
+        assert_eq!(Unit::Count.format(13449.4), "13,449");
     }
 
     #[test]

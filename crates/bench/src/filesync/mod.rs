@@ -17,7 +17,7 @@ use anyhow::Result;
 
 use crate::data;
 use crate::lab::{fresh_dir, measure, Slot, Unavailable};
-use crate::mirror::{Mirror, Wire, POLL_SLOW, TRANSFER_TIMEOUT};
+use crate::mirror::{Mirror, StoreRequests, Wire, POLL_SLOW, TRANSFER_TIMEOUT};
 use crate::procs::{socket_bytes, wait_for};
 use crate::report::{Scenario, FILESYNC};
 use crate::scenarios::scale::AtScale;
@@ -147,6 +147,21 @@ impl Mirror for Filesync {
 
     fn wire_source(&self) -> &'static str {
         "kernel TCP counters of the agents' sockets (ss); total counts both hops, A ↔ node 1 and node 2 ↔ B"
+    }
+
+    /// `filesync_storage_requests_total{op}` of every node, summed.
+    fn store_requests(&mut self) -> Result<Option<StoreRequests>> {
+        let mut requests = StoreRequests::default();
+        for node in self.stack.nodes()? {
+            for (name, value) in node.metrics()? {
+                if let Some(op) =
+                    name.strip_prefix("filesync_storage_requests_total{op=\"").and_then(|r| r.strip_suffix("\"}"))
+                {
+                    *requests.by_op.entry(op.to_owned()).or_default() += value;
+                }
+            }
+        }
+        Ok(Some(requests))
     }
 
     fn processes(&self) -> Vec<(String, u32)> {

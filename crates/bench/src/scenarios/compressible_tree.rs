@@ -7,8 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::data;
-use crate::mirror::{wait_until, Mirror, POLL_SLOW};
+use crate::mirror::{wait_until, Mirror, Wire, POLL_SLOW};
 use crate::report::{Row, Unit};
+use crate::scenarios::TreeRuns;
 use crate::stats::Summary;
 
 pub const TOTAL: &str = "source tree: bytes on the wire, both ways";
@@ -17,20 +18,9 @@ pub const RECEIVED: &str = "source tree: bytes received by B";
 pub const WALL: &str = "source tree: wall time";
 pub const TESTS: [&str; 4] = [SENT, RECEIVED, TOTAL, WALL];
 
-#[derive(Debug, Clone, Copy)]
-pub struct Options {
-    pub files: usize,
-    pub dirs: usize,
-    pub size: usize,
-    pub runs: usize,
-    pub seed: u64,
-}
-
-pub fn run(m: &mut dyn Mirror, stage: &Path, o: Options) -> Result<Vec<Row>> {
+pub fn run(m: &mut dyn Mirror, stage: &Path, o: TreeRuns) -> Result<Vec<Row>> {
     let name = PathBuf::from("src");
-    let per_dir = o.files.div_ceil(o.dirs.max(1));
-    let files = per_dir * o.dirs;
-    let tree_bytes = (files * o.size) as u64;
+    let (per_dir, files, tree_bytes) = (o.per_dir(), o.total_files(), o.total_bytes());
     let (mut secs, mut total, mut sent, mut received) = (vec![], vec![], vec![], vec![]);
     for run in 0..o.runs {
         let staged = stage.join(format!("src-{run}"));
@@ -47,12 +37,7 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: Options) -> Result<Vec<Row>> {
         secs.push(took.as_secs_f64());
         // Counted once both ends are idle: acknowledgements and index updates after the last file count too.
         m.settle()?;
-        let wire = match (pushed, before, m.wire()?) {
-            (Some(w), _, _) => Some(w),
-            (None, Some(b), Some(a)) => Some(a.since(b)),
-            _ => None,
-        };
-        if let Some(w) = wire {
+        if let Some(w) = Wire::of_sample(pushed, before, m.wire()?) {
             total.push(w.total as f64);
             sent.push(w.sent_by_a as f64);
             received.push(w.received_by_b as f64);

@@ -8,24 +8,15 @@ use anyhow::{Context, Result};
 use crate::data;
 use crate::mirror::{wait_until, Mirror, POLL_SLOW};
 use crate::report::{Row, Unit};
+use crate::scenarios::TreeRuns;
 use crate::stats::Summary;
 
 pub const RATE: &str = "small files: initial sync rate";
 pub const WALL: &str = "small files: wall time";
 
-#[derive(Debug, Clone, Copy)]
-pub struct Options {
-    pub files: usize,
-    pub dirs: usize,
-    pub size: usize,
-    pub runs: usize,
-    pub seed: u64,
-}
-
-pub fn run(m: &mut dyn Mirror, stage: &Path, o: Options) -> Result<Vec<Row>> {
+pub fn run(m: &mut dyn Mirror, stage: &Path, o: TreeRuns) -> Result<Vec<Row>> {
     let name = PathBuf::from("tree");
-    let per_dir = o.files.div_ceil(o.dirs.max(1));
-    let files = per_dir * o.dirs;
+    let (per_dir, files) = (o.per_dir(), o.total_files());
     let mut secs = Vec::new();
     for run in 0..o.runs {
         let staged = stage.join(format!("tree-{run}"));

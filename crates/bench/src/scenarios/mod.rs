@@ -9,6 +9,34 @@ pub mod many_files;
 pub mod scale;
 pub mod small_edit;
 
+/// A tree of about `files` files of `size` bytes in `dirs` directories (scenarios 4 and 10), how many samples
+/// to take and the seed of their bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeRuns {
+    pub files: usize,
+    pub dirs: usize,
+    pub size: usize,
+    pub runs: usize,
+    pub seed: u64,
+}
+
+impl TreeRuns {
+    /// Files in each directory: every directory holds as many, so `files` is rounded up.
+    pub fn per_dir(&self) -> usize {
+        self.files.div_ceil(self.dirs.max(1))
+    }
+
+    /// The files the tree really holds.
+    pub fn total_files(&self) -> usize {
+        self.per_dir() * self.dirs
+    }
+
+    /// The bytes of all its files.
+    pub fn total_bytes(&self) -> u64 {
+        (self.total_files() * self.size) as u64
+    }
+}
+
 /// A file size, how many samples to take and the seed of their random bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct SizedRuns {

@@ -1,5 +1,6 @@
 //! Scenario 3: 4 KiB overwritten in the middle of an already-synced large
-//! file: the bytes each side put on the wire and the wall time.
+//! file: the bytes each side put on the wire, the wall time and, for a system
+//! with a chunk store, the requests each edit made to it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,9 +8,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use crate::data;
-use crate::mirror::{wait_until, Mirror, POLL_FAST};
+use crate::mirror::{wait_until, Mirror, StoreRequests, Wire, POLL_FAST};
 use crate::report::{Row, Unit};
-use crate::scenarios::large_file::{size_label, wait_until_copied};
+use crate::scenarios::large_file::{size_label, store_rows, wait_until_copied};
 use crate::scenarios::SizedRuns;
 use crate::stats::Summary;
 
@@ -17,6 +18,8 @@ pub const WALL: &str = "4 KiB edit: wall time";
 pub const TOTAL: &str = "4 KiB edit: bytes on the wire, both ways";
 pub const SENT: &str = "4 KiB edit: bytes sent by A";
 pub const RECEIVED: &str = "4 KiB edit: bytes received by B";
+pub const STORE_REQUESTS: &str = "4 KiB edit: chunk-store requests";
+pub const STORE_OBJECTS: &str = "4 KiB edit: chunk-store objects written";
 
 const PATCH: usize = 4096;
 
@@ -33,11 +36,13 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: SizedRuns) -> Result<Vec<Row>> {
     m.settle()?;
 
     let (mut secs, mut total, mut sent, mut received) = (vec![], vec![], vec![], vec![]);
+    let mut store: Vec<StoreRequests> = Vec::new();
     for run in 0..o.runs {
         // A different place each sample, near the middle, not aligned to any block size.
         let offset = o.size / 2 + run as u64 * 3 * PATCH as u64 + 1234;
         let patch = data::random_bytes(&mut rng, PATCH);
         let before = m.wire()?;
+        let requests_before = m.store_requests()?;
         let t0 = Instant::now();
         data::patch_file(&source, offset, &patch)?;
         let pushed = m.push()?;
@@ -46,12 +51,10 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: SizedRuns) -> Result<Vec<Row>> {
         })?;
         secs.push(t0.elapsed().as_secs_f64());
         m.settle()?;
-        let wire = match (pushed, before, m.wire()?) {
-            (Some(w), _, _) => Some(w),
-            (None, Some(b), Some(a)) => Some(a.since(b)),
-            _ => None,
-        };
-        if let Some(w) = wire {
+        if let (Some(before), Some(after)) = (requests_before, m.store_requests()?) {
+            store.push(after.since(&before));
+        }
+        if let Some(w) = Wire::of_sample(pushed, before, m.wire()?) {
             total.push(w.total as f64);
             sent.push(w.sent_by_a as f64);
             received.push(w.received_by_b as f64);
@@ -74,5 +77,6 @@ pub fn run(m: &mut dyn Mirror, stage: &Path, o: SizedRuns) -> Result<Vec<Row>> {
             None => Row::not_available(test, &system, "the system exposes no byte counts"),
         });
     }
+    rows.extend(store_rows(&system, &store, STORE_REQUESTS, STORE_OBJECTS, "per edit"));
     Ok(rows)
 }

@@ -491,6 +491,11 @@ fn logged_at(log: &str, parts: &[&str]) -> Option<String> {
         .map(Into::into)
 }
 
+/// A measurement's size from the environment, else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Writes `n` small files under `root/dir`, 500 per subdirectory.
 fn write_tree(root: &Path, dir: &str, n: usize) {
     for i in 0..n {
@@ -595,7 +600,7 @@ async fn a_huge_move_in_folds_into_directories_and_syncs_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check; run by hand"]
 async fn initial_sync_rate() {
-    let n: usize = std::env::var("FILESYNC_INITIAL_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let n = env_count("FILESYNC_INITIAL_FILES", 5000);
     let p = pair(Backend::Mysql, "editor").await;
     for i in 0..n {
         let mut data = noise(4096, i as u64);
@@ -613,4 +618,62 @@ async fn initial_sync_rate() {
     let took = started.elapsed().as_secs_f64();
     println!("initial sync of {n} files of 4 KiB: {took:.1} s, {:.0} files/s", n as f64 / took);
     agent_a.stop().await;
+}
+
+/// How long a restart of an agent on an in-sync tree of `FILESYNC_RESTART_FILES` (default 20,000)
+/// files keeps an edit from reaching the other side: alice's agent is restarted, the edit is
+/// written as soon as it has caught up, and the time from the restart until bob holds the edit
+/// is printed, with how long alice's comparison of the folder took. A measurement, not a check:
+/// `cargo test -p filesync-client --test agent_e2e restart_to_next_edit -- --ignored --nocapture`
+/// (`FILESYNC_TEST_AGENT_BIN` times another build of the agent, for before/after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn restart_to_next_edit() {
+    let n = env_count("FILESYNC_RESTART_FILES", 20_000);
+    let p = pair(Backend::Mysql, "editor").await;
+    for i in 0..n {
+        write(&p.a, &format!("d{:03}/f{i:06}.txt", i / 1000), format!("file {i}\n").as_bytes());
+    }
+    write(&p.a, "edit.txt", b"0\n");
+    let mut agent_a = p.alice.spawn_sync();
+    let agent_b = p.bob.spawn_sync();
+    let b = p.b.clone();
+    eventually("the first sync", Duration::from_secs(3600), || {
+        std::fs::read(b.join("edit.txt")).is_ok() && tree(&b).len() == n + 1
+    })
+    .await;
+    for round in 1..=3 {
+        agent_a.stop().await;
+        let log_a = p.alice.home.join("agent.log");
+        let from = std::fs::read_to_string(&log_a).unwrap().len();
+        let this_run =
+            || std::fs::read_to_string(&log_a).unwrap_or_default().get(from..).unwrap_or_default().to_owned();
+        let started = std::time::Instant::now();
+        let agent = p.alice.spawn_sync();
+        eventually("alice caught up", SYNCED, || this_run().contains("caught up")).await;
+        let caught_up = started.elapsed();
+        let content = format!("{round}\n");
+        write(&p.a, "edit.txt", content.as_bytes());
+        eventually("the edit reaches bob", SYNCED, || {
+            std::fs::read(b.join("edit.txt")).is_ok_and(|d| d == content.as_bytes())
+        })
+        .await;
+        let arrived = started.elapsed();
+        eventually("alice's comparison ends", SYNCED, || this_run().contains("folder compared with the state")).await;
+        let compared = this_run()
+            .lines()
+            .find(|l| l.contains("folder compared with the state"))
+            .and_then(|l| l.split("total_ms=").nth(1))
+            .and_then(|t| t.split_whitespace().next())
+            .unwrap_or("?")
+            .to_owned();
+        println!(
+            "{n} files, restart {round}: caught up after {:.2} s, edit on bob after {:.2} s; comparison {compared} ms",
+            caught_up.as_secs_f64(),
+            arrived.as_secs_f64()
+        );
+        agent_a = agent;
+    }
+    agent_a.stop().await;
+    agent_b.stop().await;
 }

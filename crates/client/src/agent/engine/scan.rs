@@ -34,8 +34,9 @@ pub(super) struct Comparison {
     after: Option<String>,
     /// Every known path was stat'ed.
     known_done: bool,
-    /// The folder's listing, a bounded number of batches ahead (started after the known pages).
-    walk: Option<tokio::sync::mpsc::Receiver<Vec<String>>>,
+    /// The folder's listing, on a thread of its own from the start, a bounded number of batches
+    /// ahead of the steps that look its paths up (after the known pages).
+    walk: tokio::sync::mpsc::Receiver<Vec<String>>,
     /// Files present on disk whose size or mtime moved, and new ones when nothing vanished: sent an
     /// upload batch at a time (its `PutFiles` pipelined), so live changes wait at most one batch.
     /// None of them is a move (nothing of theirs vanished), and one that vanishes meanwhile is the
@@ -54,12 +55,16 @@ pub(super) struct Comparison {
 }
 
 impl Comparison {
-    fn new() -> Comparison {
+    fn new(root: &Path, rules: &IgnoreRules) -> Comparison {
+        let (tx, walk) = tokio::sync::mpsc::channel::<Vec<String>>(WALK_AHEAD);
+        let (root, rules) = (root.to_path_buf(), rules.clone());
+        // Ends by itself when the comparison is dropped (the receiver with it).
+        tokio::task::spawn_blocking(move || local::walk_paths(&root, &rules, |b| tx.blocking_send(b).is_ok()));
         Comparison {
             started: std::time::Instant::now(),
             after: None,
             known_done: false,
-            walk: None,
+            walk,
             changed: VecDeque::new(),
             ahead: None,
             held: BTreeSet::new(),
@@ -86,7 +91,7 @@ impl FolderSync {
         if self.comparison.is_some() {
             tracing::debug!(workspace.id = %self.ws, "comparison started again from the beginning");
         }
-        self.comparison = Some(Comparison::new());
+        self.comparison = Some(Comparison::new(&self.root, &self.rules));
     }
 
     /// Whether a comparison is under way.
@@ -184,14 +189,7 @@ impl FolderSync {
             self.comparison = Some(c);
             return Ok(());
         }
-        let walk = c.walk.get_or_insert_with(|| {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<String>>(WALK_AHEAD);
-            let (root, rules) = (self.root.clone(), self.rules.clone());
-            // Ends by itself when the comparison is dropped (the receiver with it).
-            tokio::task::spawn_blocking(move || local::walk_paths(&root, &rules, |b| tx.blocking_send(b).is_ok()));
-            rx
-        });
-        if let Some(batch) = walk.recv().await {
+        if let Some(batch) = c.walk.recv().await {
             c.on_disk += batch.len();
             let unknown = self.store.unknown(batch);
             c.to_check += unknown.len();

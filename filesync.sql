@@ -196,6 +196,24 @@ ALTER TABLE chunks
   ADD COLUMN format SMALLINT NULL,
   ADD CONSTRAINT chunks_pack_fk FOREIGN KEY (pack_id) REFERENCES packs (id);
 
+-- migration 2026-12-02-000001_lifecycle
+-- Data lifecycle (issue #13): retention of versions and of the trash.
+-- `keep_days` / `trash_days`: the workspace's own retention, NULL = the
+-- server's default (`FILESYNC_KEEP_DAYS`, `FILESYNC_TRASH_DAYS`).
+-- `horizon_seq`: every change with seq <= horizon_seq may be gone from the
+-- journal (retention raises it to the largest seq it dropped); a client whose
+-- last seq is below it cannot catch up by changes and reconciles from the heads.
+ALTER TABLE workspaces
+  ADD COLUMN keep_days INT NULL,
+  ADD COLUMN trash_days INT NULL,
+  ADD COLUMN horizon_seq BIGINT NOT NULL DEFAULT 0;
+
+-- How many versions of the path retention dropped (history reports it).
+ALTER TABLE file_heads ADD COLUMN expired_versions BIGINT NOT NULL DEFAULT 0;
+
+-- The trash is the deleted heads, newest first.
+CREATE INDEX file_heads_deleted_idx ON file_heads (workspace_id, deleted, seq);
+
 -- diesel's record of the migrations above (their directory names without
 -- dashes up to the underscore).
 CREATE TABLE __diesel_schema_migrations (
@@ -210,4 +228,5 @@ INSERT INTO __diesel_schema_migrations (version) VALUES
   ('20261125000001'),
   ('20261201000001'),
   ('20261201000002'),
-  ('20261201000003');
+  ('20261201000003'),
+  ('20261202000001');

@@ -116,6 +116,12 @@ settings! {
     tls_cert: Option<PathBuf> = None,
     /// PEM private key of `tls_cert`.
     tls_key: Option<PathBuf> = None,
+    /// Days every version of a file is kept before retention thins it (docs/http-api.md, "Retention");
+    /// a workspace's owner may set its own. 0: keep only the current version of each file.
+    keep_days: u32 = 30,
+    /// Days a deleted file stays in the trash, restorable, before retention drops it with its
+    /// history; a workspace's owner may set its own. 0: empty the trash at the next collection.
+    trash_days: u32 = 30,
 }
 
 /// One field for `Debug`: a `*_url` is shown with its password masked.

@@ -202,6 +202,14 @@ pub fn head_seq(conn: &mut DbConn, ws: WorkspaceId) -> Result<Option<i64>, DbErr
     Ok(workspaces::table.find(ws.0).select(workspaces::head_seq).first(conn).optional()?)
 }
 
+/// Locks the workspace row for the rest of the transaction and returns its seq (`NotFound`: no
+/// such workspace). Every writer of a workspace's journal (commits, retention) takes it first:
+/// they queue here, and on SQLite the transaction becomes a writer at once (no lock upgrade later).
+pub fn lock_workspace(conn: &mut DbConn, ws: WorkspaceId) -> Result<i64, DbError> {
+    diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(workspaces::head_seq)).execute(conn)?;
+    head_seq(conn, ws)?.ok_or(DbError::NotFound)
+}
+
 /// The current seq of each listed workspace that exists.
 pub fn head_seqs(conn: &mut DbConn, ids: &[WorkspaceId]) -> Result<Vec<(WorkspaceId, i64)>, DbError> {
     let mut out = Vec::with_capacity(ids.len());
@@ -440,10 +448,7 @@ pub fn commit_many(
     author: &Author,
     edits: &[Edit],
 ) -> Result<Vec<Result<Committed, DbError>>, DbError> {
-    // Lock the workspace row first: commits of one workspace queue here, and on
-    // SQLite the transaction becomes a writer at once (no lock upgrade later).
-    diesel::update(workspaces::table.find(ws.0)).set(workspaces::head_seq.eq(workspaces::head_seq)).execute(conn)?;
-    let start = head_seq(conn, ws)?.ok_or(DbError::NotFound)?;
+    let start = lock_workspace(conn, ws)?;
     let mut batch = BatchState::new(conn, ws, edits)?;
     let mut seq = start;
     let mut out = Vec::with_capacity(edits.len());

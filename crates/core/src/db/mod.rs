@@ -12,6 +12,7 @@ pub mod invitations;
 pub mod journal;
 pub mod membership;
 pub mod packs;
+pub mod retention;
 pub mod schema;
 
 use std::sync::Arc;

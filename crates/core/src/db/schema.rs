@@ -34,6 +34,9 @@ diesel::table! {
         head_seq -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        keep_days -> Nullable<Integer>,
+        trash_days -> Nullable<Integer>,
+        horizon_seq -> BigInt,
     }
 }
 
@@ -77,6 +80,7 @@ diesel::table! {
         path -> Text,
         seq -> BigInt,
         deleted -> Bool,
+        expired_versions -> BigInt,
     }
 }
 

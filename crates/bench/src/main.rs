@@ -336,10 +336,18 @@ fn real_main() -> Result<()> {
     for line in report.unavailable() {
         eprintln!("not available: {line}");
     }
-    let mut failures = report.failures();
-    if cli.settings.smoke {
-        failures.extend(report.unavailable_where(|system, why| !tolerated_in_smoke(system, why)));
-    }
+    let mut failures = if cli.settings.smoke {
+        // A smoke run checks our harness and our system on a loaded CI machine: a third-party peer
+        // that fails there (Syncthing restarting under load, say) is reported, not fatal.
+        for line in report.failures_where(|r| !r.is_filesync()) {
+            eprintln!("warning: a peer failed in the smoke run: {line}");
+        }
+        let mut f = report.failures_where(report::Row::is_filesync);
+        f.extend(report.unavailable_where(|system, why| !tolerated_in_smoke(system, why)));
+        f
+    } else {
+        report.failures()
+    };
     for line in &failures {
         eprintln!("FAILED: {line}");
     }

@@ -118,7 +118,7 @@ impl Row {
         }
     }
 
-    fn is_filesync(&self) -> bool {
+    pub fn is_filesync(&self) -> bool {
         self.system == FILESYNC || self.system.starts_with("filesync ")
     }
 }
@@ -207,9 +207,14 @@ impl Report {
 
     /// Rows that failed: a smoke run must have none.
     pub fn failures(&self) -> Vec<String> {
+        self.failures_where(|_| true)
+    }
+
+    /// Rows that failed whose row `pick` selects.
+    pub fn failures_where(&self, pick: impl Fn(&Row) -> bool) -> Vec<String> {
         self.rows()
             .filter_map(|(s, r)| match &r.outcome {
-                Outcome::Failed(e) => Some(format!("{}. {} / {}: {e}", s.number, r.test, r.system)),
+                Outcome::Failed(e) if pick(r) => Some(format!("{}. {} / {}: {e}", s.number, r.test, r.system)),
                 _ => None,
             })
             .collect()
@@ -428,6 +433,15 @@ mod tests {
         assert!(matches!(merged.scenarios[0].rows[0].outcome, Outcome::Measured { value, .. } if value.median == 2.0));
         assert_eq!(merged.notes.len(), 2);
         assert!(merged.notes[0].contains("`bench large-file`"), "{:?}", merged.notes);
+    }
+
+    #[test]
+    fn failures_can_be_told_apart_by_system() {
+        let err = anyhow::anyhow!("gone");
+        let r = report(vec![Row::failed("t", "Syncthing (delay 1 s)", &err), Row::failed("t", FILESYNC, &err)]);
+        assert_eq!(r.failures_where(Row::is_filesync), vec!["2. t / filesync: gone".to_owned()]);
+        assert_eq!(r.failures_where(|r| !r.is_filesync()), vec!["2. t / Syncthing (delay 1 s): gone".to_owned()]);
+        assert_eq!(r.failures().len(), 2);
     }
 
     #[test]

@@ -336,7 +336,7 @@ fn real_main() -> Result<()> {
     for line in report.unavailable() {
         eprintln!("not available: {line}");
     }
-    let mut failures = if cli.settings.smoke {
+    let failures = if cli.settings.smoke {
         // A smoke run checks our harness and our system on a loaded CI machine: a third-party peer
         // that fails there (Syncthing restarting under load, say) is reported, not fatal.
         for line in report.failures_where(|r| !r.is_filesync()) {

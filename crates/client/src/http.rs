@@ -241,6 +241,65 @@ pub struct ApiWorkspace {
     pub role: Role,
     #[serde(default)]
     pub owner_username: Option<String>,
+    /// What it stores (servers before retention send none).
+    #[serde(default)]
+    pub usage: Option<ApiUsage>,
+}
+
+/// A workspace's logical bytes, from the workspace listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiUsage {
+    pub live_bytes: u64,
+    pub history_bytes: u64,
+    pub trash_bytes: u64,
+}
+
+/// One deleted file or folder, from `/workspaces/{id}/trash`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiTrashEntry {
+    pub path: String,
+    pub kind: String,
+    pub deleted_version: i64,
+    #[serde(default)]
+    pub deleted_by: Option<String>,
+    pub deleted_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// A page of the trash.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiTrash {
+    pub entries: Vec<ApiTrashEntry>,
+    pub trash_days: u32,
+    #[serde(default)]
+    pub next_before_seq: Option<i64>,
+}
+
+/// A path a trash restore brought back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiRestored {
+    pub path: String,
+    pub version: i64,
+}
+
+/// A workspace's retention, from `/workspaces/{id}/retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ApiRetention {
+    pub keep_days: u32,
+    pub trash_days: u32,
+    pub keep_days_is_default: bool,
+    pub trash_days_is_default: bool,
+}
+
+/// A file's history: the versions kept and how many older ones expired.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiHistory {
+    #[serde(alias = "history")]
+    pub versions: Vec<ApiVersion>,
+    #[serde(default)]
+    pub expired_versions: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -552,15 +611,47 @@ impl Api {
         Ok(())
     }
 
-    pub async fn history(&self, ws: WorkspaceId, path: &str) -> Result<Vec<ApiVersion>, HttpError> {
-        #[derive(Deserialize)]
-        struct List {
-            #[serde(alias = "history")]
-            versions: Vec<ApiVersion>,
-        }
+    pub async fn history(&self, ws: WorkspaceId, path: &str) -> Result<ApiHistory, HttpError> {
         let req = self.request(reqwest::Method::GET, &format!("/workspaces/{ws}/history")).query(&[("path", path)]);
-        let list: List = self.json(req, "file history").await?;
-        Ok(list.versions)
+        self.json(req, "file history").await
+    }
+
+    /// A page of the trash, newest first, deleted before seq `before`.
+    pub async fn trash(&self, ws: WorkspaceId, before: Option<i64>, limit: u32) -> Result<ApiTrash, HttpError> {
+        let mut req = self.request(reqwest::Method::GET, &format!("/workspaces/{ws}/trash")).query(&[("limit", limit)]);
+        if let Some(before) = before {
+            req = req.query(&[("before_seq", before)]);
+        }
+        self.json(req, "the trash").await
+    }
+
+    /// Restores `path` (a folder: everything under it) from the trash.
+    pub async fn trash_restore(&self, ws: WorkspaceId, path: &str) -> Result<Vec<ApiRestored>, HttpError> {
+        #[derive(Deserialize)]
+        struct Done {
+            restored: Vec<ApiRestored>,
+        }
+        let body = serde_json::json!({ "path": path });
+        let req = self.request(reqwest::Method::POST, &format!("/workspaces/{ws}/trash/restore")).json(&body);
+        let done: Done = self.json(req, "the trash").await?;
+        Ok(done.restored)
+    }
+
+    pub async fn retention(&self, ws: WorkspaceId) -> Result<ApiRetention, HttpError> {
+        self.json(self.request(reqwest::Method::GET, &format!("/workspaces/{ws}/retention")), "retention settings")
+            .await
+    }
+
+    /// Sets the workspace's retention (owner only); `None` is the server's default.
+    pub async fn set_retention(
+        &self,
+        ws: WorkspaceId,
+        keep_days: Option<u32>,
+        trash_days: Option<u32>,
+    ) -> Result<ApiRetention, HttpError> {
+        let body = serde_json::json!({ "keep_days": keep_days, "trash_days": trash_days });
+        let req = self.request(reqwest::Method::PUT, &format!("/workspaces/{ws}/retention")).json(&body);
+        self.json(req, "retention settings").await
     }
 
     pub async fn restore(&self, ws: WorkspaceId, path: &str, version: i64) -> Result<serde_json::Value, HttpError> {

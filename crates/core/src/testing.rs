@@ -79,6 +79,22 @@ impl Drop for TestDb {
     }
 }
 
+/// Content of one chunk whose bytes are `text`, recorded as held by `ws` (for journal stories).
+pub fn held_content(c: &mut crate::db::DbConn, ws: crate::WorkspaceId, text: &str) -> crate::db::journal::Content {
+    use crate::chunking::{hash, ChunkRef};
+    use crate::db::journal::{record_chunk, Content, NewChunk};
+    let h = hash(text.as_bytes());
+    record_chunk(c, ws, &NewChunk { hash: h, size: text.len() as u32, stored_size: text.len() as u64, at: None })
+        .expect("record the chunk");
+    Content {
+        size: text.len() as u64,
+        mtime_ms: 1,
+        mode: 0o644,
+        content_hash: h,
+        chunks: vec![ChunkRef { hash: h, len: text.len() as u32 }],
+    }
+}
+
 /// Runs `story` once per backend, each on its own fresh database.
 pub fn for_each_backend(mut story: impl FnMut(&TestDb)) {
     for backend in [Backend::Sqlite, Backend::Mysql] {

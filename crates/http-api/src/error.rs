@@ -41,6 +41,7 @@ pub enum ErrorCode {
     InvalidPath,
     InvalidRefreshToken,
     InvalidRequest,
+    InvalidRetention,
     InvalidRole,
     InvalidToken,
     InvalidUsername,
@@ -54,6 +55,7 @@ pub enum ErrorCode {
     MoveIntoItself,
     NoConflictName,
     NotAFile,
+    NotInTrash,
     OwnerCannotLeave,
     OwnerRoleFixed,
     OwnsSharedWorkspaces,
@@ -72,6 +74,7 @@ pub enum ErrorCode {
     Unavailable,
     UnsupportedMediaType,
     UsernameTaken,
+    VersionExpired,
     VersionIsDelete,
     VersionNotFound,
     WorkspaceExists,
@@ -101,6 +104,9 @@ pub enum ApiError {
     /// 409.
     #[error("{message}")]
     Conflict { code: ErrorCode, message: &'static str },
+    /// 410: it existed, and retention dropped it.
+    #[error("{message}")]
+    Gone { code: ErrorCode, message: String },
     /// 413.
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
@@ -148,7 +154,8 @@ impl ApiError {
             ApiError::Invalid { code, .. }
             | ApiError::Unauthorized { code, .. }
             | ApiError::NotFound { code, .. }
-            | ApiError::Conflict { code, .. } => *code,
+            | ApiError::Conflict { code, .. }
+            | ApiError::Gone { code, .. } => *code,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ApiError::TooLarge => ErrorCode::PayloadTooLarge,
@@ -207,6 +214,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -19,7 +19,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::{accounts, activity, devices, file, files, health, members, presence, tree, workspaces};
+use crate::routes::{
+    accounts, activity, devices, file, files, health, members, presence, retention, trash, tree, workspaces,
+};
 use crate::ui::{self, session};
 
 /// The name of the security scheme: `Authorization: Bearer <token>`.
@@ -64,6 +66,10 @@ pub const BEARER: &str = "bearer";
         files::list_files,
         files::history,
         files::restore,
+        trash::list_trash,
+        trash::restore_from_trash,
+        retention::get_retention,
+        retention::set_retention,
         file::download,
         file::upload,
         tree::delete,

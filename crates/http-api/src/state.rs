@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use filesync_bus::{Bus, Services};
+use filesync_core::db::retention::Policy;
 use filesync_core::db::{Db, DbConn};
 use filesync_core::jwt::JwtKeys;
 use filesync_core::password::Passwords;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Users named by recently checked tokens.
     pub known_users: KnownUsers,
+    /// The server's retention defaults (`keep_days`, `trash_days`); a workspace may have its own.
+    pub retention: Policy,
     /// Concurrent bcrypt jobs: at most one core fewer than the machine has, so logins
     /// never take every blocking thread and core from token checks and queries.
     bcrypt_slots: Arc<Semaphore>,
@@ -71,6 +74,7 @@ impl AppState {
             presence_visible,
             metrics: Metrics::new()?,
             known_users: KnownUsers::default(),
+            retention: Policy::defaults(&config),
             bcrypt_slots: Arc::new(Semaphore::new(bcrypt_parallelism())),
         })
     }

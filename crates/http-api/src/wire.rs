@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use filesync_core::chunking::hex;
 use filesync_core::db::accounts::{Member, MemberWorkspace, User};
 use filesync_core::db::invitations::Invitation;
+use filesync_core::db::usage::Usage;
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{Change, ChangeOp, EntryKind};
 use filesync_core::Role;
@@ -43,15 +44,35 @@ pub struct WorkspaceItem {
     pub owner: OwnerJson,
     #[schema(schema_with = role_schema)]
     pub role: Role,
+    pub usage: UsageJson,
 }
 
-impl From<MemberWorkspace> for WorkspaceItem {
-    fn from(m: MemberWorkspace) -> WorkspaceItem {
+/// What a workspace stores, in logical bytes (file sizes; chunks shared between versions and
+/// compression make the space taken at rest smaller).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct UsageJson {
+    /// The current version of every live file.
+    pub live_bytes: u64,
+    /// Older versions kept by the workspace's retention.
+    pub history_bytes: u64,
+    /// Deleted files in the trash, with their versions.
+    pub trash_bytes: u64,
+}
+
+impl From<Usage> for UsageJson {
+    fn from(u: Usage) -> UsageJson {
+        UsageJson { live_bytes: u.live, history_bytes: u.history, trash_bytes: u.trash }
+    }
+}
+
+impl WorkspaceItem {
+    pub fn new(m: MemberWorkspace, usage: Usage) -> WorkspaceItem {
         WorkspaceItem {
             id: m.workspace.id,
             name: m.workspace.name,
             owner: OwnerJson { id: m.workspace.owner_id, username: m.owner_username },
             role: m.role,
+            usage: usage.into(),
         }
     }
 }

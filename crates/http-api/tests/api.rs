@@ -167,7 +167,11 @@ async fn workspaces_sharing_and_membership() {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let ws = body["workspace"]["id"].as_i64().unwrap();
         assert_eq!(body, json!({"workspace": {"id": ws, "name": "Docs", "owner_id": alice_id, "role": "owner"}}));
-        assert_error(&srv.post("/create-workspace", Some(&alice), json!({"name": "Docs"})).await, 409, "workspace_exists");
+        assert_error(
+            &srv.post("/create-workspace", Some(&alice), json!({"name": "Docs"})).await,
+            409,
+            "workspace_exists",
+        );
         let (status, _) = srv.post("/create-workspace", Some(&bob), json!({"name": "Docs"})).await;
         assert_eq!(status, StatusCode::CREATED, "another owner may use the same name");
         for name in ["Café ☕ 文档", "'; DROP TABLE workspaces; --", "50% off_"] {
@@ -187,28 +191,82 @@ async fn workspaces_sharing_and_membership() {
             let srv = &srv;
             async move { srv.post("/add-user", Some(&token), body).await }
         };
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "owner"})).await, 422, "invalid_role");
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "admin"})).await, 422, "invalid_role");
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "viewer' OR '1'='1"})).await, 422, "invalid_role");
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "x' OR '1'='1@example.com"})).await, 422, "invalid_email");
-        assert_error(&add(alice.clone(), json!({"workspace_id": "abc", "email": "bob@example.com"})).await, 422, "invalid_request");
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "owner"})).await,
+            422,
+            "invalid_role",
+        );
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "admin"})).await,
+            422,
+            "invalid_role",
+        );
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com", "role": "viewer' OR '1'='1"}))
+                .await,
+            422,
+            "invalid_role",
+        );
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": ws, "email": "x' OR '1'='1@example.com"})).await,
+            422,
+            "invalid_email",
+        );
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": "abc", "email": "bob@example.com"})).await,
+            422,
+            "invalid_request",
+        );
         assert_error(&add(alice.clone(), json!({"email": "bob@example.com"})).await, 422, "invalid_request");
-        assert_error(&add(carol.clone(), json!({"workspace_id": ws, "email": "bob@example.com"})).await, 404, "workspace_not_found");
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws + 999, "email": "bob@example.com"})).await, 404, "workspace_not_found");
+        assert_error(
+            &add(carol.clone(), json!({"workspace_id": ws, "email": "bob@example.com"})).await,
+            404,
+            "workspace_not_found",
+        );
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": ws + 999, "email": "bob@example.com"})).await,
+            404,
+            "workspace_not_found",
+        );
         // An email without an account: a pending invitation (tests/members.rs).
         let (status, body) = add(alice.clone(), json!({"workspace_id": ws, "email": "nobody@example.com"})).await;
-        assert_eq!((status, &body["invitation"]["email"]), (StatusCode::ACCEPTED, &json!("nobody@example.com")), "{body}");
-        assert_error(&srv.post("/add-user", None, json!({"workspace_id": ws, "email": "bob@example.com"})).await, 401, "missing_token");
+        assert_eq!(
+            (status, &body["invitation"]["email"]),
+            (StatusCode::ACCEPTED, &json!("nobody@example.com")),
+            "{body}"
+        );
+        assert_error(
+            &srv.post("/add-user", None, json!({"workspace_id": ws, "email": "bob@example.com"})).await,
+            401,
+            "missing_token",
+        );
 
         // The original client sends ids as strings and emails in any case.
-        let (status, body) = add(alice.clone(), json!({"workspace_id": ws.to_string(), "email": " BOB@example.com"})).await;
+        let (status, body) =
+            add(alice.clone(), json!({"workspace_id": ws.to_string(), "email": " BOB@example.com"})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        assert_eq!(body, json!({"member": {"user_id": bob_id, "username": "bob", "email": "bob@example.com", "role": "editor"}}));
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com"})).await, 409, "already_member");
-        assert_error(&add(alice.clone(), json!({"workspace_id": ws, "email": "alice@example.com"})).await, 409, "already_member");
+        assert_eq!(
+            body,
+            json!({"member": {"user_id": bob_id, "username": "bob", "email": "bob@example.com", "role": "editor"}})
+        );
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": ws, "email": "bob@example.com"})).await,
+            409,
+            "already_member",
+        );
+        assert_error(
+            &add(alice.clone(), json!({"workspace_id": ws, "email": "alice@example.com"})).await,
+            409,
+            "already_member",
+        );
         // Bob is a member now, but not the owner.
-        assert_error(&add(bob.clone(), json!({"workspace_id": ws, "email": "carol@example.com"})).await, 403, "forbidden");
-        let (status, body) = add(alice.clone(), json!({"workspace_id": ws, "email": "carol@example.com", "role": "viewer"})).await;
+        assert_error(
+            &add(bob.clone(), json!({"workspace_id": ws, "email": "carol@example.com"})).await,
+            403,
+            "forbidden",
+        );
+        let (status, body) =
+            add(alice.clone(), json!({"workspace_id": ws, "email": "carol@example.com", "role": "viewer"})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["member"]["role"], "viewer");
 
@@ -217,7 +275,10 @@ async fn workspaces_sharing_and_membership() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             shared,
-            json!({"workspaces": [{"id": ws, "name": "Docs", "owner": {"id": alice_id, "username": "alice"}, "role": "editor"}]}),
+            json!({"workspaces": [{
+                "id": ws, "name": "Docs", "owner": {"id": alice_id, "username": "alice"}, "role": "editor",
+                "usage": {"live_bytes": 0, "history_bytes": 0, "trash_bytes": 0},
+            }]}),
             "only workspaces shared with bob, not his own"
         );
         let (_, shared) = srv.get("/view-shared-workspaces", Some(&alice)).await;
@@ -245,14 +306,21 @@ async fn workspaces_sharing_and_membership() {
             .map(|m| (m["username"].as_str().unwrap(), m["role"].as_str().unwrap()))
             .collect();
         assert_eq!(roles, vec![("alice", "owner"), ("bob", "editor"), ("carol", "viewer")]);
-        assert_eq!(members["users"][0], json!({"user_id": alice_id, "username": "alice", "email": "alice@example.com", "role": "owner"}));
+        assert_eq!(
+            members["users"][0],
+            json!({"user_id": alice_id, "username": "alice", "email": "alice@example.com", "role": "owner"})
+        );
         let (_, dave) = srv.user("dave").await;
         let hidden = srv.get(&format!("/view-shared-users?workspace_id={ws}"), Some(&dave)).await;
         let missing = srv.get(&format!("/view-shared-users?workspace_id={}", ws + 999), Some(&dave)).await;
         assert_error(&hidden, 404, "workspace_not_found");
         assert_eq!(hidden, missing, "a non-member cannot tell the workspace exists");
         assert_error(&srv.get("/view-shared-users", Some(&dave)).await, 422, "invalid_request");
-        assert_error(&srv.get("/view-shared-users?workspace_id=1%20OR%201=1", Some(&dave)).await, 422, "invalid_request");
+        assert_error(
+            &srv.get("/view-shared-users?workspace_id=1%20OR%201=1", Some(&dave)).await,
+            422,
+            "invalid_request",
+        );
         assert_error(&srv.get(&format!("/view-shared-users?workspace_id={ws}"), None).await, 401, "missing_token");
         srv.stop().await.expect("clean shutdown");
     })

@@ -6,47 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_error, on_both_backends, Server};
+use common::{assert_error, on_both_backends, people, urlencode as enc, Server};
 use filesync_core::testing::noise;
 use futures::StreamExt;
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
-
-/// Owner alice, editor dave, viewer bob, outsider carol, one workspace.
-struct People {
-    alice: String,
-    dave: String,
-    bob: String,
-    carol: String,
-    ws: i64,
-}
-
-async fn people(srv: &Server) -> People {
-    let alice = srv.user("alice").await.1;
-    let bob = srv.user("bob").await.1;
-    let carol = srv.user("carol").await.1;
-    let dave = srv.user("dave").await.1;
-    let (status, body) = srv.post("/create-workspace", Some(&alice), json!({"name": "Team"})).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let ws = body["workspace"]["id"].as_i64().unwrap();
-    for (email, role) in [("bob@example.com", "viewer"), ("dave@example.com", "editor")] {
-        let (status, body) =
-            srv.post("/add-user", Some(&alice), json!({"workspace_id": ws, "email": email, "role": role})).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    People { alice, dave, bob, carol, ws }
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 fn file_url(srv: &Server, ws: i64, path: &str) -> String {
     srv.url(&format!("/workspaces/{ws}/file?path={}", enc(path)))

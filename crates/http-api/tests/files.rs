@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{assert_error, on_both_backends, Server};
+use common::{assert_error, on_both_backends, urlencode, Server};
 use filesync_core::chunking::{self, hex};
 use filesync_core::db::journal::{self, Author, Content, Edit, NewChunk};
 use filesync_core::db::{packs, Backend, Db};
@@ -320,15 +320,6 @@ async fn files_history_download_and_restore() {
         srv.stop().await.expect("clean shutdown");
     })
     .await;
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// An empty workspace is an empty zip; a chunk gone from the store aborts

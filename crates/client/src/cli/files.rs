@@ -121,8 +121,8 @@ pub async fn history(ctx: &Ctx, path: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let api = ctx.api()?;
-    let versions = match api.history(folder.workspace_id, &rel).await {
-        Ok(v) => v,
+    let history = match api.history(folder.workspace_id, &rel).await {
+        Ok(h) => h,
         Err(e) if e.is_not_found() && is_dir => {
             println!("{rel} is a folder: history is kept per file; try `filesync history {}/FILE`", path.display());
             return Ok(());
@@ -136,11 +136,12 @@ pub async fn history(ctx: &Ctx, path: &Path) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    if versions.is_empty() {
+    if history.versions.is_empty() {
         println!("{rel} has no history in {}", folder.workspace_name);
         return Ok(());
     }
-    let rows = versions.into_iter().map(|v| {
+    let expired = history.expired_versions;
+    let rows = history.versions.into_iter().map(|v| {
         let what = match &v.from_path {
             // The same row lists for both names: say which way it went.
             Some(from) => format!("from {from} to {}", v.path),
@@ -150,6 +151,9 @@ pub async fn history(ctx: &Ctx, path: &Path) -> anyhow::Result<()> {
         [v.version.to_string(), v.op, what, v.created_at.unwrap_or_default(), v.author.unwrap_or_default()]
     });
     super::print_table(["VERSION", "CHANGE", "WHAT", "WHEN", "BY"], rows);
+    if expired > 0 {
+        println!("{expired} older versions expired (see `filesync workspace retention {}`)", folder.workspace_id);
+    }
     Ok(())
 }
 

@@ -5,12 +5,14 @@
 //! - [`account`]: register, login, logout, passwd, devices, whoami.
 //! - [`workspace`]: create, list, share, members, role, remove, leave, rename, delete, download, link, unlink.
 //! - [`files`]: history, restore, who, status.
+//! - [`trash`]: the trash: list, restore.
 //! - [`sync`]: the agent (`filesync sync [--once]`).
 
 pub mod account;
 pub mod files;
 mod prompt;
 pub mod sync;
+pub mod trash;
 pub mod workspace;
 
 use std::path::PathBuf;
@@ -95,6 +97,8 @@ pub enum Command {
         #[arg(value_name = "VERSION")]
         number: i64,
     },
+    /// Deleted files and folders of a workspace (`trash [WS]`), or bring one back (`trash restore PATH`).
+    Trash(trash::TrashArgs),
     /// Members online now, per device.
     Who {
         /// Workspace id or name.
@@ -230,7 +234,21 @@ pub fn pick_workspace(all: &[ApiWorkspace], name_or_id: &str) -> anyhow::Result<
     }
 }
 
-/// `path` made absolute without requiring it to exist (the file may have been deleted).
+/// `bytes` for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// Prints rows under a header line, each column as wide as its widest cell (the last one unpadded).
 pub fn print_table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) {
     let rows: Vec<[String; N]> = rows.into_iter().collect();
@@ -257,6 +275,7 @@ pub fn print_table<const N: usize>(header: [&str; N], rows: impl IntoIterator<It
     }
 }
 
+/// `path` made absolute without requiring it to exist (the file may have been deleted).
 pub fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
     let joined = if path.is_absolute() {
         path.to_path_buf()
@@ -317,6 +336,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => files::status(&ctx),
         Command::History { path } => files::history(&ctx, &path).await,
         Command::Restore { path, number } => files::restore(&ctx, &path, number).await,
+        Command::Trash(args) => trash::run(&ctx, args).await,
         Command::Who { workspace } => files::who(&ctx, &workspace).await,
         Command::Completions { .. } => Ok(()),
     }
@@ -336,7 +356,14 @@ mod tests {
     use super::*;
 
     fn ws(id: i64, name: &str) -> ApiWorkspace {
-        ApiWorkspace { id: WorkspaceId(id), name: name.into(), owner_id: 1, role: Role::Owner, owner_username: None }
+        ApiWorkspace {
+            id: WorkspaceId(id),
+            name: name.into(),
+            owner_id: 1,
+            role: Role::Owner,
+            owner_username: None,
+            usage: None,
+        }
     }
 
     #[test]
@@ -364,6 +391,26 @@ mod tests {
         assert_eq!(cli.global.ca, Some(PathBuf::from("/ca.pem")));
         assert_eq!(cli.global.home, Some(PathBuf::from("/x")));
         assert!(Cli::try_parse_from(["filesync", "workspace", "share", "w", "e@x.y", "--role", "owner"]).is_err());
+    }
+
+    #[test]
+    fn bytes_read_as_people_count_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn trash_takes_a_workspace_or_a_restore() {
+        let cli = Cli::try_parse_from(["filesync", "trash", "docs"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Trash(t) if t.workspace.as_deref() == Some("docs") && t.action.is_none())
+        );
+        let cli = Cli::try_parse_from(["filesync", "trash", "restore", "a/b.txt"]).unwrap();
+        assert!(matches!(cli.command, Command::Trash(t) if t.workspace.is_none() && t.action.is_some()));
+        let cli = Cli::try_parse_from(["filesync", "trash"]).unwrap();
+        assert!(matches!(cli.command, Command::Trash(t) if t.workspace.is_none() && t.action.is_none()));
     }
 
     #[test]

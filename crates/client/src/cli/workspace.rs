@@ -1,4 +1,5 @@
-//! Workspaces: create, list, share, members, role, remove, leave, rename, delete, download, link, unlink.
+//! Workspaces: create, list, share, members, role, remove, leave, rename, delete, download, link, unlink,
+//! retention.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,7 @@ use clap::Subcommand;
 
 use filesync_core::Role;
 
-use super::{absolute, print_table, prompt, share_role, Ctx};
+use super::{absolute, human_bytes, print_table, prompt, share_role, Ctx};
 use crate::home::LinkedFolder;
 use crate::http::{Api, ApiMember, ApiWorkspace, Shared};
 
@@ -21,7 +22,8 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         no_sync: bool,
     },
-    /// The workspaces you belong to, with your role.
+    /// The workspaces you belong to, with your role and what each stores (current files, older
+    /// versions, trash).
     List,
     /// Give someone access to a workspace you own.
     Share {
@@ -86,6 +88,17 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         no_sync: bool,
     },
+    /// How long a workspace keeps old versions and deleted files; its owner may change it.
+    Retention {
+        /// Workspace id or name.
+        workspace: String,
+        /// Days every version is kept before older ones are thinned (0: only the current version).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=36500))]
+        keep_days: Option<u32>,
+        /// Days a deleted file stays in the trash (0: emptied at the next collection).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=36500))]
+        trash_days: Option<u32>,
+    },
     /// Detach a folder from its workspace; its files stay as they are.
     Unlink {
         /// Workspace id or name, or the linked folder.
@@ -118,9 +131,18 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
                     .find(|f| f.workspace_id == ws.id)
                     .map(|f| format!("linked at {}", f.root.display()))
                     .unwrap_or_else(|| "not linked here".into());
-                [ws.id.to_string(), ws.name, ws.role.to_string(), at]
+                let used = ws.usage.unwrap_or_default();
+                [
+                    ws.id.to_string(),
+                    ws.name,
+                    ws.role.to_string(),
+                    human_bytes(used.live_bytes),
+                    human_bytes(used.history_bytes),
+                    human_bytes(used.trash_bytes),
+                    at,
+                ]
             });
-            print_table(["ID", "NAME", "ROLE", "FOLDER"], rows);
+            print_table(["ID", "NAME", "ROLE", "FILES", "HISTORY", "TRASH", "FOLDER"], rows);
             Ok(())
         }
         WorkspaceCommand::Share { workspace, email, role } => {
@@ -228,6 +250,34 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
             let ws = ctx.resolve_workspace(&api, &workspace).await?;
             check_linkable(ctx, &dir, Some(&ws))?;
             link_folder(ctx, &ws, &dir, no_sync).await
+        }
+        WorkspaceCommand::Retention { workspace, keep_days, trash_days } => {
+            let api = ctx.api()?;
+            let ws = ctx.resolve_workspace(&api, &workspace).await?;
+            let mut now = api.retention(ws.id).await?;
+            if keep_days.is_some() || trash_days.is_some() {
+                // A setting not given stays as it is (the workspace's own, or the server's default).
+                let own =
+                    |given: Option<u32>, current: u32, is_default: bool| given.or((!is_default).then_some(current));
+                now = api
+                    .set_retention(
+                        ws.id,
+                        own(keep_days, now.keep_days, now.keep_days_is_default),
+                        own(trash_days, now.trash_days, now.trash_days_is_default),
+                    )
+                    .await
+                    .with_context(|| format!("cannot change the retention of {}", ws.name))?;
+            }
+            let default = |is: bool| if is { " (server default)" } else { "" };
+            println!(
+                "{}: every version kept {} days{}, then thinned: one a week up to {} days",
+                ws.name,
+                now.keep_days,
+                default(now.keep_days_is_default),
+                now.keep_days * 3
+            );
+            println!("deleted files kept {} days in the trash{}", now.trash_days, default(now.trash_days_is_default));
+            Ok(())
         }
         WorkspaceCommand::Unlink { workspace } => {
             let as_path = absolute(Path::new(&workspace)).ok();

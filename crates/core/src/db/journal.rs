@@ -898,7 +898,7 @@ mod tests {
     use crate::chunking::hash;
     use crate::db::accounts::{self, NewUser};
     use crate::db::Db;
-    use crate::testing::for_each_backend;
+    use crate::testing::{for_each_backend, held_content as content};
 
     fn user(c: &mut DbConn, name: &'static str) -> UserId {
         let email = format!("{name}@example.com");
@@ -908,20 +908,6 @@ mod tests {
         )
         .unwrap();
         UserId(u.id)
-    }
-
-    /// Content of one chunk whose bytes are `text`, recorded as held by `ws`.
-    fn content(c: &mut DbConn, ws: WorkspaceId, text: &str) -> Content {
-        let h = hash(text.as_bytes());
-        record_chunk(c, ws, &NewChunk { hash: h, size: text.len() as u32, stored_size: text.len() as u64, at: None })
-            .unwrap();
-        Content {
-            size: text.len() as u64,
-            mtime_ms: 1,
-            mode: 0o644,
-            content_hash: h,
-            chunks: vec![ChunkRef { hash: h, len: text.len() as u32 }],
-        }
     }
 
     fn put(path: &str, base: i64, content: Content) -> Edit {

@@ -14,6 +14,8 @@ pub mod membership;
 pub mod packs;
 pub mod retention;
 pub mod schema;
+pub mod trash;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -27,6 +27,7 @@ use diesel::prelude::*;
 
 use super::journal::lock_workspace;
 use super::schema::{file_heads, file_versions, workspaces};
+use super::trash::trashed;
 use super::{DbConn, DbError};
 use crate::config::Config;
 use crate::ids::WorkspaceId;
@@ -164,19 +165,12 @@ pub fn apply(conn: &mut DbConn, ws: WorkspaceId, policy: &Policy, now: DateTime<
 /// many paths it dropped.
 fn expire_trash(c: &mut DbConn, ws: WorkspaceId, cut: NaiveDateTime, pruned: &mut Pruned) -> Result<usize, DbError> {
     lock_workspace(c, ws)?;
-    let hashes: Vec<Vec<u8>> =
-        file_heads::table
-            .inner_join(file_versions::table.on(
-                file_versions::workspace_id.eq(file_heads::workspace_id).and(file_versions::seq.eq(file_heads::seq)),
-            ))
-            .filter(file_heads::workspace_id.eq(ws.0))
-            .filter(file_heads::deleted.eq(true))
-            .filter(file_versions::op.eq("delete"))
-            .filter(file_versions::created_at.le(cut))
-            .order(file_heads::seq.asc())
-            .limit(BATCH as i64)
-            .select(file_heads::path_hash)
-            .load(c)?;
+    let hashes: Vec<Vec<u8>> = trashed(ws.0)
+        .filter(file_versions::created_at.le(cut))
+        .order(file_heads::seq.asc())
+        .limit(BATCH as i64)
+        .select(file_heads::path_hash)
+        .load(c)?;
     if hashes.is_empty() {
         return Ok(0);
     }
@@ -299,17 +293,10 @@ fn drop_versions(c: &mut DbConn, ws: WorkspaceId, batch: Vec<Candidate>, pruned:
         .load::<i64>(c)?
         .into_iter()
         .collect();
-    let trash: Vec<(Vec<u8>, i64)> =
-        file_heads::table
-            .inner_join(file_versions::table.on(
-                file_versions::workspace_id.eq(file_heads::workspace_id).and(file_versions::seq.eq(file_heads::seq)),
-            ))
-            .filter(file_heads::workspace_id.eq(ws.0))
-            .filter(file_heads::deleted.eq(true))
-            .filter(file_heads::path_hash.eq_any(&hashes))
-            .filter(file_versions::op.eq("delete"))
-            .select((file_heads::path_hash, file_heads::seq))
-            .load(c)?;
+    let trash: Vec<(Vec<u8>, i64)> = trashed(ws.0)
+        .filter(file_heads::path_hash.eq_any(&hashes))
+        .select((file_heads::path_hash, file_heads::seq))
+        .load(c)?;
     if !trash.is_empty() {
         protected.extend(trash.iter().map(|(_, seq)| *seq));
         let in_trash: Vec<Vec<u8>> = trash.into_iter().map(|(h, _)| h).collect();
@@ -362,24 +349,20 @@ pub fn last_live(c: &mut DbConn, ws: WorkspaceId, hashes: &[Vec<u8>]) -> Result<
 #[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
-    use crate::chunking::{hash, ChunkRef};
     use crate::db::accounts::{self, NewUser};
-    use crate::db::journal::{self, commit, record_chunk, Author, Content, Edit, NewChunk};
+    use crate::db::journal::{self, commit, Author, Edit};
     use crate::db::Db;
     use crate::ids::UserId;
-    use crate::testing::for_each_backend;
+    use crate::testing::{for_each_backend, held_content as content};
 
-    fn content(c: &mut DbConn, ws: WorkspaceId, text: &str) -> Content {
-        let h = hash(text.as_bytes());
-        record_chunk(c, ws, &NewChunk { hash: h, size: text.len() as u32, stored_size: text.len() as u64, at: None })
-            .unwrap();
-        Content {
-            size: text.len() as u64,
-            mtime_ms: 1,
-            mode: 0o644,
-            content_hash: h,
-            chunks: vec![ChunkRef { hash: h, len: text.len() as u32 }],
-        }
+    /// Alice and her workspace.
+    fn workspace(c: &mut DbConn) -> (UserId, WorkspaceId) {
+        let user = accounts::create_user(
+            c,
+            &NewUser { first_name: "A", last_name: "B", username: "alice", email: "a@example.com", password_hash: "h" },
+        )
+        .unwrap();
+        (UserId(user.id), WorkspaceId(accounts::create_workspace(c, UserId(user.id), "Docs").unwrap().id))
     }
 
     fn seqs(c: &mut DbConn, ws: WorkspaceId, path: &str) -> Vec<i64> {
@@ -391,19 +374,8 @@ mod tests {
         for_each_backend(|tdb| {
             let db = Db::open(tdb.url(), 2).unwrap();
             let c = &mut *db.conn().unwrap();
-            let user = accounts::create_user(
-                c,
-                &NewUser {
-                    first_name: "A",
-                    last_name: "B",
-                    username: "alice",
-                    email: "a@example.com",
-                    password_hash: "h",
-                },
-            )
-            .unwrap();
-            let ws = WorkspaceId(accounts::create_workspace(c, UserId(user.id), "Docs").unwrap().id);
-            let author = Author { user_id: UserId(user.id), device_id: "d".into(), device_name: "laptop".into() };
+            let (alice, ws) = workspace(c);
+            let author = Author { user_id: alice, device_id: "d".into(), device_name: "laptop".into() };
             let now = Utc::now();
             // Commits `edit`, then dates it `at`.
             let edit = |c: &mut DbConn, edit: Edit, at: DateTime<Utc>| -> i64 {
@@ -491,18 +463,7 @@ mod tests {
         for_each_backend(|tdb| {
             let db = Db::open(tdb.url(), 2).unwrap();
             let c = &mut *db.conn().unwrap();
-            let user = accounts::create_user(
-                c,
-                &NewUser {
-                    first_name: "A",
-                    last_name: "B",
-                    username: "alice",
-                    email: "a@example.com",
-                    password_hash: "h",
-                },
-            )
-            .unwrap();
-            let ws = WorkspaceId(accounts::create_workspace(c, UserId(user.id), "Docs").unwrap().id);
+            let (_, ws) = workspace(c);
             let defaults = Policy::defaults(&Config::default());
             assert_eq!(defaults, Policy { keep_days: 30, trash_days: 30 });
             assert_eq!(policy(c, ws, &defaults).unwrap(), defaults);

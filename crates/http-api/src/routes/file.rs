@@ -137,7 +137,9 @@ fn file_version(
             _ => return Err(FILE_NOT_FOUND),
         },
     };
-    let (change, chunks) = journal::version_at(conn, ws, seq)?.ok_or_else(missing)?;
+    let Some((change, chunks)) = journal::version_at(conn, ws, seq)? else {
+        return Err(super::files::expired(conn, ws, seq)?.unwrap_or_else(missing));
+    };
     if change.path != path || change.deleted {
         return Err(missing());
     }
@@ -192,6 +194,7 @@ fn byte_range(req: &HttpRequest, size: u64) -> ApiResult<Option<(u64, u64)>> {
             headers(("Content-Range" = String, description = "`bytes first-last/size`"))),
         (status = 304, description = "`If-None-Match` names this version"),
         (status = 404, description = "`workspace_not_found`, `file_not_found` or `version_not_found`", body = ErrorBody),
+        (status = 410, description = "`version_expired`: retention dropped this version", body = ErrorBody),
         (status = 416, description = "`range_not_satisfiable`", body = ErrorBody,
             headers(("Content-Range" = String, description = "`bytes */size`"))),
         (status = 422, description = "`invalid_request`, `invalid_path` or `not_a_file`", body = ErrorBody),

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType, ExtendedValue};
 use actix_web::{web, HttpResponse};
 use filesync_core::db::journal::{self, Author, Edit};
-use filesync_core::db::{accounts, DbConn, DbError};
+use filesync_core::db::{accounts, retention, DbConn, DbError};
 use filesync_core::events::WorkspaceEvent;
 use filesync_core::proto::{Change, EntryKind};
 use filesync_core::{UserId, WorkspaceId};
@@ -31,6 +31,20 @@ const PATH_NOT_FOUND: ApiError =
     ApiError::NotFound { code: ErrorCode::PathNotFound, message: "this path never existed in the workspace" };
 const VERSION_NOT_FOUND: ApiError =
     ApiError::NotFound { code: ErrorCode::VersionNotFound, message: "this path has no such version" };
+
+/// 410 `version_expired` if version `seq` is gone because retention dropped it (it is at or below
+/// the workspace's horizon); `None` if it never existed.
+pub(crate) fn expired(conn: &mut DbConn, ws: WorkspaceId, seq: i64) -> ApiResult<Option<ApiError>> {
+    Ok(match retention::horizon(conn, ws)? {
+        Some(horizon) if seq >= 1 && seq <= horizon => Some(ApiError::Gone {
+            code: ErrorCode::VersionExpired,
+            message: format!(
+                "version {seq} has expired: the workspace's retention dropped it (see its history for the versions kept)"
+            ),
+        }),
+        _ => None,
+    })
+}
 
 /// The username of each author; an account that no longer exists maps to nothing.
 pub(crate) fn usernames(
@@ -98,6 +112,8 @@ pub struct HistoryQuery {
 struct HistoryResponse {
     path: String,
     versions: Vec<VersionJson>,
+    /// How many older versions of the path retention dropped (they are not listed).
+    expired_versions: i64,
 }
 
 /// Every journal row that touched the path, newest first.
@@ -108,7 +124,7 @@ struct HistoryResponse {
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The workspace", example = 1), HistoryQuery),
     responses(
-        (status = 200, description = "Every version of the path, newest first", body = HistoryResponse),
+        (status = 200, description = "Every version of the path the journal keeps, newest first, and how many older ones expired", body = HistoryResponse),
         (status = 404, description = "`workspace_not_found` or `path_not_found` (the path never existed)", body = ErrorBody),
         (status = 422, description = "`invalid_request` (no `path`) or `invalid_path`", body = ErrorBody),
         AuthErrors,
@@ -125,12 +141,12 @@ pub async fn history(
     let path = query.into_inner().path;
     validate::workspace_path(&path)?;
     let key = path.clone();
-    let (rows, names) = state
+    let (rows, names, expired_versions) = state
         .read(move |conn| {
             authorize(conn, user.id, ws, Action::ReadFiles)?;
             let rows = journal::history(conn, ws, &key)?;
             let names = usernames(conn, rows.iter().map(|r| r.author_id))?;
-            Ok((rows, names))
+            Ok((rows, names, retention::expired_versions(conn, ws, &key)?))
         })
         .await?;
     if rows.is_empty() {
@@ -144,7 +160,7 @@ pub async fn history(
             VersionJson::new(r, by)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(HistoryResponse { path, versions }))
+    Ok(HttpResponse::Ok().json(HistoryResponse { path, versions, expired_versions }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -201,6 +217,7 @@ fn restore_refusal(path: &str, old: Option<&Change>, path_known: bool) -> Option
         (status = 403, description = "`forbidden`: viewers may not change files", body = ErrorBody),
         (status = 404, description = "`workspace_not_found`, `path_not_found` or `version_not_found`", body = ErrorBody),
         (status = 409, description = "`restore_conflict`: a directory is at the path now, or a parent is a file", body = ErrorBody),
+        (status = 410, description = "`version_expired`: retention dropped this version", body = ErrorBody),
         (status = 422, description = "`invalid_request`, `invalid_path`, `version_is_delete` or `not_a_file`", body = ErrorBody),
         AuthErrors,
         JsonBodyErrors,
@@ -221,6 +238,11 @@ pub async fn restore(
         .read(move |conn| {
             authorize(conn, user.id, ws, Action::WriteFiles)?;
             let old = journal::version_at(conn, ws, version)?.map(|(change, _)| change);
+            if old.is_none() {
+                if let Some(gone) = expired(conn, ws, version)? {
+                    return Err(gone);
+                }
+            }
             let path_known = journal::head_of(conn, ws, &key)?.is_some();
             restore_refusal(&key, old.as_ref(), path_known).map_or(Ok(()), Err)
         })

@@ -13,6 +13,8 @@ pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod members;
 pub(crate) mod presence;
+pub(crate) mod retention;
+pub(crate) mod trash;
 pub(crate) mod tree;
 pub(crate) mod workspaces;
 
@@ -58,6 +60,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/workspaces/{id}/files").route(web::get().to(files::list_files)))
         .service(resource("/workspaces/{id}/history").route(web::get().to(files::history)))
         .service(resource("/workspaces/{id}/restore").route(web::post().to(files::restore)))
+        .service(resource("/workspaces/{id}/trash").route(web::get().to(trash::list_trash)))
+        .service(resource("/workspaces/{id}/trash/restore").route(web::post().to(trash::restore_from_trash)))
+        .service(
+            resource("/workspaces/{id}/retention")
+                .route(web::get().to(retention::get_retention))
+                .route(web::put().to(retention::set_retention)),
+        )
         .service(
             resource("/workspaces/{id}/file")
                 .route(web::get().to(file::download))

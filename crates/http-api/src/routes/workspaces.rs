@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpResponse};
 use filesync_core::db::accounts::{self, User};
-use filesync_core::db::{invitations, membership, DbError};
+use filesync_core::db::{invitations, membership, usage, DbError};
 use filesync_core::events::UserEvent;
 use filesync_core::{Role, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
@@ -212,8 +212,21 @@ struct WorkspacesResponse {
 }
 
 async fn list_workspaces(state: &AppState, user: UserId, shared_only: bool) -> ApiResult<HttpResponse> {
-    let rows = state.read(move |conn| Ok(accounts::workspaces_of(conn, user, shared_only)?)).await?;
-    Ok(HttpResponse::Ok().json(WorkspacesResponse { workspaces: rows.into_iter().map(WorkspaceItem::from).collect() }))
+    let (rows, mut usage) = state
+        .read(move |conn| {
+            let rows = accounts::workspaces_of(conn, user, shared_only)?;
+            let ids: Vec<WorkspaceId> = rows.iter().map(|r| WorkspaceId(r.workspace.id)).collect();
+            Ok((rows, usage::of(conn, &ids)?))
+        })
+        .await?;
+    let workspaces = rows
+        .into_iter()
+        .map(|r| {
+            let used = usage.remove(&WorkspaceId(r.workspace.id)).unwrap_or_default();
+            WorkspaceItem::new(r, used)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(WorkspacesResponse { workspaces }))
 }
 
 /// Workspaces others shared with the caller.

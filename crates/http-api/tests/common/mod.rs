@@ -181,6 +181,41 @@ impl Drop for Server {
     }
 }
 
+/// Owner alice, editor dave, viewer bob, outsider carol, one workspace.
+pub struct People {
+    pub alice: String,
+    pub dave: String,
+    pub bob: String,
+    pub carol: String,
+    pub ws: i64,
+}
+
+pub async fn people(srv: &Server) -> People {
+    let alice = srv.user("alice").await.1;
+    let bob = srv.user("bob").await.1;
+    let carol = srv.user("carol").await.1;
+    let dave = srv.user("dave").await.1;
+    let (status, body) = srv.post("/create-workspace", Some(&alice), json!({"name": "Team"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ws = body["workspace"]["id"].as_i64().unwrap();
+    for (email, role) in [("bob@example.com", "viewer"), ("dave@example.com", "editor")] {
+        let (status, body) =
+            srv.post("/add-user", Some(&alice), json!({"workspace_id": ws, "email": email, "role": role})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    People { alice, dave, bob, carol, ws }
+}
+
+/// `s` percent-encoded for a query string (`/` kept, as paths read better with it).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Asserts an error response: status and the stable `code`.
 #[track_caller]
 pub fn assert_error(res: &(StatusCode, Value), status: u16, code: &str) {

@@ -111,6 +111,88 @@ async fn accounts_and_workspaces_on_mariadb() {
     account_and_workspace_story(Backend::Mysql).await;
 }
 
+/// `trash`, `trash restore` and `workspace retention` against the real HTTP API: the files are put
+/// and deleted over HTTP with alice's saved token, as her agent would.
+async fn trash_and_retention_story(backend: Backend) {
+    let db = test_db(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let http = start_http(config(&db, data.path(), false)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Cli::new(dir.path().join("alice-home"), &http.addr, &[]);
+    let bob = Cli::new(dir.path().join("bob-home"), &http.addr, &[]);
+    alice.register("alice").await;
+    bob.register("bob").await;
+    let folder = dir.path().join("Docs");
+    alice.ok(&["workspace", "create", "docs", folder.to_str().unwrap(), "--no-sync"], None).await;
+    alice.ok(&["workspace", "share", "docs", "bob@example.com"], None).await;
+    let out = alice.ok(&["trash", "docs"], None).await;
+    assert!(out.contains("the trash of docs is empty (deleted files stay 30 days)"), "{out}");
+
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(alice.home.join("token.json")).unwrap()).unwrap();
+    let token = saved["token"].as_str().unwrap().to_owned();
+    let web = reqwest::Client::new();
+    let file = |path: &str| format!("{}/workspaces/1/file", http.addr.trim_end_matches('/')) + "?path=" + path;
+    for (path, body) in [("notes.txt", "hello"), ("folder/a.txt", "aaa"), ("folder/b.txt", "bbbb")] {
+        let res = web.put(file(path)).bearer_auth(&token).body(body).send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+    for path in ["notes.txt", "folder"] {
+        let res = web.delete(file(path)).bearer_auth(&token).send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+
+    // The trash, as a table with headers; without a workspace and outside a linked folder, a clear line.
+    let out = alice.ok(&["trash", "docs"], None).await;
+    let header = out.lines().next().unwrap();
+    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["DELETED", "BY", "SIZE", "EXPIRES", "PATH"], "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let notes = out.lines().find(|l| l.ends_with("notes.txt")).unwrap();
+    assert!(notes.contains("alice") && notes.contains("5 B"), "{out}");
+    let err = bob.fails(&["trash"], None).await;
+    assert!(err.contains("not inside a linked folder"), "{err}");
+
+    // Restores: a file by its path in the workspace, a folder by its path in the linked folder.
+    let out = alice.ok(&["trash", "restore", "notes.txt", "--workspace", "docs"], None).await;
+    assert!(out.contains("RESTORED") && out.contains("notes.txt"), "{out}");
+    let out = alice.ok(&["trash", "restore", folder.join("folder").to_str().unwrap()], None).await;
+    assert!(out.contains("folder/a.txt") && out.contains("folder/b.txt"), "{out}");
+    let err = alice.fails(&["trash", "restore", "notes.txt", "--workspace", "docs"], None).await;
+    assert!(err.contains("cannot restore notes.txt from the trash") && err.contains("is in the trash"), "{err}");
+    let out = bob.ok(&["trash", "docs"], None).await;
+    assert!(out.contains("is empty"), "{out}");
+
+    // Retention: anyone reads it, the owner changes it, one setting at a time.
+    let out = bob.ok(&["workspace", "retention", "docs"], None).await;
+    assert!(out.contains("every version is kept 30 days, then one a week up to 90 days (server default)"), "{out}");
+    let err = bob.fails(&["workspace", "retention", "docs", "--keep-days", "7"], None).await;
+    assert!(err.contains("owner"), "{err}");
+    let out = alice.ok(&["workspace", "retention", "docs", "--keep-days", "0"], None).await;
+    assert!(out.contains("only the current version of each file is kept"), "{out}");
+    let out = alice.ok(&["workspace", "retention", "docs", "--trash-days", "7"], None).await;
+    assert!(out.contains("only the current version") && out.contains("stay 7 days in the trash"), "{out}");
+    assert!(!out.contains("(server default)"), "{out}");
+    let err = alice.fails(&["workspace", "retention", "docs", "--trash-days", "99999"], None).await;
+    assert!(err.contains("99999"), "{err}");
+
+    // The listing says what each workspace stores.
+    let list = alice.ok(&["workspace", "list"], None).await;
+    let header: Vec<&str> = list.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["ID", "NAME", "ROLE", "FILES", "HISTORY", "TRASH", "FOLDER"], "{list}");
+    assert!(list.contains("12 B"), "hello + aaa + bbbb live: {list}");
+    http.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trash_and_retention_on_sqlite() {
+    trash_and_retention_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trash_and_retention_on_mariadb() {
+    trash_and_retention_story(Backend::Mysql).await;
+}
+
 #[tokio::test]
 async fn an_unreachable_server_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -269,14 +269,12 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot change the retention of {}", ws.name))?;
             }
             let default = |is: bool| if is { " (server default)" } else { "" };
-            println!(
-                "{}: every version kept {} days{}, then thinned: one a week up to {} days",
-                ws.name,
-                now.keep_days,
-                default(now.keep_days_is_default),
-                now.keep_days * 3
-            );
-            println!("deleted files kept {} days in the trash{}", now.trash_days, default(now.trash_days_is_default));
+            let keep = match now.keep_days {
+                0 => "only the current version of each file is kept".to_owned(),
+                n => format!("every version is kept {n} days, then one a week up to {} days", 3 * n),
+            };
+            println!("{}: {keep}{}", ws.name, default(now.keep_days_is_default));
+            println!("deleted files stay {} days in the trash{}", now.trash_days, default(now.trash_days_is_default));
             Ok(())
         }
         WorkspaceCommand::Unlink { workspace } => {

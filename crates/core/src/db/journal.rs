@@ -5,7 +5,9 @@
 //! `workspaces.head_seq + 1` as its seq, (3) inserts one `file_versions` row
 //! and (4) moves the `file_heads` of the paths it touches. Seqs of a workspace
 //! are therefore gap-free and totally ordered, and a reader that has seen seq
-//! N has seen every change up to N.
+//! N has seen every change up to N. Retention (`super::retention`) deletes rows
+//! only at or below the workspace's `horizon_seq`, which it raises first in the
+//! same transaction: above the horizon the journal stays gap-free.
 //!
 //! **Architecture Invariant:** a stale base never overwrites: a put against a
 //! head the client had not seen is committed as a conflict copy beside it, a

@@ -43,8 +43,8 @@ use std::time::Duration;
 use filesync_core::chunking::{ChunkRef, Hash};
 use filesync_core::proto::delta;
 use filesync_core::proto::frame::{FrameCodec, FrameError, DEFAULT_MAX_FRAME_BYTES};
-pub use filesync_core::proto::MAX_CHANGES_PAGE;
 use filesync_core::proto::{Change, ErrorCode, Message, Notice, RequestId, PROTOCOL_VERSION};
+pub use filesync_core::proto::{MAX_CHANGES_PAGE, MAX_HEADS_PAGE};
 use filesync_core::{UserId, WorkspaceId};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -228,6 +228,18 @@ pub struct ChangePage {
     pub head_seq: i64,
     /// Consecutive changes in seq order, from the one after the asked seq; empty only at the head.
     pub changes: Vec<Change>,
+}
+
+/// A page of a workspace's live heads ([`Client::heads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadsPage {
+    /// The workspace's newest seq when the page was read.
+    pub head_seq: i64,
+    /// Live files and directories, each as the change that made it (a put of its content at its
+    /// version), in the node's order.
+    pub entries: Vec<Change>,
+    /// Where the next page starts (pass it to [`Client::heads`]); `None` on the last page.
+    pub next: Option<Hash>,
 }
 
 /// A version's content description.
@@ -555,6 +567,22 @@ impl Client {
         }
     }
 
+    /// Up to `limit` (at most [`MAX_HEADS_PAGE`]) live heads of the workspace after the cursor
+    /// `after` (`None`: the first page): what a client answered `history_expired` reconciles
+    /// with, a page at a time. Checked on arrival: this workspace's, live, no more than asked,
+    /// none past the head, and a next page only after a non-empty one.
+    pub async fn heads(&self, ws: WorkspaceId, after: Option<Hash>, limit: u32) -> Result<HeadsPage, ClientError> {
+        let mut p = self.request(|request_id| Message::GetHeads { request_id, workspace_id: ws, after, limit }).await?;
+        match p.recv().await? {
+            Message::Heads { workspace_id, head_seq, entries, next, .. } => {
+                check_heads(ws, limit, workspace_id, head_seq, &entries, next.is_some())
+                    .map_err(ClientError::Protocol)?;
+                Ok(HeadsPage { head_seq, entries, next })
+            }
+            other => Err(unexpected("Heads", &other)),
+        }
+    }
+
     pub async fn unsubscribe(&self, ws: WorkspaceId) -> Result<(), ClientError> {
         let mut p = self.request(|request_id| Message::Unsubscribe { request_id, workspace_id: ws }).await?;
         match p.recv().await? {
@@ -588,6 +616,35 @@ fn check_page(
             return Err(format!(
                 "change {i} of a page after seq {after_seq} (head {head_seq}) is seq {} of workspace {}",
                 c.seq, c.workspace_id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why a `Heads` answer to `GetHeads{ws, after, limit}` cannot be right, if it cannot.
+fn check_heads(
+    ws: WorkspaceId,
+    limit: u32,
+    workspace_id: WorkspaceId,
+    head_seq: i64,
+    entries: &[Change],
+    more: bool,
+) -> Result<(), String> {
+    if workspace_id != ws {
+        return Err(format!("asked for the heads of workspace {ws}, got workspace {workspace_id}'s"));
+    }
+    if entries.len() > limit as usize {
+        return Err(format!("asked for {limit} heads, got {}", entries.len()));
+    }
+    if entries.is_empty() && more {
+        return Err("an empty page of heads with a next page".into());
+    }
+    for (i, c) in entries.iter().enumerate() {
+        if c.workspace_id != ws || c.deleted || c.seq < 1 || c.seq > head_seq {
+            return Err(format!(
+                "head {i} (seq {}, workspace {}, deleted {}) does not fit a page of live heads at seq {head_seq}",
+                c.seq, c.workspace_id, c.deleted
             ));
         }
     }
@@ -793,6 +850,28 @@ mod tests {
             ("not from after_seq + 1", check_page(ws, 4, 3, ws, 9, &page(&[(1, 4), (1, 5)]))),
             ("past the head", check_page(ws, 4, 3, ws, 5, &page(&[(1, 5), (1, 6)]))),
             ("empty below the head", check_page(ws, 4, 3, ws, 9, &[])),
+        ];
+        for (what, result) in bad {
+            assert!(result.is_err(), "{what}");
+        }
+    }
+
+    /// A page of heads is taken only if it can be a page of live heads at its head seq.
+    #[test]
+    fn a_page_of_heads_is_checked_on_arrival() {
+        let ws = WorkspaceId(1);
+        let heads = |v: &[(i64, i64)]| v.iter().map(|&(w, s)| change(w, s)).collect::<Vec<_>>();
+        assert_eq!(check_heads(ws, 3, ws, 9, &heads(&[(1, 9), (1, 2)]), true), Ok(()), "any order");
+        assert_eq!(check_heads(ws, 3, ws, 0, &[], false), Ok(()), "an empty workspace");
+        let mut deleted = heads(&[(1, 3)]);
+        deleted[0].deleted = true;
+        let bad: [(&str, Result<(), String>); 6] = [
+            ("other workspace", check_heads(ws, 3, WorkspaceId(2), 9, &[], false)),
+            ("an entry of another workspace", check_heads(ws, 3, ws, 9, &heads(&[(2, 1)]), false)),
+            ("more than asked", check_heads(ws, 1, ws, 9, &heads(&[(1, 1), (1, 2)]), false)),
+            ("past the head", check_heads(ws, 3, ws, 5, &heads(&[(1, 6)]), false)),
+            ("a deleted entry", check_heads(ws, 3, ws, 9, &deleted, false)),
+            ("a next page after an empty one", check_heads(ws, 3, ws, 9, &[], true)),
         ];
         for (what, result) in bad {
             assert!(result.is_err(), "{what}");

@@ -5,6 +5,7 @@ use filesync_core::db::DbError;
 use filesync_core::ingest::IngestError;
 use filesync_core::proto::{ErrorCode, Message, RequestId};
 use filesync_core::storage::StorageError;
+use filesync_core::WorkspaceId;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -24,6 +25,17 @@ impl ReqError {
 
     pub fn internal() -> ReqError {
         ReqError::new(ErrorCode::Internal, "the node failed; try again")
+    }
+
+    /// The answer to a catch-up from `after`, before the workspace's horizon.
+    pub fn history_expired(ws: WorkspaceId, after: i64, horizon: i64) -> ReqError {
+        ReqError::new(
+            ErrorCode::HistoryExpired,
+            format!(
+                "workspace {ws} keeps its history after seq {horizon} only, not from seq {after}: \
+                 reconcile with its current files (GetHeads)"
+            ),
+        )
     }
 
     pub fn into_message(self, request_id: RequestId) -> Message {

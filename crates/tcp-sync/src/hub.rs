@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use filesync_bus::{BusMessage, Interest, Topic};
-use filesync_core::db::{journal, Db};
+use filesync_core::db::{horizon, journal, retention, Db};
 use filesync_core::events::{UserEvent, WorkspaceEvent};
 use filesync_core::jwt::Grant;
 use filesync_core::proto::{ErrorCode, Message, Notice, RequestId};
@@ -226,10 +226,22 @@ impl Hub {
     ) -> Result<(), ReqError> {
         'fresh: loop {
             let watch = self.watch_for(ws);
-            let head =
-                self.db.run(move |c| journal::head_seq(c, ws)).await?.ok_or(filesync_core::db::DbError::NotFound)?;
+            let seqs = self.db.run(move |c| horizon::seqs(c, ws)).await?.ok_or(filesync_core::db::DbError::NotFound)?;
+            if !seqs.can_catch_up_from(since_seq) {
+                return Err(ReqError::history_expired(ws, since_seq, seqs.horizon));
+            }
+            let head = seqs.head;
             // A since_seq beyond the head (a reset server) is answered from the head, so the client sees it.
             let mut cursor = self.catch_up(&conn.events, ws, since_seq.clamp(0, head), head).await?;
+            // Retention may have raised the horizon past `since_seq` while the catch-up was read,
+            // leaving gaps in it: then the client must reconcile instead (on a new connection,
+            // which drops what was queued).
+            if since_seq.max(0) < head {
+                let horizon = self.db.run(move |c| retention::horizon(c, ws)).await?.unwrap_or(0);
+                if since_seq.max(0) < horizon {
+                    return Err(ReqError::history_expired(ws, since_seq, horizon));
+                }
+            }
             loop {
                 let mut inner = watch.inner.lock().await;
                 if inner.closed {

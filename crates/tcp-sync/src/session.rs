@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
+use filesync_core::db::horizon::{self, Seqs};
 use filesync_core::db::journal::{self, Author, Content, Edit};
-use filesync_core::db::{accounts, packs};
+use filesync_core::db::{accounts, packs, retention};
 use filesync_core::encoding::{Encoded, FORMAT_RAW};
 use filesync_core::ingest::{self, ChunkSink, Progress};
 use filesync_core::path;
@@ -21,7 +22,7 @@ use filesync_core::proto::frame::DEFAULT_MAX_FRAME_BYTES;
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{
     BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, FileUpload, Message, PutDelta, PutFile, RequestId,
-    MAX_BATCH_CHUNKS, MAX_BATCH_FILES, MAX_CHANGES_PAGE,
+    MAX_BATCH_CHUNKS, MAX_BATCH_FILES, MAX_CHANGES_PAGE, MAX_HEADS_PAGE,
 };
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
@@ -224,6 +225,9 @@ impl Session {
             }
             Message::GetChanges { request_id, workspace_id, after_seq, limit } => {
                 self.spawn_read(request_id, |r| r.changes(request_id, workspace_id, after_seq, limit)).await
+            }
+            Message::GetHeads { request_id, workspace_id, after, limit } => {
+                self.spawn_read(request_id, |r| r.heads(request_id, workspace_id, after, limit)).await
             }
             Message::Unsubscribe { request_id, workspace_id } => {
                 self.shared.hub.unsubscribe(workspace_id, self.conn.conn_id).await;
@@ -558,13 +562,14 @@ impl Reads {
     }
 
     /// Answers a page of the journal after `after_seq`: `limit` changes, fewer at the head or
-    /// when more would not fit in half the largest frame a client reads.
+    /// when more would not fit in half the largest frame a client reads; `history_expired` if the
+    /// journal no longer holds every change after `after_seq`.
     async fn changes(self, request_id: RequestId, ws: WorkspaceId, after_seq: i64, limit: u32) -> Result<(), ReqError> {
         if limit == 0 || limit > MAX_CHANGES_PAGE {
             return Err(ReqError::bad_request(format!("limit must be 1 to {MAX_CHANGES_PAGE}, not {limit}")));
         }
         let user = self.user;
-        let (role, head, mut changes) = self
+        let (role, head, horizon, mut changes) = self
             .shared
             .db
             .run(move |c| {
@@ -572,23 +577,58 @@ impl Reads {
                 let head = journal::head_seq(c, ws)?.unwrap_or(0);
                 // Every seq up to the head is committed: the head moves in the commit that takes it.
                 let changes = journal::changes_between(c, ws, after_seq.max(0), head, i64::from(limit))?;
-                Ok((role, head, changes))
+                // Read after the changes: a horizon that allows them was not raised before they were read.
+                let horizon = retention::horizon(c, ws)?.unwrap_or(0);
+                Ok((role, head, horizon, changes))
             })
             .await?;
         auth::check(role, ws, Action::ReadFiles)?;
-        let budget = self.shared.config.max_frame_bytes.min(DEFAULT_MAX_FRAME_BYTES) / 2;
-        let mut bytes = 0usize;
-        let fits = changes
-            .iter()
-            .take_while(|c| {
-                // Generous: the fixed fields are under 100 bytes encoded.
-                bytes += c.path.len() + c.from_path.as_ref().map_or(0, String::len) + c.device_id.len() + 128;
-                bytes <= budget
-            })
-            .count();
-        changes.truncate(fits.max(1));
+        if !(Seqs { head, horizon }).can_catch_up_from(after_seq) {
+            return Err(ReqError::history_expired(ws, after_seq, horizon));
+        }
+        changes.truncate(fitting(&changes, self.frame_budget()).max(1));
         self.reply(Message::Changes { request_id, workspace_id: ws, head_seq: head, changes }).await;
         Ok(())
+    }
+
+    /// Answers a page of the live heads after the cursor `after`: `limit` entries, fewer on the
+    /// last page or when more would not fit in half the largest frame a client reads.
+    async fn heads(
+        self,
+        request_id: RequestId,
+        ws: WorkspaceId,
+        after: Option<Hash>,
+        limit: u32,
+    ) -> Result<(), ReqError> {
+        if limit == 0 || limit > MAX_HEADS_PAGE {
+            return Err(ReqError::bad_request(format!("limit must be 1 to {MAX_HEADS_PAGE}, not {limit}")));
+        }
+        let user = self.user;
+        let (role, head, page) = self
+            .shared
+            .db
+            .run(move |c| {
+                let role = accounts::role_of(c, ws, user)?;
+                // One more than asked: whether a next page exists, without asking for it.
+                let page = horizon::live_heads_page(c, ws, after, i64::from(limit) + 1)?;
+                // Read after the page, so that no entry is past it.
+                let head = journal::head_seq(c, ws)?.unwrap_or(0);
+                Ok((role, head, page))
+            })
+            .await?;
+        auth::check(role, ws, Action::ReadFiles)?;
+        let asked = usize::try_from(limit).unwrap_or(usize::MAX);
+        let (hashes, mut entries): (Vec<Hash>, Vec<Change>) = page.into_iter().unzip();
+        let fits = fitting(&entries, self.frame_budget()).clamp(1, asked);
+        entries.truncate(fits);
+        let next = (hashes.len() > entries.len()).then(|| hashes[entries.len() - 1]);
+        self.reply(Message::Heads { request_id, workspace_id: ws, head_seq: head, entries, next }).await;
+        Ok(())
+    }
+
+    /// Half the largest frame a client reads: what a page of changes may fill.
+    fn frame_budget(&self) -> usize {
+        self.shared.config.max_frame_bytes.min(DEFAULT_MAX_FRAME_BYTES) / 2
     }
 
     /// Answers with runs over the first of `bases` that is a version of the same path, else over nothing.
@@ -685,6 +725,19 @@ async fn send_answer(resp: &mpsc::Sender<Message>, conn: &ConnHandle, msg: Messa
 }
 
 /// The journal edit an uploaded file asks for.
+/// How many of `changes`, from the first, fit in `budget` bytes of a frame.
+fn fitting(changes: &[Change], budget: usize) -> usize {
+    let mut bytes = 0usize;
+    changes
+        .iter()
+        .take_while(|c| {
+            // Generous: the fixed fields are under 100 bytes encoded.
+            bytes += c.path.len() + c.from_path.as_ref().map_or(0, String::len) + c.device_id.len() + 128;
+            bytes <= budget
+        })
+        .count()
+}
+
 fn put_edit(f: FileUpload) -> Edit {
     let content =
         Content { size: f.size, mtime_ms: f.mtime_ms, mode: f.mode, content_hash: f.content_hash, chunks: f.chunks };

@@ -467,6 +467,17 @@ async fn run_folder(
                 tracing::info!(workspace.id = %ws, node.addr = %addr, reason = %reason, "node is leaving; moving to the next");
                 index += 1;
             }
+            Err(SyncError::HistoryExpired) => {
+                // A catch-up (a gap read by pages, or a subscription that lost a race with the
+                // server's retention) starts before the history the server keeps: a new
+                // connection reconciles with the current files.
+                tracing::info!(workspace.id = %ws, node.addr = %addr, "the server's history moved past this folder; reconnecting to reconcile");
+                let wait = backoff.step();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+            }
             Err(SyncError::Connection(reason)) => {
                 tracing::warn!(workspace.id = %ws, node.addr = %addr, reason = %reason, "connection lost; reconnecting");
                 index += 1;

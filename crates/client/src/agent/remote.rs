@@ -13,6 +13,7 @@ use filesync_core::chunking::{ChunkRef, FileScan, Hash};
 use filesync_core::proto::{Change, ErrorCode, Notice};
 use filesync_core::WorkspaceId;
 use filesync_proto_client::download::Fetch;
+pub use filesync_proto_client::HeadsPage;
 
 use super::local::LocalFile;
 
@@ -191,6 +192,10 @@ pub trait Remote: Fetch<Error = RemoteError> + Detach {
     /// empty only when `after_seq` is at the head.
     async fn changes(&mut self, ws: WorkspaceId, after_seq: i64, limit: u32)
         -> Result<(Vec<Change>, i64), RemoteError>;
+    /// Up to `limit` live heads after the cursor `after` (`None`: the first page), for a
+    /// reconciliation with the current files when the journal no longer reaches back to
+    /// `last_seq` (the node answered `history_expired`).
+    async fn heads(&mut self, ws: WorkspaceId, after: Option<Hash>, limit: u32) -> Result<HeadsPage, RemoteError>;
     /// Uploads `abs` (described by `meta` and `scan`); only the chunks the node lacks are sent.
     async fn put_file(
         &mut self,

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use super::local::LocalFile;
 use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
 use filesync_proto_client::download::Fetch;
-use filesync_proto_client::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events};
+use filesync_proto_client::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events, HeadsPage};
 
 /// Longest wait for a node to accept the TCP connection and the handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -158,6 +158,10 @@ impl Remote for Session {
     ) -> Result<(Vec<Change>, i64), RemoteError> {
         let page = self.client.changes(ws, after_seq, limit).await?;
         Ok((page.changes, page.head_seq))
+    }
+
+    async fn heads(&mut self, ws: WorkspaceId, after: Option<Hash>, limit: u32) -> Result<HeadsPage, RemoteError> {
+        Ok(self.client.heads(ws, after, limit).await?)
     }
 
     async fn put_file(

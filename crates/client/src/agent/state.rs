@@ -612,6 +612,44 @@ impl StateStore {
         .unwrap_or_default()
     }
 
+    /// Starts a listing of the server's heads ([`StateStore::list`]): a table of this connection
+    /// only (SQLite's `temp` schema, spilled to disk when large), never saved with the state, so
+    /// an interrupted reconciliation starts over.
+    pub fn begin_listing(&mut self) {
+        self.write(|c| {
+            c.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS listed (path TEXT PRIMARY KEY) WITHOUT ROWID; DELETE FROM temp.listed;",
+            )
+        });
+    }
+
+    /// The server has a live head at `path`.
+    pub fn list(&mut self, path: &str) {
+        self.write(|c| {
+            c.prepare_cached("INSERT OR IGNORE INTO temp.listed (path) VALUES (?1)")?.execute([path])?;
+            Ok(())
+        });
+    }
+
+    /// [`StateStore::page`] of the entries whose path was not listed since
+    /// [`StateStore::begin_listing`]: what the server no longer has.
+    pub fn unlisted_page(&self, after: Option<&str>, limit: usize) -> Vec<(String, Entry)> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT path, {ENTRY_COLUMNS} FROM files WHERE (?1 IS NULL OR path > ?1) \
+                 AND path NOT IN (SELECT path FROM temp.listed) ORDER BY path LIMIT ?2"
+            ))?
+            .query_map(params![after, limit], |r| Ok((r.get(0)?, read_entry(r, 1)?)))?
+            .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Ends the listing.
+    pub fn end_listing(&mut self) {
+        self.write(|c| c.execute_batch("DROP TABLE IF EXISTS temp.listed"));
+    }
+
     /// How many files are in sync, and their bytes.
     pub fn totals(&self) -> (usize, u64) {
         self.with(|c| {

@@ -281,6 +281,11 @@ impl Stack {
         Stack { http, nodes: started, dir, _redis: redis, _db: db }
     }
 
+    /// The test database's URL, for a test that acts on the server's data directly (retention).
+    pub fn db_url(&self) -> &str {
+        self._db.url()
+    }
+
     pub fn node_addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod devices;
+pub mod horizon;
 pub mod invitations;
 pub mod journal;
 pub mod membership;

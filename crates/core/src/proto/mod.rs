@@ -148,10 +148,22 @@ pub enum Message {
     /// the `limit` asked, fewer only at `head_seq` (the workspace's newest seq when they were read)
     /// or when more would not fit in half a frame. None: `after_seq` is at (or past) the head.
     Changes { request_id: RequestId, workspace_id: WorkspaceId, head_seq: i64, changes: Vec<Change> },
+    /// 30, client → node: up to `limit` (at most [`MAX_HEADS_PAGE`]) live heads of the workspace
+    /// after the cursor `after` (`None`: from the start), as one answer: what a client whose
+    /// catch-up was answered `history_expired` reconciles with. Answered by `Heads`.
+    GetHeads { request_id: RequestId, workspace_id: WorkspaceId, after: Option<Hash>, limit: u32 },
+    /// 31, node → client: a page of the live heads (files and directories), each as the change
+    /// that made it, normalized: `op` is `Put`, `from_path` none, `deleted` false, `seq` the
+    /// path's version. In an order of the node's (by path hash); `next` is the cursor of the next
+    /// page, `None` on the last. `head_seq` is the workspace's newest seq when the page was read.
+    Heads { request_id: RequestId, workspace_id: WorkspaceId, head_seq: i64, entries: Vec<Change>, next: Option<Hash> },
 }
 
 /// Changes one `GetChanges` may ask for.
 pub const MAX_CHANGES_PAGE: u32 = 1024;
+
+/// Heads one `GetHeads` may ask for.
+pub const MAX_HEADS_PAGE: u32 = 1024;
 
 /// Files one `PutFiles` may carry.
 pub const MAX_BATCH_FILES: usize = 1024;
@@ -430,7 +442,9 @@ impl Message {
             | Message::PutFiles { request_id, .. }
             | Message::CommittedMany { request_id, .. }
             | Message::GetChanges { request_id, .. }
-            | Message::Changes { request_id, .. } => Some(*request_id),
+            | Message::Changes { request_id, .. }
+            | Message::GetHeads { request_id, .. }
+            | Message::Heads { request_id, .. } => Some(*request_id),
             Message::Hello { .. }
             | Message::Welcome { .. }
             | Message::Ping { .. }
@@ -474,6 +488,8 @@ impl Message {
             Message::CommittedMany { .. } => "committed_many",
             Message::GetChanges { .. } => "get_changes",
             Message::Changes { .. } => "changes",
+            Message::GetHeads { .. } => "get_heads",
+            Message::Heads { .. } => "heads",
         }
     }
 
@@ -530,10 +546,14 @@ pub enum ErrorCode {
     /// account): sent at handshake, or to a live connection before it is closed. Refreshing
     /// cannot help; the user must log in again. Connection closed.
     TokenRevoked,
+    /// The catch-up asked for starts before the history the node still keeps (retention dropped
+    /// journal entries after it): read the current heads (`GetHeads`) and reconcile with them,
+    /// then continue from their `head_seq`. Retrying the same request cannot help.
+    HistoryExpired,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::HelloRequired,
@@ -554,6 +574,7 @@ impl ErrorCode {
         ErrorCode::WorkspaceNotFound,
         ErrorCode::Unavailable,
         ErrorCode::TokenRevoked,
+        ErrorCode::HistoryExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -578,6 +599,7 @@ impl ErrorCode {
             ErrorCode::WorkspaceNotFound => "workspace_not_found",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::TokenRevoked => "token_revoked",
+            ErrorCode::HistoryExpired => "history_expired",
         }
     }
 
@@ -636,6 +658,11 @@ mod tests {
         assert_eq!(tag(&get), 28);
         let page = Message::Changes { request_id: 1, workspace_id: WorkspaceId(1), head_seq: 0, changes: vec![] };
         assert_eq!(tag(&page), 29);
+        let get = Message::GetHeads { request_id: 1, workspace_id: WorkspaceId(1), after: None, limit: 1 };
+        assert_eq!(tag(&get), 30);
+        let heads =
+            Message::Heads { request_id: 1, workspace_id: WorkspaceId(1), head_seq: 0, entries: vec![], next: None };
+        assert_eq!(tag(&heads), 31);
         // A run is a variant tag then varints: a 16,000-chunk copy costs 4 bytes.
         assert_eq!(postcard::to_allocvec(&delta::Run::Copy { start: 1, count: 16_000 }).unwrap(), [0, 1, 0x80, 0x7d]);
         assert_eq!(PROTOCOL_VERSION, 5);
@@ -737,5 +764,20 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&get).unwrap(), [28, 1, 2, 0xd8, 0x04, 2]);
         let page = Message::Changes { request_id: 1, workspace_id: WorkspaceId(1), head_seq: 1, changes: vec![] };
         assert_eq!(postcard::to_allocvec(&page).unwrap(), [29, 1, 2, 2, 0]);
+        // Catch-up past the horizon: the error, then a page of the heads.
+        let expired = Message::error(1, ErrorCode::HistoryExpired, "");
+        let mut want = vec![2, 1, 15];
+        want.extend(b"history_expired");
+        want.push(0);
+        assert_eq!(postcard::to_allocvec(&expired).unwrap(), want);
+        let get =
+            Message::GetHeads { request_id: 1, workspace_id: WorkspaceId(1), after: Some([0xab; 32]), limit: 300 };
+        let mut want = vec![30, 1, 2, 1];
+        want.extend([0xab; 32]);
+        want.extend([0xac, 0x02]);
+        assert_eq!(postcard::to_allocvec(&get).unwrap(), want);
+        let heads =
+            Message::Heads { request_id: 1, workspace_id: WorkspaceId(1), head_seq: 7, entries: vec![], next: None };
+        assert_eq!(postcard::to_allocvec(&heads).unwrap(), [31, 1, 2, 0x0e, 0, 0]);
     }
 }

@@ -47,7 +47,7 @@ impl FolderSync {
         let mut rest = changes.into_iter().enumerate().peekable();
         while rest.peek().is_some() {
             let batch: Vec<(usize, Change)> = rest.by_ref().take(APPLY_BATCH).collect();
-            let result = self.apply_batch(remote, batch, &superseded, bar).await;
+            let result = self.apply_batch(remote, batch, &superseded, bar, true).await;
             // Fetched ahead but not placed (a failure, a change decided otherwise): removed now.
             self.staged.clear();
             result?;
@@ -55,12 +55,16 @@ impl FolderSync {
         Ok(())
     }
 
+    /// One batch of [`FolderSync::apply_counted`]. `journal`: the changes are consecutive
+    /// journal entries, and `last_seq` follows them; otherwise (the heads of a reconciliation,
+    /// in no seq order) it stays.
     pub(super) async fn apply_batch<R: Remote>(
         &mut self,
         remote: &mut R,
         batch: Vec<(usize, Change)>,
         superseded: &BTreeSet<usize>,
         bar: &Bar,
+        journal: bool,
     ) -> Result<(), SyncError> {
         let applied: Vec<&Change> = batch.iter().filter(|(i, _)| !superseded.contains(i)).map(|(_, c)| c).collect();
         self.prefetch(remote, &applied).await?;
@@ -75,7 +79,10 @@ impl FolderSync {
             } else {
                 self.apply_change(remote, c).await?;
             }
-            self.store.advance(seq);
+            if journal {
+                // In order, without gaps: everything up to it is applied.
+                self.store.advance(seq);
+            }
             bar.inc(1);
         }
         // The batch's entries and `last_seq`, in one transaction.

@@ -11,6 +11,9 @@
 //! | changed | upload | same content: record; else conflict copy of ours, download theirs | upload ours as new |
 //! | deleted | delete on server | download (a change beats a delete) | forget |
 //!
+//! A folder whose `last_seq` the server's history no longer reaches (`history_expired`) is
+//! reconciled with the server's current files instead ([`horizon`]).
+//!
 //! **Invariant:** no branch overwrites or deletes a local file whose content
 //! the server has not got (or that is not kept as a conflict copy).
 
@@ -35,6 +38,7 @@ use super::ui::{Bar, Ui};
 use super::watch::WatchEvent;
 
 mod fetch;
+mod horizon;
 mod judge;
 mod rules;
 mod scan;
@@ -88,6 +92,10 @@ pub enum SyncError {
     /// Shutdown was requested between two files.
     #[error("stopped")]
     Stopped,
+    /// The node no longer keeps the journal since `last_seq` (`history_expired`): reconcile
+    /// with its current files ([`FolderSync::catch_up`] does, on a fresh connection).
+    #[error("the server no longer keeps the history since this folder last synced")]
+    HistoryExpired,
 }
 
 impl From<RemoteError> for SyncError {
@@ -97,6 +105,7 @@ impl From<RemoteError> for SyncError {
             RemoteError::Refused { code: Refusal::Misconfigured, message } => SyncError::Fatal(message),
             RemoteError::Connection(m) => SyncError::Connection(m),
             RemoteError::NoWorkspace(_) => SyncError::AccessEnded(NO_LONGER_MEMBER),
+            RemoteError::Refused { code: Refusal::Node(ErrorCode::HistoryExpired), .. } => SyncError::HistoryExpired,
             RemoteError::Refused { code, message } => SyncError::Connection(format!("{message} ({code})")),
         }
     }
@@ -232,8 +241,14 @@ impl FolderSync {
             self.temps_swept = true;
         }
         let since = self.store.last_seq();
-        let paged = self.fill(remote, None, true).await?;
+        let paged = match self.fill(remote, None, true).await {
+            // The journal no longer reaches back to `last_seq`: the current files instead.
+            Err(SyncError::HistoryExpired) => self.reconcile_with_heads(remote).await?,
+            other => other?,
+        };
         let from = self.store.last_seq();
+        // Should the horizon pass `from` meanwhile, the error ends this connection (and what the
+        // subscription queued before it) and the next one reconciles again.
         let head = remote.subscribe(self.ws, from).await?;
         let mut changes = Vec::new();
         let mut late = 0usize;

@@ -161,25 +161,41 @@ impl FolderSync {
                     return Ok(());
                 }
                 // Both sides changed it: ours becomes a conflict copy, theirs takes the name.
-                let Some(copy) = self.conflict_name(rel) else {
-                    tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "no room for a conflict copy name; keeping the local file");
-                    return Ok(());
-                };
-                if let Err(e) = local::rename(&self.root, rel, &copy) {
+                if !self.keep_as_conflict_copy(remote, rel, scan, "conflicting edits: kept ours as a copy").await? {
                     // Without the copy, downloading would overwrite our edit: leave both as they are.
-                    self.local_error(rel, e);
                     return Ok(());
-                }
-                self.store.remove(rel);
-                self.store.add_conflict(&copy);
-                self.ui.conflict(&self.name, &copy);
-                tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), conflict.copy = %copy, "conflicting edits: kept ours as a copy");
-                if let Some(meta) = local::stat(&self.root, &copy) {
-                    self.upload(remote, &copy, 0, meta, scan).await?;
                 }
                 self.download(remote, rel, c).await
             }
         }
+    }
+
+    /// Moves our local `rel` (content `scan`) aside to a conflict copy beside it, which is
+    /// uploaded as a new file; `rel` is then free for the server's version (or its absence).
+    /// False if the copy could not be made: the local file is left as it is.
+    pub(super) async fn keep_as_conflict_copy<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        rel: &WsPath,
+        scan: FileScan,
+        why: &str,
+    ) -> Result<bool, SyncError> {
+        let Some(copy) = self.conflict_name(rel) else {
+            tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), "no room for a conflict copy name; keeping the local file");
+            return Ok(false);
+        };
+        if let Err(e) = local::rename(&self.root, rel, &copy) {
+            self.local_error(rel, e);
+            return Ok(false);
+        }
+        self.store.remove(rel);
+        self.store.add_conflict(&copy);
+        self.ui.conflict(&self.name, &copy);
+        tracing::warn!(workspace.id = %self.ws, path = rel.as_str(), conflict.copy = %copy, "{why}");
+        if let Some(meta) = local::stat(&self.root, &copy) {
+            self.upload(remote, &copy, 0, meta, scan).await?;
+        }
+        Ok(true)
     }
 
     /// The server deleted `rel` at `seq`.
@@ -187,7 +203,19 @@ impl FolderSync {
         if self.store.get(rel).is_some_and(|e| e.version >= seq) {
             return Ok(());
         }
-        match self.local_status(rel).await {
+        let local = self.local_status(rel).await;
+        self.settle_delete(remote, rel, local, seq).await
+    }
+
+    /// The server deleted `rel` (at `seq`, for the log) and the local copy is `local`.
+    pub(super) async fn settle_delete<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        rel: &WsPath,
+        local: Local,
+        seq: i64,
+    ) -> PathResult {
+        match local {
             Local::Same => {
                 if let Err(e) = local::remove_file(&self.root, rel) {
                     self.local_error(rel, e);

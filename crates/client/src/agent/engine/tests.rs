@@ -10,7 +10,7 @@ use filesync_core::testing::noise;
 use filesync_core::{Role, UserId, WorkspaceId};
 
 use super::*;
-use crate::agent::remote::Manifest;
+use crate::agent::remote::{HeadsPage, Manifest};
 use filesync_proto_client::download::Fetch;
 
 const WS: WorkspaceId = WorkspaceId(1);
@@ -49,6 +49,16 @@ struct FakeNode {
     close_after_calls: Option<usize>,
     /// Chunks sent to the tasks fetching announced uploads (`Detach`).
     streamed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The journal holds changes after this seq only: a catch-up from before it is refused
+    /// (`history_expired`).
+    horizon: i64,
+    /// The live heads `heads` answers with, in its order.
+    heads: Vec<Change>,
+    /// The cursor of each page of heads asked for.
+    heads_pages: Vec<Option<Hash>>,
+    /// Our own puts and deletes go into `journal` too, and a subscription queues the journal after
+    /// its seq, as a node does.
+    own_in_journal: bool,
 }
 
 impl FakeNode {
@@ -79,6 +89,17 @@ impl FakeNode {
         };
         self.versions.insert(self.seq, m);
         (scan, self.seq)
+    }
+
+    /// `history_expired` for a catch-up from before the horizon.
+    fn past_horizon(&self, after: i64) -> Result<(), RemoteError> {
+        if after < self.horizon {
+            return Err(RemoteError::Refused {
+                code: Refusal::Node(ErrorCode::HistoryExpired),
+                message: format!("history kept after seq {} only", self.horizon),
+            });
+        }
+        Ok(())
     }
 
     /// Someone else's put of `path`.
@@ -119,11 +140,17 @@ impl Remote for FakeNode {
         self.events.pop_front()
     }
 
-    async fn subscribe(&mut self, _ws: WorkspaceId, _since: i64) -> Result<i64, RemoteError> {
+    async fn subscribe(&mut self, _ws: WorkspaceId, since: i64) -> Result<i64, RemoteError> {
+        self.past_horizon(since)?;
+        if self.own_in_journal {
+            let missed = self.journal.iter().filter(|c| c.seq > since).cloned().map(RemoteEvent::Change);
+            self.events.extend(missed);
+        }
         Ok(self.seq)
     }
 
     async fn changes(&mut self, _ws: WorkspaceId, after: i64, limit: u32) -> Result<(Vec<Change>, i64), RemoteError> {
+        self.past_horizon(after)?;
         self.pages.push(after);
         if let Some(n) = self.break_at_page.as_mut() {
             self.break_chunks = *n == 0;
@@ -144,9 +171,13 @@ impl Remote for FakeNode {
     ) -> Result<Committed, RemoteError> {
         self.call(format!("put {path} base {base}"));
         let data = std::fs::read(abs).map_err(|e| RemoteError::Connection(e.to_string()))?;
-        let (_, seq) = self.store(&data);
+        let (scan, seq) = self.store(&data);
         let conflict_path = self.conflict_on.contains(&path.to_owned()).then(|| format!("{path}.conflict"));
         self.conflict_on.retain(|p| p != path);
+        if self.own_in_journal {
+            let at = conflict_path.as_deref().unwrap_or(path);
+            self.journal.push(change(seq, ChangeOp::Put, at, None, scan.content_hash, scan.size));
+        }
         Ok(Committed { version: seq, seq, path: conflict_path.clone().unwrap_or(path.into()), conflict_path })
     }
 
@@ -162,6 +193,9 @@ impl Remote for FakeNode {
     async fn delete(&mut self, _ws: WorkspaceId, path: &str, base: i64) -> Result<Committed, RemoteError> {
         self.call(format!("delete {path} base {base}"));
         self.seq += 1;
+        if self.own_in_journal {
+            self.journal.push(change(self.seq, ChangeOp::Delete, path, None, [0; 32], 0));
+        }
         Ok(Committed { version: self.seq, seq: self.seq, path: path.into(), conflict_path: None })
     }
 
@@ -175,6 +209,19 @@ impl Remote for FakeNode {
         }
         self.seq += 1;
         Ok(Committed { version: self.seq, seq: self.seq, path: to.into(), conflict_path: None })
+    }
+
+    async fn heads(&mut self, _ws: WorkspaceId, after: Option<Hash>, limit: u32) -> Result<HeadsPage, RemoteError> {
+        self.heads_pages.push(after);
+        // The cursor is the index of the next entry, in the first bytes of a "hash".
+        let from = after.map_or(0, |h| usize::from_le_bytes(h[..8].try_into().unwrap()));
+        let to = (from + limit as usize).min(self.heads.len());
+        let next = (to < self.heads.len()).then(|| {
+            let mut h = [0; 32];
+            h[..8].copy_from_slice(&to.to_le_bytes());
+            h
+        });
+        Ok(HeadsPage { head_seq: self.seq, entries: self.heads[from..to].to_vec(), next })
     }
 
     async fn manifest(&mut self, _ws: WorkspaceId, seq: i64) -> Result<Manifest, RemoteError> {
@@ -1297,3 +1344,5 @@ async fn missed_live_changes_are_read_by_pages_in_their_place() {
     assert_eq!(s.sync.store.last_seq(), after.seq);
     assert!(!s.node.calls.iter().any(|c| c.starts_with("put")), "nothing was uploaded: {:?}", s.node.calls);
 }
+
+mod horizon;

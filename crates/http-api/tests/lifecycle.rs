@@ -217,11 +217,10 @@ async fn retention_drops_old_versions_and_the_trash_and_says_so() {
         let url_db = srv.db.url().to_owned();
         let pruned = tokio::task::spawn_blocking(move || {
             let db = Db::open(&url_db, 1).unwrap();
-            let mut c = db.conn().unwrap();
             let defaults = Policy { keep_days: 30, trash_days: 30 };
-            let policy = retention::policy(&mut c, WorkspaceId(ws), &defaults).unwrap();
+            let policy = db.run_blocking(|c| retention::policy(c, WorkspaceId(ws), &defaults)).unwrap();
             assert_eq!(policy, Policy { keep_days: 1, trash_days: 2 });
-            retention::apply(&mut c, WorkspaceId(ws), &policy, Utc::now() + Duration::days(10)).unwrap()
+            retention::apply_db(&db, WorkspaceId(ws), &policy, Utc::now() + Duration::days(10)).unwrap()
         })
         .await
         .unwrap();

@@ -5,9 +5,12 @@
 //! connection, a bounded number at once, so that pings, uploads and other
 //! requests keep flowing and many small downloads overlap. A commit is awaited inside the
 //! loop, so a shutdown signal is only seen between frames: an upload whose
-//! last chunk has arrived is always committed and answered.
+//! last chunk has arrived is always committed and answered. While a request
+//! waits (its last pack going to a slow object store), the loop reads on:
+//! frames wait their turn in order, and once it has waited a heartbeat, pings
+//! are answered at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
@@ -18,7 +21,7 @@ use filesync_core::encoding::{Encoded, FORMAT_RAW};
 use filesync_core::ingest::{self, ChunkSink, Progress};
 use filesync_core::path;
 use filesync_core::proto::delta;
-use filesync_core::proto::frame::DEFAULT_MAX_FRAME_BYTES;
+use filesync_core::proto::frame::{FrameError, DEFAULT_MAX_FRAME_BYTES};
 use filesync_core::proto::presence::PresenceEntry;
 use filesync_core::proto::{
     BatchOutcome, Change, ChangeOp, EntryKind, ErrorCode, FileUpload, Message, PutDelta, PutFile, RequestId,
@@ -50,6 +53,8 @@ const MAX_DELTA_BASES: usize = 8;
 const READ_AHEAD: usize = 4;
 /// Read-only requests (manifests, chunk downloads) of one connection served at once.
 const READS_IN_FLIGHT: usize = 16;
+/// Frames read ahead (pings aside) while one request is being handled.
+const MAX_BACKLOG: usize = 64;
 
 /// What an upload commits once its chunks are in.
 enum Job {
@@ -123,8 +128,21 @@ impl Session {
 
     async fn read_loop(&mut self, reader: &mut Reader) -> End {
         let idle = self.shared.tuning.idle_timeout;
+        // Frames read while a request was being handled, in arrival order (`None`: the peer closed).
+        let mut backlog: VecDeque<Option<Result<Message, FrameError>>> = VecDeque::new();
         loop {
             while self.tasks.try_join_next().is_some() {}
+            if let Some(next) = backlog.pop_front() {
+                let msg = match next {
+                    None => return End::PeerClosed,
+                    Some(Err(e)) => return End::from_frame(&e),
+                    Some(Ok(msg)) => msg,
+                };
+                if let Some(end) = self.handle_answering_pings(msg, reader, &mut backlog).await {
+                    return end;
+                }
+                continue;
+            }
             let next = tokio::select! {
                 biased;
                 () = self.conn.kill.cancelled() => return End::Killed,
@@ -154,8 +172,44 @@ impl Session {
                 Ok(Some(Ok(msg))) => msg,
             };
             self.shared.metrics.frames_in.inc();
-            if let Some(end) = self.handle(msg).await {
+            if let Some(end) = self.handle_answering_pings(msg, reader, &mut backlog).await {
                 return end;
+            }
+        }
+    }
+
+    /// Handles `msg` while reading on: frames read meanwhile queue in `backlog` (at most
+    /// [`MAX_BACKLOG`]; then reading waits) and are handled in order after it, so a `Pong` follows
+    /// the answers to every earlier frame — except once `msg` has taken longer than a heartbeat:
+    /// then pings are answered at once, so that a request that waits long (an upload's last pack
+    /// going to a slow object store) does not make the client give the connection up for silence.
+    async fn handle_answering_pings(
+        &mut self,
+        msg: Message,
+        reader: &mut Reader,
+        backlog: &mut VecDeque<Option<Result<Message, FrameError>>>,
+    ) -> Option<End> {
+        let (shared, resp, conn) = (self.shared.clone(), self.resp.clone(), self.conn.clone());
+        let slow_after = tokio::time::Instant::now() + shared.tuning.heartbeat;
+        let handling = self.handle(msg);
+        tokio::pin!(handling);
+        loop {
+            let open = backlog.back().is_none_or(|b| matches!(b, Some(Ok(_))));
+            tokio::select! {
+                biased;
+                end = &mut handling => return end,
+                next = reader.next(), if open && backlog.len() < MAX_BACKLOG => match next {
+                    Some(Ok(Message::Ping { nonce })) if tokio::time::Instant::now() >= slow_after => {
+                        shared.metrics.frames_in.inc();
+                        send_answer(&resp, &conn, Message::Pong { nonce }).await;
+                    }
+                    Some(Ok(other)) => {
+                        shared.metrics.frames_in.inc();
+                        backlog.push_back(Some(Ok(other)));
+                    }
+                    Some(Err(e)) => backlog.push_back(Some(Err(e))),
+                    None => backlog.push_back(None),
+                },
             }
         }
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use filesync_core::db::Backend;
 use filesync_core::proto::ErrorCode;
+use filesync_core::storage::backend::REQUEST_TIMEOUT;
 use filesync_proto_client::ClientError;
 use filesync_tcp_sync::Tuning;
 use filesync_testkit::via_proxy;
@@ -77,6 +78,10 @@ async fn an_upload_during_a_database_outage_gets_a_retryable_error_and_a_retry_c
 const S3_OUTAGE: Duration = Duration::from_secs(20);
 /// Uploaders running when the object store goes away.
 const UPLOADERS: usize = 3;
+/// How long one upload's answer may take while the store is away: a request the store accepted
+/// and then left hanging (SeaweedFS does this now and then when connections are cut under it) is
+/// given up after `REQUEST_TIMEOUT`, then answered `unavailable`.
+const ANSWER_DURING_OUTAGE: Duration = Duration::from_secs(REQUEST_TIMEOUT.as_secs() + 30);
 
 /// The object store goes away in the middle of uploads (a proxy in front of
 /// SeaweedFS's S3 port cuts every connection and refuses new ones for 20 s):
@@ -113,7 +118,8 @@ async fn uploads_during_an_object_store_outage_get_a_retryable_error_and_nothing
                 let src = write_file(&dir, &format!("file-{k}"), &bytes);
                 // Retried until it commits, as the agent does.
                 loop {
-                    match within("an upload's answer", client.put_file(ws, &path, &src, 0)).await {
+                    let answer = tokio::time::timeout(ANSWER_DURING_OUTAGE, client.put_file(ws, &path, &src, 0));
+                    match answer.await.expect("an upload's answer in time") {
                         Ok(c) => {
                             committed.push((c.seq, path.clone(), bytes.clone()));
                             break;
@@ -144,7 +150,7 @@ async fn uploads_during_an_object_store_outage_get_a_retryable_error_and_nothing
 
     let (mut all, mut refused) = (Vec::new(), 0);
     for u in uploaders {
-        let (committed, r) = tokio::time::timeout(Duration::from_secs(60), u)
+        let (committed, r) = tokio::time::timeout(ANSWER_DURING_OUTAGE + Duration::from_secs(30), u)
             .await
             .expect("the uploaders finish once the store is back")
             .expect("an uploader panicked");
@@ -153,7 +159,7 @@ async fn uploads_during_an_object_store_outage_get_a_retryable_error_and_nothing
     }
     println!("{} uploads committed, {refused} refused as retryable during the outage", all.len());
     assert!(refused > 0, "no upload was refused during a {S3_OUTAGE:?} outage");
-    assert!(back.elapsed() < Duration::from_secs(60));
+    assert!(back.elapsed() < ANSWER_DURING_OUTAGE + Duration::from_secs(30));
 
     // Every committed version reads back whole from the store: the head of every path, and every version.
     let (reader, _events) = connect(n.addr, &token, "checker").await;
@@ -165,5 +171,42 @@ async fn uploads_during_an_object_store_outage_get_a_retryable_error_and_nothing
         assert!(std::fs::read(&copy).unwrap() == *bytes, "version {seq} of {path} reads back different bytes");
     }
     assert_eq!(cluster.head_seq(ws) as usize, all.len(), "a refused upload committed something");
+    n.shutdown().await.unwrap();
+}
+
+/// The object store accepts requests and then never answers. The node gives the upload up after
+/// `REQUEST_TIMEOUT` and answers the retryable `unavailable`; meanwhile it keeps answering the
+/// client's pings (a heartbeat of 1 s: a client hears nothing for 3 s and gives the connection
+/// up), so the connection survives and the retry commits once the store answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_object_store_gets_an_upload_a_retryable_answer_and_the_connection_stays_up() {
+    let Some(cluster) = Cluster::on_s3(Backend::Mysql, false) else { return };
+    let (proxy, through) = cluster.s3.as_ref().expect("on S3").via_proxy().await;
+    let mut config = cluster.config();
+    through.configure(&mut config);
+    let tuning =
+        Tuning { heartbeat: Duration::from_secs(1), idle_timeout: Duration::from_secs(3), ..Tuning::default() };
+    let n = cluster.node_with(config, tuning).await;
+    let (alice, token) = cluster.user("alice");
+    let ws = cluster.workspace(alice, "Docs");
+    let local = tempfile::tempdir().unwrap();
+    let (a, _events) = connect(n.addr, &token, "laptop").await;
+    let bytes = noise(1024 * 1024, 11);
+    let src = write_file(local.path(), "big", &bytes);
+
+    proxy.stall();
+    let stalled = Instant::now();
+    let answer = tokio::time::timeout(ANSWER_DURING_OUTAGE, a.put_file(ws, "big.bin", &src, 0))
+        .await
+        .expect("the upload is answered once the store request times out");
+    assert_eq!(code(answer), ErrorCode::Unavailable, "the upload is refused as retryable, the connection is up");
+    assert!(stalled.elapsed() >= REQUEST_TIMEOUT, "answered before the store request could time out");
+    assert_eq!(cluster.head_seq(ws), 0, "nothing committed");
+
+    proxy.restore();
+    let done = within("the retry commits", a.put_file(ws, "big.bin", &src, 0)).await.expect("the retry commits");
+    let copy = local.path().join("copy");
+    within("download", a.download(ws, done.seq, &copy)).await.unwrap();
+    assert!(std::fs::read(&copy).unwrap() == bytes);
     n.shutdown().await.unwrap();
 }

@@ -4,7 +4,8 @@
 //! [`CutProxy`] sits between a daemon and a server (MariaDB, Redis): a test
 //! can cut every connection through it and refuse new ones for a while, then
 //! restore it — an outage of that server as the daemon sees it, without
-//! stopping the shared server other tests use.
+//! stopping the shared server other tests use — or make it stall (accept and
+//! never answer), a server that hangs.
 //!
 //! [`TestS3`] is the tests' S3-compatible object store (SeaweedFS started by
 //! `.ci/seaweedfs.sh`): a fresh prefix per test, a clear failure when it is
@@ -33,6 +34,9 @@ struct State {
     generation: Mutex<CancellationToken>,
     /// While true, new connections are closed as soon as they are accepted.
     down: std::sync::atomic::AtomicBool,
+    /// While true, new connections are accepted and then left unanswered (what they send is read
+    /// and dropped) until [`CutProxy::restore`]: a server that hangs rather than refuses.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl CutProxy {
@@ -43,6 +47,7 @@ impl CutProxy {
         let state = Arc::new(State {
             generation: Mutex::new(CancellationToken::new()),
             down: std::sync::atomic::AtomicBool::new(false),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, upstream, state.clone(), stop.clone()));
@@ -62,9 +67,22 @@ impl CutProxy {
         *generation = CancellationToken::new();
     }
 
-    /// Accepts and forwards connections again.
+    /// Closes every connection through the proxy; new ones are accepted and never answered until
+    /// [`CutProxy::restore`].
+    pub fn stall(&self) {
+        self.state.stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+        self.state.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Accepts and forwards connections again (stalled ones are closed).
     pub fn restore(&self) {
         self.state.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        if self.state.stalled.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let mut generation = self.state.generation.lock().unwrap_or_else(|p| p.into_inner());
+            generation.cancel();
+            *generation = CancellationToken::new();
+        }
     }
 }
 
@@ -87,6 +105,16 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
             continue;
         }
         let cut = state.generation.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if state.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(async move {
+                let (mut client, mut sink) = (client, tokio::io::sink());
+                tokio::select! {
+                    () = cut.cancelled() => {}
+                    _ = tokio::io::copy(&mut client, &mut sink) => {}
+                }
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else { return };
             let (mut client, mut server) = (client, server);

@@ -11,8 +11,9 @@
 //!   when larger, so at most two parts are in memory per upload; the pack is
 //!   durable when the store acknowledges the PUT / completes the upload.
 //!
-//! Object-store requests are retried a few times within [`RETRY_TIMEOUT`]; a
-//! store that stays away becomes [`StorageError::Unavailable`], which the
+//! Object-store requests are retried a few times within [`RETRY_TIMEOUT`], each
+//! given at most [`REQUEST_TIMEOUT`]; a store that stays away or stalls becomes
+//! [`StorageError::Unavailable`], which the
 //! daemons answer as retryable. Every request is counted by kind
 //! ([`Backend::requests`], the daemons' `filesync_storage_requests_total`).
 
@@ -40,6 +41,10 @@ use crate::db::packs::PackId;
 pub const PART: usize = 8 * 1024 * 1024;
 /// How long an object-store request is retried before the caller gets `Unavailable`.
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest one object-store request may take, from connecting to the end of its response: a
+/// store that accepts a request and then stalls is given up on after this, not hung on. Enough
+/// for a [`PART`] at ~300 KB/s (object_store's own default).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct Backend {
@@ -93,8 +98,7 @@ impl Backend {
             max_retries: 4,
             retry_timeout: RETRY_TIMEOUT,
         };
-        let options =
-            ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(120));
+        let options = ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(REQUEST_TIMEOUT);
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_region(&config.s3_region)

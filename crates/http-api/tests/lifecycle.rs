@@ -250,8 +250,10 @@ async fn retention_drops_old_versions_and_the_trash_and_says_so() {
         assert_error(&trash_restore(&srv, alice, ws, "gone.txt").await, 404, "not_in_trash");
         let (_, list) = srv.get("/workspaces", Some(alice)).await;
         assert_eq!(usage(&list), json!({"live_bytes": 9, "history_bytes": 0, "trash_bytes": 0}));
-        // The journal goes on.
+        // The journal goes on, and the path's history still says what expired.
         assert!(put(&srv, alice, ws, "old.txt", "fourth").await > v3);
+        let (_, hist) = srv.get(&format!("/workspaces/{ws}/history?path=old.txt"), Some(bob)).await;
+        assert_eq!((hist["versions"].as_array().unwrap().len(), hist["expired_versions"].as_i64()), (2, Some(2)));
     })
     .await;
 }

@@ -534,9 +534,18 @@ impl BatchState {
         let refs: Vec<(i64, &Row)> = rows.iter().map(|(seq, row)| (*seq, row)).collect();
         insert_versions(conn, ws, author, &refs)?;
         // Heads that exist (a deleted file put again, an edit) are replaced: one delete, then one insert for all.
+        // The count of versions retention dropped stays with the path.
         let replaced: Vec<Vec<u8>> =
             rows.iter().filter(|(_, row)| !row.head_absent).map(|(_, row)| path_hash(&row.path).to_vec()).collect();
+        let mut expired: HashMap<Vec<u8>, i64> = HashMap::new();
         for part in replaced.chunks(IN_BATCH) {
+            let counts: Vec<(Vec<u8>, i64)> = file_heads::table
+                .filter(file_heads::workspace_id.eq(ws.0))
+                .filter(file_heads::path_hash.eq_any(part))
+                .filter(file_heads::expired_versions.gt(0))
+                .select((file_heads::path_hash, file_heads::expired_versions))
+                .load(conn)?;
+            expired.extend(counts);
             diesel::delete(
                 file_heads::table.filter(file_heads::workspace_id.eq(ws.0)).filter(file_heads::path_hash.eq_any(part)),
             )
@@ -544,12 +553,16 @@ impl BatchState {
         }
         let heads: Vec<NewHead> = rows
             .iter()
-            .map(|(seq, row)| NewHead {
-                workspace_id: ws.0,
-                path_hash: path_hash(&row.path).to_vec(),
-                path: &row.path,
-                seq: *seq,
-                deleted: false,
+            .map(|(seq, row)| {
+                let key = path_hash(&row.path).to_vec();
+                NewHead {
+                    workspace_id: ws.0,
+                    expired_versions: expired.get(&key).copied().unwrap_or(0),
+                    path_hash: key,
+                    path: &row.path,
+                    seq: *seq,
+                    deleted: false,
+                }
             })
             .collect();
         for part in heads.chunks(INSERT_ROWS) {
@@ -827,6 +840,8 @@ struct NewHead<'a> {
     path: &'a str,
     seq: i64,
     deleted: bool,
+    /// Carried over from the head it replaces (retention's count for the path's history).
+    expired_versions: i64,
 }
 
 fn insert_versions(conn: &mut DbConn, ws: WorkspaceId, author: &Author, rows: &[(i64, &Row)]) -> Result<(), DbError> {

@@ -500,6 +500,7 @@ mod tests {
             // The journal goes on after its horizon.
             let e = put(c, "a", a5, "a6");
             assert_eq!(db.write_blocking(|c| commit(c, ws, &author, &e)).unwrap().seq, a5 + 1);
+            assert_eq!(expired_versions(c, ws, "a").unwrap(), 4, "an edit keeps the count of what expired");
         });
     }
 

@@ -94,6 +94,13 @@ settings! {
     s3_secret_access_key: Secret = Secret::default(),
     /// `true`: address the bucket as `ENDPOINT/BUCKET` (most self-hosted S3), not `BUCKET.ENDPOINT`.
     s3_path_style: bool = false,
+    /// Seconds between garbage collection passes inside filesync-http (retention, then the sweep
+    /// of unreferenced chunks and packs, docs/storage.md); 0: only `filesync-http gc` collects.
+    gc_interval_secs: u64 = 3600,
+    /// Garbage collection's grace period in seconds: holds, chunks and packs younger than this are
+    /// left alone, and bytes leave the store only this long after the last row naming them went.
+    /// Must exceed the longest upload step and download (a day by default).
+    gc_grace_secs: u64 = 86_400,
     /// Name of a TCP node (filesync-tcp) in presence and logs; unset: random.
     node_id: Option<String> = None,
     /// Largest sync protocol frame in bytes (filesync-tcp).

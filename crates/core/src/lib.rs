@@ -38,6 +38,8 @@ pub mod storage;
 pub mod bin_support;
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "storage")]
+pub mod gc;
 #[cfg(feature = "ingest")]
 pub mod ingest;
 #[cfg(feature = "db")]

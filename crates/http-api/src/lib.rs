@@ -15,7 +15,7 @@
 //! - [`archive`]: a workspace as a zip streamed chunk by chunk from the store.
 //! - [`throttle`]: in-memory login throttling; the bus and presence are
 //!   `filesync_bus`'s, shared with the sync node in `filesync-server`;
-//!   [`metrics`]: Prometheus; [`state`]: what requests share; [`tls`]: HTTPS.
+//!   [`metrics`]: Prometheus; [`gc`]: garbage collection on a schedule; [`state`]: what requests share; [`tls`]: HTTPS.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 //! - [`ui`]: the web UI at `/` (embedded assets, `/session`, live events);
 //!   [`session_cookie`]: its HttpOnly session cookie and CSRF rule.
@@ -27,6 +27,7 @@ pub mod archive;
 pub mod auth;
 pub mod authz;
 pub mod error;
+pub mod gc;
 pub mod known_users;
 pub mod metrics;
 pub mod openapi;
@@ -74,7 +75,11 @@ pub async fn run(
     // A bus this daemon makes for itself without Redis shares presence with no node.
     let presence_visible = deps.bus.is_some() || deps.config.redis_url.is_some();
     let services = deps.open().await?;
+    let gc_every = services.config.gc_interval_secs;
+    let gc_settings = gc::settings(&services.config, false);
     let state = web::Data::new(AppState::new(services, presence_visible).await?);
+    let collector =
+        (gc_every > 0).then(|| tokio::spawn(gc::scheduled(state.clone(), Duration::from_secs(gc_every), gc_settings)));
     let stopping = state.stopping.clone();
     let revocations = tokio::spawn(forget_revoked(state.clone()));
     let addr = listener.local_addr()?;
@@ -112,12 +117,17 @@ pub async fn run(
     tokio::select! {
         res = &mut serving => {
             revocations.abort();
+            if let Some(c) = &collector { c.abort(); }
             return Ok(res??);
         }
         () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
     }
     stopping.cancel();
     revocations.abort();
+    if let Some(c) = collector {
+        // A pass in progress stops here; the next one (any process) finishes its work.
+        c.abort();
+    }
     handle.stop(true).await;
     serving.await??;
     tracing::info!("HTTP API stopped");

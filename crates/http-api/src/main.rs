@@ -34,6 +34,15 @@ enum Command {
     /// Chunk store maintenance.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// One full garbage collection pass — retention, then the sweep of chunks and packs no
+    /// retained version references — with the daemon's settings (gc_grace_secs, ...), then exit,
+    /// printing what was reclaimed. Waits while another process holds the gc lease. Safe while
+    /// the daemons serve, and to interrupt at any point: the next pass finishes the work.
+    Gc {
+        /// Print what a pass would reclaim now; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,8 +85,22 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => migrate(&config).await,
         Command::Storage(StorageCommand::Migrate { from }) => migrate_storage(&config, from).await,
+        Command::Gc { dry_run } => collect_garbage(&config, dry_run).await,
         Command::Serve => serve(config).await,
     }
+}
+
+async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let db = tokio::task::spawn_blocking(move || Db::open(&url, 2)).await?.context("opening the database")?;
+    let store = storage::open(config, db.clone()).await.context("opening the chunk store")?;
+    let settings = filesync_http_api::gc::settings(config, dry_run);
+    let holder = filesync_core::db::lease::holder_name();
+    let report = filesync_core::gc::run_when_free(&db, &store, &settings, &holder).await?;
+    let verb = if dry_run { "would reclaim" } else { "reclaimed" };
+    println!("gc {verb}: {report}");
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::state::AppState;
 
@@ -19,6 +19,52 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    pub gc: GcMetrics,
+}
+
+/// What garbage collection reclaimed in this process (`filesync_http_gc_*`).
+#[derive(Debug, Clone)]
+pub struct GcMetrics {
+    pub bytes_reclaimed: IntCounter,
+    pub objects_reclaimed: IntCounter,
+    pub packs_rewritten: IntCounter,
+    pub versions_dropped: IntCounter,
+    /// Unix time of the last pass that completed (0: none yet).
+    pub last_run: Gauge,
+}
+
+impl GcMetrics {
+    fn new(registry: &Registry) -> Result<GcMetrics, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let last_run = Gauge::new("gc_last_run_timestamp_seconds", "When the last garbage collection pass completed")?;
+        registry.register(Box::new(last_run.clone()))?;
+        Ok(GcMetrics {
+            bytes_reclaimed: counter(
+                "gc_bytes_reclaimed_total",
+                "Bytes deleted from the chunk store by garbage collection",
+            )?,
+            objects_reclaimed: counter(
+                "gc_objects_reclaimed_total",
+                "Objects deleted from the chunk store by garbage collection",
+            )?,
+            packs_rewritten: counter("gc_packs_rewritten_total", "Mostly dead packs rewritten by garbage collection")?,
+            versions_dropped: counter("gc_versions_dropped_total", "File versions dropped by retention")?,
+            last_run,
+        })
+    }
+
+    /// Adds a completed pass.
+    pub fn record(&self, report: &filesync_core::gc::Report) {
+        self.bytes_reclaimed.inc_by(report.bytes_reclaimed);
+        self.objects_reclaimed.inc_by(report.objects_deleted);
+        self.packs_rewritten.inc_by(report.packs_rewritten);
+        self.versions_dropped.inc_by(report.versions_dropped);
+        self.last_run.set(chrono::Utc::now().timestamp() as f64);
+    }
 }
 
 impl Metrics {
@@ -33,7 +79,8 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        Ok(Metrics { registry, requests, latency })
+        let gc = GcMetrics::new(&registry)?;
+        Ok(Metrics { registry, requests, latency, gc })
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

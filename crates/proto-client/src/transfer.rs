@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use filesync_core::chunking::{self, Hash};
 use filesync_core::encoding::{self, Encoded};
-use filesync_core::proto::{BatchOutcome, FileUpload, Message, PutFile};
+use filesync_core::proto::{BatchOutcome, ErrorCode, FileUpload, Message, PutFile};
 use filesync_core::WorkspaceId;
 use tokio::sync::mpsc;
 
@@ -36,6 +36,8 @@ fn index_of(scan: &chunking::FileScan) -> ChunkIndex {
 
 /// Chunks a batch upload reads ahead of the one being sent.
 const READ_AHEAD_CHUNKS: usize = 16;
+/// How many times an upload is sent when the node answers `unavailable` (see `put_file_scanned`).
+const PUT_ATTEMPTS: u32 = 4;
 
 /// One chunk read for a batch, in the form it is sent (compressed when that pays), `None` if the
 /// file no longer has it (changed since its scan).
@@ -99,7 +101,32 @@ impl Client {
     /// Like [`Client::put_file`] for a caller that has just scanned `local`
     /// itself: the file is not read twice. Each chunk sent is still checked
     /// against `scan` (a file changed since gives [`ClientError::FileChanged`]).
+    ///
+    /// A commit answered `unavailable` (the database went away, or garbage collection released a
+    /// chunk the node had said the workspace held: nothing was committed) is sent again a few
+    /// times: the node asks again for the chunks it lacks now.
     pub async fn put_file_scanned(
+        &self,
+        ws: WorkspaceId,
+        path: &str,
+        local: &Path,
+        base_version: i64,
+        scan: &chunking::FileScan,
+    ) -> Result<Committed, ClientError> {
+        let mut attempt = 1;
+        loop {
+            match self.put_file_once(ws, path, local, base_version, scan).await {
+                Err(e) if e.code() == Some(ErrorCode::Unavailable) && attempt < PUT_ATTEMPTS => {
+                    tracing::info!(path, attempt, error = %e, "upload refused for now; sending it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn put_file_once(
         &self,
         ws: WorkspaceId,
         path: &str,
@@ -204,15 +231,20 @@ impl Client {
             Message::CommittedMany { results, .. } if results.len() == files.len() => results,
             other => return Err(unexpected("CommittedMany with one result per file", &other)),
         };
-        Ok(results
-            .into_iter()
-            .map(|r| match r {
+        let mut out = Vec::with_capacity(results.len());
+        for (r, f) in results.into_iter().zip(files) {
+            out.push(match r {
                 BatchOutcome::Committed { seq, path, conflict_path } => {
                     Ok(Committed { workspace_id: ws, seq, version: seq, path, conflict_path })
                 }
+                // Retryable (see `put_file_scanned`): this file goes again on its own.
+                BatchOutcome::Refused { code, .. } if ErrorCode::parse(&code) == Some(ErrorCode::Unavailable) => {
+                    self.put_file_scanned(ws, f.path, f.local, f.base_version, f.scan).await
+                }
                 BatchOutcome::Refused { code, message } => Err(ClientError::refused(code, message)),
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     /// Sends the `wanted` chunks (hash, index into `files`, place) of the upload `pending`, read on

@@ -1,6 +1,7 @@
 //! What a failed request answers: an `Error` frame with a code from
 //! [`ErrorCode`] and a sentence. Internal details are logged, never sent.
 
+use filesync_core::db::journal::Refusal;
 use filesync_core::db::DbError;
 use filesync_core::ingest::IngestError;
 use filesync_core::proto::{ErrorCode, Message, RequestId};
@@ -47,6 +48,13 @@ impl From<DbError> for ReqError {
     fn from(e: DbError) -> ReqError {
         match e {
             DbError::NotFound => ReqError::new(ErrorCode::NotFound, "no such workspace, path or version"),
+            // Garbage collection released a chunk the upload relied on after the node said the
+            // workspace held it (docs/storage.md §7): nothing was committed, and the same request
+            // sent again is asked for that chunk. Retryable, as a database that went away is.
+            DbError::Refused(Refusal::ChunksNotHeld) => ReqError::new(
+                ErrorCode::Unavailable,
+                "chunks this upload relied on were collected meanwhile; send the request again",
+            ),
             // The journal's refusals are full sentences meant for the client.
             DbError::Refused(refusal) => ReqError::new(ErrorCode::Conflict, refusal.sentence()),
             DbError::Conflict(what) => ReqError::new(ErrorCode::Conflict, format!("{what} already exists")),
@@ -99,5 +107,18 @@ impl From<tokio::task::JoinError> for ReqError {
     fn from(e: tokio::task::JoinError) -> ReqError {
         tracing::error!(error = %e, "blocking task failed");
         ReqError::internal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit refused because garbage collection released a chunk is retryable (proto-client sends
+    /// the upload again); the journal's other refusals are conflicts.
+    #[test]
+    fn a_commit_refused_for_a_released_chunk_is_retryable() {
+        assert_eq!(ReqError::from(DbError::Refused(Refusal::ChunksNotHeld)).code, ErrorCode::Unavailable);
+        assert_eq!(ReqError::from(DbError::Refused(Refusal::StaleBase)).code, ErrorCode::Conflict);
     }
 }

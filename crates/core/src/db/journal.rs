@@ -396,7 +396,11 @@ type ChunkRow = (
     diesel::dsl::Eq<chunks::pack_offset, Option<i64>>,
     diesel::dsl::Eq<chunks::format, Option<i16>>,
 );
-type HeldRow = (diesel::dsl::Eq<workspace_chunks::workspace_id, i64>, diesel::dsl::Eq<workspace_chunks::hash, Vec<u8>>);
+type HeldRow = (
+    diesel::dsl::Eq<workspace_chunks::workspace_id, i64>,
+    diesel::dsl::Eq<workspace_chunks::hash, Vec<u8>>,
+    diesel::dsl::Eq<workspace_chunks::held_at, chrono::NaiveDateTime>,
+);
 
 fn chunk_row(c: &NewChunk) -> ChunkRow {
     (
@@ -411,23 +415,67 @@ fn chunk_row(c: &NewChunk) -> ChunkRow {
 }
 
 fn held_row(ws: WorkspaceId, hash: &Hash) -> HeldRow {
-    (workspace_chunks::workspace_id.eq(ws.0), workspace_chunks::hash.eq(hash.to_vec()))
+    (
+        workspace_chunks::workspace_id.eq(ws.0),
+        workspace_chunks::hash.eq(hash.to_vec()),
+        workspace_chunks::held_at.eq(now()),
+    )
 }
 
 /// Records a batch of received chunks for `ws` (run in `Db::write`: one transaction, after the
-/// packs they are in are durable and recorded): two multi-row `INSERT … IGNORE` statements per 500
-/// chunks instead of two statements per chunk. Rows someone recorded first (a concurrent upload of
-/// the same chunk) are left as they are: the first location recorded for a hash is the one read.
-/// A chunk without a location must be recorded already (the foreign key refuses the hold if not).
+/// packs they are in are durable and recorded): a few multi-row statements per 500 chunks instead
+/// of two per chunk. Rows someone recorded first (a concurrent upload of the same chunk) are left
+/// as they are: the first location recorded for a hash is the one read. The workspace's holds are
+/// (re)stamped now, so garbage collection leaves them alone for its grace period while the version
+/// that names them is committed (`crate::gc`). A hold is added only for a chunk still recorded: a
+/// chunk without a location that garbage collection deleted since the upload looked it up gets no
+/// hold, and the commit naming it is refused ([`Refusal::ChunksNotHeld`]), so the client sends it
+/// again.
 pub fn record_chunks(conn: &mut DbConn, ws: WorkspaceId, batch: &[NewChunk]) -> Result<(), DbError> {
+    use diesel::sql_types::{BigInt, Timestamp};
+    let at = now();
     for part in batch.chunks(IN_BATCH) {
         let rows: Vec<ChunkRow> = part.iter().filter(|c| c.at.is_some()).map(chunk_row).collect();
-        let holds: Vec<HeldRow> = part.iter().map(|c| held_row(ws, &c.hash)).collect();
+        let raw: Vec<Vec<u8>> = part.iter().map(|c| c.hash.to_vec()).collect();
+        // Holds that exist are renewed by key, the others inserted: an UPDATE naming absent keys
+        // would take gap locks that deadlock concurrent uploads' inserts on MySQL.
+        let held: Vec<Vec<u8>> = workspace_chunks::table
+            .filter(workspace_chunks::workspace_id.eq(ws.0))
+            .filter(workspace_chunks::hash.eq_any(&raw))
+            .select(workspace_chunks::hash)
+            .load(conn)?;
+        let new: Vec<Vec<u8>> = {
+            let held: HashSet<&Vec<u8>> = held.iter().collect();
+            raw.iter().filter(|h| !held.contains(h)).cloned().collect()
+        };
         on_backend!(conn, |c| {
             if !rows.is_empty() {
                 diesel::insert_or_ignore_into(chunks::table).values(&rows).execute(c)?;
             }
-            diesel::insert_or_ignore_into(workspace_chunks::table).values(&holds).execute(c)
+            if !held.is_empty() {
+                diesel::update(
+                    workspace_chunks::table
+                        .filter(workspace_chunks::workspace_id.eq(ws.0))
+                        .filter(workspace_chunks::hash.eq_any(&held)),
+                )
+                .set(workspace_chunks::held_at.eq(at))
+                .execute(c)?;
+            }
+            if new.is_empty() {
+                Ok(0)
+            } else {
+                // `size >= 0` (always true) names a column no secondary index covers, so the rows are
+                // found by primary key: a covering scan of another index would lock other uploads'
+                // new rows there and deadlock them (MySQL).
+                diesel::insert_or_ignore_into(workspace_chunks::table)
+                    .values(chunks::table.filter(chunks::hash.eq_any(&new)).filter(chunks::size.ge(0)).select((
+                        ws.0.into_sql::<BigInt>(),
+                        chunks::hash,
+                        at.into_sql::<Timestamp>(),
+                    )))
+                    .into_columns((workspace_chunks::workspace_id, workspace_chunks::hash, workspace_chunks::held_at))
+                    .execute(c)
+            }
         })?;
     }
     Ok(())

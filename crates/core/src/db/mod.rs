@@ -11,6 +11,7 @@ pub mod devices;
 pub mod horizon;
 pub mod invitations;
 pub mod journal;
+pub mod lease;
 pub mod membership;
 pub mod packs;
 pub mod retention;
@@ -367,6 +368,36 @@ impl Db {
             Backend::Mysql => None,
         };
         (*conn).transaction(f).map_err(|e| self.heal(&mut conn, e))
+    }
+
+    /// [`Db::write`] at READ COMMITTED on MySQL/MariaDB (SQLite serializes writers anyway): the
+    /// rows a statement's subqueries read are not locked, so maintenance statements such as
+    /// garbage collection's (`UPDATE packs … WHERE NOT EXISTS (SELECT … FROM chunks …)`) take no
+    /// shared gap locks where uploads insert, and cannot deadlock them. Only for statements that
+    /// re-check their own conditions or that a foreign key guards.
+    pub async fn write_read_committed<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            let _guard = match db.backend {
+                Backend::Sqlite => Some(db.sqlite_writer.lock().unwrap_or_else(|p| p.into_inner())),
+                Backend::Mysql => None,
+            };
+            let run = |c: &mut PooledConn| -> Result<T, DbError> {
+                if db.backend == Backend::Mysql {
+                    // Applies to the next transaction only.
+                    c.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
+                }
+                (**c).transaction(f)
+            };
+            run(&mut conn).map_err(|e| db.heal(&mut conn, e))
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
     }
 
     /// After a failed call: if the connection itself is gone (the server restarted, failed over, or

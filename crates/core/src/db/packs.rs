@@ -49,15 +49,31 @@ pub enum Location {
     Loose,
 }
 
-/// Records a pack whose object is durable. Run in the transaction that records its chunks.
-pub fn record_pack(conn: &mut DbConn, id: PackId, size: u64) -> Result<(), DbError> {
+/// Reserves the row of a pack about to be sealed (size 0: not recorded yet), in its own
+/// transaction before the object is written, so that every pack object the store holds has a row:
+/// garbage collection deletes an object without a row as an orphan, and a reservation only once it
+/// is older than its grace period (the writer crashed), after which [`record_pack`] refuses.
+pub fn reserve_pack(conn: &mut DbConn, id: PackId) -> Result<(), DbError> {
     diesel::insert_into(packs::table)
-        .values((
-            packs::id.eq(id.0.to_vec()),
-            packs::size.eq(i64::try_from(size).unwrap_or(i64::MAX)),
-            packs::created_at.eq(now()),
-        ))
+        .values((packs::id.eq(id.0.to_vec()), packs::size.eq(0i64), packs::created_at.eq(now())))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Records a pack whose object is durable (reserved by [`reserve_pack`] before it was sealed). Run
+/// in the transaction that records its chunks. A reservation garbage collection deleted (a writer
+/// slower than the grace period) is [`DbError::Unavailable`]: nothing is recorded, the upload is
+/// sent again.
+pub fn record_pack(conn: &mut DbConn, id: PackId, size: u64) -> Result<(), DbError> {
+    let recorded = diesel::update(packs::table.filter(packs::id.eq(id.0.to_vec())).filter(packs::size.eq(0i64)))
+        .set((packs::size.eq(i64::try_from(size).unwrap_or(i64::MAX)), packs::created_at.eq(now())))
+        .execute(conn)?;
+    if recorded != 1 {
+        return Err(DbError::Unavailable(format!(
+            "pack {} was collected before it was recorded; send the upload again",
+            id.hex()
+        )));
+    }
     Ok(())
 }
 
@@ -99,13 +115,18 @@ pub fn locate(conn: &mut DbConn, hashes: &[Hash]) -> Result<HashMap<Hash, Locati
     Ok(found)
 }
 
-/// Which of `hashes` are recorded (stored durably by someone, in a pack or loose): one query per
-/// 500 hashes.
+/// Which of `hashes` are recorded (stored durably by someone, in a pack or loose) and not condemned
+/// by garbage collection: one query per 500 hashes. An upload stores the others itself; a
+/// condemned chunk may lose its row once its grace period is over (`crate::gc`).
 pub fn recorded(conn: &mut DbConn, hashes: &[Hash]) -> Result<HashSet<Hash>, DbError> {
     let mut found = HashSet::with_capacity(hashes.len());
     for part in hashes.chunks(IN_BATCH) {
         let raw: Vec<Vec<u8>> = part.iter().map(|h| h.to_vec()).collect();
-        let rows: Vec<Vec<u8>> = chunks::table.filter(chunks::hash.eq_any(raw)).select(chunks::hash).load(conn)?;
+        let rows: Vec<Vec<u8>> = chunks::table
+            .filter(chunks::hash.eq_any(raw))
+            .filter(chunks::condemned_at.is_null())
+            .select(chunks::hash)
+            .load(conn)?;
         for row in rows {
             found
                 .insert(row.as_slice().try_into().map_err(|_| DbError::Task("chunks row has an invalid hash".into()))?);

@@ -93,6 +93,7 @@ diesel::table! {
         pack_id -> Nullable<Binary>,
         pack_offset -> Nullable<BigInt>,
         format -> Nullable<SmallInt>,
+        condemned_at -> Nullable<Timestamp>,
     }
 }
 
@@ -101,6 +102,7 @@ diesel::table! {
         id -> Binary,
         size -> BigInt,
         created_at -> Timestamp,
+        retired_at -> Nullable<Timestamp>,
     }
 }
 
@@ -108,6 +110,15 @@ diesel::table! {
     workspace_chunks (workspace_id, hash) {
         workspace_id -> BigInt,
         hash -> Binary,
+        held_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    gc_leases (name) {
+        name -> Text,
+        holder -> Text,
+        expires_at -> Timestamp,
     }
 }
 
@@ -143,4 +154,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     packs,
     workspace_chunks,
     invitations,
+    gc_leases,
 );

@@ -250,6 +250,55 @@ impl Backend {
     }
 }
 
+/// An object found by [`Backend::list`]: its key (relative to the store's root or prefix), size
+/// and when it was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+impl Backend {
+    /// Every object under `prefix` (`packs/`, or the whole store with `None`), one listing request
+    /// per page. Garbage collection compares this with the index; a store of N packs lists in
+    /// about N / 1000 requests on S3.
+    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<ListedObject>, StorageError> {
+        use futures::TryStreamExt;
+        let prefix = prefix.map(object_store::path::Path::from);
+        self.requests.request(Op::List);
+        let objects: Vec<object_store::ObjectMeta> = self.objects.list(prefix.as_ref()).try_collect().await?;
+        Ok(objects
+            .into_iter()
+            .map(|m| ListedObject { key: m.location.to_string(), size: m.size, modified: m.last_modified })
+            .collect())
+    }
+
+    /// Deletes the object `key`; one that is already gone is fine (a run interrupted after the
+    /// delete does it again).
+    pub async fn delete_key(&self, key: &str) -> Result<(), StorageError> {
+        self.requests.request(Op::Delete);
+        match self.objects.delete(&object_store::path::Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The size of the pack `id`'s object, `None` if there is none.
+    pub async fn pack_size(&self, id: &PackId) -> Result<Option<u64>, StorageError> {
+        match self.head(&pack_key(id)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the pack `id`'s object (see [`Backend::delete_key`]).
+    pub async fn delete_pack(&self, id: &PackId) -> Result<(), StorageError> {
+        self.delete_key(pack_key(id).as_ref()).await
+    }
+}
+
 /// `len` bytes of `file` at `at`, read on the blocking pool into a buffer allocated here, on the
 /// runtime's worker: glibc keeps freed memory in the arena of the thread that allocated it, and
 /// the blocking pool has many threads, each with its own arena (a node uploading 1 GiB to S3

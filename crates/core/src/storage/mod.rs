@@ -104,9 +104,12 @@ impl ChunkStore {
         PackWriter::new(self.backend.spool_dir())
     }
 
-    /// Makes `pack` durable under its key. Record it (`db::packs::record_pack`) only after this.
+    /// Makes `pack` durable under its key, its row reserved first (`db::packs::reserve_pack`: no
+    /// object without a row, garbage collection's orphans are only crashes' leftovers). Record it
+    /// (`db::packs::record_pack`) only after this.
     pub async fn seal(&self, pack: OpenPack) -> Result<SealedPack, StorageError> {
         let id = pack.id;
+        self.db.write(move |c| packs::reserve_pack(c, id)).await?;
         let size = self.backend.seal(pack).await?;
         Ok(SealedPack { id, size })
     }

@@ -18,10 +18,14 @@ pub enum Op {
     ReadRange,
     /// Whether an object exists, and its size (moving a store).
     Head,
+    /// One page of a listing of the store (garbage collection looking for orphans).
+    List,
+    /// An object deleted (garbage collection).
+    Delete,
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [Op::Put, Op::Multipart, Op::UploadPart, Op::ReadRange, Op::Head];
+    pub const ALL: [Op; 7] = [Op::Put, Op::Multipart, Op::UploadPart, Op::ReadRange, Op::Head, Op::List, Op::Delete];
 
     /// The `op` label.
     pub fn label(self) -> &'static str {
@@ -31,6 +35,8 @@ impl Op {
             Op::UploadPart => "upload_part",
             Op::ReadRange => "read_range",
             Op::Head => "head",
+            Op::List => "list",
+            Op::Delete => "delete",
         }
     }
 }

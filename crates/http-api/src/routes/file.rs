@@ -57,8 +57,14 @@ pub(super) fn refused(e: DbError) -> ApiError {
                 Refusal::DestinationExists => ErrorCode::DestinationExists,
                 Refusal::ParentIsFile => ErrorCode::ParentIsFile,
                 Refusal::KindMismatch => ErrorCode::KindMismatch,
-                // The API stores an upload's chunks itself before it commits.
-                Refusal::ChunksNotHeld => return ApiError::internal(format!("unexpected journal refusal: {message}")),
+                // The API stores an upload's chunks itself before it commits; garbage collection
+                // deleted one it found stored meanwhile (docs/storage.md §7). Nothing was
+                // committed: the upload sent again stores it anew.
+                Refusal::ChunksNotHeld => {
+                    return ApiError::StorageUnavailable(format!(
+                        "an upload's chunk was collected meanwhile: {message}"
+                    ))
+                }
             };
             ApiError::Conflict { code, message }
         }

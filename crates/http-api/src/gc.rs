@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use actix_web::web;
 use filesync_core::config::Config;
+use filesync_core::db::retention::Policy;
 use filesync_core::gc::{self, GcError, Settings};
 
 use crate::state::AppState;
 
 /// The pass's settings from the configuration (the same for the daemon and the command).
 pub fn settings(config: &Config, dry_run: bool) -> Settings {
-    Settings { dry_run, ..Settings::new(Duration::from_secs(config.gc_grace_secs)) }
+    Settings {
+        dry_run,
+        retention: Some(Policy::defaults(config)),
+        ..Settings::new(Duration::from_secs(config.gc_grace_secs))
+    }
 }
 
 /// Runs a pass every `interval` until shutdown (the first one an interval after start).

@@ -55,32 +55,15 @@ pub struct Settings {
     pub dry_run: bool,
     /// Live fraction under which a pack is rewritten.
     pub rewrite_below: f64,
-    /// Retention defaults (`keep_days`, `trash_days`): `None` skips retention.
-    pub retention: Option<RetentionDefaults>,
+    /// The server's retention defaults (`keep_days`, `trash_days`; a workspace's own setting
+    /// wins): `None` skips retention. A dry run skips it too.
+    pub retention: Option<crate::db::retention::Policy>,
 }
 
 impl Settings {
     pub fn new(grace: Duration) -> Settings {
         Settings { grace, dry_run: false, rewrite_below: REWRITE_BELOW, retention: None }
     }
-}
-
-/// The server's retention defaults (`keep_days`, `trash_days`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetentionDefaults {
-    pub keep_days: u32,
-    pub trash_days: u32,
-}
-
-/// Applies retention to one workspace: the versions it dropped.
-// Until `db::retention` lands (issue #13 item 2), retention is a no-op here.
-fn apply_retention(
-    _conn: &mut crate::db::DbConn,
-    _ws: crate::WorkspaceId,
-    _defaults: RetentionDefaults,
-    _now: DateTime<Utc>,
-) -> Result<u64, DbError> {
-    Ok(0)
 }
 
 /// What one pass did (or, dry, would do now).
@@ -223,7 +206,14 @@ async fn run_pass(pass: &Pass) -> Result<Report, GcError> {
         for &ws in &workspaces {
             pass.check()?;
             let now = pass.now;
-            report.versions_dropped += pass.db.run(move |c| apply_retention(c, ws, policy, now)).await?;
+            let pruned = pass
+                .db
+                .run(move |c| {
+                    let policy = crate::db::retention::policy(c, ws, &policy)?;
+                    crate::db::retention::apply(c, ws, &policy, now)
+                })
+                .await?;
+            report.versions_dropped += pruned.versions;
         }
     }
     for &ws in &workspaces {

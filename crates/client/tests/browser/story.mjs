@@ -270,18 +270,45 @@ async function story() {
   await row(alice, 'hello-renamed.txt').waitFor();
   await alice.getByRole('navigation', { name: 'Breadcrumbs' }).getByRole('link', { name: 'Team' }).click();
 
-  step('delete a file, then restore it from Deleted files');
+  step('delete a file, see it in the trash, restore it');
   await row(alice, 'dropped.txt').getByRole('button', { name: 'Delete' }).click();
   await shot(alice, 'delete-confirm');
   await dialog(alice).getByRole('button', { name: 'Delete' }).click();
   await eventually('dropped.txt gone from the page', async () => (await row(alice, 'dropped.txt').count()) === 0);
   await eventually('dropped.txt gone from the agent folder', () => !fs.existsSync(path.join(folder, 'dropped.txt')));
-  await alice.getByRole('link', { name: 'Deleted files' }).click();
-  await row(alice, 'dropped.txt').waitFor();
-  await shot(alice, 'deleted-files');
+  await alice.getByRole('link', { name: 'Trash' }).click();
+  await row(alice, 'dropped.txt').getByRole('cell', { name: 'alice' }).waitFor();
+  await shot(alice, 'trash');
   await row(alice, 'dropped.txt').getByRole('button', { name: 'Restore' }).click();
   await eventually('dropped.txt back in the agent folder', () => readIf(path.join(folder, 'dropped.txt')) === 'dropped in\n');
-  await eventually('dropped.txt no longer listed as deleted', async () => (await row(alice, 'dropped.txt').count()) === 0);
+  await eventually('dropped.txt no longer in the trash', async () => (await row(alice, 'dropped.txt').count()) === 0);
+
+  step('delete a folder, restore it from the trash with everything in it');
+  await alice.getByRole('link', { name: 'Files', exact: true }).click();
+  await row(alice, 'Plans').getByRole('button', { name: 'Delete' }).click();
+  await dialog(alice).getByRole('button', { name: 'Delete' }).click();
+  await eventually('Plans gone from the agent folder', () => !fs.existsSync(path.join(folder, 'Plans', 'hello-renamed.txt')));
+  await alice.getByRole('link', { name: 'Trash' }).click();
+  await row(alice, 'Plans/hello-renamed.txt').waitFor();
+  await shot(alice, 'trash-folder');
+  await row(alice, 'Plans').getByRole('button', { name: 'Restore folder' }).click();
+  await eventually('Plans back in the agent folder, with its file',
+    () => readIf(path.join(folder, 'Plans', 'hello-renamed.txt')) === 'hello from the browser\n');
+  await eventually('the trash is empty again', async () => (await alice.getByText('The trash is empty.').count()) === 1);
+
+  step('the space used, and how long the workspace keeps versions and deleted files');
+  await alice.getByRole('link', { name: 'Storage' }).click();
+  await alice.getByRole('heading', { name: 'Space used' }).waitFor();
+  await alice.getByText('30 days (the server’s default)').first().waitFor();
+  await alice.getByLabel('Keep older versions (days)').fill('7');
+  await alice.getByLabel('Keep deleted files (days)').fill('0');
+  await alice.getByRole('button', { name: 'Save retention' }).click();
+  await alice.getByText('7 days', { exact: true }).waitFor();
+  await alice.getByText('until the next clean-up only').waitFor();
+  await shot(alice, 'storage');
+  await alice.getByLabel('Keep deleted files (days)').fill('');
+  await alice.getByRole('button', { name: 'Save retention' }).click();
+  await alice.getByText('30 days (the server’s default)').waitFor();
 
   step('who is online and what happened');
   await alice.getByRole('link', { name: 'Activity' }).click();

@@ -18,6 +18,16 @@ const ASSETS: &[Asset] = &[
     Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("assets/app.js") },
     Asset { name: "api.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("assets/api.js") },
     Asset { name: "dom.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("assets/dom.js") },
+    Asset {
+        name: "trash.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("assets/trash.js"),
+    },
+    Asset {
+        name: "storage.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("assets/storage.js"),
+    },
     Asset { name: "app.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("assets/app.css") },
     Asset { name: "icon.svg", content_type: "image/svg+xml", bytes: include_bytes!("assets/icon.svg") },
 ];
@@ -55,6 +65,17 @@ mod tests {
         for part in html.split("/ui/").skip(1) {
             let name: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
             assert!(ASSETS.iter().any(|a| a.name == name), "index.html names /ui/{name}, which is not embedded");
+        }
+    }
+
+    #[test]
+    fn every_module_a_script_imports_is_served() {
+        for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            let text = std::str::from_utf8(a.bytes).unwrap();
+            for part in text.split(" from './").skip(1) {
+                let name: String = part.chars().take_while(|c| *c != '\'').collect();
+                assert!(ASSETS.iter().any(|x| x.name == name), "{} imports ./{name}, which is not embedded", a.name);
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 
 import { api, putFile, setCsrfToken, setRenewer, onApiError, url, ApiError } from './api.js';
 import { h, replace, field, button, modal, formatSize, when, uid } from './dom.js';
+import { showTrash } from './trash.js';
+import { showStorage } from './storage.js';
 
 const main = document.getElementById('main');
 const topbar = document.getElementById('topbar');
@@ -387,9 +389,10 @@ async function workspaceOf(id) {
 
 const TABS = [
   ['files', 'Files'],
-  ['deleted', 'Deleted files'],
+  ['trash', 'Trash'],
   ['members', 'Members'],
   ['activity', 'Activity'],
+  ['storage', 'Storage'],
 ];
 
 async function showWorkspace(r) {
@@ -407,9 +410,10 @@ async function showWorkspace(r) {
     ' · your role ', roleBadge(w.role), h('span', { class: 'live-state', id: 'live-state' })), nav, body);
   const load = {
     files: (current) => showFiles(w, r.path, body, current),
-    deleted: (current) => showDeleted(w, body, current),
+    trash: (current) => showTrash(w, body, current, tabUi),
     members: (current) => showMembers(w, body, current),
     activity: (current) => showActivity(w, body, current),
+    storage: (current) => showStorage(w, body, current, tabUi),
   }[tab];
   openLive(w.id);
   // An answer is drawn only while this page is shown and no newer reload of it
@@ -629,8 +633,8 @@ async function deleteEntry(w, e) {
   const ok = await modal({
     title: `Delete ${e.name}?`,
     body: [h('p', {}, e.kind === 'dir'
-      ? 'The folder is deleted on every member’s computer.'
-      : 'It is deleted on every member’s computer. You can restore it from “Deleted files”.')],
+      ? 'The folder is deleted on every member’s computer. You can restore it, with everything in it, from the Trash.'
+      : 'It is deleted on every member’s computer. You can restore it from the Trash.')],
     submitLabel: 'Delete',
     submitClass: 'danger',
     submit: () => api('DELETE', `/workspaces/${w.id}/file`, { query: { path: e.path } }),
@@ -774,58 +778,16 @@ async function restoreVersion(w, path, version) {
   return res;
 }
 
-// ---- deleted files ---------------------------------------------------------
+// ---- tabs in modules of their own (trash.js, storage.js) -------------------
 
-async function showDeleted(w, body, current) {
-  let activity;
-  try {
-    activity = await api('GET', `/workspaces/${w.id}/activity`, { query: { limit: 500 } });
-  } catch (err) {
-    if (err.status !== 404 || err.code === 'workspace_not_found') throw err;
-    replace(body, h('p', { class: 'muted' }, 'This server cannot list deleted files yet.'));
-    return;
-  }
-  const { files } = await api('GET', `/workspaces/${w.id}/files`);
-  if (!current()) return;
-  const live = new Set(files.map((f) => f.path));
-  // Newest first: the first entry naming a path says what happened to it last.
-  const decided = new Set();
-  const deleted = [];
-  for (const e of activity.entries || []) {
-    if (e.op === 'delete' && !decided.has(e.path)) {
-      decided.add(e.path);
-      if (!live.has(e.path) && e.kind !== 'dir') deleted.push({ path: e.path, entry: e });
-    }
-    decided.add(e.path);
-    if (e.from_path) decided.add(e.from_path);
-  }
-  const writable = canWrite(w);
-  const rows = deleted.map(({ path, entry }) => h('tr', {},
-    h('th', { scope: 'row' }, path),
-    h('td', { 'data-label': 'Deleted' }, when(entry.time)),
-    h('td', { 'data-label': 'By' }, entry.author || ''),
-    h('td', { class: 'row-actions' },
-      writable ? button('Restore', () => restoreDeleted(w, path)) : null,
-      button('History', () => showHistory(w, path)))));
-  replace(body, h('section', { 'aria-label': 'Deleted files' },
-    h('p', { class: 'muted' }, 'Files deleted from this workspace. Restoring brings back their last content on every member’s computer.'),
-    deleted.length === 0 ? h('p', { class: 'empty' }, 'Nothing has been deleted.')
-      : h('table', { class: 'list' },
-        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'File'), h('th', { scope: 'col' }, 'Deleted'),
-          h('th', { scope: 'col' }, 'By'), h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Actions')))),
-        h('tbody', {}, rows))));
-}
-
-async function restoreDeleted(w, path) {
-  try {
-    const { versions } = await api('GET', `/workspaces/${w.id}/history`, { query: { path } });
-    const last = versions.find((v) => !v.deleted && v.kind === 'file');
-    if (!last) throw new Error(`${path} has no content to restore.`);
-    await restoreVersion(w, path, last.version);
-  } catch (err) {
-    showError(err);
-  }
-}
+/** What those tabs use of the page. */
+const tabUi = {
+  notice,
+  showError,
+  showHistory,
+  canWrite,
+  refresh: () => { if (app.refresh) app.refresh(); },
+};
 
 // ---- members -------------------------------------------------------------
 

@@ -562,12 +562,17 @@ mod tests {
                 .unwrap();
             let filled = started.elapsed();
             let started = std::time::Instant::now();
+            let used = crate::db::usage::of(c, &[ws]).unwrap()[&ws];
+            let usage_took = started.elapsed();
+            assert_eq!((used.live, used.trash, used.history), (9000, 10_000, 81_000));
+            let started = std::time::Instant::now();
             let pruned = apply_db(&db, ws, &Policy { keep_days: 30, trash_days: 30 }, Utc::now()).unwrap();
             let took = started.elapsed();
             assert_eq!((pruned.versions, pruned.trash_paths), (9 * 9000 + 1000 * 11, 1000));
             assert_eq!(journal::live_heads(c, ws).unwrap().len(), 9000);
             println!(
-                "{:?}: filled in {filled:.1?}; retention dropped {} versions ({} paths from the trash) in {took:.1?}",
+                "{:?}: filled in {filled:.1?}; usage of 101,000 versions in {usage_took:.1?}; retention dropped {} \
+                 versions ({} paths from the trash) in {took:.1?}",
                 tdb.backend(),
                 pruned.versions,
                 pruned.trash_paths

@@ -159,7 +159,9 @@ pub async fn run(db: &Db, store: &ChunkStore, settings: &Settings, holder: &str)
         return Err(GcError::Busy { holder: got.holder, until: got.expires_at });
     }
     let lost = Arc::new(AtomicBool::new(false));
-    let renewer = tokio::spawn(renew(db.clone(), holder.to_owned(), ttl, lost.clone()));
+    // Aborted when the pass returns or is dropped (a daemon stopping mid-pass): it never
+    // outlives the pass.
+    let renewer = AbortOnDrop(tokio::spawn(renew(db.clone(), holder.to_owned(), ttl, lost.clone())));
     let now = Utc::now();
     let grace = chrono::Duration::from_std(settings.grace).unwrap_or(chrono::Duration::days(1));
     let pass = Pass {
@@ -171,12 +173,21 @@ pub async fn run(db: &Db, store: &ChunkStore, settings: &Settings, holder: &str)
         lost,
     };
     let result = run_pass(&pass).await;
-    renewer.abort();
+    drop(renewer);
     let me = holder.to_owned();
     if let Err(e) = db.write(move |c| lease::release(c, lease::GC, &me)).await {
         tracing::warn!(error = %e, "could not give back the gc lease; it expires by itself");
     }
     result
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Renews the lease every third of its lifetime; flags `lost` if another runner has it.

@@ -332,3 +332,19 @@ pub async fn upload(
     let status = if done.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(HttpResponse::build(status).json(PutResponse { path, version: seq, conflict_path }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit refused because garbage collection released a chunk the upload found stored is
+    /// 503 `storage_unavailable` with `Retry-After` (nothing was committed; the upload sent again
+    /// stores the chunk anew), not a 500.
+    #[test]
+    fn a_commit_refused_for_a_released_chunk_is_retryable() {
+        let err = refused(DbError::Refused(Refusal::ChunksNotHeld));
+        assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.error_response().headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(refused(DbError::Refused(Refusal::StaleBase)).status_code(), StatusCode::CONFLICT);
+    }
+}

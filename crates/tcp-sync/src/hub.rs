@@ -194,7 +194,9 @@ impl Hub {
         self.bus.unwatch(Topic::Workspace(ws));
     }
 
-    /// Queues (waiting for room) every change in `(from, to]`; returns `to`.
+    /// Queues (waiting for room) every change in `(from, to]`; returns `to`. The journal has no
+    /// gap above the horizon: one here means retention dropped changes the subscriber needs
+    /// (`history_expired`: it must reconcile instead).
     async fn catch_up(
         &self,
         events: &mpsc::Sender<Message>,
@@ -206,11 +208,16 @@ impl Hub {
         while cursor < to {
             let after = cursor;
             let page = self.db.run(move |c| journal::changes_between(c, ws, after, to, PAGE)).await?;
-            let Some(last) = page.last().map(|c| c.seq) else { break };
+            if page.first().is_none_or(|c| c.seq != cursor + 1) {
+                return Err(ReqError::history_expired(ws, from, page.first().map_or(to, |c| c.seq - 1)));
+            }
             for change in page {
+                if change.seq != cursor + 1 {
+                    return Err(ReqError::history_expired(ws, from, change.seq - 1));
+                }
+                cursor = change.seq;
                 events.send(Message::Change(change)).await.map_err(|_| gone())?;
             }
-            cursor = last;
         }
         Ok(to)
     }
@@ -257,14 +264,20 @@ impl Hub {
                 };
                 if forwarded > cursor {
                     let remainder = usize::try_from(forwarded - cursor).unwrap_or(usize::MAX);
-                    if remainder.saturating_add(1) > conn.events.capacity() {
-                        // Too many to queue without waiting: wait outside the lock, then try again.
+                    if remainder.saturating_add(1) > conn.events.capacity() || remainder > PAGE as usize {
+                        // Too many to queue without waiting (or to read in one page): wait outside
+                        // the lock, then try again.
                         drop(inner);
                         cursor = self.catch_up(&conn.events, ws, cursor, forwarded).await?;
                         continue;
                     }
                     let after = cursor;
                     let rows = self.db.run(move |c| journal::changes_between(c, ws, after, forwarded, PAGE)).await?;
+                    let gapless = rows.len() as i64 == forwarded - after
+                        && rows.iter().enumerate().all(|(i, c)| c.seq == after + 1 + i as i64);
+                    if !gapless {
+                        return Err(ReqError::history_expired(ws, since_seq, forwarded));
+                    }
                     for change in rows {
                         if !offer(&self.metrics, conn, Message::Change(change)) {
                             return Err(gone());
@@ -327,6 +340,15 @@ impl Hub {
                 inner.subs.retain_mut(|sub| {
                     if change.seq <= sub.cursor {
                         return true;
+                    }
+                    if change.seq > sub.cursor + 1 {
+                        // Retention dropped changes this subscriber had not got yet (the journal
+                        // has no gap above the horizon): it must not go on without them. Its
+                        // client reconnects, is told `history_expired` and reconciles.
+                        tracing::warn!(workspace.id = %ws, conn.id = sub.conn.conn_id, cursor = sub.cursor, next = change.seq, "the journal lost changes a subscriber had not got; closing its connection");
+                        sub.conn.kill.cancel();
+                        dropped += 1;
+                        return false;
                     }
                     if offer(&self.metrics, &sub.conn, Message::Change(change.clone())) {
                         self.metrics.events_forwarded.inc();

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use common::*;
 use diesel::prelude::*;
-use filesync_core::db::schema::workspaces;
+use filesync_core::db::journal::{self, Author, Edit};
+use filesync_core::db::schema::{file_versions, workspaces};
 use filesync_core::db::Backend;
 use filesync_core::proto::{ChangeOp, EntryKind, ErrorCode};
 use filesync_core::testing::noise;
@@ -101,6 +102,56 @@ async fn past_the_horizon(cluster: &Cluster) {
     let empty = cluster.workspace(alice, "Empty");
     let page = a.heads(empty, None, 10).await.unwrap();
     assert!(page.entries.is_empty() && page.next.is_none(), "{page:?}");
+}
+
+/// Retention drops a change a live subscriber has not got yet (it may, with `keep_days` 0): the
+/// node does not forward across the gap; it closes the subscriber's connection, whose
+/// resubscription is then answered `history_expired`.
+async fn a_subscriber_passed_by_retention(cluster: &Cluster) {
+    let n = cluster.node().await;
+    let (alice, ta) = cluster.user("alice");
+    let (bob, tb) = cluster.user("bob");
+    let ws = cluster.workspace(alice, "Shared");
+    cluster.share(ws, bob, Role::Editor, alice);
+    let (a, _ae) = connect(n.addr, &ta, "alice").await;
+    let first = a.make_dir(ws, "one", 0).await.unwrap();
+    let (b, mut be) = connect(n.addr, &tb, "bob").await;
+    assert_eq!(b.subscribe(ws, first.seq).await.unwrap(), first.seq);
+    // Two commits the node does not hear of, the first of them then dropped by retention.
+    let mut c = cluster.db.conn().unwrap();
+    let author = Author { user_id: alice, device_id: "elsewhere".into(), device_name: "elsewhere".into() };
+    let mkdir = |path: &str| Edit::MakeDir { path: path.into(), base_version: 0 };
+    let two = journal::commit(&mut c, ws, &author, &mkdir("two")).unwrap();
+    journal::commit(&mut c, ws, &author, &mkdir("three")).unwrap();
+    diesel::delete(
+        file_versions::table.filter(file_versions::workspace_id.eq(ws.0)).filter(file_versions::seq.eq(two.seq)),
+    )
+    .execute(&mut c)
+    .unwrap();
+    raise_horizon(cluster, ws, two.seq);
+    // The next commit the node hears of wakes it up: bob cannot be served past the gap.
+    a.make_dir(ws, "four", 0).await.unwrap();
+    loop {
+        match within("bob's connection closes", be.next()).await {
+            Some(filesync_proto_client::Event::Change(c)) => panic!("forwarded across the gap: {c:?}"),
+            Some(filesync_proto_client::Event::Closed { .. }) | None => break,
+            Some(_) => {}
+        }
+    }
+    drop(b);
+    let (b, _be) = connect(n.addr, &tb, "bob").await;
+    assert_eq!(code(b.subscribe(ws, first.seq).await), ErrorCode::HistoryExpired);
+    assert_eq!(code(b.changes(ws, first.seq, 10).await), ErrorCode::HistoryExpired);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_passed_by_retention_mariadb() {
+    a_subscriber_passed_by_retention(&Cluster::new(Backend::Mysql, true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_passed_by_retention_sqlite() {
+    a_subscriber_passed_by_retention(&Cluster::new(Backend::Sqlite, false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,7 +2,8 @@
 //! delete anything outside its folder: a hostile node (written here with the real frame codec)
 //! completes the handshake, then sends changes and upload answers naming `..`, absolute paths,
 //! NUL, `\`, over-long components, a conflict copy in another directory and paths through a
-//! symlink the user made inside the folder. Afterwards the same agent syncs with a real node.
+//! symlink the user made inside the folder; and the same lies as the current heads after saying
+//! the history expired. Afterwards the same agent syncs with a real node.
 
 mod support;
 
@@ -76,8 +77,19 @@ fn hostile_copy(path: &str, n: usize) -> String {
     }
 }
 
-/// Serves one connection: handshake, the hostile changes, hostile answers to uploads.
-async fn serve_hostile(stream: tokio::net::TcpStream) {
+/// The hostile changes as a page of heads (live, each a put at its path), for a node that says the
+/// history expired.
+fn hostile_heads(ws: WorkspaceId) -> Vec<Change> {
+    hostile_changes(ws)
+        .into_iter()
+        .filter(|c| !c.deleted)
+        .map(|c| Change { op: ChangeOp::Put, from_path: None, ..c })
+        .collect()
+}
+
+/// Serves one connection: handshake, the hostile changes (or, `past_horizon`, `history_expired`
+/// and the hostile changes as heads), hostile answers to uploads.
+async fn serve_hostile(stream: tokio::net::TcpStream, past_horizon: bool) {
     let mut framed = Framed::new(stream, FrameCodec::default());
     let mut copies = 0usize;
     let mut seq = 100i64;
@@ -98,6 +110,18 @@ async fn serve_hostile(stream: tokio::net::TcpStream) {
                     changes.into_iter().filter(|c| c.seq > since_seq).map(Message::Change).collect();
                 out.push(Message::Subscribed { request_id, workspace_id, head_seq: head });
                 out
+            }
+            Message::GetChanges { request_id, after_seq, .. } if past_horizon && after_seq < 13 => {
+                vec![Message::error(request_id, ErrorCode::HistoryExpired, "hostile: history kept after seq 13 only")]
+            }
+            Message::GetHeads { request_id, workspace_id, .. } => {
+                vec![Message::Heads {
+                    request_id,
+                    workspace_id,
+                    head_seq: 13,
+                    entries: hostile_heads(workspace_id),
+                    next: None,
+                }]
             }
             Message::GetChanges { request_id, workspace_id, after_seq, limit } => {
                 let changes = hostile_changes(workspace_id);
@@ -193,12 +217,36 @@ fn listing(dir: &Path) -> Vec<String> {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_node_cannot_make_the_agent_touch_anything_outside_the_folder() {
+    let log = hostile_round(false).await;
+    // Each bad path is reported, naming the folder.
+    for bad in
+        ["../outside/evil.txt", "/tmp/evil-absolute.txt", "..\\\\outside", "../moved.txt", "../outside/victim.txt"]
+    {
+        assert!(log.contains(bad), "no warning about {bad:?}:\n{log}");
+    }
+}
+
+/// The same lies as heads, after the node said the history expired: the reconciliation with the
+/// current heads checks every path the same way.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_node_past_the_horizon_cannot_either() {
+    let log = hostile_round(true).await;
+    assert!(log.contains("reconciling with its current files"), "the agent reconciled with the heads:\n{log}");
+    for bad in ["../outside/evil.txt", "/tmp/evil-absolute.txt", "..\\\\outside", "../moved.txt"] {
+        assert!(log.contains(bad), "no warning about {bad:?}:\n{log}");
+    }
+}
+
+/// One round of `sync --once` against the hostile node, then one against a real node; returns the
+/// hostile round's log.
+async fn hostile_round(past_horizon: bool) -> String {
     let stack = Stack::start(Backend::Sqlite, 1).await;
     let hostile = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hostile_addr = hostile.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = hostile.accept().await {
-            tokio::spawn(serve_hostile(stream));
+            tokio::spawn(serve_hostile(stream, past_horizon));
         }
     });
 
@@ -228,16 +276,23 @@ async fn a_hostile_node_cannot_make_the_agent_touch_anything_outside_the_folder(
     assert!(out.status.success(), "the agent finished its round: {log}");
 
     assert_eq!(tree(&outside), outside_before, "nothing outside changed:\n{log}");
-    assert_eq!(listing(&base), around_before, "nothing appeared, moved or vanished around the folder:\n{log}");
-    assert_eq!(listing(&folder), folder_before, "the folder is as the user left it:\n{log}");
+    let offered = |mut l: Vec<String>, prefix: &str| {
+        if past_horizon {
+            // As a head, the move's destination is a file the node offers (its own bytes, not the
+            // victim's): downloaded like any.
+            assert_eq!(std::fs::read(folder.join("stolen.txt")).unwrap(), EVIL, "{log}");
+            l.retain(|p| *p != format!("{prefix}stolen.txt"));
+        }
+        l
+    };
+    assert_eq!(
+        offered(listing(&base), "folder/"),
+        around_before,
+        "nothing appeared, moved or vanished around the folder:\n{log}"
+    );
+    assert_eq!(offered(listing(&folder), ""), folder_before, "the folder is as the user left it:\n{log}");
     assert_eq!(std::fs::read(folder.join("keep.txt")).unwrap(), b"the user's file\n");
     assert!(!Path::new("/tmp/evil-absolute.txt").exists());
-    // Each bad path is reported, naming the folder.
-    for bad in
-        ["../outside/evil.txt", "/tmp/evil-absolute.txt", "..\\\\outside", "../moved.txt", "../outside/victim.txt"]
-    {
-        assert!(log.contains(bad), "no warning about {bad:?}:\n{log}");
-    }
     assert!(log.contains("the node sent a change with an invalid path") && log.contains("folder=team"), "{log}");
     assert!(log.contains("outside the file's directory"), "a conflict copy elsewhere is reported:\n{log}");
     assert!(log.contains("symbolic link"), "a path through the link is refused:\n{log}");
@@ -248,9 +303,11 @@ async fn a_hostile_node_cannot_make_the_agent_touch_anything_outside_the_folder(
     real.ok(&["workspace", "download", "team", copy.to_str().unwrap()], None).await;
     let mut want = tree(&folder);
     assert!(want.contains_key("keep.txt") && want.contains_key("c4.txt") && want.contains_key("sub/doc.txt"));
-    want.retain(|k, _| !k.starts_with("link"));
+    // (`stolen.txt`, past the horizon: the lying node's own file, recorded as in sync with it.)
+    want.retain(|k, _| !k.starts_with("link") && k != "stolen.txt");
     assert_eq!(tree(&copy), want, "the real node holds the folder");
     assert_eq!(tree(&outside), outside_before);
+    log
 }
 
 /// The text of the one file the lying node below offers: compressible, so chunks travel as zstd.

@@ -339,6 +339,12 @@ async function story() {
   if (await bob.getByRole('button', { name: 'Upload' }).count()) fail('a viewer is offered Upload');
   if (await row(bob, 'notes.txt').getByRole('button', { name: 'Delete' }).count()) fail('a viewer is offered Delete');
   await row(bob, 'notes.txt').getByRole('button', { name: 'History' }).waitFor();
+  await bob.getByRole('link', { name: 'Storage' }).click();
+  await bob.getByText('The owner of the workspace decides how long it keeps them.').waitFor();
+  await bob.getByText('7 days', { exact: true }).waitFor();
+  if (await bob.getByRole('button', { name: 'Save retention' }).count()) fail('a viewer is offered the retention form');
+  await bob.getByRole('link', { name: 'Files', exact: true }).click();
+  await row(bob, 'notes.txt').waitFor();
 
   step("alice makes bob an editor: bob's open page offers Upload by itself");
   await bob.evaluate(() => { window.storyMark = 'not reloaded'; });

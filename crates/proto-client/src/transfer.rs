@@ -102,9 +102,10 @@ impl Client {
     /// itself: the file is not read twice. Each chunk sent is still checked
     /// against `scan` (a file changed since gives [`ClientError::FileChanged`]).
     ///
-    /// A commit answered `unavailable` (the database went away, or garbage collection released a
-    /// chunk the node had said the workspace held: nothing was committed) is sent again a few
-    /// times: the node asks again for the chunks it lacks now.
+    /// A commit answered `chunks_released` (garbage collection released a chunk the node had said
+    /// the workspace held: nothing was committed) is sent again a few times: the node asks again
+    /// for the chunks it lacks now. Other refusals, retryable ones included (`unavailable`), are
+    /// the caller's to retry with its own backoff.
     pub async fn put_file_scanned(
         &self,
         ws: WorkspaceId,
@@ -116,7 +117,7 @@ impl Client {
         let mut attempt = 1;
         loop {
             match self.put_file_once(ws, path, local, base_version, scan).await {
-                Err(e) if e.code() == Some(ErrorCode::Unavailable) && attempt < PUT_ATTEMPTS => {
+                Err(e) if e.code() == Some(ErrorCode::ChunksReleased) && attempt < PUT_ATTEMPTS => {
                     tracing::info!(path, attempt, error = %e, "upload refused for now; sending it again");
                     tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64)).await;
                     attempt += 1;
@@ -238,7 +239,7 @@ impl Client {
                     Ok(Committed { workspace_id: ws, seq, version: seq, path, conflict_path })
                 }
                 // Retryable (see `put_file_scanned`): this file goes again on its own.
-                BatchOutcome::Refused { code, .. } if ErrorCode::parse(&code) == Some(ErrorCode::Unavailable) => {
+                BatchOutcome::Refused { code, .. } if ErrorCode::parse(&code) == Some(ErrorCode::ChunksReleased) => {
                     self.put_file_scanned(ws, f.path, f.local, f.base_version, f.scan).await
                 }
                 BatchOutcome::Refused { code, message } => Err(ClientError::refused(code, message)),

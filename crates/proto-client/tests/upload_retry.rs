@@ -1,6 +1,6 @@
-//! An upload whose commit the node answers `unavailable` — garbage collection released a chunk the
-//! node had said the workspace held, or the database went away; nothing was committed — is sent
-//! again, and the node's second `NeedChunks` (now naming the released chunk) is answered with it.
+//! An upload whose commit the node answers `chunks_released` — garbage collection released a chunk
+//! the node had said the workspace held; nothing was committed — is sent again, and the node's
+//! second `NeedChunks` (now naming the released chunk) is answered with it.
 //! The node here is a script written with the real frame codec.
 
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ struct Seen {
     chunks: Vec<Hash>,
 }
 
-/// First upload: "you hold everything" then, at commit, `unavailable`. Second: the chunk is needed.
+/// First upload: "you hold everything" then, at commit, `chunks_released`. Second: the chunk is needed.
 async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
     let mut framed = Framed::new(stream, FrameCodec::default());
     let mut pending = None;
@@ -44,7 +44,11 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
                 if n == 1 {
                     vec![
                         Message::NeedChunks { request_id: put.request_id, hashes: Vec::new() },
-                        Message::error(put.request_id, ErrorCode::Unavailable, "chunks were collected; send it again"),
+                        Message::error(
+                            put.request_id,
+                            ErrorCode::ChunksReleased,
+                            "chunks were collected; send it again",
+                        ),
                     ]
                 } else {
                     let hashes: Vec<Hash> = put.file.chunks.iter().map(|c| c.hash).collect();

@@ -50,9 +50,9 @@ impl From<DbError> for ReqError {
             DbError::NotFound => ReqError::new(ErrorCode::NotFound, "no such workspace, path or version"),
             // Garbage collection released a chunk the upload relied on after the node said the
             // workspace held it (docs/storage.md §7): nothing was committed, and the same request
-            // sent again is asked for that chunk. Retryable, as a database that went away is.
+            // sent again is asked for that chunk.
             DbError::Refused(Refusal::ChunksNotHeld) => ReqError::new(
-                ErrorCode::Unavailable,
+                ErrorCode::ChunksReleased,
                 "chunks this upload relied on were collected meanwhile; send the request again",
             ),
             // The journal's refusals are full sentences meant for the client.
@@ -118,7 +118,18 @@ mod tests {
     /// the upload again); the journal's other refusals are conflicts.
     #[test]
     fn a_commit_refused_for_a_released_chunk_is_retryable() {
-        assert_eq!(ReqError::from(DbError::Refused(Refusal::ChunksNotHeld)).code, ErrorCode::Unavailable);
+        assert_eq!(ReqError::from(DbError::Refused(Refusal::ChunksNotHeld)).code, ErrorCode::ChunksReleased);
         assert_eq!(ReqError::from(DbError::Refused(Refusal::StaleBase)).code, ErrorCode::Conflict);
+    }
+
+    /// A transaction MariaDB rolled back as a deadlock's victim (an upload's chunk records meeting
+    /// garbage collection's deletes) is answered as retryable, not as the node failing.
+    #[test]
+    fn a_deadlock_victim_is_retryable() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let info = Box::new("Deadlock found when trying to get lock; try restarting transaction".to_owned());
+        let err = ReqError::from(DbError::Query(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, info)));
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert!(err.code.is_retryable());
     }
 }

@@ -104,10 +104,12 @@ impl DbError {
     }
 
     /// True if the database could not be reached (a lost connection, a
-    /// refused connect, a pool that cannot hand out a connection): the
+    /// refused connect, a pool that cannot hand out a connection) or chose this
+    /// transaction as a deadlock's victim (MariaDB rolled it back whole): the
     /// request may succeed when retried after a short wait.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, DbError::Unavailable(_) | DbError::Connect(_) | DbError::Pool(_))
+            || matches!(self, DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)))
     }
 }
 

@@ -217,13 +217,15 @@ async fn run_pass(pass: &Pass) -> Result<Report, GcError> {
         for &ws in &workspaces {
             pass.check()?;
             let now = pass.now;
-            let pruned = pass
-                .db
-                .run(move |c| {
-                    let policy = crate::db::retention::policy(c, ws, &policy)?;
-                    crate::db::retention::apply(c, ws, &policy, now)
-                })
-                .await?;
+            // Through the pool, a short transaction per batch: on SQLite each waits its turn
+            // behind the process's other writers instead of meeting them as "database busy".
+            let db = pass.db.clone();
+            let pruned = tokio::task::spawn_blocking(move || {
+                let policy = db.run_blocking(|c| crate::db::retention::policy(c, ws, &policy))?;
+                crate::db::retention::apply_db(&db, ws, &policy, now)
+            })
+            .await
+            .map_err(|e| crate::db::DbError::Task(e.to_string()))??;
             report.versions_dropped += pruned.versions;
         }
     }

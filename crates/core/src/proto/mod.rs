@@ -550,10 +550,14 @@ pub enum ErrorCode {
     /// journal entries after it): read the current heads (`GetHeads`) and reconcile with them,
     /// then continue from their `head_seq`. Retrying the same request cannot help.
     HistoryExpired,
+    /// Garbage collection released chunks the upload relied on after the node had said the
+    /// workspace held them (docs/storage.md §7): nothing was committed. Send the same upload again
+    /// at once: the node asks for the chunks it lacks now.
+    ChunksReleased,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::HelloRequired,
@@ -575,6 +579,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::TokenRevoked,
         ErrorCode::HistoryExpired,
+        ErrorCode::ChunksReleased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -600,12 +605,13 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::TokenRevoked => "token_revoked",
             ErrorCode::HistoryExpired => "history_expired",
+            ErrorCode::ChunksReleased => "chunks_released",
         }
     }
 
     /// True if the same request may succeed when sent again after a short wait.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Busy | ErrorCode::Internal | ErrorCode::Unavailable)
+        matches!(self, ErrorCode::Busy | ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::ChunksReleased)
     }
 
     pub fn parse(s: &str) -> Option<ErrorCode> {

@@ -63,18 +63,7 @@ pub async fn retire_empty(pass: &Pass) -> Result<u64, GcError> {
                     .set(packs::retired_at.eq(None::<chrono::NaiveDateTime>))
                     .execute(c)?;
             }
-            let mut retired = 0;
-            for part in empty.chunks(IN_BATCH) {
-                retired += diesel::update(
-                    packs::table
-                        .filter(packs::id.eq_any(part.to_vec()))
-                        .filter(packs::retired_at.is_null())
-                        .filter(not(exists(chunks::table.filter(chunks::pack_id.eq(packs::id.nullable()))))),
-                )
-                .set(packs::retired_at.eq(Some(now)))
-                .execute(c)?;
-            }
-            Ok(retired)
+            retire_unreferenced(c, &empty, now)
         })
         .await?;
     Ok(retired as u64)
@@ -223,18 +212,7 @@ async fn seal_and_move(
                 .execute(c)?;
             }
             let ids: Vec<Vec<u8>> = group.iter().map(|p| p.0.to_vec()).collect();
-            let mut retired = 0;
-            for part in ids.chunks(IN_BATCH) {
-                retired += diesel::update(
-                    packs::table
-                        .filter(packs::id.eq_any(part.to_vec()))
-                        .filter(packs::retired_at.is_null())
-                        .filter(not(exists(chunks::table.filter(chunks::pack_id.eq(packs::id.nullable()))))),
-                )
-                .set(packs::retired_at.eq(Some(now)))
-                .execute(c)?;
-            }
-            Ok(retired as u64)
+            Ok(retire_unreferenced(c, &ids, now)? as u64)
         })
         .await?;
     tracing::info!(pack = %sealed.id.hex(), size = sealed.size, retired, "rewrote mostly dead packs");
@@ -327,4 +305,20 @@ pub async fn delete_abandoned(pass: &Pass) -> Result<(u64, u64), GcError> {
         }
     }
     Ok((objects, bytes))
+}
+
+/// Retires those of `ids` no chunk row points into any more (and not retired yet); how many.
+fn retire_unreferenced(c: &mut DbConn, ids: &[Vec<u8>], now: chrono::NaiveDateTime) -> Result<usize, DbError> {
+    let mut retired = 0;
+    for part in ids.chunks(IN_BATCH) {
+        retired += diesel::update(
+            packs::table
+                .filter(packs::id.eq_any(part.to_vec()))
+                .filter(packs::retired_at.is_null())
+                .filter(not(exists(chunks::table.filter(chunks::pack_id.eq(packs::id.nullable()))))),
+        )
+        .set(packs::retired_at.eq(Some(now)))
+        .execute(c)?;
+    }
+    Ok(retired)
 }

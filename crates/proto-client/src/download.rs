@@ -4,10 +4,10 @@
 //! [`TEMP_PREFIX`]…) from chunks that local files already hold ([`LocalChunks`], each checked
 //! against its hash when read) and chunks asked for over the connection ([`Fetch`], several
 //! requests in flight); chunks of local files unchanged since their scan may instead be copied
-//! in the kernel, unread ([`CopyChunks`]), the file read back and hashed on a second thread as
-//! it grows (the check overlaps the copy; the file system does the copying). Every chunk
-//! and the whole content are verified before the file is
-//! renamed into place, so a file appears whole or not at all.
+//! in the kernel, unread ([`CopyChunks`]; cloned where the file system shares extents), while a
+//! second thread hashes the content in order, copied ranges read from their sources (the check
+//! overlaps the copy; the file system does the copying). Every chunk and the whole content are
+//! verified before the file is renamed into place, so a file appears whole or not at all.
 //!
 //! Two shapes share those pieces:
 //! - one large version, a window of requests at a time ([`fetch_into`], bounded memory),
@@ -106,9 +106,11 @@ impl Fetch for Client {
 pub type LocalChunks = HashMap<Hash, (PathBuf, u64)>;
 
 /// Chunks that local files unchanged since their scan hold (the open file and the offset):
-/// [`fetch_into`] copies them in the kernel, unread, and then checks the whole file by reading
-/// it back. Should such a file have changed unnoticed, that check fails ([`FetchError::Mismatch`])
-/// and the caller downloads again with [`LocalChunks`] only, where every read is checked.
+/// [`fetch_into`] copies them in the kernel, unread, and checks the whole content by hashing the
+/// copied ranges from these files, whose stamps (size, times, inode) must not change from before
+/// the first copy until the check is done. Should such a file have changed unnoticed, or change
+/// meanwhile, that check fails ([`FetchError::Mismatch`]) and the caller downloads again with
+/// [`LocalChunks`] only, where every read is checked.
 pub type CopyChunks = HashMap<Hash, (std::sync::Arc<std::fs::File>, u64)>;
 
 /// The chunks local files hold, for [`fetch_into`]: read and checked, or copied unread.
@@ -269,6 +271,24 @@ pub struct Stamp {
     ctime: (i64, i64),
 }
 
+impl Stamp {
+    fn of(st: &rustix::fs::Stat) -> Option<Stamp> {
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)] // the widths differ between systems
+        Some(Stamp {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            len: u64::try_from(st.st_size).ok()?,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        })
+    }
+
+    /// An open file's stamp (of the file itself, whatever its name is now).
+    fn of_file(file: &std::fs::File) -> Option<Stamp> {
+        Stamp::of(&rustix::fs::fstat(file).ok()?)
+    }
+}
+
 impl TempFile {
     /// Creates `TEMP_PREFIX<random>` in the directory of `dest`, which must exist. `dest` is the
     /// caller's own path (its links are followed); the agent's downloads are made beneath their
@@ -346,23 +366,26 @@ impl TempFile {
     pub fn stamp(&self) -> Option<Stamp> {
         let by_name = rustix::fs::statat(&self.dir, self.place.temp.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
         let (by_name, own) = (by_name.ok()?, rustix::fs::fstat(&self.file).ok()?);
-        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)] // the widths differ between systems
-        let stamp = Stamp {
-            dev: own.st_dev as u64,
-            ino: own.st_ino as u64,
-            len: u64::try_from(own.st_size).ok()?,
-            mtime: (own.st_mtime as i64, own.st_mtime_nsec as i64),
-            ctime: (own.st_ctime as i64, own.st_ctime_nsec as i64),
-        };
+        let stamp = Stamp::of(&own)?;
         (by_name.st_dev == own.st_dev && by_name.st_ino == own.st_ino).then_some(stamp)
     }
 
     /// Appends `len` bytes of `src` from `offset`, copied by the kernel (`copy_file_range`: the
-    /// bytes never pass through this process, and file systems that can share extents do). On
-    /// failure nothing is appended.
+    /// bytes never pass through this process, and file systems that can share extents — XFS,
+    /// Btrfs — clone them instead of copying). A clone needs both offsets on a block boundary:
+    /// when the source and this file are equally far past one (an edit that kept the file's
+    /// length: the old file's ranges stay where they were), the bytes up to the next boundary
+    /// are copied first and the rest is cloned. On failure nothing is appended.
     pub fn copy_from(&mut self, src: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
         let start = self.written;
-        let copied = copy_range(src, offset, &self.file, len);
+        let block = rustix::fs::fstat(&self.file).map(|st| st.st_blksize as u64).unwrap_or(0).max(1);
+        let head = match offset % block {
+            0 => 0,
+            past if past == start % block => (block - past).min(len),
+            _ => 0,
+        };
+        let copied = copy_range(src, offset, &self.file, head)
+            .and_then(|()| copy_range(src, offset + head, &self.file, len - head));
         if copied.is_err() {
             self.file.set_len(start)?;
             self.file.seek(SeekFrom::Start(start))?;
@@ -560,11 +583,13 @@ pub async fn fetch_into<F: Fetch>(
         progress(staged);
     }
     let chunks = &chunks[done..];
-    // Copied ranges are checked by reading the file back, on a thread of its own as it grows.
-    let mut check = if chunks.iter().any(|c| copy.contains_key(&c.hash)) {
-        Some(ReadBack::start(out.path(), staged, whole.clone()).map_err(FetchError::Write)?)
+    // Copied ranges are checked by hashing the whole content in order on a thread of its own:
+    // copied ranges read from their sources, whose stamps must hold until the end.
+    let (mut check, sources) = if chunks.iter().any(|c| copy.contains_key(&c.hash)) {
+        let sources = Sources::of(copy).ok_or(FetchError::Mismatch)?;
+        (Some(Check::start(out.path(), staged, whole.clone()).map_err(FetchError::Write)?), sources)
     } else {
-        None
+        (None, Sources::default())
     };
     let mut reused = 0u64;
     // Adjacent chunks of one file are copied in one call.
@@ -633,7 +658,7 @@ pub async fn fetch_into<F: Fetch>(
         Some(check) => check.finish(out.len()).map_err(FetchError::Write)?,
         None => *whole.finalize().as_bytes(),
     };
-    if assembled != *content_hash {
+    if assembled != *content_hash || !sources.unchanged() {
         return Err(FetchError::Mismatch);
     }
     Ok(reused)
@@ -646,14 +671,38 @@ struct CopyRun {
     len: u64,
 }
 
-/// Copies `run` (if any) to the end of `out` and tells `check` how far the file now goes.
-fn flush_run<E>(out: &mut TempFile, run: Option<CopyRun>, check: Option<&ReadBack>) -> Result<(), FetchError<E>> {
+/// Copies `run` (if any) to the end of `out` and hands it to `check`.
+fn flush_run<E>(out: &mut TempFile, run: Option<CopyRun>, check: Option<&Check>) -> Result<(), FetchError<E>> {
     let Some(r) = run else { return Ok(()) };
     out.copy_from(&r.src, r.offset, r.len).map_err(|_| FetchError::Mismatch)?;
     if let Some(check) = check {
-        check.written(out.len());
+        check.copied(r);
     }
     Ok(())
+}
+
+/// The files chunks are copied from unread ([`CopyChunks`]) and their stamps before the first
+/// copy: a source whose stamp changed before the check read it may have handed the copy other
+/// bytes than the check saw.
+#[derive(Default)]
+struct Sources(Vec<(std::sync::Arc<std::fs::File>, Stamp)>);
+
+impl Sources {
+    /// `None` if a source cannot be stat'ed.
+    fn of(copy: &CopyChunks) -> Option<Sources> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (file, _) in copy.values() {
+            if seen.insert(std::sync::Arc::as_ptr(file)) {
+                out.push((file.clone(), Stamp::of_file(file)?));
+            }
+        }
+        Some(Sources(out))
+    }
+
+    fn unchanged(&self) -> bool {
+        self.0.iter().all(|(file, before)| Stamp::of_file(file).as_ref() == Some(before))
+    }
 }
 
 /// Reading bytes back costs a copy; this many at a time.
@@ -662,51 +711,88 @@ const READ_BACK_BUF: usize = 1 << 20;
 /// Every this many bytes written to a temp file, a flush of it starts behind the writing.
 const FLUSH_BEHIND: u64 = 64 << 20;
 
-/// The BLAKE3 hash of a file being written, read back on a thread of its own as far as the
-/// writer says it got ([`ReadBack::written`]), so checking what was copied unread overlaps the
-/// copying. It starts at `from` with `hasher` having hashed the bytes before (a resumed
-/// download's prefix, [`Resume`], is not read back).
-struct ReadBack {
-    upto: Option<std::sync::mpsc::Sender<u64>>,
+/// What [`Check`] hashes next, in file order.
+enum Part {
+    /// The temp file now holds this many bytes: the ones written since are read back from it
+    /// (fresh in the page cache).
+    Written(u64),
+    /// A run copied from a local file: read from that file, not from the copy (a clone shares
+    /// the source's blocks but not its cached pages, so reading the copy would go to the disk).
+    Copied(CopyRun),
+}
+
+/// The BLAKE3 hash of a download's content, computed on a thread of its own as the download
+/// proceeds, so the check of what was copied unread overlaps the copying. It starts at `from`
+/// with `hasher` having hashed the bytes before (a resumed download's prefix, [`Resume`], is not
+/// read again). Copied runs are hashed from their sources; [`Sources`] tells whether those held
+/// still meanwhile.
+struct Check {
+    parts: Option<std::sync::mpsc::Sender<Part>>,
     thread: std::thread::JoinHandle<std::io::Result<Hash>>,
 }
 
-impl ReadBack {
-    fn start(path: &Path, from: u64, mut hasher: blake3::Hasher) -> std::io::Result<ReadBack> {
-        let mut file = std::fs::File::open(path)?;
-        file.seek(SeekFrom::Start(from))?;
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+impl Check {
+    fn start(path: &Path, from: u64, mut hasher: blake3::Hasher) -> std::io::Result<Check> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Part>();
         let thread = std::thread::Builder::new().name("filesync-check".into()).spawn(move || {
-            let (mut buf, mut done) = (vec![0u8; READ_BACK_BUF], from);
-            for upto in rx {
-                while done < upto {
-                    let want = usize::try_from(upto - done).unwrap_or(usize::MAX).min(buf.len());
-                    let n = file.read(&mut buf[..want])?;
+            let mut buf = vec![0u8; READ_BACK_BUF];
+            // Hashes `len` bytes of `src` from `at`.
+            let mut hash_range = |src: &std::fs::File, mut at: u64, len: u64| -> std::io::Result<()> {
+                let end = at + len;
+                while at < end {
+                    let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(buf.len());
+                    let n = src.read_at(&mut buf[..want], at)?;
                     if n == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
                     }
                     hasher.update(&buf[..n]);
-                    done += n as u64;
+                    at += n as u64;
+                }
+                Ok(())
+            };
+            let mut done = from;
+            for part in rx {
+                match part {
+                    Part::Written(upto) if upto > done => {
+                        hash_range(&file, done, upto - done)?;
+                        done = upto;
+                    }
+                    Part::Written(_) => {}
+                    Part::Copied(run) => {
+                        hash_range(&run.src, run.offset, run.len)?;
+                        done += run.len;
+                    }
                 }
             }
             Ok(*hasher.finalize().as_bytes())
         })?;
-        Ok(ReadBack { upto: Some(tx), thread })
+        Ok(Check { parts: Some(tx), thread })
     }
 
-    /// The file now holds `len` bytes (never fewer than told before).
+    /// The temp file now holds `len` bytes, the last ones written (not copied).
     fn written(&self, len: u64) {
-        if let Some(tx) = &self.upto {
-            let _ = tx.send(len);
+        self.send(Part::Written(len));
+    }
+
+    /// `run` was copied to the end of the temp file.
+    fn copied(&self, run: CopyRun) {
+        self.send(Part::Copied(run));
+    }
+
+    fn send(&self, part: Part) {
+        if let Some(tx) = &self.parts {
+            let _ = tx.send(part);
         }
     }
 
-    /// The hash of the first `len` bytes, once all are read back. Blocking (briefly: the reading
+    /// The hash of the first `len` bytes, once all are hashed. Blocking (briefly: the hashing
     /// kept up with the writing).
     fn finish(mut self, len: u64) -> std::io::Result<Hash> {
         self.written(len);
-        drop(self.upto.take());
-        self.thread.join().map_err(|_| std::io::Error::other("the read-back thread panicked"))?
+        drop(self.parts.take());
+        self.thread.join().map_err(|_| std::io::Error::other("the check thread panicked"))?
     }
 }
 
@@ -1084,17 +1170,7 @@ mod tests {
         }
     }
 
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use filesync_core::test_data::noise;
 
     /// Builds the edited version from `old.bin` as `old_scan` saw it (copied unread where `copy`,
     /// else read and checked) and what the node holds; the result as the caller sees it.
@@ -1214,6 +1290,23 @@ mod tests {
         assert!(matches!(got, Err(FetchError::Mismatch)), "more chunks than the file holds");
     }
 
+    /// A source written after the copy plan was made (its stamp taken) no longer vouches for what
+    /// was copied from it, even if the bytes the check reads add up.
+    #[test]
+    fn a_source_changed_after_its_stamp_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.bin");
+        std::fs::write(&path, noise(100_000, 3)).unwrap();
+        let file = std::sync::Arc::new(std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap());
+        let copy: CopyChunks = [([1u8; 32], (file.clone(), 0)), ([2u8; 32], (file.clone(), 50_000))].into();
+        let sources = Sources::of(&copy).unwrap();
+        assert_eq!(sources.0.len(), 1, "one stamp per file");
+        assert!(sources.unchanged());
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&noise(10, 4), 60_000).unwrap();
+        assert!(!sources.unchanged(), "a write since the stamp is seen");
+    }
+
     #[test]
     fn copied_ranges_land_in_order_and_a_failed_copy_appends_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -1225,9 +1318,14 @@ mod tests {
         tmp.write(b"edit").unwrap();
         assert!(tmp.copy_from(&src, 190_000, 50_000).is_err(), "past the end of the old file");
         tmp.copy_from(&src, 0, 10).unwrap();
+        // As far past a block boundary as the source range (an edit that kept the length): the
+        // head up to the boundary is copied, the rest cloned where the file system can.
+        let at = tmp.len();
+        tmp.copy_from(&src, at + 8192, 20_000).unwrap();
         let mut want = old[100_000..150_000].to_vec();
         want.extend_from_slice(b"edit");
         want.extend_from_slice(&old[..10]);
+        want.extend_from_slice(&old[(at + 8192) as usize..(at + 8192 + 20_000) as usize]);
         assert_eq!(tmp.content_hash().unwrap(), chunking::hash(&want));
         tmp.finish(0o644, 1_700_000_000_000).unwrap();
         assert_eq!(std::fs::read(dir.path().join("new.bin")).unwrap(), want);

@@ -23,7 +23,7 @@
 //! A damaged store is an error ([`HomeError::Corrupt`]), never a silent reset; a
 //! write that fails is rolled back and fails the next [`StateStore::save`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -269,18 +269,51 @@ fn put_entry(conn: &Connection, path: &str, e: &Entry, chunks: &[ChunkRef]) -> r
          ON CONFLICT (path) DO UPDATE SET version = ?2, hash = ?3, size = ?4, mtime_ms = ?5, mode = ?6, chunked = ?7",
     )?
     .execute(params![path, e.version, &e.hash[..], e.size, e.mtime_ms, e.mode, chunked])?;
-    drop_chunks(conn, path)?;
-    if chunked {
-        conn.prepare_cached("INSERT INTO chunk_lists (path, list) VALUES (?1, ?2)")?
-            .execute(params![path, encode_chunks(chunks)])?;
-        let mut at = conn.prepare_cached("INSERT OR REPLACE INTO chunk_at (hash, path, offset) VALUES (?1, ?2, ?3)")?;
-        let mut offset = 0u64;
-        for c in chunks {
-            at.execute(params![&c.hash[..], path, offset])?;
-            offset += u64::from(c.len);
+    if !chunked {
+        drop_chunks(conn, path)?;
+        return unmark(conn, path);
+    }
+    // Only the chunk locations that differ from the previous list are written: a small edit of
+    // a large file touches a few rows, not one per chunk.
+    let before = conn
+        .prepare_cached("SELECT list FROM chunk_lists WHERE path = ?1")?
+        .query_row([path], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?
+        .and_then(|b| decode_chunks(&b));
+    let before = match before {
+        Some(list) => chunk_locations(&list),
+        None => {
+            conn.prepare_cached("DELETE FROM chunk_at WHERE path = ?1")?.execute([path])?;
+            HashMap::new()
+        }
+    };
+    let after = chunk_locations(chunks);
+    conn.prepare_cached("INSERT OR REPLACE INTO chunk_lists (path, list) VALUES (?1, ?2)")?
+        .execute(params![path, encode_chunks(chunks)])?;
+    let mut gone = conn.prepare_cached("DELETE FROM chunk_at WHERE hash = ?1 AND path = ?2")?;
+    for (hash, offset) in &before {
+        if after.get(hash) != Some(offset) {
+            gone.execute(params![&hash[..], path])?;
+        }
+    }
+    let mut at = conn.prepare_cached("INSERT OR REPLACE INTO chunk_at (hash, path, offset) VALUES (?1, ?2, ?3)")?;
+    for (hash, offset) in &after {
+        if before.get(hash) != Some(offset) {
+            at.execute(params![&hash[..], path, offset])?;
         }
     }
     unmark(conn, path)
+}
+
+/// Where each chunk of a file's list starts (a chunk listed twice: its last place).
+fn chunk_locations(chunks: &[ChunkRef]) -> HashMap<Hash, u64> {
+    let mut out = HashMap::with_capacity(chunks.len());
+    let mut offset = 0u64;
+    for c in chunks {
+        out.insert(c.hash, offset);
+        offset += u64::from(c.len);
+    }
+    out
 }
 
 fn drop_chunks(conn: &Connection, path: &str) -> rusqlite::Result<()> {

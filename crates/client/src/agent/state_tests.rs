@@ -92,6 +92,36 @@ fn chunk_lists_are_kept_apart_and_found_by_hash() {
     s.save().unwrap();
 }
 
+/// An edit of a large file rewrites only the locations that changed; every chunk of the new list
+/// is found where it is now, and a chunk the edit dropped is no longer placed in this file.
+#[test]
+fn an_edited_chunk_list_moves_only_its_changed_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::load(&dir.path().join("s.db"), WorkspaceId(1), dir.path()).unwrap();
+    let c = |b: u8, len: u32| ChunkRef { hash: [b; 32], len };
+    let big = |v: i64| Entry { version: v, hash: [v as u8; 32], size: 0, mtime_ms: 5, mode: 0o600 };
+    // Chunk 9 twice: its last place counts, as before.
+    s.set("big.bin", &big(1), &[c(1, 10), c(2, 20), c(9, 5), c(3, 30), c(9, 5)]);
+    assert_eq!(s.chunk_location(&c(9, 5)), Some(("big.bin".into(), 65)));
+    // Another file claims chunk 3 meanwhile.
+    s.set("other.bin", &big(2), &[c(3, 30), c(8, 1)]);
+    // The edit replaces chunk 2 by a shorter 4 and so moves everything after it.
+    s.set("big.bin", &big(3), &[c(1, 10), c(4, 15), c(9, 5), c(3, 30), c(9, 5)]);
+    assert_eq!(s.chunk_location(&c(1, 10)), Some(("big.bin".into(), 0)));
+    assert_eq!(s.chunk_location(&c(4, 15)), Some(("big.bin".into(), 10)));
+    assert_eq!(s.chunk_location(&c(3, 30)), Some(("big.bin".into(), 30)), "moved, so written again");
+    assert_eq!(s.chunk_location(&c(9, 5)), Some(("big.bin".into(), 60)));
+    assert_eq!(s.chunk_location(&c(2, 20)), None, "dropped by the edit");
+    // An edit that keeps every place leaves another file's claim alone and still finds its own.
+    s.set("other.bin", &big(4), &[c(8, 1), c(3, 30)]);
+    s.set("big.bin", &big(5), &[c(1, 10), c(4, 15), c(9, 5), c(3, 30), c(9, 5)]);
+    assert_eq!(s.chunk_location(&c(3, 30)), Some(("other.bin".into(), 1)));
+    assert_eq!(s.chunks("big.bin").len(), 5);
+    s.remove("other.bin");
+    assert_eq!(s.chunk_location(&c(8, 1)), None);
+    s.save().unwrap();
+}
+
 #[test]
 fn marks_follow_the_entry() {
     let dir = tempfile::tempdir().unwrap();

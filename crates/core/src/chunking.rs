@@ -339,17 +339,7 @@ mod tests {
         assert_eq!(scan_small(&pseudo_random(MIN_CHUNK as usize + 1, 9)), None);
     }
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_data::noise as pseudo_random;
 
     #[test]
     fn scan_covers_the_file_and_respects_sizes() {

@@ -529,17 +529,7 @@ mod tests {
     use crate::storage::Backend;
     use crate::UserId;
 
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_data::noise;
 
     fn memory_store(db: &Db) -> ChunkStore {
         ChunkStore::new(db.clone(), Backend::objects(Arc::new(InMemory::new()), "memory"))
@@ -681,7 +671,6 @@ mod tests {
         let n = (PACK_TARGET * packs + PACK_TARGET / 2) / 65_536;
         (0..n)
             .map(|i| {
-                // `noise` ignores the lowest bit of its seed.
                 let data = noise(65_536, seed + 2 * i);
                 (chunking::hash(&data), data)
             })
@@ -899,15 +888,7 @@ mod tests {
     /// The streaming chunker cuts exactly where the agent's does, so HTTP uploads dedupe with agents'.
     #[test]
     fn async_cuts_match_the_agents() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let data: Vec<u8> = (0..3 * 1024 * 1024 + 5)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = crate::test_data::noise(3 * 1024 * 1024 + 5, 1);
         let sync: Vec<ChunkRef> = chunking::scan(&data[..]).unwrap().refs();
         let cuts = futures::executor::block_on(async {
             let mut cdc = fastcdc::v2020::AsyncStreamCDC::new(

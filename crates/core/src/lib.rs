@@ -17,6 +17,7 @@
 //! - [`db`] (feature `db`): diesel schema, models, the two-backend connection,
 //!   the pool and the embedded migrations; [`password`] (feature `db`): bcrypt.
 //! - `testing` (feature `testing`, dev-dependencies only): a throw-away database per test.
+//! - `test_data` (feature `test-data`, no dependency; `testing` includes it): deterministic test bytes.
 //!
 //! **Architecture Invariant:** this crate opens no socket. It describes data
 //! and rules; the daemons and the client do the I/O.
@@ -44,6 +45,8 @@ pub mod gc;
 pub mod ingest;
 #[cfg(feature = "db")]
 pub mod password;
+#[cfg(any(test, feature = "test-data"))]
+pub mod test_data;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "tls")]

@@ -19,9 +19,7 @@ use filesync_testkit::TestS3;
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    filesync_core::testing::noise(len, seed)
-}
+use filesync_core::testing::noise;
 
 /// Where the test's chunks are.
 #[derive(Clone)]

@@ -538,12 +538,24 @@ impl Api {
         self.json(self.request(reqwest::Method::GET, "/check-token"), "token checks").await
     }
 
+    /// The user's workspaces, with what each stores.
     pub async fn workspaces(&self) -> Result<Vec<ApiWorkspace>, HttpError> {
+        self.list_workspaces(true).await
+    }
+
+    /// The user's workspaces without their usage: what it costs the server does not grow with the
+    /// workspaces' journals (the agent's start, resolving a name).
+    pub async fn workspace_names(&self) -> Result<Vec<ApiWorkspace>, HttpError> {
+        self.list_workspaces(false).await
+    }
+
+    async fn list_workspaces(&self, usage: bool) -> Result<Vec<ApiWorkspace>, HttpError> {
         #[derive(Deserialize)]
         struct List {
             workspaces: Vec<ApiWorkspace>,
         }
-        let list: List = self.json(self.request(reqwest::Method::GET, "/workspaces"), "workspace lists").await?;
+        let req = self.request(reqwest::Method::GET, "/workspaces").query(&[("usage", usage)]);
+        let list: List = self.json(req, "workspace lists").await?;
         Ok(list.workspaces)
     }
 

@@ -44,7 +44,9 @@ pub struct WorkspaceItem {
     pub owner: OwnerJson,
     #[schema(schema_with = role_schema)]
     pub role: Role,
-    pub usage: UsageJson,
+    /// Absent when the listing was asked for with `usage=false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageJson>,
 }
 
 /// What a workspace stores, in logical bytes (file sizes; chunks shared between versions and
@@ -66,13 +68,13 @@ impl From<Usage> for UsageJson {
 }
 
 impl WorkspaceItem {
-    pub fn new(m: MemberWorkspace, usage: Usage) -> WorkspaceItem {
+    pub fn new(m: MemberWorkspace, usage: Option<Usage>) -> WorkspaceItem {
         WorkspaceItem {
             id: m.workspace.id,
             name: m.workspace.name,
             owner: OwnerJson { id: m.workspace.owner_id, username: m.owner_username },
             role: m.role,
-            usage: usage.into(),
+            usage: usage.map(UsageJson::from),
         }
     }
 }

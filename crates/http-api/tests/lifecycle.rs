@@ -212,6 +212,13 @@ async fn retention_drops_old_versions_and_the_trash_and_says_so() {
         let usage = |body: &Value| body["workspaces"][0]["usage"].clone();
         let (_, list) = srv.get("/workspaces", Some(bob)).await;
         assert_eq!(usage(&list), json!({"live_bytes": 9, "history_bytes": 5 + 6, "trash_bytes": 10}));
+        // Asked without usage (the agent's start): the same workspaces, no usage read.
+        let (status, names) = srv.get("/workspaces?usage=false", Some(bob)).await;
+        assert_eq!(status, StatusCode::OK, "{names}");
+        assert_eq!(names["workspaces"][0]["id"], list["workspaces"][0]["id"]);
+        assert_eq!(usage(&names), Value::Null, "{names}");
+        assert_eq!(usage(&srv.get("/view-shared-workspaces?usage=false", Some(bob)).await.1), Value::Null);
+        assert_eq!(srv.get("/workspaces?usage=maybe", Some(bob)).await.0, StatusCode::UNPROCESSABLE_ENTITY);
 
         // Retention runs (as `filesync-http gc` does) ten days from now.
         let url_db = srv.db.url().to_owned();

@@ -196,7 +196,7 @@ impl Ctx {
 
     /// A workspace named by id or by name, among those the user belongs to.
     pub async fn resolve_workspace(&self, api: &Api, name_or_id: &str) -> anyhow::Result<ApiWorkspace> {
-        let all = api.workspaces().await?;
+        let all = api.workspace_names().await?;
         pick_workspace(&all, name_or_id)
     }
 

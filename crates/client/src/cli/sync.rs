@@ -56,7 +56,7 @@ pub async fn run(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
 /// recorded roles stand (the node refuses what is not allowed).
 async fn refresh_roles(ctx: &Ctx) {
     let Ok(api) = ctx.api() else { return };
-    let Ok(all) = api.workspaces().await else { return };
+    let Ok(all) = api.workspace_names().await else { return };
     let Ok(mut folders) = ctx.home.folders() else { return };
     let mut changed = false;
     for f in &mut folders {

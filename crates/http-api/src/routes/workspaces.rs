@@ -211,18 +211,38 @@ struct WorkspacesResponse {
     workspaces: Vec<WorkspaceItem>,
 }
 
-async fn list_workspaces(state: &AppState, user: UserId, shared_only: bool) -> ApiResult<HttpResponse> {
+/// How to list workspaces.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// With each workspace's usage (the default). Usage reads every version the workspaces keep;
+    /// `false` lists them without it, at a cost independent of their size (the sync agent's start).
+    #[serde(default = "yes")]
+    usage: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn list_workspaces(
+    state: &AppState,
+    user: UserId,
+    shared_only: bool,
+    with_usage: bool,
+) -> ApiResult<HttpResponse> {
     let (rows, mut usage) = state
         .read(move |conn| {
             let rows = accounts::workspaces_of(conn, user, shared_only)?;
             let ids: Vec<WorkspaceId> = rows.iter().map(|r| WorkspaceId(r.workspace.id)).collect();
-            Ok((rows, usage::of(conn, &ids)?))
+            let usage = if with_usage { Some(usage::of(conn, &ids)?) } else { None };
+            Ok((rows, usage))
         })
         .await?;
     let workspaces = rows
         .into_iter()
         .map(|r| {
-            let used = usage.remove(&WorkspaceId(r.workspace.id)).unwrap_or_default();
+            let used = usage.as_mut().map(|u| u.remove(&WorkspaceId(r.workspace.id)).unwrap_or_default());
             WorkspaceItem::new(r, used)
         })
         .collect();
@@ -235,14 +255,20 @@ async fn list_workspaces(state: &AppState, user: UserId, shared_only: bool) -> A
     path = "/view-shared-workspaces",
     tag = "workspaces",
     security(("bearer" = [])),
+    params(ListQuery),
     responses(
         (status = 200, description = "The workspaces shared with the caller, not those it owns", body = WorkspacesResponse),
+        (status = 422, description = "`invalid_request`: `usage` is not `true` or `false`", body = ErrorBody),
         AuthErrors,
         ServerErrors,
     )
 )]
-pub async fn shared_workspaces(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
-    list_workspaces(&state, user.id, true).await
+pub async fn shared_workspaces(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    list_workspaces(&state, user.id, true, query.usage).await
 }
 
 /// Every workspace of the caller, owned and shared.
@@ -251,14 +277,20 @@ pub async fn shared_workspaces(state: web::Data<AppState>, user: AuthUser) -> Ap
     path = "/workspaces",
     tag = "workspaces",
     security(("bearer" = [])),
+    params(ListQuery),
     responses(
         (status = 200, description = "Every workspace of the caller, owned and shared", body = WorkspacesResponse),
+        (status = 422, description = "`invalid_request`: `usage` is not `true` or `false`", body = ErrorBody),
         AuthErrors,
         ServerErrors,
     )
 )]
-pub async fn all_workspaces(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
-    list_workspaces(&state, user.id, false).await
+pub async fn all_workspaces(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    list_workspaces(&state, user.id, false, query.usage).await
 }
 
 #[derive(Deserialize, IntoParams)]

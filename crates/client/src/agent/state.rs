@@ -96,6 +96,27 @@ PRAGMA user_version = 1;
 ";
 const SCHEMA_VERSION: i64 = 1;
 
+/// Known files that vanished, set aside by content while a push looks for where they went
+/// ([`VanishedSet`]): a table of this connection only (SQLite's `temp` schema, spilled to disk
+/// when large), never saved with the state. `hash` and `size` are the entry's when it was set
+/// aside; a source is only offered while the entry still has them.
+const VANISHED_SCHEMA: &str = "
+CREATE TEMP TABLE vanished (
+    push INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (push, path)
+) WITHOUT ROWID;
+CREATE INDEX temp.vanished_by_content ON vanished (push, hash, size);
+";
+
+/// One push's set of vanished known files ([`StateStore::new_vanished`]), kept in the state's
+/// temporary table rather than in memory: a directory of a million files moved inside the folder
+/// is matched for moves at the cost of a lookup per new file, not a million entries held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VanishedSet(i64);
+
 struct Inner {
     conn: Connection,
     /// A write transaction is open (committed by `save`).
@@ -110,6 +131,11 @@ pub struct StateStore {
     /// The mutex only makes the store shareable across awaits; one task uses it.
     inner: Mutex<Inner>,
     last_seq: i64,
+    /// The last [`VanishedSet`] handed out.
+    last_set: i64,
+    /// The sets anything was added to since they were handed out: a lookup in another one is
+    /// answered without a query (most pushes set nothing aside).
+    filled: BTreeSet<i64>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -261,6 +287,8 @@ fn read_entry(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Entry> 
 }
 
 const ENTRY_COLUMNS: &str = "version, hash, size, mtime_ms, mode";
+/// [`ENTRY_COLUMNS`] of `files` aliased `f` in a join.
+const FILES_ENTRY_COLUMNS: &str = "f.version, f.hash, f.size, f.mtime_ms, f.mode";
 
 fn put_entry(conn: &Connection, path: &str, e: &Entry, chunks: &[ChunkRef]) -> rusqlite::Result<()> {
     let chunked = implied_chunks(e).is_none_or(|implied| implied != chunks);
@@ -421,10 +449,13 @@ impl StateStore {
             tx.commit().map_err(err)?;
         }
         let last_seq = get_meta::<i64>(&conn, "last_seq").map_err(err)?.unwrap_or(0);
+        conn.execute_batch(VANISHED_SCHEMA).map_err(err)?;
         Ok(StateStore {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner { conn, in_tx: false, failed: None }),
             last_seq,
+            last_set: 0,
+            filled: BTreeSet::new(),
         })
     }
 
@@ -464,6 +495,8 @@ impl StateStore {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner { conn, in_tx: false, failed: None }),
             last_seq,
+            last_set: 0,
+            filled: BTreeSet::new(),
         }))
     }
 
@@ -605,20 +638,8 @@ impl StateStore {
         .unwrap_or_default()
     }
 
-    /// Known paths equal to `dir` or under `dir/`, in order.
-    pub fn under(&self, dir: &str) -> Vec<String> {
-        // Every path under `dir/` sorts between `dir/` and `dir0` ('0' follows '/').
-        let (lo, hi) = (format!("{dir}/"), format!("{dir}0"));
-        self.with(|c| {
-            c.prepare_cached("SELECT path FROM files WHERE path = ?1 OR (path > ?2 AND path < ?3) ORDER BY path")?
-                .query_map(params![dir, lo, hi], |r| r.get(0))?
-                .collect()
-        })
-        .unwrap_or_default()
-    }
-
-    /// [`StateStore::under`] a page at a time: up to `limit` entries equal to `dir` or under
-    /// `dir/`, after `after` (from the start with `None`), in path order.
+    /// Up to `limit` entries equal to `dir` or under `dir/`, after `after` (from the start with
+    /// `None`), in path order: the known files of a directory, a page at a time.
     pub fn under_page(&self, dir: &str, after: Option<&str>, limit: usize) -> Vec<(String, Entry)> {
         let (lo, hi) = (format!("{dir}/"), format!("{dir}0"));
         self.with(|c| {
@@ -681,6 +702,110 @@ impl StateStore {
     /// Ends the listing.
     pub fn end_listing(&mut self) {
         self.write(|c| c.execute_batch("DROP TABLE IF EXISTS temp.listed"));
+    }
+
+    /// A new, empty set of vanished files. Sets live in the open transaction like every write
+    /// (a failed save rolls them back with the rest) and are dropped with
+    /// [`StateStore::drop_vanished`] or [`StateStore::clear_vanished`].
+    pub fn new_vanished(&mut self) -> VanishedSet {
+        self.last_set += 1;
+        VanishedSet(self.last_set)
+    }
+
+    /// Sets the known file `path` aside in `set` (nothing if the state does not know it).
+    pub fn add_vanished(&mut self, set: VanishedSet, path: &str) {
+        self.filled.insert(set.0);
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO temp.vanished (push, path, hash, size) \
+                 SELECT ?1, path, hash, size FROM files WHERE path = ?2",
+            )?
+            .execute(params![set.0, path])?;
+            Ok(())
+        });
+    }
+
+    /// Sets every known file under `dir/` aside in `set` (not `dir` itself), in one statement:
+    /// nothing of them passes through memory.
+    pub fn add_vanished_under(&mut self, set: VanishedSet, dir: &str) {
+        let (lo, hi) = (format!("{dir}/"), format!("{dir}0"));
+        self.filled.insert(set.0);
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO temp.vanished (push, path, hash, size) \
+                 SELECT ?1, path, hash, size FROM files WHERE path > ?2 AND path < ?3",
+            )?
+            .execute(params![set.0, lo, hi])?;
+            Ok(())
+        });
+    }
+
+    /// A file of `set` whose entry still has content `hash` and `size`, with its entry, taken out
+    /// of the set (so it is offered once).
+    pub fn take_vanished(&mut self, set: VanishedSet, hash: &Hash, size: u64) -> Option<(String, Entry)> {
+        if !self.filled.contains(&set.0) {
+            return None;
+        }
+        let mut found = None;
+        self.write(|c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT f.path, {FILES_ENTRY_COLUMNS} FROM temp.vanished v JOIN files f ON f.path = v.path \
+                     WHERE v.push = ?1 AND v.hash = ?2 AND v.size = ?3 AND f.hash = v.hash AND f.size = v.size \
+                     ORDER BY v.path LIMIT 1"
+                ))?
+                .query_row(params![set.0, &hash[..], size], |r| Ok((r.get::<_, String>(0)?, read_entry(r, 1)?)))
+                .optional()?;
+            if let Some((path, _)) = &row {
+                c.prepare_cached("DELETE FROM temp.vanished WHERE push = ?1 AND path = ?2")?
+                    .execute(params![set.0, path])?;
+            }
+            found = row;
+            Ok(())
+        });
+        found
+    }
+
+    /// Takes `path` out of `set` (it is back on disk: not a source, not to be deleted).
+    pub fn keep_vanished(&mut self, set: VanishedSet, path: &str) {
+        self.write(|c| {
+            c.prepare_cached("DELETE FROM temp.vanished WHERE push = ?1 AND path = ?2")?
+                .execute(params![set.0, path])?;
+            Ok(())
+        });
+    }
+
+    /// [`StateStore::page`] of the files left in `set` that the state still knows.
+    pub fn vanished_page(&self, set: VanishedSet, after: Option<&str>, limit: usize) -> Vec<(String, Entry)> {
+        if !self.filled.contains(&set.0) {
+            return Vec::new();
+        }
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT f.path, {FILES_ENTRY_COLUMNS} FROM temp.vanished v JOIN files f ON f.path = v.path \
+                 WHERE v.push = ?1 AND (?2 IS NULL OR v.path > ?2) ORDER BY v.path LIMIT ?3"
+            ))?
+            .query_map(params![set.0, after, limit], |r| Ok((r.get(0)?, read_entry(r, 1)?)))?
+            .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Drops `set`.
+    pub fn drop_vanished(&mut self, set: VanishedSet) {
+        if !self.filled.remove(&set.0) {
+            return;
+        }
+        self.write(|c| {
+            c.prepare_cached("DELETE FROM temp.vanished WHERE push = ?1")?.execute([set.0])?;
+            Ok(())
+        });
+    }
+
+    /// Drops every set (what a push that failed half-way left).
+    pub fn clear_vanished(&mut self) {
+        self.filled.clear();
+        self.write(|c| c.execute_batch("DELETE FROM temp.vanished"));
     }
 
     /// How many files are in sync, and their bytes.

@@ -53,14 +53,19 @@ fn a_damaged_state_is_an_error() {
 }
 
 #[test]
-fn under_lists_a_directory_and_nothing_beside_it() {
+fn a_directory_is_what_sorts_under_it_and_nothing_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = StateStore::load(&dir.path().join("s.db"), WorkspaceId(1), dir.path()).unwrap();
     for p in ["a/x", "a/y/z", "a-b", "a.txt", "ab/c", "a", "a0"] {
         s.set(p, &entry(1), &[]);
     }
-    assert_eq!(s.under("a"), vec!["a", "a/x", "a/y/z"]);
-    assert_eq!(s.under("a/y"), vec!["a/y/z"]);
+    let set_aside_under = |s: &mut StateStore, dir: &str| {
+        let set = s.new_vanished();
+        s.add_vanished_under(set, dir);
+        s.vanished_page(set, None, 100).into_iter().map(|(p, _)| p).collect::<Vec<_>>()
+    };
+    assert_eq!(set_aside_under(&mut s, "a"), vec!["a/x", "a/y/z"], "under a/, not a itself nor its neighbours");
+    assert_eq!(set_aside_under(&mut s, "a/y"), vec!["a/y/z"]);
     let paged: Vec<String> = s.page(Some("a/x"), 3).into_iter().map(|(p, _)| p).collect();
     assert_eq!(paged, vec!["a/y/z", "a0", "ab/c"]);
     let under = |after: Option<&str>, n| s.under_page("a", after, n).into_iter().map(|(p, _)| p).collect::<Vec<_>>();
@@ -224,4 +229,43 @@ fn state_update_cost() {
             rss_kib().saturating_sub(rss_before)
         );
     }
+}
+
+/// Vanished files are set aside in the state, not in memory: found by content once each, only
+/// while their entry still has that content, per set, and gone with their set.
+#[test]
+fn vanished_files_are_found_by_content_once_and_only_in_their_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::load(&dir.path().join("s.db"), WorkspaceId(1), dir.path()).unwrap();
+    let (one, two) = (entry(1), Entry { hash: [7; 32], size: 9, ..entry(2) });
+    for p in ["d/a", "d/b", "d/sub/c"] {
+        s.set(p, &one, &[]);
+    }
+    s.set("e", &two, &[]);
+    let set = s.new_vanished();
+    let other = s.new_vanished();
+    assert_eq!(s.take_vanished(set, &one.hash, one.size), None, "an empty set offers nothing");
+    s.add_vanished_under(set, "d");
+    s.add_vanished(set, "e");
+    s.add_vanished(set, "not-known");
+    s.add_vanished(other, "d/a");
+    let left = |s: &StateStore, set| s.vanished_page(set, None, 10).into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+    assert_eq!(left(&s, set), vec!["d/a", "d/b", "d/sub/c", "e"], "an unknown path is not set aside");
+    assert_eq!(s.take_vanished(set, &two.hash, two.size), Some(("e".to_owned(), two.clone())));
+    assert_eq!(s.take_vanished(set, &two.hash, two.size), None, "offered once");
+    assert_eq!(s.take_vanished(set, &one.hash, one.size + 1), None, "the size is part of the content");
+    // An entry that changed since it was set aside is no longer a source of its old content.
+    s.set("d/a", &Entry { hash: [9; 32], ..one.clone() }, &[]);
+    assert_eq!(s.take_vanished(set, &one.hash, one.size).map(|(p, _)| p).as_deref(), Some("d/b"));
+    s.remove("d/sub/c");
+    assert_eq!(s.take_vanished(set, &one.hash, one.size), None, "nor is a path the state forgot");
+    assert_eq!(left(&s, set), vec!["d/a"]);
+    assert_eq!(left(&s, other), vec!["d/a"], "sets are apart");
+    s.drop_vanished(set);
+    assert!(left(&s, set).is_empty());
+    assert_eq!(left(&s, other), vec!["d/a"]);
+    s.save().unwrap();
+    s.clear_vanished();
+    assert!(left(&s, other).is_empty());
+    s.save().unwrap();
 }

@@ -3,7 +3,7 @@
 //! Every decision is made per path by comparing three things: the file on
 //! disk, the state entry (what both sides last agreed on) and the server's
 //! newest change. The rules, in one place ([`FolderSync::apply_put`],
-//! [`FolderSync::apply_delete`], [`FolderSync::push_local`]):
+//! [`FolderSync::apply_delete`], [`FolderSync::push_local_under`]):
 //!
 //! | local \ server | unchanged | changed | deleted |
 //! |---|---|---|---|
@@ -33,7 +33,7 @@ use filesync_core::{Role, WorkspaceId};
 use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
 use super::local::{self, LocalFile};
 use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
-use super::state::{Entry, StateStore};
+use super::state::{Entry, StateStore, VanishedSet};
 use super::ui::{Bar, Ui};
 use super::watch::WatchEvent;
 
@@ -371,8 +371,7 @@ impl FolderSync {
                     self.live_changes += 1;
                     match w {
                         Some(WatchEvent::Paths(paths)) => {
-                            let (rels, dirs) = self.expand_watched(&paths).await;
-                            self.push_local_under(remote, rels, dirs).await?;
+                            self.push_watched(remote, &paths).await?;
                             self.store.save()?;
                         }
                         Some(WatchEvent::Rescan) => {
@@ -435,12 +434,12 @@ impl FolderSync {
         }
     }
 
-    /// The workspace paths a batch of watcher events may have changed: the paths themselves and
-    /// every known path under one that is gone (a directory deleted or moved away), or, under a
-    /// directory that is there, the known files gone from it (stat'ed a page at a time); and the
-    /// directories, whose files are walked when they are pushed ([`FolderSync::push_local_under`]),
-    /// not listed here. What is held is what vanished, not the directories' contents.
-    async fn expand_watched(&mut self, paths: &[PathBuf]) -> (BTreeSet<String>, Vec<PathBuf>) {
+    /// The workspace paths a batch of watcher events may have changed: the paths themselves, and
+    /// the directories, whose files are walked when they are pushed ([`FolderSync::push_local_under`]),
+    /// not listed here. What vanished is set aside in `gone` (in the state, not in memory): every
+    /// known file under a path that is not a directory (one deleted or moved away), and, under a
+    /// directory that is there, the known files gone from it (stat'ed a page at a time).
+    async fn expand_watched(&mut self, paths: &[PathBuf], gone: VanishedSet) -> (BTreeSet<String>, Vec<PathBuf>) {
         let mut out = BTreeSet::new();
         let mut dirs = Vec::new();
         for abs in paths {
@@ -456,10 +455,11 @@ impl FolderSync {
                     if !self.rules.is_ignored(&rel, true) {
                         dirs.push(abs.clone());
                     }
-                    out.extend(self.gone_under(&rel).await);
+                    self.set_aside_gone_under(&rel, gone).await;
                 }
                 _ => {
-                    out.extend(self.store.under(&rel));
+                    // Nothing can be under a path that is not a directory.
+                    self.store.add_vanished_under(gone, &rel);
                     out.insert(rel);
                 }
             }

@@ -7,15 +7,8 @@ use super::*;
 /// pipelined), and the state records each batch before the next starts.
 pub(super) const UPLOAD_BATCH: usize = 1024;
 
-/// Paths judged and sent at a time by [`FolderSync::push_local`].
+/// Paths judged and sent at a time by [`FolderSync::push_local_under`].
 pub(super) const PUSH_PART: usize = 4096;
-
-/// Known files that vanished, by content: where a new file of a push may have been moved from.
-#[derive(Default)]
-pub(super) struct MoveSources {
-    gone: Vec<Option<(WsPath, Entry)>>,
-    by_content: HashMap<(chunking::Hash, u64), Vec<usize>>,
-}
 
 /// The directories of a push whose files are still to be listed, and the listing under way.
 struct DirWalk {
@@ -55,14 +48,6 @@ impl DirWalk {
                 None => self.listing = None,
             }
         }
-    }
-}
-
-impl MoveSources {
-    /// A vanished file with the content of `scan`, no longer offered to another.
-    fn take(&mut self, scan: &FileScan) -> Option<(WsPath, Entry)> {
-        let i = self.by_content.get_mut(&(scan.content_hash, scan.size))?.pop()?;
-        self.gone[i].take()
     }
 }
 
@@ -238,25 +223,44 @@ impl FolderSync {
         Ok(())
     }
 
+    /// [`FolderSync::push_local_under`] of `paths` alone, with a set of its own.
+    #[cfg(test)]
+    pub(super) async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
+        let gone = self.store.new_vanished();
+        let pushed = self.push_local_under(remote, paths, Vec::new(), gone).await;
+        self.store.drop_vanished(gone);
+        pushed
+    }
+
+    /// What a batch of watcher events names, pushed: the paths and what vanished with them
+    /// ([`FolderSync::expand_watched`]), and the files under the directories it names.
+    pub(super) async fn push_watched<R: Remote>(&mut self, remote: &mut R, paths: &[PathBuf]) -> PathResult {
+        let gone = self.store.new_vanished();
+        let (rels, dirs) = self.expand_watched(paths, gone).await;
+        let pushed = self.push_local_under(remote, rels, dirs, gone).await;
+        self.store.drop_vanished(gone);
+        pushed
+    }
+
     /// Sends local changes among `paths` to the server: moves (a vanished file whose content
     /// appeared elsewhere), then uploads, then deletes.
     ///
-    /// Known files that vanished are found first (a state lookup and a stat each, nothing read);
-    /// then the paths are judged (hashed) and sent [`PUSH_PART`] at a time, each part's new files
-    /// matched against every vanished one, so a moved tree stays a move however large, and what
-    /// is held at once is one part's scans, not the whole push's.
-    pub(super) async fn push_local<R: Remote>(&mut self, remote: &mut R, paths: BTreeSet<String>) -> PathResult {
-        self.push_local_under(remote, paths, Vec::new()).await
-    }
-
-    /// [`FolderSync::push_local`] of `paths` and of every file under the directories `dirs`
-    /// (absolute), which are walked a listing batch at a time after `paths`: a directory of a
-    /// million files moved into the folder is never a million paths in memory.
+    /// Known files that vanished are set aside first (a state lookup and a stat each, nothing
+    /// read), in the state's temporary table, not in memory ([`VanishedSet`]); then the paths are
+    /// judged (hashed) and sent [`PUSH_PART`] at a time, each part's new files matched by content
+    /// against every vanished one, so a moved tree stays a move however large, and what is held
+    /// at once is one part's scans, not the whole push's.
+    ///
+    /// Every file under the directories `dirs` (absolute) is pushed too, walked a listing batch
+    /// at a time after `paths`: a directory of a million files moved into the folder is never a
+    /// million paths in memory. `gone` holds the vanished files found before (those among `paths`
+    /// are added); what is left of it at the end, still gone from disk, is deleted.
     pub(super) async fn push_local_under<R: Remote>(
         &mut self,
         remote: &mut R,
         paths: BTreeSet<String>,
         dirs: Vec<PathBuf>,
+        gone: VanishedSet,
     ) -> PathResult {
         let wanted: Vec<WsPath> = paths
             .into_iter()
@@ -264,16 +268,9 @@ impl FolderSync {
             .filter_map(|rel| WsPath::try_from(rel).ok())
             .collect();
         let writer = self.role.can_write() && !self.read_only;
-        let mut gone: Vec<Option<(WsPath, Entry)>> = Vec::new();
         for part in wanted.chunks(PUSH_PART) {
-            gone.extend(self.vanished(part).await.into_iter().map(Some));
+            self.set_aside_vanished(part, gone).await;
         }
-        // Vanished contents by (hash, size): where a new file may have come from.
-        let mut by_content: HashMap<(chunking::Hash, u64), Vec<usize>> = HashMap::new();
-        for (i, (_, e)) in gone.iter().enumerate().filter_map(|(i, g)| Some((i, g.as_ref()?))) {
-            by_content.entry((e.hash, e.size)).or_default().push(i);
-        }
-        let mut sources = MoveSources { gone, by_content };
         // Each part is judged while the one before it is sent: one part ahead, no more.
         let mut parts: VecDeque<Vec<WsPath>> = wanted.chunks(PUSH_PART).map(<[WsPath]>::to_vec).collect();
         let mut walk = DirWalk { dirs: dirs.into_iter(), listing: None };
@@ -288,29 +285,70 @@ impl FolderSync {
                 None => walk.next_part(self, &wanted).await,
             };
             next = following.map(|part| self.judge_ahead(part));
-            self.push_part(remote, judged, &mut sources, writer).await?;
+            self.push_part(remote, judged, gone, writer).await?;
         }
-        for (from, entry) in sources.gone.into_iter().flatten() {
-            if !writer {
-                if self.store.keep_local(&from) {
-                    self.ui.kept_local(&self.name, &from);
+        self.delete_vanished(remote, gone, writer).await
+    }
+
+    /// Deletes on the server the files left in `gone` that are still gone from disk (a viewer
+    /// keeps them as local changes): what vanished and was not found moved. A page at a time.
+    pub(super) async fn delete_vanished<R: Remote>(
+        &mut self,
+        remote: &mut R,
+        gone: VanishedSet,
+        writer: bool,
+    ) -> PathResult {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.vanished_page(gone, after.as_deref(), PUSH_PART);
+            let Some((last, _)) = page.last() else { return Ok(()) };
+            after = Some(last.clone());
+            let root = self.root.clone();
+            let still_gone = tokio::task::spawn_blocking(move || {
+                page.into_iter()
+                    .filter_map(|(p, e)| Some((WsPath::try_from(p).ok()?, e)))
+                    .filter(|(rel, _)| local::stat(&root, rel).is_none())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (from, entry) in still_gone {
+                if self.stopping() {
+                    return Err(SyncError::Stopped);
                 }
-                continue;
+                if !writer {
+                    if self.store.keep_local(&from) {
+                        self.ui.kept_local(&self.name, &from);
+                    }
+                    continue;
+                }
+                self.delete_remote(remote, &from, entry.version).await?;
             }
-            self.delete_remote(remote, &from, entry.version).await?;
         }
-        Ok(())
+    }
+
+    /// A file of `gone` with the content of `scan` that is still gone from disk: where a new
+    /// file may have been moved from. Taken out of the set (offered once).
+    fn take_move_source(&mut self, gone: VanishedSet, scan: &FileScan) -> Option<(WsPath, Entry)> {
+        loop {
+            let (path, entry) = self.store.take_vanished(gone, &scan.content_hash, scan.size)?;
+            let Ok(from) = WsPath::try_from(path) else { continue };
+            if local::stat(&self.root, &from).is_none() {
+                return Some((from, entry));
+            }
+            // Back on disk since it was set aside: not a source, and not to be deleted.
+        }
     }
 
     /// Sends what changed among paths being judged ([`FolderSync::judge_ahead`], started with
-    /// no other change of the state since but this push's own): moves from `sources` first, then
+    /// no other change of the state since but this push's own): moves from `gone` first, then
     /// uploads in batches of [`UPLOAD_BATCH`]. The judging runs ahead: the next files are hashed
     /// while a batch is on its way to the node and committed there.
     pub(super) async fn push_part<R: Remote>(
         &mut self,
         remote: &mut R,
         mut judged: Judging,
-        sources: &mut MoveSources,
+        gone: VanishedSet,
         writer: bool,
     ) -> PathResult {
         let mut jobs: Vec<PutJob> = Vec::new();
@@ -338,14 +376,14 @@ impl FolderSync {
                 }
                 continue;
             }
-            let moves: Vec<(WsPath, Entry, WsPath)> = changed
-                .iter()
-                .filter(|(to, _)| self.store.get(to).is_none())
-                .filter_map(|(to, (_, scan))| {
-                    let (from, entry) = sources.take(scan)?;
-                    Some((from, entry, to.clone()))
-                })
-                .collect();
+            let mut moves: Vec<(WsPath, Entry, WsPath)> = Vec::new();
+            for (to, (_, scan)) in &changed {
+                if self.store.get(to).is_none() {
+                    if let Some((from, entry)) = self.take_move_source(gone, scan) {
+                        moves.push((from, entry, to.clone()));
+                    }
+                }
+            }
             for (from, entry, to) in moves {
                 let Some((meta, scan)) = changed.remove(&to) else { continue };
                 match remote.move_path(self.ws, &from, &to, entry.version).await {
@@ -382,20 +420,22 @@ impl FolderSync {
         }
     }
 
-    /// The known files among `rels` that are no longer on disk, with their entries (a stat each,
-    /// on the blocking pool; nothing is read).
-    async fn vanished(&mut self, rels: &[WsPath]) -> Vec<(WsPath, Entry)> {
-        let known: Vec<(WsPath, Entry)> =
-            rels.iter().filter_map(|rel| self.store.get(rel).map(|e| (rel.clone(), e))).collect();
+    /// Sets the known files among `rels` that are no longer on disk aside in `gone` (a stat
+    /// each, on the blocking pool; nothing is read).
+    async fn set_aside_vanished(&mut self, rels: &[WsPath], gone: VanishedSet) {
+        let known: Vec<WsPath> = rels.iter().filter(|rel| self.store.get(rel).is_some()).cloned().collect();
         if known.is_empty() {
-            return known;
+            return;
         }
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
-            known.into_iter().filter(|(rel, _)| local::stat(&root, rel).is_none()).collect::<Vec<_>>()
+        let vanished = tokio::task::spawn_blocking(move || {
+            known.into_iter().filter(|rel| local::stat(&root, rel).is_none()).collect::<Vec<_>>()
         })
         .await
-        .unwrap_or_default()
+        .unwrap_or_default();
+        for rel in vanished {
+            self.store.add_vanished(gone, &rel);
+        }
     }
 
     /// Uploads a batch of files at once (the connection overlaps them), then settles each answer
@@ -421,7 +461,7 @@ impl FolderSync {
         }
         let mut first_error = Ok(());
         for (j, result) in batch.iter().zip(results) {
-            // Our own paths (from the disk, checked in `push_local`).
+            // Our own paths (from the disk, checked in `push_local_under`).
             let Ok(rel) = WsPath::parse(&j.path) else { continue };
             let settled = self.settle_upload(remote, &rel, j.base_version, j.meta, &j.scan, result).await;
             if let Err(e) = settled {

@@ -9,12 +9,11 @@
 //! (one page stat'ed, or one group of changed files sent) whenever no watcher event or change from
 //! the node is waiting, so a restart applies and uploads live changes at once instead of after the
 //! whole tree was compared. Every step only names paths; what is sent is decided when the path is
-//! judged, against the disk and the state of that moment, by the same [`FolderSync::push_local`] a
+//! judged, against the disk and the state of that moment, by the same [`FolderSync::push_local_under`] a
 //! watcher event goes through: a file edited while the comparison runs is uploaded once (whichever
 //! of the two judges it first records it; the other finds it in sync), and a step never sends a
 //! view older than its own judging.
 
-use super::rules::MoveSources;
 use super::*;
 
 /// Known paths compared per page.
@@ -37,17 +36,17 @@ pub(super) struct Comparison {
     /// The folder's listing, on a thread of its own from the start, a bounded number of batches
     /// ahead of the steps that look its paths up (after the known pages).
     walk: tokio::sync::mpsc::Receiver<Vec<String>>,
-    /// Files present on disk whose size or mtime moved, and new ones when nothing vanished: sent an
-    /// upload batch at a time (its `PutFiles` pipelined), so live changes wait at most one batch.
-    /// None of them is a move (nothing of theirs vanished), and one that vanishes meanwhile is the
-    /// watcher's to report.
+    /// Files present on disk whose size or mtime moved, and new ones: sent an upload batch at a
+    /// time (its `PutFiles` pipelined), so live changes wait at most one batch. A new one is
+    /// listed after every known file was stat'ed, so it is matched against everything that
+    /// vanished (`gone`); one that vanishes meanwhile is the watcher's to report.
     changed: VecDeque<String>,
     /// The next group of `changed`, judged while the one before is sent, with the count of live
     /// changes when it was started ([`FolderSync::live_changes`]).
     ahead: Option<(u64, Vec<WsPath>, Judging)>,
-    /// Known files gone from disk, and (when any are) the unknown ones: sent together at the end,
-    /// so that a file moved while the agent was off is found as a move.
-    held: BTreeSet<String>,
+    /// Known files gone from disk, set aside in the state: where a new file may have been moved
+    /// from while the agent was off; what is left of them at the end is deleted.
+    gone: VanishedSet,
     known: usize,
     on_disk: usize,
     to_check: usize,
@@ -55,7 +54,7 @@ pub(super) struct Comparison {
 }
 
 impl Comparison {
-    fn new(root: &Path, rules: &IgnoreRules) -> Comparison {
+    fn new(root: &Path, rules: &IgnoreRules, gone: VanishedSet) -> Comparison {
         let (tx, walk) = tokio::sync::mpsc::channel::<Vec<String>>(WALK_AHEAD);
         let (root, rules) = (root.to_path_buf(), rules.clone());
         // Ends by itself when the comparison is dropped (the receiver with it).
@@ -67,7 +66,7 @@ impl Comparison {
             walk,
             changed: VecDeque::new(),
             ahead: None,
-            held: BTreeSet::new(),
+            gone,
             known: 0,
             on_disk: 0,
             to_check: 0,
@@ -78,7 +77,7 @@ impl Comparison {
 
 impl FolderSync {
     /// Compares the whole folder with the state and sends every local change the state does not
-    /// know of yet ([`FolderSync::push_local`]); returns when done.
+    /// know of yet ([`FolderSync::push_local_under`]); returns when done.
     #[cfg(test)]
     pub(super) async fn rescan<R: Remote>(&mut self, remote: &mut R) -> PathResult {
         self.begin_comparison();
@@ -91,7 +90,11 @@ impl FolderSync {
         if self.comparison.is_some() {
             tracing::debug!(workspace.id = %self.ws, "comparison started again from the beginning");
         }
-        self.comparison = Some(Comparison::new(&self.root, &self.rules));
+        // No push is under way between two steps: every set of vanished files left is one that
+        // failed half-way (or the comparison's being replaced).
+        self.store.clear_vanished();
+        let gone = self.store.new_vanished();
+        self.comparison = Some(Comparison::new(&self.root, &self.rules, gone));
     }
 
     /// Whether a comparison is under way.
@@ -123,10 +126,9 @@ impl FolderSync {
             .collect()
     }
 
-    /// The known files under the directory `dir` (there on disk) that are gone from it, found a
-    /// page of the state at a time as the comparison finds them.
-    pub(super) async fn gone_under(&self, dir: &str) -> Vec<String> {
-        let mut gone = Vec::new();
+    /// Sets the known files under the directory `dir` (there on disk) that are gone from it aside
+    /// in `gone`, found a page of the state at a time.
+    pub(super) async fn set_aside_gone_under(&mut self, dir: &str, gone: VanishedSet) {
         let mut after = None::<String>;
         loop {
             let page = self.store.under_page(dir, after.as_deref(), COMPARE_PAGE);
@@ -134,9 +136,10 @@ impl FolderSync {
             after = Some(last.clone());
             let root = self.root.clone();
             let moved = tokio::task::spawn_blocking(move || moved_since(&root, &page)).await.unwrap_or_default();
-            gone.extend(moved.into_iter().filter(|(_, g)| *g).map(|(p, _)| p));
+            for (path, _) in moved.into_iter().filter(|(_, g)| *g) {
+                self.store.add_vanished(gone, &path);
+            }
         }
-        gone
     }
 
     /// Runs the comparison under way to its end.
@@ -148,8 +151,8 @@ impl FolderSync {
     }
 
     /// One step of the comparison under way: a group of changed files sent, or one page of the
-    /// state stat'ed, or one batch of the folder's listing looked up, or (at the end) what was held
-    /// for moves sent. The comparison is dropped when it is done (and on an error: the next
+    /// state stat'ed, or one batch of the folder's listing looked up, or (at the end) the vanished
+    /// files that were not found moved deleted. The comparison is dropped when it is done (and on an error: the next
     /// connection starts a new one).
     pub(super) async fn compare_step<R: Remote>(&mut self, remote: &mut R) -> PathResult {
         let Some(mut c) = self.comparison.take() else { return Ok(()) };
@@ -159,9 +162,10 @@ impl FolderSync {
                 let group = self.take_group(&mut c.changed);
                 c.ahead = Some((self.live_changes, group.clone(), self.judge_ahead(group)));
             }
+            let gone = c.gone;
             self.comparison = Some(c);
             let writer = self.role.can_write() && !self.read_only;
-            return self.push_part(remote, judged, &mut MoveSources::default(), writer).await;
+            return self.push_part(remote, judged, gone, writer).await;
         }
         if !c.known_done {
             let page = self.store.page(c.after.as_deref(), self.compare_page.max(1));
@@ -179,7 +183,7 @@ impl FolderSync {
                     c.to_check += moved.len();
                     for (path, gone) in moved {
                         if gone {
-                            c.held.insert(path);
+                            self.store.add_vanished(c.gone, &path);
                         } else {
                             c.changed.push_back(path);
                         }
@@ -193,12 +197,9 @@ impl FolderSync {
             c.on_disk += batch.len();
             let unknown = self.store.unknown(batch);
             c.to_check += unknown.len();
-            if c.held.is_empty() {
-                // Nothing vanished: a new file cannot be a move, it goes up with the next steps.
-                c.changed.extend(unknown);
-            } else {
-                c.held.extend(unknown);
-            }
+            // Every vanished file is set aside by now: a new file goes up with the next steps,
+            // as a move if its content vanished.
+            c.changed.extend(unknown);
             self.comparison = Some(c);
             return Ok(());
         }
@@ -211,7 +212,10 @@ impl FolderSync {
             total_ms = c.started.elapsed().as_millis(),
             "folder compared with the state"
         );
-        self.push_local(remote, std::mem::take(&mut c.held)).await
+        let writer = self.role.can_write() && !self.read_only;
+        let deleted = self.delete_vanished(remote, c.gone, writer).await;
+        self.store.drop_vanished(c.gone);
+        deleted
     }
 }
 

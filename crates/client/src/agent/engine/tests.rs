@@ -852,10 +852,12 @@ async fn a_renamed_directory_is_walked_and_its_files_are_moves() {
     s.synced("old/sub/b.txt", b"beta").await;
     std::fs::rename(s.root().join("old"), s.root().join("new")).unwrap();
     let root = s.root();
-    let (rels, dirs) = s.sync.expand_watched(&[root.join("old"), root.join("new")]).await;
+    let gone = s.sync.store.new_vanished();
+    let (rels, dirs) = s.sync.expand_watched(&[root.join("old"), root.join("new")], gone).await;
     assert_eq!(dirs, vec![root.join("new")], "the directory is named, not its files");
     assert!(!rels.iter().any(|p| p.starts_with("new/")), "{rels:?}");
-    s.sync.push_local_under(&mut s.node, rels, dirs).await.unwrap();
+    assert!(!rels.iter().any(|p| p.starts_with("old/")), "what vanished is set aside, not named: {rels:?}");
+    s.sync.push_local_under(&mut s.node, rels, dirs, gone).await.unwrap();
     let mut calls = s.node.calls.clone();
     calls.sort();
     assert_eq!(calls, vec!["move old/a.txt new/a.txt base 1", "move old/sub/b.txt new/sub/b.txt base 2"]);
@@ -865,10 +867,42 @@ async fn a_renamed_directory_is_walked_and_its_files_are_moves() {
     // from it is named (and deleted), the others are walked and found in sync.
     s.node.calls.clear();
     std::fs::remove_file(root.join("new/sub/b.txt")).unwrap();
-    let (rels, dirs) = s.sync.expand_watched(&[root.join("new")]).await;
-    assert_eq!(rels.into_iter().collect::<Vec<_>>(), vec!["new/sub/b.txt"]);
-    s.sync.push_local_under(&mut s.node, BTreeSet::from(["new/sub/b.txt".to_owned()]), dirs).await.unwrap();
+    let gone = s.sync.store.new_vanished();
+    let (rels, dirs) = s.sync.expand_watched(&[root.join("new")], gone).await;
+    assert!(rels.is_empty(), "{rels:?}");
+    let set_aside: Vec<String> = s.sync.store.vanished_page(gone, None, 10).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(set_aside, vec!["new/sub/b.txt"]);
+    s.sync.push_local_under(&mut s.node, rels, dirs, gone).await.unwrap();
     assert_eq!(s.node.calls, vec!["delete new/sub/b.txt base 4"]);
+}
+
+/// A directory renamed while the agent was off: the comparison sets the vanished files aside in
+/// the state and finds each new file under the new name as a move of one of them; a vanished file
+/// with no new place is deleted, and one back on disk before the comparison ends is not.
+#[tokio::test]
+async fn a_directory_renamed_while_off_is_found_as_moves_by_the_comparison() {
+    let mut s = Setup::new(Role::Editor);
+    s.synced("old/a.txt", b"alpha").await;
+    s.synced("old/sub/b.txt", b"beta").await;
+    s.synced("gone.txt", b"gamma").await;
+    s.synced("back.txt", b"delta").await;
+    std::fs::rename(s.root().join("old"), s.root().join("new")).unwrap();
+    std::fs::remove_file(s.root().join("gone.txt")).unwrap();
+    std::fs::remove_file(s.root().join("back.txt")).unwrap();
+    s.sync.begin_comparison();
+    // The state's only page: the four known files are stat'ed, three set aside as vanished.
+    s.sync.compare_step(&mut s.node).await.unwrap();
+    s.write("back.txt", b"delta");
+    s.sync.finish_comparison(&mut s.node).await.unwrap();
+    let mut calls = s.node.calls.clone();
+    calls.sort();
+    assert_eq!(
+        calls,
+        vec!["delete gone.txt base 3", "move old/a.txt new/a.txt base 1", "move old/sub/b.txt new/sub/b.txt base 2"]
+    );
+    assert!(s.sync.store.get("new/sub/b.txt").is_some());
+    assert!(s.sync.store.get("back.txt").is_some(), "back on disk: kept");
+    assert_eq!(s.sync.store.get("gone.txt"), None);
 }
 
 /// What a restart on an in-sync tree costs before the next edit can sync: the full compare of

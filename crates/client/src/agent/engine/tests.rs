@@ -935,6 +935,52 @@ async fn rescan_cost() {
     println!("rescan of {n} in-sync files: {} ms", took.as_millis());
 }
 
+/// What finding a renamed directory of `N` files costs after a restart (the comparison finds
+/// every file vanished under the old name and new under the new one): time, and the growth of
+/// the process's peak RSS over the comparison (the fake node's record of the moves included).
+/// `FILESYNC_MOVE_FILES=200000 cargo test -p filesync-client --lib move_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn move_cost() {
+    fn status_kib(field: &str) -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_default();
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+    let n: usize = std::env::var("FILESYNC_MOVE_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let mut s = Setup::new(Role::Editor);
+    let root = s.root();
+    for i in 0..n {
+        let rel = format!("top/d{:04}/f{:06}.txt", i / 1000, i);
+        let abs = root.join(&rel);
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        }
+        let data = format!("file {i}");
+        std::fs::write(&abs, &data).unwrap();
+        let meta = local::stat(&root, &WsPath::parse(&rel).unwrap()).unwrap();
+        let scan = chunking::scan_small(data.as_bytes()).unwrap();
+        s.sync.record(&WsPath::parse(&rel).unwrap(), 1, &meta, &scan);
+    }
+    s.sync.store.save().unwrap();
+    std::fs::rename(root.join("top"), root.join("moved")).unwrap();
+    // Resets the peak (VmHWM) to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = status_kib("VmRSS:");
+    let started = std::time::Instant::now();
+    s.sync.rescan(&mut s.node).await.unwrap();
+    let took = started.elapsed();
+    let peak = status_kib("VmHWM:");
+    assert_eq!(s.node.calls.len(), n);
+    assert!(s.node.calls.iter().all(|c| c.starts_with("move top/")), "{:?}", &s.node.calls[..3]);
+    println!(
+        "renamed directory of {n} files found as moves: {} ms, peak RSS {} MiB over {} MiB before",
+        took.as_millis(),
+        peak.saturating_sub(before) / 1024,
+        before / 1024
+    );
+}
+
 /// The periodic rescan catches a change the watcher never reported.
 #[tokio::test]
 async fn the_periodic_rescan_finds_what_no_event_reported() {

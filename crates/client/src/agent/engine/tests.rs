@@ -905,6 +905,27 @@ async fn a_directory_renamed_while_off_is_found_as_moves_by_the_comparison() {
     assert_eq!(s.sync.store.get("gone.txt"), None);
 }
 
+impl Setup {
+    /// `n` small files of distinct content under `prefix`, 1,000 per directory, on disk and in
+    /// the state as in sync (for the measurements below; nothing goes through the node).
+    fn recorded_tree(&mut self, prefix: &str, n: usize) {
+        let root = self.root();
+        for i in 0..n {
+            let rel = WsPath::parse(&format!("{prefix}d{:04}/f{:06}.txt", i / 1000, i)).unwrap();
+            let abs = local::abs_of(&root, &rel);
+            if i % 1000 == 0 {
+                std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+            }
+            let data = format!("file {i}");
+            std::fs::write(&abs, &data).unwrap();
+            let meta = local::stat(&root, &rel).unwrap();
+            let scan = chunking::scan_small(data.as_bytes()).unwrap();
+            self.sync.record(&rel, 1, &meta, &scan);
+        }
+        self.sync.store.save().unwrap();
+    }
+}
+
 /// What a restart on an in-sync tree costs before the next edit can sync: the full compare of
 /// `N` files that all match the state (nothing is read, nothing is sent).
 /// `FILESYNC_RESCAN_FILES=100000 cargo test -p filesync-client --lib rescan_cost -- --ignored --nocapture`
@@ -914,20 +935,7 @@ async fn rescan_cost() {
     let _ = tracing_subscriber::fmt().with_env_filter("filesync_client=info").with_test_writer().try_init();
     let n: usize = std::env::var("FILESYNC_RESCAN_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let mut s = Setup::new(Role::Editor);
-    let root = s.root();
-    for i in 0..n {
-        let rel = format!("d{:04}/f{:06}.txt", i / 1000, i);
-        let abs = root.join(&rel);
-        if i % 1000 == 0 {
-            std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
-        }
-        let data = format!("file {i}");
-        std::fs::write(&abs, &data).unwrap();
-        let meta = local::stat(&root, &WsPath::parse(&rel).unwrap()).unwrap();
-        let scan = chunking::scan_small(data.as_bytes()).unwrap();
-        s.sync.record(&WsPath::parse(&rel).unwrap(), 1, &meta, &scan);
-    }
-    s.sync.store.save().unwrap();
+    s.recorded_tree("", n);
     let started = std::time::Instant::now();
     s.sync.rescan(&mut s.node).await.unwrap();
     let took = started.elapsed();
@@ -950,19 +958,7 @@ async fn move_cost() {
     let n: usize = std::env::var("FILESYNC_MOVE_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let mut s = Setup::new(Role::Editor);
     let root = s.root();
-    for i in 0..n {
-        let rel = format!("top/d{:04}/f{:06}.txt", i / 1000, i);
-        let abs = root.join(&rel);
-        if i % 1000 == 0 {
-            std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
-        }
-        let data = format!("file {i}");
-        std::fs::write(&abs, &data).unwrap();
-        let meta = local::stat(&root, &WsPath::parse(&rel).unwrap()).unwrap();
-        let scan = chunking::scan_small(data.as_bytes()).unwrap();
-        s.sync.record(&WsPath::parse(&rel).unwrap(), 1, &meta, &scan);
-    }
-    s.sync.store.save().unwrap();
+    s.recorded_tree("top/", n);
     std::fs::rename(root.join("top"), root.join("moved")).unwrap();
     // Resets the peak (VmHWM) to the current RSS.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

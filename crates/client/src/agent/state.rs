@@ -99,17 +99,45 @@ const SCHEMA_VERSION: i64 = 1;
 /// Known files that vanished, set aside by content while a push looks for where they went
 /// ([`VanishedSet`]): a table of this connection only (SQLite's `temp` schema, spilled to disk
 /// when large), never saved with the state. `hash` and `size` are the entry's when it was set
-/// aside; a source is only offered while the entry still has them.
+/// aside; a source is only offered while the entry still has them. `name` (the last component)
+/// and `tail` (the last two) pair files of the same content the way they were moved: in a renamed
+/// tree of many equal files (licences, empty `__init__.py`), `new/pkg/LICENSE` is the move of
+/// `old/pkg/LICENSE`, not of another package's.
 const VANISHED_SCHEMA: &str = "
 CREATE TEMP TABLE vanished (
     push INTEGER NOT NULL,
     path TEXT NOT NULL,
     hash BLOB NOT NULL,
     size INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    tail TEXT NOT NULL,
     PRIMARY KEY (push, path)
 ) WITHOUT ROWID;
-CREATE INDEX temp.vanished_by_content ON vanished (push, hash, size);
+CREATE INDEX temp.vanished_by_tail ON vanished (push, hash, size, tail);
+CREATE INDEX temp.vanished_by_name ON vanished (push, hash, size, name);
 ";
+
+/// The columns of a `vanished` row from the `files` row it sets aside: SQL's own split of a path
+/// (`rtrim(p, <every character of p but '/'>)` is `p` up to its last `/`), so a whole directory
+/// is set aside in one statement.
+const VANISHED_FROM_FILES: &str = "
+SELECT ?1, path, hash, size,
+       substr(path, length(rtrim(path, replace(path, '/', ''))) + 1),
+       substr(path, length(rtrim(rtrim(rtrim(path, replace(path, '/', '')), '/'),
+                                 replace(rtrim(rtrim(path, replace(path, '/', '')), '/'), '/', ''))) + 1)
+FROM files";
+
+/// The last component of a workspace path and its last two, as [`VANISHED_FROM_FILES`] splits them.
+fn name_and_tail(path: &str) -> (&str, &str) {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let parent = &path[..path.len() - name.len()];
+    let parent = parent.strip_suffix('/').unwrap_or(parent);
+    let tail = match parent.rfind('/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    };
+    (name, tail)
+}
 
 /// One push's set of vanished known files ([`StateStore::new_vanished`]), kept in the state's
 /// temporary table rather than in memory: a directory of a million files moved inside the folder
@@ -716,10 +744,10 @@ impl StateStore {
     pub fn add_vanished(&mut self, set: VanishedSet, path: &str) {
         self.filled.insert(set.0);
         self.write(|c| {
-            c.prepare_cached(
-                "INSERT OR IGNORE INTO temp.vanished (push, path, hash, size) \
-                 SELECT ?1, path, hash, size FROM files WHERE path = ?2",
-            )?
+            c.prepare_cached(&format!(
+                "INSERT OR IGNORE INTO temp.vanished (push, path, hash, size, name, tail) {VANISHED_FROM_FILES} \
+                 WHERE path = ?2"
+            ))?
             .execute(params![set.0, path])?;
             Ok(())
         });
@@ -731,31 +759,42 @@ impl StateStore {
         let (lo, hi) = (format!("{dir}/"), format!("{dir}0"));
         self.filled.insert(set.0);
         self.write(|c| {
-            c.prepare_cached(
-                "INSERT OR IGNORE INTO temp.vanished (push, path, hash, size) \
-                 SELECT ?1, path, hash, size FROM files WHERE path > ?2 AND path < ?3",
-            )?
+            c.prepare_cached(&format!(
+                "INSERT OR IGNORE INTO temp.vanished (push, path, hash, size, name, tail) {VANISHED_FROM_FILES} \
+                 WHERE path > ?2 AND path < ?3"
+            ))?
             .execute(params![set.0, lo, hi])?;
             Ok(())
         });
     }
 
     /// A file of `set` whose entry still has content `hash` and `size`, with its entry, taken out
-    /// of the set (so it is offered once).
-    pub fn take_vanished(&mut self, set: VanishedSet, hash: &Hash, size: u64) -> Option<(String, Entry)> {
+    /// of the set (so it is offered once): for a new file at `to`, one with the same last two
+    /// path components if there is one, else the same name, else any.
+    pub fn take_vanished(&mut self, set: VanishedSet, to: &str, hash: &Hash, size: u64) -> Option<(String, Entry)> {
         if !self.filled.contains(&set.0) {
             return None;
         }
+        let (name, tail) = name_and_tail(to);
         let mut found = None;
         self.write(|c| {
-            let row = c
-                .prepare_cached(&format!(
+            let pick = |extra: &str, key: Option<&str>| -> rusqlite::Result<Option<(String, Entry)>> {
+                c.prepare_cached(&format!(
                     "SELECT f.path, {FILES_ENTRY_COLUMNS} FROM temp.vanished v JOIN files f ON f.path = v.path \
                      WHERE v.push = ?1 AND v.hash = ?2 AND v.size = ?3 AND f.hash = v.hash AND f.size = v.size \
-                     ORDER BY v.path LIMIT 1"
+                     AND (?4 IS NULL OR {extra} = ?4) ORDER BY v.path LIMIT 1"
                 ))?
-                .query_row(params![set.0, &hash[..], size], |r| Ok((r.get::<_, String>(0)?, read_entry(r, 1)?)))
-                .optional()?;
+                .query_row(params![set.0, &hash[..], size, key], |r| Ok((r.get::<_, String>(0)?, read_entry(r, 1)?)))
+                .optional()
+            };
+            // Most new files have no source at all: one lookup tells.
+            let mut row = pick("v.tail", None)?;
+            if row.is_some() {
+                row = match pick("v.tail", Some(tail))? {
+                    Some(r) => Some(r),
+                    None => pick("v.name", Some(name))?.or(row),
+                };
+            }
             if let Some((path, _)) = &row {
                 c.prepare_cached("DELETE FROM temp.vanished WHERE push = ?1 AND path = ?2")?
                     .execute(params![set.0, path])?;

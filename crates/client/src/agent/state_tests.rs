@@ -244,21 +244,21 @@ fn vanished_files_are_found_by_content_once_and_only_in_their_set() {
     s.set("e", &two, &[]);
     let set = s.new_vanished();
     let other = s.new_vanished();
-    assert_eq!(s.take_vanished(set, &one.hash, one.size), None, "an empty set offers nothing");
+    assert_eq!(s.take_vanished(set, "x", &one.hash, one.size), None, "an empty set offers nothing");
     s.add_vanished_under(set, "d");
     s.add_vanished(set, "e");
     s.add_vanished(set, "not-known");
     s.add_vanished(other, "d/a");
     let left = |s: &StateStore, set| s.vanished_page(set, None, 10).into_iter().map(|(p, _)| p).collect::<Vec<_>>();
     assert_eq!(left(&s, set), vec!["d/a", "d/b", "d/sub/c", "e"], "an unknown path is not set aside");
-    assert_eq!(s.take_vanished(set, &two.hash, two.size), Some(("e".to_owned(), two.clone())));
-    assert_eq!(s.take_vanished(set, &two.hash, two.size), None, "offered once");
-    assert_eq!(s.take_vanished(set, &one.hash, one.size + 1), None, "the size is part of the content");
+    assert_eq!(s.take_vanished(set, "x", &two.hash, two.size), Some(("e".to_owned(), two.clone())));
+    assert_eq!(s.take_vanished(set, "x", &two.hash, two.size), None, "offered once");
+    assert_eq!(s.take_vanished(set, "x", &one.hash, one.size + 1), None, "the size is part of the content");
     // An entry that changed since it was set aside is no longer a source of its old content.
     s.set("d/a", &Entry { hash: [9; 32], ..one.clone() }, &[]);
-    assert_eq!(s.take_vanished(set, &one.hash, one.size).map(|(p, _)| p).as_deref(), Some("d/b"));
+    assert_eq!(s.take_vanished(set, "x", &one.hash, one.size).map(|(p, _)| p).as_deref(), Some("d/b"));
     s.remove("d/sub/c");
-    assert_eq!(s.take_vanished(set, &one.hash, one.size), None, "nor is a path the state forgot");
+    assert_eq!(s.take_vanished(set, "x", &one.hash, one.size), None, "nor is a path the state forgot");
     assert_eq!(left(&s, set), vec!["d/a"]);
     assert_eq!(left(&s, other), vec!["d/a"], "sets are apart");
     s.drop_vanished(set);
@@ -268,4 +268,26 @@ fn vanished_files_are_found_by_content_once_and_only_in_their_set() {
     s.clear_vanished();
     assert!(left(&s, other).is_empty());
     s.save().unwrap();
+}
+
+/// Of vanished files with equal content, a new file is paired with the one it was most likely
+/// moved from: the same last two path components, else the same name, else any.
+#[test]
+fn equal_vanished_files_pair_by_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::load(&dir.path().join("s.db"), WorkspaceId(1), dir.path()).unwrap();
+    let e = entry(1);
+    for p in ["old/a/LICENSE", "old/b/LICENSE", "old/b/COPYING", "old/c/d/LICENSE", "LICENSE"] {
+        s.set(p, &e, &[]);
+    }
+    let set = s.new_vanished();
+    s.add_vanished_under(set, "old");
+    s.add_vanished(set, "LICENSE");
+    let mut take = |to: &str| s.take_vanished(set, to, &e.hash, e.size).map(|(p, _)| p);
+    assert_eq!(take("new/b/LICENSE").as_deref(), Some("old/b/LICENSE"));
+    assert_eq!(take("new/c/d/LICENSE").as_deref(), Some("old/c/d/LICENSE"), "deeper, the same");
+    assert_eq!(take("top/LICENSE").as_deref(), Some("LICENSE"), "the same name, first in path order");
+    assert_eq!(take("new/LICENSE").as_deref(), Some("old/a/LICENSE"), "the same name");
+    assert_eq!(take("new/README").as_deref(), Some("old/b/COPYING"), "else any");
+    assert_eq!(take("new/b/COPYING"), None);
 }

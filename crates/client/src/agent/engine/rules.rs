@@ -327,11 +327,11 @@ impl FolderSync {
         }
     }
 
-    /// A file of `gone` with the content of `scan` that is still gone from disk: where a new
-    /// file may have been moved from. Taken out of the set (offered once).
-    fn take_move_source(&mut self, gone: VanishedSet, scan: &FileScan) -> Option<(WsPath, Entry)> {
+    /// A file of `gone` with the content of `scan` that is still gone from disk: where the new
+    /// file `to` may have been moved from. Taken out of the set (offered once).
+    fn take_move_source(&mut self, gone: VanishedSet, to: &WsPath, scan: &FileScan) -> Option<(WsPath, Entry)> {
         loop {
-            let (path, entry) = self.store.take_vanished(gone, &scan.content_hash, scan.size)?;
+            let (path, entry) = self.store.take_vanished(gone, to, &scan.content_hash, scan.size)?;
             let Ok(from) = WsPath::try_from(path) else { continue };
             if local::stat(&self.root, &from).is_none() {
                 return Some((from, entry));
@@ -379,7 +379,7 @@ impl FolderSync {
             let mut moves: Vec<(WsPath, Entry, WsPath)> = Vec::new();
             for (to, (_, scan)) in &changed {
                 if self.store.get(to).is_none() {
-                    if let Some((from, entry)) = self.take_move_source(gone, scan) {
+                    if let Some((from, entry)) = self.take_move_source(gone, to, scan) {
                         moves.push((from, entry, to.clone()));
                     }
                 }

@@ -40,6 +40,12 @@ use crate::hub::ConnHandle;
 use crate::node::Shared;
 use crate::streaming::Announced;
 
+mod edits;
+use edits::Work;
+
+/// Frames read while a request was being handled, in arrival order (`None`: the peer closed).
+pub(crate) type Backlog = VecDeque<Option<Result<Message, FrameError>>>;
+
 /// Uploads one connection may have open at once.
 pub const MAX_OPEN_UPLOADS: usize = 64;
 
@@ -129,7 +135,7 @@ impl Session {
     async fn read_loop(&mut self, reader: &mut Reader) -> End {
         let idle = self.shared.tuning.idle_timeout;
         // Frames read while a request was being handled, in arrival order (`None`: the peer closed).
-        let mut backlog: VecDeque<Option<Result<Message, FrameError>>> = VecDeque::new();
+        let mut backlog: Backlog = VecDeque::new();
         loop {
             while self.tasks.try_join_next().is_some() {}
             if let Some(next) = backlog.pop_front() {
@@ -138,7 +144,8 @@ impl Session {
                     Some(Err(e)) => return End::from_frame(&e),
                     Some(Ok(msg)) => msg,
                 };
-                if let Some(end) = self.handle_answering_pings(msg, reader, &mut backlog).await {
+                let work = edits::gather(msg, &mut backlog);
+                if let Some(end) = self.handle_answering_pings(work, reader, &mut backlog).await {
                     return end;
                 }
                 continue;
@@ -172,7 +179,8 @@ impl Session {
                 Ok(Some(Ok(msg))) => msg,
             };
             self.shared.metrics.frames_in.inc();
-            if let Some(end) = self.handle_answering_pings(msg, reader, &mut backlog).await {
+            let work = edits::gather(msg, &mut backlog);
+            if let Some(end) = self.handle_answering_pings(work, reader, &mut backlog).await {
                 return end;
             }
         }
@@ -183,15 +191,18 @@ impl Session {
     /// the answers to every earlier frame — except once `msg` has taken longer than a heartbeat:
     /// then pings are answered at once, so that a request that waits long (an upload's last pack
     /// going to a slow object store) does not make the client give the connection up for silence.
-    async fn handle_answering_pings(
-        &mut self,
-        msg: Message,
-        reader: &mut Reader,
-        backlog: &mut VecDeque<Option<Result<Message, FrameError>>>,
-    ) -> Option<End> {
+    async fn handle_answering_pings(&mut self, work: Work, reader: &mut Reader, backlog: &mut Backlog) -> Option<End> {
         let (shared, resp, conn) = (self.shared.clone(), self.resp.clone(), self.conn.clone());
         let slow_after = tokio::time::Instant::now() + shared.tuning.heartbeat;
-        let handling = self.handle(msg);
+        let handling = async {
+            match work {
+                Work::One(msg) => self.handle(msg).await,
+                Work::Edits(group) => {
+                    self.commit_edits(group).await;
+                    None
+                }
+            }
+        };
         tokio::pin!(handling);
         loop {
             let open = backlog.back().is_none_or(|b| matches!(b, Some(Ok(_))));
@@ -254,20 +265,10 @@ impl Session {
                 self.uploads.remove(&request_id);
                 Ok(())
             }
-            Message::Delete { request_id, workspace_id, path, base_version } => match check_path(&path) {
-                Ok(()) => self.commit(request_id, workspace_id, Edit::Delete { path, base_version }).await,
-                Err(e) => Err(e),
-            },
-            Message::Move { request_id, workspace_id, from, to, base_version } => {
-                match check_path(&from).and_then(|()| check_path(&to)) {
-                    Ok(()) => self.commit(request_id, workspace_id, Edit::Move { from, to, base_version }).await,
-                    Err(e) => Err(e),
-                }
+            edit @ (Message::Delete { .. } | Message::Move { .. } | Message::MakeDir { .. }) => {
+                self.commit_edits(vec![edit]).await;
+                Ok(())
             }
-            Message::MakeDir { request_id, workspace_id, path, base_version } => match check_path(&path) {
-                Ok(()) => self.commit(request_id, workspace_id, Edit::MakeDir { path, base_version }).await,
-                Err(e) => Err(e),
-            },
             Message::GetManifest { request_id, workspace_id, seq } => {
                 self.spawn_read(request_id, |r| r.manifest(request_id, workspace_id, seq)).await
             }
@@ -509,12 +510,7 @@ impl Session {
     /// Authorizes (again, for uploads: the role may have changed meanwhile), commits, announces, answers.
     async fn commit(&mut self, request_id: RequestId, ws: WorkspaceId, edit: Edit) -> Result<(), ReqError> {
         authorize(&self.shared.db, self.identity.user, ws, Action::WriteFiles).await?;
-        let op = match &edit {
-            Edit::Put { .. } | Edit::MakeDir { .. } => ChangeOp::Put,
-            Edit::Delete { .. } => ChangeOp::Delete,
-            Edit::Move { .. } => ChangeOp::Move,
-            Edit::Restore { .. } => ChangeOp::Restore,
-        };
+        let op = edits::op_of(&edit);
         let done = ingest::commit(&self.shared.db, ws, self.author(), edit).await?;
         if done.new_seq {
             self.shared.metrics.commits.with_label_values(&[op.as_str()]).inc();
@@ -524,15 +520,7 @@ impl Session {
             tracing::info!(workspace.id = %ws, seq = done.seq, op = op.as_str(), conflict = done.conflict_path.is_some(), "committed");
             self.shared.announce(ws, done.seq).await;
         }
-        self.reply(Message::Committed {
-            request_id,
-            workspace_id: ws,
-            version: done.seq,
-            seq: done.seq,
-            path: done.path,
-            conflict_path: done.conflict_path,
-        })
-        .await;
+        self.reply(edits::committed(request_id, ws, done)).await;
         Ok(())
     }
 

@@ -54,6 +54,13 @@ impl From<filesync_proto_client::Committed> for Committed {
     }
 }
 
+/// A delete or a move of a known file ([`Remote::edits`]), at the version it was based on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathEdit {
+    Delete { path: String, base: i64 },
+    Move { from: String, to: String, base: i64 },
+}
+
 /// One upload of a batch ([`Remote::put_files`]).
 #[derive(Debug, Clone)]
 pub struct PutJob {
@@ -216,6 +223,19 @@ pub trait Remote: Fetch<Error = RemoteError> + Detach {
         out
     }
     async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError>;
+    /// Several deletes and moves, answering in the order given. A connection that can overlap
+    /// them (pipelined requests) should: the node commits pipelined edits together, so a deleted
+    /// or renamed tree is bound neither by round trips nor by a transaction per file.
+    async fn edits(&mut self, ws: WorkspaceId, edits: &[PathEdit]) -> Vec<Result<Committed, RemoteError>> {
+        let mut out = Vec::with_capacity(edits.len());
+        for e in edits {
+            out.push(match e {
+                PathEdit::Delete { path, base } => self.delete(ws, path, *base).await,
+                PathEdit::Move { from, to, base } => self.move_path(ws, from, to, *base).await,
+            });
+        }
+        out
+    }
     async fn move_path(
         &mut self,
         ws: WorkspaceId,

@@ -14,7 +14,7 @@ use filesync_core::WorkspaceId;
 use futures::StreamExt;
 
 use super::local::LocalFile;
-use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
+use super::remote::{Committed, Manifest, PathEdit, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
 use filesync_proto_client::download::Fetch;
 use filesync_proto_client::{BatchUpload, Client, ClientError, ConnectOptions, Event, Events, HeadsPage};
 
@@ -32,6 +32,9 @@ const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 const BATCH_FILES: usize = 256;
 /// `PutFiles` batches open on the connection at once.
 const BATCHES_IN_FLIGHT: usize = 2;
+/// Deletes and moves open on the connection at once: the node commits those that queue behind
+/// one another together.
+const EDITS_IN_FLIGHT: usize = 256;
 
 /// Splits the jobs named by `small` into batches within the protocol's limits, [`BATCH_BYTES`] of
 /// content and `frame_budget` bytes of `PutFiles` frame (long paths count).
@@ -261,6 +264,24 @@ impl Remote for Session {
     async fn delete(&mut self, ws: WorkspaceId, path: &str, base_version: i64) -> Result<Committed, RemoteError> {
         let c = self.client.delete(ws, path, base_version).await?;
         Ok(c.into())
+    }
+
+    async fn edits(&mut self, ws: WorkspaceId, edits: &[PathEdit]) -> Vec<Result<Committed, RemoteError>> {
+        // Owned futures (a client clone and the edit each), as for uploads.
+        let sends: Vec<_> = edits
+            .iter()
+            .map(|e| {
+                let (client, e) = (self.client.clone(), e.clone());
+                async move {
+                    let c = match e {
+                        PathEdit::Delete { path, base } => client.delete(ws, &path, base).await?,
+                        PathEdit::Move { from, to, base } => client.move_path(ws, &from, &to, base).await?,
+                    };
+                    Ok(c.into())
+                }
+            })
+            .collect();
+        futures::stream::iter(sends).buffered(EDITS_IN_FLIGHT).collect().await
     }
 
     async fn move_path(

@@ -32,7 +32,7 @@ use filesync_core::{Role, WorkspaceId};
 
 use super::ignore_rules::{IgnoreRules, IGNORE_FILE};
 use super::local::{self, LocalFile};
-use super::remote::{Committed, Manifest, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
+use super::remote::{Committed, Manifest, PathEdit, PutJob, Refusal, Remote, RemoteError, RemoteEvent};
 use super::state::{Entry, StateStore, VanishedSet};
 use super::ui::{Bar, Ui};
 use super::watch::WatchEvent;

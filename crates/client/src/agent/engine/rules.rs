@@ -312,18 +312,36 @@ impl FolderSync {
             })
             .await
             .unwrap_or_default();
-            for (from, entry) in still_gone {
-                if self.stopping() {
-                    return Err(SyncError::Stopped);
-                }
-                if !writer {
-                    if self.store.keep_local(&from) {
-                        self.ui.kept_local(&self.name, &from);
-                    }
-                    continue;
-                }
-                self.delete_remote(remote, &from, entry.version).await?;
+            if self.stopping() {
+                return Err(SyncError::Stopped);
             }
+            if !writer {
+                for (from, _) in &still_gone {
+                    if self.store.keep_local(from) {
+                        self.ui.kept_local(&self.name, from);
+                    }
+                }
+                continue;
+            }
+            let edits: Vec<PathEdit> = still_gone
+                .iter()
+                .map(|(from, entry)| PathEdit::Delete { path: from.to_string(), base: entry.version })
+                .collect();
+            let answers = remote.edits(self.ws, &edits).await;
+            self.advance_past_own_answers(&answers);
+            for ((from, _), answer) in still_gone.iter().zip(answers) {
+                self.record_delete_answer(from, answer)?;
+            }
+        }
+    }
+
+    /// Moves `last_seq` past our own commits among `answers`, in ascending order (a batch's
+    /// answers may come in any order).
+    fn advance_past_own_answers(&mut self, answers: &[Result<Committed, RemoteError>]) {
+        let mut own: Vec<i64> = answers.iter().flatten().map(|c| c.seq).collect();
+        own.sort_unstable();
+        for seq in own {
+            self.store.advance_past_own(seq);
         }
     }
 
@@ -384,14 +402,23 @@ impl FolderSync {
                     }
                 }
             }
-            for (from, entry, to) in moves {
+            let edits: Vec<PathEdit> = moves
+                .iter()
+                .map(|(from, entry, to)| PathEdit::Move {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    base: entry.version,
+                })
+                .collect();
+            let answers = if edits.is_empty() { Vec::new() } else { remote.edits(self.ws, &edits).await };
+            self.advance_past_own_answers(&answers);
+            for ((from, entry, to), answer) in moves.into_iter().zip(answers) {
                 let Some((meta, scan)) = changed.remove(&to) else { continue };
-                match remote.move_path(self.ws, &from, &to, entry.version).await {
+                match answer {
                     Ok(done) => {
                         tracing::info!(workspace.id = %self.ws, from = %from, to = %to, seq = done.seq, "moved");
                         self.store.remove(&from);
                         self.record(&to, done.version, &meta, &scan);
-                        self.store.advance_past_own(done.seq);
                     }
                     Err(RemoteError::Refused { code, message }) => {
                         // Changed meanwhile on the server: send it as a new file; the delete follows the table.
@@ -454,11 +481,7 @@ impl FolderSync {
         }
         self.store.save()?; // `status` shows them as pending while they go up
         let results = remote.put_files(self.ws, batch).await;
-        let mut own: Vec<i64> = results.iter().flatten().map(|c| c.seq).collect();
-        own.sort_unstable();
-        for seq in own {
-            self.store.advance_past_own(seq);
-        }
+        self.advance_past_own_answers(&results);
         let mut first_error = Ok(());
         for (j, result) in batch.iter().zip(results) {
             // Our own paths (from the disk, checked in `push_local_under`).
@@ -475,7 +498,13 @@ impl FolderSync {
     }
 
     pub(super) async fn delete_remote<R: Remote>(&mut self, remote: &mut R, rel: &WsPath, base: i64) -> PathResult {
-        match remote.delete(self.ws, rel, base).await {
+        let answer = remote.delete(self.ws, rel, base).await;
+        self.record_delete_answer(rel, answer)
+    }
+
+    /// What the node answered to our delete of `rel`, recorded.
+    fn record_delete_answer(&mut self, rel: &WsPath, answer: Result<Committed, RemoteError>) -> PathResult {
+        match answer {
             Ok(done) => {
                 tracing::info!(workspace.id = %self.ws, path = rel.as_str(), seq = done.seq, "deleted");
                 self.store.remove(rel);

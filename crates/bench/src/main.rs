@@ -61,6 +61,8 @@ enum Command {
     Scale,
     /// 10. A source-like tree of compressible text, initial sync: bytes on the wire against rsync -z and Syncthing.
     CompressibleTree,
+    /// 11. A synced tree of small files renamed, then deleted: time until B shows each.
+    RenameTree,
     /// Writes the report again from `--json` files of earlier runs (later files replace earlier scenarios) with
     /// the current bench/ANALYSIS.md; measures nothing.
     Render {
@@ -74,7 +76,7 @@ impl Command {
     fn scenarios(&self) -> Vec<u8> {
         match self {
             // Scale leaves its tree in place: it runs last.
-            Command::All => vec![1, 2, 3, 4, 5, 6, 7, 8, 10, 9],
+            Command::All => vec![1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 9],
             Command::Latency => vec![1],
             Command::LargeFile => vec![2],
             Command::SmallEdit => vec![3],
@@ -85,6 +87,7 @@ impl Command {
             Command::NodeLoad => vec![8],
             Command::Scale => vec![9],
             Command::CompressibleTree => vec![10],
+            Command::RenameTree => vec![11],
             Command::Render { .. } => vec![],
         }
     }

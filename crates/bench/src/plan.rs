@@ -13,7 +13,9 @@ use crate::machine::Machine;
 use crate::mirror::Mirror;
 use crate::report::{Goal, Report, Row, Scenario, Target, FILESYNC};
 use crate::rsync::Rsync;
-use crate::scenarios::{compressible_tree, large_file, latency, many_files, scale, small_edit, SizedRuns, TreeRuns};
+use crate::scenarios::{
+    compressible_tree, large_file, latency, many_files, rename_tree, scale, small_edit, SizedRuns, TreeRuns,
+};
 use crate::syncthing::{Syncthing, DEFAULT_COMPRESSION};
 use crate::Settings;
 
@@ -98,6 +100,7 @@ pub fn run(s: &Settings, scenarios: &[u8], command: &str, fd_limit: u64) -> Resu
             7 => crate::filesync::http_scenario(&mut lab.filesync, s),
             8 => crate::filesync::node_load_scenario(&mut lab.filesync, s),
             10 => run_compressible_tree(&mut lab, s),
+            11 => run_rename_tree(&mut lab, s),
             _ => run_scale(&mut lab, s),
         });
     }
@@ -204,6 +207,21 @@ fn run_many_files(lab: &mut Lab, s: &Settings) -> Scenario {
     );
     let tests = [many_files::RATE, many_files::WALL];
     measure_bulk(&mut sc, &tests, lab, s, false, |m, stage| many_files::run(m, stage, o));
+    sc
+}
+
+fn run_rename_tree(lab: &mut Lab, s: &Settings) -> Scenario {
+    let o = TreeRuns { files: s.files(), dirs: s.dirs(), size: s.file_size(), runs: s.runs(), seed: s.seed + 11_000 };
+    let mut sc = Scenario::new(
+        11,
+        "A tree renamed, then deleted",
+        "The tree of scenario 4 (fresh bytes every sample) is synced to B first, not timed. Then its top directory \
+         is renamed on A: the clock stops when every file is on B under the new name at full size and the old name \
+         is gone from B (B is checked every 50 ms); contents are compared afterwards. Then the renamed tree is \
+         deleted on A: the clock stops when it is gone from B.",
+    );
+    let tests = [rename_tree::RENAME, rename_tree::DELETE];
+    measure_bulk(&mut sc, &tests, lab, s, false, |m, stage| rename_tree::run(m, stage, o));
     sc
 }
 

@@ -12,6 +12,8 @@ use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
+pub mod tree;
+
 /// A BLAKE3 hash (of a chunk or of a whole file).
 pub type Hash = [u8; 32];
 
@@ -102,37 +104,112 @@ const BLOCKS_AHEAD: usize = 2;
 ///   runs until one of its chunks is a chunk of `before`, and speculation resumes with the one
 ///   that followed it there.
 /// - The whole-content hash runs on a second thread over the blocks as they are read, while this
-///   thread cuts and hashes chunks (inputs of one block or less are hashed inline).
+///   thread cuts and hashes chunks (inputs of one block or less are hashed inline). It is
+///   computed over aligned blocks ([`tree::TreeHasher`], the same BLAKE3 hash), whose values are
+///   remembered by the resulting chunk list ([`tree::remember`]). When the previous version's
+///   blocks are remembered (by `before`), a block whose value did not change holds the same
+///   bytes at the same offset as before, so a chunk of `before` at the same offset lying in
+///   such blocks only is taken without hashing it again: each byte is hashed once instead of
+///   twice. (The cutter then waits for the verdicts on the blocks it cuts, so reading and hashing
+///   take turns: 1 GiB after a 4 KiB edit in ~0.39 s instead of ~0.57 s on the 2-core test
+///   machine; hashing the blocks on several threads was slower there.)
 ///
 /// Streams: at most a few [`BLOCK`]s are in memory.
 pub fn rescan<R: Read>(mut source: R, before: &[ChunkRef]) -> io::Result<FileScan> {
     // Grown as read: a file of a few KiB does not get a block.
     let mut first = Vec::new();
     let eof = fill(&mut source, &mut first, BLOCK)?;
-    let cutter = Cutter::new(before);
+    let old = (!before.is_empty()).then(|| tree::recall(&tree::list_digest(before.iter().copied()))).flatten();
+    let verdicts = Verdicts::default();
+    // (Read whole at once: no hashing thread, no verdicts.)
+    let cutter = Cutter::new(before, (old.is_some() && !eof).then_some(&verdicts));
     if eof {
         let content_hash = hash(&first);
         let size = first.len() as u64;
         let chunks = cutter.run(first, true, &mut source, &mut |_, _| Ok(()))?;
         return Ok(FileScan { size, content_hash, chunks });
     }
-    std::thread::scope(|s| {
+    let scan = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(std::sync::Arc<Vec<u8>>, usize)>(BLOCKS_AHEAD);
+        let verdicts = &verdicts;
         let whole = std::thread::Builder::new().name("filesync-hash".into()).spawn_scoped(s, move || {
-            let (mut hasher, mut size) = (blake3::Hasher::new(), 0u64);
+            // However this thread ends, a cutter waiting for a verdict stops waiting.
+            let _gone = Gone(verdicts);
+            let mut hasher = tree::TreeHasher::new();
             for (block, from) in rx {
                 hasher.update(&block[from..]);
-                size += (block.len() - from) as u64;
+                if let Some(old) = &old {
+                    verdicts.publish(hasher.closed(), old);
+                }
             }
-            (*hasher.finalize().as_bytes(), size)
+            hasher.finalize()
         })?;
         let chunks = cutter.run(first, false, &mut source, &mut |block, from| {
             tx.send((block.clone(), from)).map_err(|_| io::Error::other("the hashing thread stopped"))
         });
         drop(tx);
-        let (content_hash, size) = whole.join().map_err(|_| io::Error::other("the hashing thread panicked"))?;
-        Ok(FileScan { size, content_hash, chunks: chunks? })
-    })
+        let (content_hash, blocks) = whole.join().map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        Ok::<_, io::Error>((FileScan { size: blocks.len, content_hash, chunks: chunks? }, blocks))
+    });
+    let (scan, blocks) = scan?;
+    tree::remember(tree::list_digest(scan.chunks.iter().map(|c| c.chunk)), blocks);
+    Ok(scan)
+}
+
+/// Which whole blocks of the new version ([`tree::TREE_BLOCK`]) hold the previous version's bytes
+/// at the same offsets (their values are equal), as the whole-content thread of [`rescan`] finds
+/// them; the cutter waits for a verdict it knows is coming.
+#[derive(Default)]
+struct Verdicts {
+    /// One verdict per block hashed so far, in order; and whether the hashing thread ended.
+    state: std::sync::Mutex<(Vec<bool>, bool)>,
+    ready: std::sync::Condvar,
+}
+
+impl Verdicts {
+    /// The verdicts for the blocks in `closed` not published yet.
+    fn publish(&self, closed: &[tree::Cv], old: &tree::Blocks) {
+        let Ok(mut state) = self.state.lock() else { return };
+        let from = state.0.len();
+        for (j, cv) in closed.iter().enumerate().skip(from) {
+            state.0.push(old.whole(j as u64) == Some(cv));
+        }
+        self.ready.notify_all();
+    }
+
+    /// True if the bytes `from..to` (not empty) are the previous version's: every block they
+    /// touch is unchanged. Waits for the verdict of a block of which `sent` bytes (more than the
+    /// block) were handed to the hashing thread; a block not yet complete there counts as changed.
+    fn same(&self, from: u64, to: u64, sent: u64) -> bool {
+        let Ok(mut state) = self.state.lock() else { return false };
+        for j in from / tree::TREE_BLOCK..=(to - 1) / tree::TREE_BLOCK {
+            let Ok(i) = usize::try_from(j) else { return false };
+            loop {
+                match state.0.get(i) {
+                    Some(true) => break,
+                    Some(false) => return false,
+                    None if state.1 || (j + 1) * tree::TREE_BLOCK >= sent => return false,
+                    None => match self.ready.wait(state) {
+                        Ok(s) => state = s,
+                        Err(_) => return false,
+                    },
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Marks the hashing thread of [`rescan`] gone when dropped (also by a panic).
+struct Gone<'a>(&'a Verdicts);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.1 = true;
+        }
+        self.0.ready.notify_all();
+    }
 }
 
 /// Reads into `buf` until it holds `want` bytes or the source ends; true if it ended.
@@ -149,6 +226,8 @@ type BlockSink<'s> = dyn FnMut(&std::sync::Arc<Vec<u8>>, usize) -> io::Result<()
 /// previous version taken after their hash matched.
 struct Cutter<'a> {
     before: &'a [ChunkRef],
+    /// Which blocks of the new version did not change, if the previous version's are known.
+    verdicts: Option<&'a Verdicts>,
     /// Where each chunk of `before` started, and where it ended (the last entry).
     starts: Vec<u64>,
     by_hash: std::collections::HashMap<Hash, usize>,
@@ -156,7 +235,7 @@ struct Cutter<'a> {
 }
 
 impl<'a> Cutter<'a> {
-    fn new(before: &'a [ChunkRef]) -> Cutter<'a> {
+    fn new(before: &'a [ChunkRef], verdicts: Option<&'a Verdicts>) -> Cutter<'a> {
         let mut starts = Vec::with_capacity(before.len() + 1);
         let mut at = 0u64;
         let mut by_hash = std::collections::HashMap::with_capacity(before.len());
@@ -167,7 +246,7 @@ impl<'a> Cutter<'a> {
         }
         starts.push(at);
         let masks = fastcdc::v2020::select_masks(AVG_CHUNK as usize, fastcdc::v2020::Normalization::Level1);
-        Cutter { before, starts, by_hash, masks }
+        Cutter { before, verdicts, starts, by_hash, masks }
     }
 
     /// FastCDC's next cut in `data` (all that is left of the file, or at least [`MAX_CHUNK`]).
@@ -231,7 +310,11 @@ impl<'a> Cutter<'a> {
                 expect.filter(|&k| failed != Some(pos) && avail >= max && self.starts[k] + max <= old_size && sane(k));
             if let Some(k) = guess {
                 let c = self.before[k];
-                if hash(&at(pos)[..c.len as usize]) == c.hash {
+                // Where it was, in blocks that did not change: the same bytes, no need to hash.
+                let sent = block_start + block.len() as u64;
+                let same =
+                    self.starts[k] == pos && self.verdicts.is_some_and(|v| v.same(pos, pos + u64::from(c.len), sent));
+                if same || guess_hash(&at(pos)[..c.len as usize]) == c.hash {
                     // Its first byte is the old one: a pending chunk before it stands.
                     out.push(ScannedChunk { chunk: c, offset: pos });
                     pos += u64::from(c.len);
@@ -265,6 +348,19 @@ impl<'a> Cutter<'a> {
         }
         Ok(out)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Guessed chunks [`Cutter::run`] hashed on this thread (tests count them).
+    static GUESSES_HASHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The hash of a chunk of the previous version guessed at a position.
+fn guess_hash(data: &[u8]) -> Hash {
+    #[cfg(test)]
+    GUESSES_HASHED.with(|n| n.set(n.get() + 1));
+    hash(data)
 }
 
 /// A block buffer no other thread still holds, emptied, or a new one.
@@ -451,6 +547,56 @@ mod tests {
         let mut edited = zeros.clone();
         edited[5_000_000] ^= 1;
         assert_eq!(rescan(&edited[..], &scan(&zeros[..]).unwrap().refs()).unwrap(), reference(&edited));
+    }
+
+    /// A rescan after a 4 KiB edit, the old version's blocks remembered (its own scan did):
+    /// the same result as a full scan, and only the chunks near the edit hashed again. Without
+    /// them (a list whose content this process never scanned), every chunk is hashed.
+    #[test]
+    fn rescan_with_remembered_blocks_hashes_only_near_the_edit() {
+        let base = pseudo_random(6 * BLOCK + 12_345, 41);
+        let old = scan(&base[..]).unwrap();
+        let mut edited = base.clone();
+        edited[3 * BLOCK + 100..3 * BLOCK + 4196].copy_from_slice(&pseudo_random(4096, 42));
+        let hashed = |data: &[u8], hint: &[ChunkRef]| {
+            let before = GUESSES_HASHED.with(|n| n.get());
+            assert_eq!(rescan(data, hint).unwrap(), reference(data));
+            GUESSES_HASHED.with(|n| n.get()) - before
+        };
+        let n = hashed(&edited, &old.refs());
+        // One changed tree block (1 MiB, ~16 chunks) and the last, partial one; the blocks of the
+        // current read are not hashed yet when the cutter reaches them at times.
+        assert!(n < old.chunks.len() as u64 / 4, "{n} of {} chunks hashed", old.chunks.len());
+        let mut other = base.clone();
+        other[0] ^= 1;
+        let other_old = reference(&other); // not through `scan`: its blocks are not remembered
+        let n = hashed(&edited, &other_old.chunks.iter().map(|c| c.chunk).collect::<Vec<_>>());
+        assert!(n > old.chunks.len() as u64 / 2, "nothing remembered for that list: {n} hashed");
+    }
+
+    /// Timing by hand: `FILESYNC_RESCAN_FILE=<1 GiB file> cargo test --release -p filesync-core --lib
+    /// rescan_timing -- --ignored --nocapture` (the file is overwritten in its middle).
+    #[test]
+    #[ignore]
+    fn rescan_timing() {
+        use std::io::{Seek, SeekFrom, Write};
+        let Ok(path) = std::env::var("FILESYNC_RESCAN_FILE") else { return };
+        let t = std::time::Instant::now();
+        let old = scan(std::fs::File::open(&path).unwrap()).unwrap();
+        eprintln!("scan: {:?}", t.elapsed());
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(old.size / 2 + 1234)).unwrap();
+        f.write_all(&pseudo_random(4096, 77)).unwrap();
+        drop(f);
+        let t = std::time::Instant::now();
+        let new = rescan(std::fs::File::open(&path).unwrap(), &old.refs()).unwrap();
+        eprintln!("rescan, old blocks remembered: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut other = old.refs();
+        other[0].len += 1; // a list nothing is remembered for: every guess hashed
+        let again = rescan(std::fs::File::open(&path).unwrap(), &other).unwrap();
+        eprintln!("rescan, nothing remembered: {:?}", t.elapsed());
+        assert_eq!(new, again);
     }
 
     #[test]

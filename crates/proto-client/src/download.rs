@@ -6,8 +6,11 @@
 //! requests in flight); chunks of local files unchanged since their scan may instead be copied
 //! in the kernel, unread ([`CopyChunks`]; cloned where the file system shares extents), while a
 //! second thread hashes the content in order, copied ranges read from their sources (the check
-//! overlaps the copy; the file system does the copying). Every chunk and the whole content are
-//! verified before the file is renamed into place, so a file appears whole or not at all.
+//! overlaps the copy; the file system does the copying), except whole blocks copied from the same
+//! offsets of a large file this process placed and that is unchanged since ([`Placed`]: their
+//! BLAKE3 chaining values are taken instead, so a 4 KiB edit of 1 GiB is checked without reading
+//! the GiB again). Every chunk and the whole content are verified before the file is renamed
+//! into place, so a file appears whole or not at all.
 //!
 //! Two shapes share those pieces:
 //! - one large version, a window of requests at a time ([`fetch_into`], bounded memory),
@@ -24,6 +27,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use filesync_core::chunking::tree::{Blocks, TreeHasher, TREE_BLOCK};
 use filesync_core::chunking::{self, ChunkRef, Hash};
 use filesync_core::WorkspaceId;
 use futures::StreamExt;
@@ -256,6 +260,10 @@ pub struct TempFile {
     written: u64,
     /// The last flush started behind the writing ([`FLUSH_BEHIND`]), while it runs.
     flushing: Option<tokio::task::JoinHandle<()>>,
+    /// The blocks of the content as [`fetch_into`] verified it ([`Placed`]), once it did.
+    verified: Option<Blocks>,
+    /// Bytes [`fetch_into`]'s check took by their blocks' values, unread ([`Placed`]).
+    unread: u64,
 }
 
 /// The temp file's identity and last change as the file system tells them ([`TempFile::stamp`]):
@@ -323,6 +331,8 @@ impl TempFile {
             armed: true,
             written: 0,
             flushing: None,
+            verified: None,
+            unread: 0,
         })
     }
 
@@ -395,6 +405,13 @@ impl TempFile {
         copied
     }
 
+    /// Bytes of the content that the check of [`fetch_into`] did not read: whole blocks copied
+    /// from the same offsets of a file this process placed and that is unchanged since
+    /// ([`Placed`]), taken by their chaining values.
+    pub fn unread(&self) -> u64 {
+        self.unread
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.written
@@ -423,6 +440,11 @@ impl TempFile {
         // Disarm the drop guard (the temp name is now the destination's); dropping still closes
         // the file, so a long sync never runs out of descriptors.
         self.armed = false;
+        // Stamped after the rename (which changes the file's ctime): from here on, any write,
+        // truncation, chmod or change of times moves the stamp.
+        if let (Some(blocks), Some(stamp)) = (self.verified.take(), Stamp::of_file(&self.file)) {
+            Placed::remember(stamp, blocks);
+        }
         // The rename itself survives a crash.
         let _ = rustix::fs::fsync(&self.dir);
         Ok(LocalFile::from_metadata(&meta))
@@ -552,7 +574,7 @@ pub enum FetchError<E> {
 #[derive(Debug, Clone, Default)]
 pub struct Resume {
     pub chunks: usize,
-    pub hasher: blake3::Hasher,
+    pub hasher: TreeHasher,
 }
 
 /// Writes the version made of `chunks` into `out`, a few windows of [`CHUNK_BATCH`] chunks in
@@ -582,12 +604,14 @@ pub async fn fetch_into<F: Fetch>(
     if staged > 0 {
         progress(staged);
     }
+    let list = chunks;
     let chunks = &chunks[done..];
     // Copied ranges are checked by hashing the whole content in order on a thread of its own:
     // copied ranges read from their sources, whose stamps must hold until the end.
     let (mut check, sources) = if chunks.iter().any(|c| copy.contains_key(&c.hash)) {
         let sources = Sources::of(copy).ok_or(FetchError::Mismatch)?;
-        (Some(Check::start(out.path(), staged, whole.clone()).map_err(FetchError::Write)?), sources)
+        let known = sources.placed();
+        (Some(Check::start(out.path(), staged, whole.clone(), known).map_err(FetchError::Write)?), sources)
     } else {
         (None, Sources::default())
     };
@@ -652,14 +676,25 @@ pub async fn fetch_into<F: Fetch>(
             }
             progress(u64::from(c.len));
         }
-        flush_run(out, run.take(), check.as_ref())?;
+        // A copy run goes on into the next group (the check takes its whole blocks unread only
+        // where a run covers them).
     }
-    let assembled = match check.take() {
-        Some(check) => check.finish(out.len()).map_err(FetchError::Write)?,
-        None => *whole.finalize().as_bytes(),
+    flush_run(out, run.take(), check.as_ref())?;
+    let (assembled, blocks) = match check.take() {
+        Some(check) => {
+            let (hash, blocks, pushed) = check.finish(out.len()).map_err(FetchError::Write)?;
+            out.unread = pushed * TREE_BLOCK;
+            (hash, blocks)
+        }
+        None => whole.finalize(),
     };
     if assembled != *content_hash || !sources.unchanged() {
         return Err(FetchError::Mismatch);
+    }
+    if blocks.len >= PLACED_MIN_BYTES {
+        // Its rescan after a local edit knows its blocks too.
+        chunking::tree::remember(chunking::tree::list_digest(list.iter().copied()), blocks.clone());
+        out.verified = Some(blocks);
     }
     Ok(reused)
 }
@@ -703,6 +738,77 @@ impl Sources {
     fn unchanged(&self) -> bool {
         self.0.iter().all(|(file, before)| Stamp::of_file(file).as_ref() == Some(before))
     }
+
+    /// The sources that are files this process placed and that are unchanged since ([`Placed`]),
+    /// with their blocks, by the address of the source's `File`.
+    fn placed(&self) -> HashMap<usize, std::sync::Arc<Blocks>> {
+        let mut out = HashMap::new();
+        for (file, stamp) in &self.0 {
+            if let Some(blocks) = Placed::blocks_of(stamp) {
+                out.insert(std::sync::Arc::as_ptr(file) as usize, blocks);
+            }
+        }
+        out
+    }
+}
+
+/// Files at least this large that a download placed are remembered with their blocks
+/// ([`Placed`]); below it, reading a file back costs little.
+const PLACED_MIN_BYTES: u64 = 4 * TREE_BLOCK;
+
+/// Files remembered at most ([`Placed`]; the oldest is forgotten first): 32 bytes per MiB each.
+const PLACED_MAX: usize = 256;
+
+/// Large files this process placed ([`TempFile::finish`]) after [`fetch_into`] verified their
+/// whole content against the version's content hash: their stamp just after the rename and the
+/// chaining values of their content's blocks ([`Blocks`], computed while that content was
+/// hashed). Only this process's memory: after a restart, every file is read again.
+///
+/// **What it is trusted for, and why the download stays verified, whole or nothing.** When the
+/// next version of such a file is assembled by copying its unchanged ranges (a 4 KiB edit of a
+/// 1 GiB file copies, or clones, all but a chunk or two), the check of the new content
+/// ([`Check`]) does not read again a whole block that was copied from the same offset of a
+/// remembered source whose stamp is still the one taken after its rename: it takes that
+/// block's chaining value from here. The content hash it computes is still BLAKE3 of the whole
+/// new content, compared with the version's content hash before the rename, exactly as before;
+/// what is trusted is that the source's bytes are those hashed when it was placed. The stamp
+/// (device, inode, size, mtime and ctime to the nanosecond) vouches for that: a write to the
+/// file, through a descriptor or a shared mapping, sets its mtime to the time of the write (the
+/// version's mtime, set before the stamp, is older); a truncation changes the size; setting the
+/// times back, a chmod, a link or a rename changes the ctime, which no one can set; a file put
+/// in its place has another inode or other times. The source's stamp must match from before
+/// the first copy to after the last one ([`Sources`]), so the copy took the bytes the values
+/// describe. This is the trust the download already gives its own temp file between writing
+/// and renaming it (no one else writes a `.filesync-tmp-` file) and the trust the agent gives
+/// a file whose stamp says it is as scanned, extended from the download to the next one; it
+/// does not cover writes that bypass the file system's times (a raw write to the block device,
+/// a file system changed while unmounted by something that keeps times), nor a clock set back
+/// to the nanosecond of the stamp. A value that does not fit is harmless: the content hash does
+/// not match, the download fails with [`FetchError::Mismatch`] and the caller assembles it
+/// again reading and checking every local chunk.
+struct Placed;
+
+/// Remembered files: (stamp, blocks), oldest first.
+static PLACED: std::sync::Mutex<Vec<(Stamp, std::sync::Arc<Blocks>)>> = std::sync::Mutex::new(Vec::new());
+
+impl Placed {
+    fn remember(stamp: Stamp, blocks: Blocks) {
+        if blocks.len != stamp.len || blocks.cvs.is_empty() {
+            return;
+        }
+        let Ok(mut placed) = PLACED.lock() else { return };
+        placed.retain(|(s, _)| (s.dev, s.ino) != (stamp.dev, stamp.ino));
+        if placed.len() >= PLACED_MAX {
+            placed.remove(0);
+        }
+        placed.push((stamp, std::sync::Arc::new(blocks)));
+    }
+
+    /// The blocks of a remembered file whose stamp is still `stamp`.
+    fn blocks_of(stamp: &Stamp) -> Option<std::sync::Arc<Blocks>> {
+        let placed = PLACED.lock().ok()?;
+        placed.iter().find(|(s, _)| s == stamp).map(|(_, b)| b.clone())
+    }
 }
 
 /// Reading bytes back costs a copy; this many at a time.
@@ -725,48 +831,72 @@ enum Part {
 /// proceeds, so the check of what was copied unread overlaps the copying. It starts at `from`
 /// with `hasher` having hashed the bytes before (a resumed download's prefix, [`Resume`], is not
 /// read again). Copied runs are hashed from their sources; [`Sources`] tells whether those held
-/// still meanwhile.
+/// still meanwhile. A whole block copied from the same offset of a source in `placed` (a file
+/// placed by this process, unchanged since: [`Placed`] says why that is sound) is taken by its
+/// chaining value, unread.
 struct Check {
     parts: Option<std::sync::mpsc::Sender<Part>>,
-    thread: std::thread::JoinHandle<std::io::Result<Hash>>,
+    thread: std::thread::JoinHandle<std::io::Result<(Hash, Blocks, u64)>>,
 }
 
 impl Check {
-    fn start(path: &Path, from: u64, mut hasher: blake3::Hasher) -> std::io::Result<Check> {
+    fn start(
+        path: &Path,
+        from: u64,
+        mut hasher: TreeHasher,
+        placed: HashMap<usize, std::sync::Arc<Blocks>>,
+    ) -> std::io::Result<Check> {
         use std::os::unix::fs::FileExt;
         let file = std::fs::File::open(path)?;
         let (tx, rx) = std::sync::mpsc::channel::<Part>();
         let thread = std::thread::Builder::new().name("filesync-check".into()).spawn(move || {
             let mut buf = vec![0u8; READ_BACK_BUF];
             // Hashes `len` bytes of `src` from `at`.
-            let mut hash_range = |src: &std::fs::File, mut at: u64, len: u64| -> std::io::Result<()> {
+            let mut hash_range = |hasher: &mut TreeHasher, src: &std::fs::File, mut at: u64, len: u64| {
                 let end = at + len;
                 while at < end {
                     let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(buf.len());
                     let n = src.read_at(&mut buf[..want], at)?;
                     if n == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
                     }
                     hasher.update(&buf[..n]);
                     at += n as u64;
                 }
                 Ok(())
             };
-            let mut done = from;
+            let (mut done, mut pushed) = (from, 0u64);
             for part in rx {
                 match part {
                     Part::Written(upto) if upto > done => {
-                        hash_range(&file, done, upto - done)?;
+                        hash_range(&mut hasher, &file, done, upto - done)?;
                         done = upto;
                     }
                     Part::Written(_) => {}
                     Part::Copied(run) => {
-                        hash_range(&run.src, run.offset, run.len)?;
+                        let blocks = placed.get(&(std::sync::Arc::as_ptr(&run.src) as usize));
+                        let (mut at, end) = (run.offset, run.offset + run.len);
+                        while at < end {
+                            // Where the copy kept its offset, a whole block of the source is its own block.
+                            let whole = blocks.filter(|_| at == hasher.len() && at + TREE_BLOCK <= end);
+                            if let Some(cv) = whole.and_then(|b| b.whole(at / TREE_BLOCK)) {
+                                if hasher.push_block(*cv) {
+                                    pushed += 1;
+                                    at += TREE_BLOCK;
+                                    continue;
+                                }
+                            }
+                            // Up to the next block boundary of the content, where a push may fit.
+                            let step = (TREE_BLOCK - hasher.len() % TREE_BLOCK).min(end - at);
+                            hash_range(&mut hasher, &run.src, at, step)?;
+                            at += step;
+                        }
                         done += run.len;
                     }
                 }
             }
-            Ok(*hasher.finalize().as_bytes())
+            let (hash, blocks) = hasher.finalize();
+            Ok((hash, blocks, pushed))
         })?;
         Ok(Check { parts: Some(tx), thread })
     }
@@ -787,9 +917,9 @@ impl Check {
         }
     }
 
-    /// The hash of the first `len` bytes, once all are hashed. Blocking (briefly: the hashing
-    /// kept up with the writing).
-    fn finish(mut self, len: u64) -> std::io::Result<Hash> {
+    /// The hash of the first `len` bytes once all are hashed, their blocks, and how many blocks
+    /// were taken unread. Blocking (briefly: the hashing kept up with the writing).
+    fn finish(mut self, len: u64) -> std::io::Result<(Hash, Blocks, u64)> {
         self.written(len);
         drop(self.parts.take());
         self.thread.join().map_err(|_| std::io::Error::other("the check thread panicked"))?
@@ -1266,7 +1396,7 @@ mod tests {
         let resume_with = |hashed: &[u8]| -> (TempFile, Resume) {
             let mut tmp = TempFile::beside(dir.path().join("new.bin")).unwrap();
             tmp.write(&new[..prefix]).unwrap();
-            let mut hasher = blake3::Hasher::new();
+            let mut hasher = TreeHasher::new();
             hasher.update(hashed);
             (tmp, Resume { chunks: staged, hasher })
         };
@@ -1305,6 +1435,138 @@ mod tests {
         use std::os::unix::fs::FileExt;
         file.write_all_at(&noise(10, 4), 60_000).unwrap();
         assert!(!sources.unchanged(), "a write since the stamp is seen");
+    }
+
+    /// Places `data` at `dir/name` as a download from a node holding all its chunks.
+    async fn place(dir: &Path, name: &str, data: &[u8]) -> chunking::FileScan {
+        let scan = chunking::scan(data).unwrap();
+        let held = scan.chunks.iter().map(|c| {
+            let at = c.offset as usize;
+            (c.chunk.hash, data[at..at + c.chunk.len as usize].to_vec())
+        });
+        let mut tmp = TempFile::beside(dir.join(name)).unwrap();
+        let (read, copy) = (LocalChunks::new(), CopyChunks::new());
+        let local = Local { read: &read, copy: &copy };
+        let (refs, ws) = (scan.refs(), WorkspaceId(1));
+        let mut node = Held(held.collect());
+        fetch_into(&mut node, ws, &refs, &scan.content_hash, &mut tmp, local, Resume::default(), &mut |_| {})
+            .await
+            .unwrap();
+        tmp.finish(0o644, 1_700_000_000_000).unwrap();
+        scan
+    }
+
+    /// The next version of a large file this process placed: the check takes the whole blocks
+    /// copied from the same offsets by their values, unread, and the content is still verified.
+    /// Once the old file is written (even with its size and mtime put back), it vouches for
+    /// nothing: its blocks are read, and the changed byte fails the check.
+    #[tokio::test]
+    async fn a_placed_file_unchanged_since_is_not_read_again_by_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = TREE_BLOCK as usize;
+        let old = noise(6 * b + 1234, 11);
+        let old_scan = place(dir.path(), "old.bin", &old).await;
+        let path = dir.path().join("old.bin");
+        assert_eq!(std::fs::read(&path).unwrap(), old);
+        let stamp = Stamp::of_file(&std::fs::File::open(&path).unwrap()).unwrap();
+        assert!(Placed::blocks_of(&stamp).is_some_and(|bl| bl.len == old.len() as u64), "remembered with its blocks");
+
+        let mut new = old.clone();
+        new[3 * b + 100..3 * b + 4196].copy_from_slice(&noise(4096, 12));
+        let (got, bytes) = assemble(dir.path(), &old_scan, &new, true).await;
+        assert!(got.is_ok() && bytes == new, "verified and in order");
+        let unread = last_unread(dir.path(), &old_scan, &new).await;
+        // Whole blocks made only of chunks copied from the same offset, but not the first (its
+        // value is not the root's) nor the partial last one: 3 or 4 of the 7 (the edited
+        // chunk may reach into the block before the edit's).
+        let old_at: HashSet<(Hash, u64)> = old_scan.chunks.iter().map(|c| (c.chunk.hash, c.offset)).collect();
+        let new_scan = chunking::scan(&new[..]).unwrap();
+        let kept = |i: u64| {
+            let (from, to) = (i * TREE_BLOCK, (i + 1) * TREE_BLOCK);
+            let within = |c: &&chunking::ScannedChunk| c.offset < to && c.offset + u64::from(c.chunk.len) > from;
+            new_scan.chunks.iter().filter(within).all(|c| old_at.contains(&(c.chunk.hash, c.offset)))
+        };
+        let want = (1..new.len() as u64 / TREE_BLOCK).filter(|&i| kept(i)).count() as u64;
+        assert!(want >= 3);
+        assert_eq!(unread, want * TREE_BLOCK, "whole unchanged blocks taken by their values");
+
+        // Written in a copied block, then its size and mtime put back: the ctime moved.
+        use std::os::unix::fs::FileExt;
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[old[4 * b + 7] ^ 1], (4 * b + 7) as u64).unwrap();
+        f.set_modified(mtime).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        let (got, _) = assemble(dir.path(), &old_scan, &new, true).await;
+        assert!(matches!(got, Err(FetchError::Mismatch)), "read again, the copy does not add up");
+        assert_eq!(last_unread(dir.path(), &old_scan, &new).await, 0, "nothing taken unread");
+    }
+
+    /// [`assemble`] with copies, returning how much the check took unread (0 if it failed).
+    async fn last_unread(dir: &Path, old_scan: &chunking::FileScan, new: &[u8]) -> u64 {
+        let path = dir.join("old.bin");
+        let scan = chunking::scan(new).unwrap();
+        let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+        let copy: CopyChunks = old_scan.chunks.iter().map(|c| (c.chunk.hash, (file.clone(), c.offset))).collect();
+        let held = scan.chunks.iter().map(|c| {
+            let at = c.offset as usize;
+            (c.chunk.hash, new[at..at + c.chunk.len as usize].to_vec())
+        });
+        let mut node = Held(held.collect());
+        let mut tmp = TempFile::beside(dir.join("new.bin")).unwrap();
+        let read = LocalChunks::new();
+        let local = Local { read: &read, copy: &copy };
+        let refs = scan.refs();
+        let got = fetch_into(
+            &mut node,
+            WorkspaceId(1),
+            &refs,
+            &scan.content_hash,
+            &mut tmp,
+            local,
+            Resume::default(),
+            &mut |_| {},
+        )
+        .await;
+        if got.is_ok() {
+            tmp.unread()
+        } else {
+            0
+        }
+    }
+
+    /// A chunk the node sends that does not match its hash fails the download, and nothing is
+    /// left: neither the destination nor the temp file.
+    #[tokio::test]
+    async fn a_damaged_chunk_from_the_node_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = noise(2_000_000, 13);
+        let scan = chunking::scan(&data[..]).unwrap();
+        let mut held: HashMap<Hash, Vec<u8>> = scan
+            .chunks
+            .iter()
+            .map(|c| (c.chunk.hash, data[c.offset as usize..(c.offset + u64::from(c.chunk.len)) as usize].to_vec()))
+            .collect();
+        held.get_mut(&scan.chunks[3].chunk.hash).unwrap()[10] ^= 1;
+        let mut node = Held(held);
+        let mut tmp = TempFile::beside(dir.path().join("f.bin")).unwrap();
+        let (read, copy) = (LocalChunks::new(), CopyChunks::new());
+        let local = Local { read: &read, copy: &copy };
+        let refs = scan.refs();
+        let got = fetch_into(
+            &mut node,
+            WorkspaceId(1),
+            &refs,
+            &scan.content_hash,
+            &mut tmp,
+            local,
+            Resume::default(),
+            &mut |_| {},
+        )
+        .await;
+        assert!(matches!(got, Err(FetchError::Damaged)));
+        drop(tmp);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing appears");
     }
 
     #[test]

@@ -297,11 +297,11 @@ impl FolderSync {
             tracing::info!(workspace.id = %self.ws, path = rel.as_str(), "changed locally during download; not replaced");
             return Ok(());
         }
-        let (mode, mtime_ms) = (c.mode, manifest.mtime_ms);
+        let (mode, mtime_ms, unread) = (c.mode, manifest.mtime_ms, tmp.unread());
         let assembled_ms = started.elapsed().as_millis();
         let finished = tokio::task::spawn_blocking(move || tmp.finish(mode, mtime_ms)).await;
         let (copied, finish_ms) = (!copy.is_empty(), started.elapsed().as_millis() - assembled_ms);
-        tracing::debug!(workspace.id = %self.ws, path = rel.as_str(), copied, planned_ms, assembled_ms, finish_ms, "download written");
+        tracing::debug!(workspace.id = %self.ws, path = rel.as_str(), copied, unread, planned_ms, assembled_ms, finish_ms, "download written");
         let facts = match finished.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
             Ok(f) => f,
             Err(e) => {

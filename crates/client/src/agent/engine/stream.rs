@@ -33,7 +33,7 @@ pub(super) struct Staging {
     /// Chunks of `chunks` already in `tmp`.
     pub(super) next: usize,
     /// BLAKE3 of the bytes in `tmp` (each chunk was verified against its hash as it arrived).
-    pub(super) hasher: blake3::Hasher,
+    pub(super) hasher: filesync_core::chunking::tree::TreeHasher,
     /// `tmp` as the last write left it (`None`: nothing written yet, or unknown).
     pub(super) stamp: Option<Stamp>,
 }
@@ -202,7 +202,14 @@ impl FolderSync {
                 match local::temp_beside(&self.root, &rel) {
                     Ok(tmp) => {
                         let chunks = chunks.into();
-                        let staging = Staging { rel, chunks, tmp, next: 0, hasher: blake3::Hasher::new(), stamp: None };
+                        let staging = Staging {
+                            rel,
+                            chunks,
+                            tmp,
+                            next: 0,
+                            hasher: filesync_core::chunking::tree::TreeHasher::new(),
+                            stamp: None,
+                        };
                         let stream = Stream::start(remote.detach(), self.ws, self.stream_turn.clone(), staging);
                         self.streams.insert(content_hash, stream);
                     }

@@ -10,7 +10,7 @@
 //! frames wait their turn in order, and once it has waited a heartbeat, pings
 //! are answered at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use filesync_core::chunking::{ChunkRef, Hash, MAX_CHUNK};
@@ -306,10 +306,17 @@ impl Session {
     }
 
     async fn put_file(&mut self, put: PutFile) -> Result<(), ReqError> {
+        self.put_file_holding(put, &HashSet::new()).await
+    }
+
+    /// [`Session::put_file`] of a version some of whose chunks the workspace is known to hold
+    /// (`held`: a delta's base version's): only the others are looked up. Whether all are still
+    /// held is checked again when the version is committed (in its transaction), as for any put.
+    async fn put_file_holding(&mut self, put: PutFile, held: &HashSet<Hash>) -> Result<(), ReqError> {
         check_path(&put.file.path)?;
         let lengths = check_chunks(&put.file.chunks, put.file.size)?;
         // In file order, so the chunks come (and become durable) in the order a reader wants them.
-        let order = put.file.chunks.iter().map(|c| c.hash).collect();
+        let order = put.file.chunks.iter().map(|c| c.hash).filter(|h| !held.contains(h)).collect();
         self.open_upload(put.request_id, put.workspace_id, lengths, order, Job::One(put)).await
     }
 
@@ -329,7 +336,7 @@ impl Session {
                 "a batch lists at most {MAX_BATCH_CHUNKS} chunks; send large files alone"
             )));
         }
-        let mut paths = std::collections::HashSet::new();
+        let mut paths = HashSet::new();
         let mut lengths = HashMap::new();
         for f in &files {
             check_path(&f.path)?;
@@ -393,7 +400,10 @@ impl Session {
         let (_, base) = file_version(&self.shared, d.workspace_id, d.base_seq).await?;
         let chunks = delta::apply(&base, &d.runs, MAX_DELTA_CHUNKS, &d.manifest_hash)
             .map_err(|e| ReqError::bad_request(format!("the delta against seq {} does not add up: {e}", d.base_seq)))?;
-        self.put_file(d.with_chunks(chunks)).await
+        // The base version's chunks are the workspace's (a version in its journal): a small edit of
+        // a large file looks up only its new chunks, not the ~16,000 of 1 GiB.
+        let held: HashSet<Hash> = base.iter().map(|c| c.hash).collect();
+        self.put_file_holding(d.with_chunks(chunks), &held).await
     }
 
     /// One chunk of an upload, in its stored form: stored as it came once it decodes (bounded by

@@ -340,11 +340,16 @@ pub fn missing_chunks(conn: &mut DbConn, ws: WorkspaceId, hashes: &[Hash]) -> Re
     Ok(hashes.iter().filter(|h| !held.contains(*h) && seen.insert(**h)).copied().collect())
 }
 
+/// Hashes looked up per statement by [`held_chunks`]: a commit of a 1 GiB version checks ~16,000,
+/// in 4 statements rather than 33 (each a round trip and a parse; ~0.14 s against ~0.08 s for
+/// 16,384 on MariaDB). Within SQLite's limit of 32,766 bound values.
+const HELD_IN_BATCH: usize = 4096;
+
 /// Which of `hashes` the workspace holds.
 pub fn held_chunks(conn: &mut DbConn, ws: WorkspaceId, hashes: &[Hash]) -> Result<HashSet<Hash>, DbError> {
     let unique: Vec<Hash> = hashes.iter().copied().collect::<HashSet<_>>().into_iter().collect();
     let mut held = HashSet::new();
-    for batch in unique.chunks(IN_BATCH) {
+    for batch in unique.chunks(HELD_IN_BATCH) {
         let raw: Vec<Vec<u8>> = batch.iter().map(|h| h.to_vec()).collect();
         let rows: Vec<Vec<u8>> = workspace_chunks::table
             .filter(workspace_chunks::workspace_id.eq(ws.0))
@@ -977,6 +982,27 @@ mod tests {
 
     fn put(path: &str, base: i64, content: Content) -> Edit {
         Edit::Put { path: path.into(), base_version: base, content }
+    }
+
+    /// More hashes than one statement asks ([`HELD_IN_BATCH`]), some held: the answer is exactly
+    /// the held ones, on both backends (SQLite binds them all in one statement too).
+    #[test]
+    fn held_chunks_across_statements() {
+        for_each_backend(|tdb| {
+            let db = Db::open(tdb.url(), 2).unwrap();
+            let c = &mut *db.conn().unwrap();
+            let alice = user(c, "alice");
+            let ws = WorkspaceId(accounts::create_workspace(c, alice, "Many").unwrap().id);
+            let hashes: Vec<Hash> = (0..HELD_IN_BATCH as u32 + 900).map(|i| hash(&i.to_be_bytes())).collect();
+            let held: Vec<NewChunk> =
+                hashes.iter().step_by(3).map(|h| NewChunk { hash: *h, size: 4, stored_size: 4, at: None }).collect();
+            for chunk in &held {
+                record_chunk(c, ws, chunk).unwrap();
+            }
+            let got = held_chunks(c, ws, &hashes).unwrap();
+            assert_eq!(got, held.iter().map(|n| n.hash).collect::<HashSet<_>>());
+            assert_eq!(missing_chunks(c, ws, &hashes).unwrap().len(), hashes.len() - held.len());
+        });
     }
 
     #[test]
